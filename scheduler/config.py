@@ -1,0 +1,97 @@
+"""Typed settings for the daemon, read lazily from ``WATTSCHED_*`` environment variables.
+
+Every field says what it is and what its default means. Nothing is read at import time: call
+``Settings.from_env()`` where the settings are needed, and pass them down.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+from scheduler.errors import ConfigError
+
+ENV_PREFIX = "WATTSCHED_"
+
+
+def default_data_dir() -> Path:
+    """The user's data directory for wattsched (database file, job outputs, the local daemon's address)."""
+    if os.environ.get("WATTSCHED_DATA_DIR"):
+        return Path(os.environ["WATTSCHED_DATA_DIR"])
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("wattsched"))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How one daemon runs. Build with ``from_env()``; override fields with ``dataclasses.replace``."""
+
+    #: Where the SQLite database, job outputs and daemon.json live.
+    data_dir: Path = field(default_factory=default_data_dir)
+    #: SQLAlchemy URL; empty means a SQLite file ``wattsched.db`` in data_dir.
+    database_url: str = ""
+    #: Address the REST API listens on; loopback only by default.
+    host: str = "127.0.0.1"
+    #: Port of the REST API; 0 picks a free one (tests).
+    port: int = 8765
+    #: Ray address to connect to; empty starts a local Ray instance (the embedded default).
+    ray_address: str = ""
+    #: Logical GPUs to declare when starting a local Ray on a machine without GPUs.
+    logical_gpus: int = 2
+    #: GPU model the simulated meter imitates for logical GPUs (see workers.meters.gpu_types).
+    logical_gpu_type: str = "A100-SXM4-40GB"
+    #: Zones of the logical GPUs of the embedded default, assigned round-robin.
+    logical_zones: tuple[str, ...] = ("DE", "FR")
+    #: Zone of a GPU whose node carries no ``wattsched.io/zone`` label.
+    default_zone: str = "DE"
+    #: Name of the scheduling policy (see policies.registry).
+    policy: str = "fifo"
+    #: Seconds between scheduling ticks; submits and finishes also tick at once.
+    tick_interval_s: float = 5.0
+    #: Seconds between power samples taken by the workers' meters.
+    sample_interval_s: float = 0.5
+    #: At most this many power samples are kept in the database per run (downsampled).
+    max_samples_per_run: int = 600
+    #: torch threads for each job process; several jobs share the cores of one node.
+    torch_threads: int = 1
+    #: Energy meter mode for GPUs: auto (NVML where present, else simulated), nvml or simulated.
+    meter_mode: str = "auto"
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'wattsched.db'}"
+
+    @property
+    def jobs_dir(self) -> Path:
+        """Where each job's working directory (checkpoints, images, logs) is created."""
+        return self.data_dir / "jobs"
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides) -> Settings:
+        """Settings from ``WATTSCHED_<FIELD>`` variables, then keyword overrides; bad values name the variable."""
+        env = os.environ if environ is None else environ
+        base = cls()
+        values = {}
+        for f in fields(cls):
+            name = ENV_PREFIX + f.name.upper()
+            if name not in env or f.name == "data_dir":
+                continue
+            raw = env[name]
+            current = getattr(base, f.name)
+            try:
+                if isinstance(current, bool):
+                    values[f.name] = raw.lower() in ("1", "true", "yes", "on")
+                elif isinstance(current, int):
+                    values[f.name] = int(raw)
+                elif isinstance(current, float):
+                    values[f.name] = float(raw)
+                elif isinstance(current, tuple):
+                    values[f.name] = tuple(z.strip() for z in raw.split(",") if z.strip())
+                else:
+                    values[f.name] = raw
+            except ValueError:
+                raise ConfigError(f"{name}={raw!r} is not a valid {type(current).__name__}") from None
+        settings = replace(base, **values)
+        return replace(settings, **overrides) if overrides else settings

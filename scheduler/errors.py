@@ -1,0 +1,48 @@
+"""The scheduler package's exceptions.
+
+::
+
+    WattschedError
+    ├── ConfigError         a setting is missing or malformed
+    ├── DatabaseError       the database cannot be reached, upgraded or used
+    ├── JobNotFound         no job has that id
+    ├── InvalidRequest      a submission or query is malformed (names the field)
+    ├── InvalidTransition   a job cannot go from its state to the one asked
+    └── ControllerError     the Ray controller is missing or refused an operation
+"""
+
+from __future__ import annotations
+
+
+class WattschedError(Exception):
+    """Base of every error the scheduler raises on purpose."""
+
+
+class ConfigError(WattschedError):
+    pass
+
+
+class DatabaseError(WattschedError):
+    pass
+
+
+class JobNotFound(WattschedError):
+    def __init__(self, job_id: str):
+        super().__init__(f"no job with id {job_id!r}")
+        self.job_id = job_id
+
+
+class InvalidRequest(WattschedError):
+    """A request a user can fix; ``field`` names what is wrong (``spec.steps``, ``deadline``)."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
+
+
+class InvalidTransition(WattschedError):
+    pass
+
+
+class ControllerError(WattschedError):
+    pass
