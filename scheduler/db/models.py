@@ -128,6 +128,7 @@ class Job(Base):
     submitted_at: Mapped[datetime] = mapped_column(index=True)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    progress: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # latest progress the job reported
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     error: Mapped[str | None] = mapped_column(Text)
     workdir: Mapped[str] = mapped_column(Text, default="")

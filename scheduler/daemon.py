@@ -1,0 +1,401 @@
+"""The scheduler daemon: queue in the database, decisions from a policy, execution through the Ray controller.
+
+It is a Ray driver hosting the REST API, an APScheduler 3 scheduler (the scheduling tick, reconciliation with
+the controller) and the event thread that records what the workers report. The daemon is the only writer of
+the database. Submits and finishes run the tick at once, so an idle cluster starts work without waiting for
+the next interval.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from scheduler.carbon import CarbonSignal, SyntheticSignal, integrate_emissions
+from scheduler.clock import Clock, to_unix_s, utc_now
+from scheduler.config import Settings
+from scheduler.db.engine import make_engine, make_session_factory, upgrade
+from scheduler.db.models import Gpu, Node, RunEnergy
+from scheduler.errors import ControllerError, InvalidTransition
+from scheduler.job_state import JobState, RunStatus
+from scheduler.jobs import JobStore, Submission
+from policies.decisions import Start, Wait
+from policies.registry import create_policy
+from policies.snapshot import GpuSlot, JobRequest, Snapshot
+
+log = logging.getLogger(__name__)
+
+TICK_JOB_ID = "tick"
+EVENT_POLL_S = 1.0
+
+
+@dataclass
+class GpuInfo:
+    """What the daemon knows of one worker's GPU (from the controller's inventory)."""
+
+    worker_id: str
+    node_id: str
+    zone: str
+    busy_job: str | None
+    raw: dict[str, Any]
+
+
+class Daemon:
+    """One scheduler daemon. ``start()`` brings it up; ``stop()`` takes it down (running jobs keep running)."""
+
+    def __init__(self, settings: Settings, clock: Clock = utc_now, signal: CarbonSignal | None = None):
+        self.settings = settings
+        self.clock = clock
+        self.signal = signal or SyntheticSignal()
+        self.policy = create_policy(settings.policy)
+        self.engine = make_engine(settings.resolved_database_url)
+        self.store = JobStore(make_session_factory(self.engine), clock, settings.jobs_dir)
+        self.controller = None
+        self.url: str | None = None
+        self.token: str | None = None
+        self._tick_lock = threading.Lock()
+        self._changed = threading.Condition()
+        self._stopping = threading.Event()
+        self._event_thread: threading.Thread | None = None
+        self._scheduler = None
+        self._server = None
+        self._server_thread: threading.Thread | None = None
+        self._inventory: list[GpuInfo] = []
+        self._sample_marks: dict[int, tuple[float, float | None]] = {}  # run -> first, last kept
+        self._started_ray = False
+
+    # --- life cycle -----------------------------------------------------------------------------------
+
+    def start(self, serve_api: bool = True) -> Daemon:
+        upgrade(self.engine)
+        self.settings.jobs_dir.mkdir(parents=True, exist_ok=True)
+        self._connect_ray()
+        self.sync_workers()
+        self._event_thread = threading.Thread(target=self._event_loop, name="wattsched-events", daemon=True)
+        self._event_thread.start()
+        self._start_scheduler()
+        if serve_api:
+            self._start_api()
+        self.trigger_tick()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+        if self._server is not None:
+            self._server.should_exit = True
+            self._server_thread.join(timeout=10)
+        if self._event_thread is not None:
+            self._event_thread.join(timeout=EVENT_POLL_S * 3)
+        self.engine.dispose()
+
+    def _connect_ray(self) -> None:
+        import ray
+
+        from scheduler.controller import get_or_create_controller
+
+        if not ray.is_initialized():
+            if self.settings.ray_address:
+                ray.init(address=self.settings.ray_address, namespace="wattsched", log_to_driver=False)
+            else:
+                from workers.meters.factory import physical_gpu_count
+
+                gpus = physical_gpu_count() or self.settings.logical_gpus
+                ray.init(num_gpus=gpus, namespace="wattsched", include_dashboard=False, log_to_driver=False)
+            self._started_ray = True
+        self.controller = get_or_create_controller(self._controller_options())
+
+    def _controller_options(self) -> dict[str, Any]:
+        s = self.settings
+        return {
+            "gpu_type": s.logical_gpu_type, "meter_mode": s.meter_mode, "sample_interval_s": s.sample_interval_s,
+            "torch_threads": s.torch_threads, "zone": s.default_zone, "logical_zones": list(s.logical_zones),
+        }
+
+    def _start_scheduler(self) -> None:
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        self._scheduler = BackgroundScheduler(timezone=timezone.utc)
+        self._scheduler.add_job(self.tick, "interval", seconds=self.settings.tick_interval_s, id=TICK_JOB_ID,
+                                max_instances=1, coalesce=True, misfire_grace_time=None)
+        self._scheduler.add_job(self.sync_workers, "interval", seconds=30, id="sync-workers",
+                                max_instances=1, coalesce=True)
+        self._scheduler.start()
+
+    def _start_api(self) -> None:
+        import uvicorn
+
+        from scheduler.api import create_app
+
+        self.token = self.token or secrets.token_urlsafe(24)
+        config = uvicorn.Config(create_app(self), host=self.settings.host, port=self.settings.port,
+                                log_level="warning", access_log=False)
+        self._server = uvicorn.Server(config)
+        self._server_thread = threading.Thread(target=self._server.run, name="wattsched-api", daemon=True)
+        self._server_thread.start()
+        while not self._server.started:
+            if not self._server_thread.is_alive():
+                raise ControllerError(f"the REST API could not listen on {self.settings.host}:{self.settings.port}")
+            self._stopping.wait(0.02)
+        port = self._server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://{self.settings.host}:{port}"
+        self._write_address_file()
+
+    def _write_address_file(self) -> None:
+        """Tell local clients where the daemon is (like Jupyter's runtime files); readable by the user only."""
+        path = self.settings.data_dir / "daemon.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600, exist_ok=True)
+        path.write_text(json.dumps({"url": self.url, "token": self.token}))
+
+    # --- the service the API calls ---------------------------------------------------------------------
+
+    def submit(self, submission: Submission):
+        job = self.store.submit(submission)
+        self.trigger_tick()
+        return job
+
+    def cancel(self, job_id: str):
+        job, must_stop = self.store.request_cancel(job_id)
+        if must_stop:
+            self.controller.cancel_job.remote(job_id)
+        else:
+            self._notify()
+        return job
+
+    def wait_for(self, job_id: str, timeout_s: float):
+        """The job once it is terminal, or as it is after ``timeout_s``."""
+        deadline = self._monotonic() + timeout_s
+        with self._changed:
+            while True:
+                job = self.store.get(job_id)
+                remaining = deadline - self._monotonic()
+                if JobState(job.state).terminal or remaining <= 0:
+                    return job
+                self._changed.wait(min(remaining, 1.0))
+
+    @staticmethod
+    def _monotonic() -> float:
+        import time
+
+        return time.monotonic()
+
+    def _notify(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "policy": self.policy.name,
+            "database": self.engine.dialect.name,
+            "gpus": [dict(g.raw, busy_job=g.busy_job) for g in self._inventory],
+            "queue": self.store.count_by_state(),
+            "carbon_source": self.signal.source,
+        }
+
+    # --- scheduling -----------------------------------------------------------------------------------
+
+    def trigger_tick(self) -> None:
+        """Run the scheduling tick now (in the scheduler's thread), not at the next interval."""
+        if self._scheduler is not None and self._scheduler.running:
+            self._scheduler.modify_job(TICK_JOB_ID, next_run_time=datetime.now(timezone.utc))
+
+    def sync_workers(self) -> None:
+        import ray
+
+        inventory = ray.get(self.controller.sync_workers.remote())
+        self._set_inventory(inventory)
+        now = self.clock()
+        with self.store.sessions.begin() as session:
+            for item in inventory:
+                node = session.get(Node, item["node_id"])
+                if node is None:
+                    node = Node(id=item["node_id"], hostname=item.get("hostname", ""), zone=item["zone"],
+                                first_seen_at=now, last_seen_at=now)
+                    session.add(node)
+                node.alive, node.last_seen_at, node.zone = True, now, item["zone"]
+                gpu = session.get(Gpu, item["worker_id"])
+                if gpu is None:
+                    session.add(Gpu(id=item["worker_id"], node_id=item["node_id"],
+                                    index=(item.get("gpu_ids") or [0])[0], name=item.get("gpu_name", ""),
+                                    logical=bool(item.get("logical")), max_power_w=item.get("max_power_w"),
+                                    idle_power_w=item.get("idle_power_w")))
+
+    def _set_inventory(self, inventory: list[dict[str, Any]]) -> None:
+        self._inventory = [GpuInfo(i["worker_id"], i["node_id"], i["zone"], i.get("busy_job"), i)
+                           for i in inventory]
+
+    def snapshot(self) -> Snapshot:
+        now = self.clock()
+        now_s = to_unix_s(now)
+        waiting = tuple(
+            JobRequest(job_id=j.id, gpus=j.gpus, submitted_s=to_unix_s(j.submitted_at), zones=tuple(j.zones or ()),
+                       deadline_s=to_unix_s(j.deadline_at) if j.deadline_at else None,
+                       interruptible=j.interruptible, kind=j.kind, priority=j.priority)
+            for j in self.store.waiting()
+        )
+        gpus = tuple(GpuSlot(g.worker_id, g.node_id, g.zone, busy=g.busy_job is not None,
+                             max_power_w=g.raw.get("max_power_w")) for g in self._inventory)
+        zones = {g.zone for g in self._inventory}
+        intensity = {z: self.signal.intensity_g_per_kwh(z, now_s) for z in zones}
+        return Snapshot(now_s=now_s, waiting=waiting, gpus=gpus, intensity_g_per_kwh=intensity)
+
+    def tick(self) -> None:
+        """One scheduling decision round: snapshot, policy, apply."""
+        if self._stopping.is_set():
+            return
+        with self._tick_lock:
+            import ray
+
+            self._set_inventory(ray.get(self.controller.inventory.remote()))
+            for decision in self.policy.decide(self.snapshot()):
+                if isinstance(decision, Start):
+                    self._start(decision)
+                elif isinstance(decision, Wait):
+                    self.store.set_waiting(decision.job_id, decision.reason, decision.deferred)
+
+    def _start(self, decision: Start) -> None:
+        import ray
+
+        job = self.store.get(decision.job_id)
+        reason = decision.reason or f"running in zone {decision.zone}"
+        run = self.store.start_run(job.id, decision.node_id, decision.zone, decision.gpu_ids,
+                                   decision.power_cap_w, f"{reason} on node {decision.node_id[:8]}")
+        try:
+            ray.get(self.controller.start_job.remote(
+                job.id, run.id, job.kind, job.spec, list(decision.gpu_ids), job.workdir, decision.power_cap_w))
+        except Exception as exc:  # the controller refused (worker busy or gone): keep the job queued
+            log.warning("could not start job %s: %s", job.id, exc)
+            self.store.abort_run(run.id, _one_line(exc))
+            return
+        for gpu in self._inventory:
+            if gpu.worker_id in decision.gpu_ids:
+                gpu.busy_job = job.id
+        self._notify()
+
+    # --- events from the controller -------------------------------------------------------------------
+
+    def _event_loop(self) -> None:
+        import ray
+
+        after = 0
+        while not self._stopping.is_set():
+            try:
+                events = ray.get(self.controller.fetch_events.remote(after, EVENT_POLL_S))
+            except Exception as exc:  # Ray shutting down or the controller restarting
+                if self._stopping.is_set():
+                    return
+                log.warning("fetching events from the controller failed: %s", exc)
+                self._stopping.wait(EVENT_POLL_S)
+                continue
+            finished = False
+            for seq, event in events:
+                try:
+                    finished |= self.handle_event(event)
+                except Exception:
+                    log.exception("could not record event %s", event.get("type"))
+                after = seq
+            if events:
+                self.controller.ack_events.remote(after)
+            if finished:
+                self._notify()
+                self.trigger_tick()
+
+    def handle_event(self, event: dict[str, Any]) -> bool:
+        """Record one worker event; True when a run finished (the cluster has room again)."""
+        kind = event.get("type")
+        run_id = int(event["run_id"])
+        if not self.store.run_is_open(run_id):
+            return False  # delivered again after a daemon restart: already recorded
+        if kind == "progress":
+            self.store.add_progress(run_id, event.get("progress"), self._thin(run_id, event.get("samples") or []))
+            return False
+        if kind != "finished":
+            return False
+        samples = event.get("samples") or []
+        self.store.add_samples(run_id, self._thin(run_id, samples, keep_last=True))
+        self._sample_marks.pop(run_id, None)
+        status = _run_status(event.get("exit_status"))
+        energy = self._run_energy(run_id, event.get("energy") or {}, samples)
+        try:
+            self.store.finish_run(run_id, status, event.get("exit_code"), event.get("error"), energy,
+                                  event.get("result"))
+        except InvalidTransition as exc:
+            log.warning("run %s finished but its job cannot record it: %s", run_id, exc)
+        return True
+
+    def _thin(self, run_id: int, samples: list[list[float]], keep_last: bool = False) -> list[list[float]]:
+        """Keep samples at least a gap apart that grows with the run's age, so long runs stay bounded.
+
+        Energies in samples are cumulative, so dropping a sample loses no energy, only time resolution.
+        """
+        kept = []
+        for i, sample in enumerate(samples):
+            first_s, last_s = self._sample_marks.get(run_id, (sample[0], None))
+            gap_s = max(1.0, (sample[0] - first_s) / self.settings.max_samples_per_run)
+            if last_s is None or sample[0] - last_s >= gap_s or (keep_last and i == len(samples) - 1):
+                kept.append(sample)
+                last_s = sample[0]
+            self._sample_marks[run_id] = (first_s, last_s)
+        return kept
+
+    def _run_energy(self, run_id: int, energy: dict[str, Any], final_samples: list[list[float]]) -> RunEnergy | None:
+        if not energy:
+            return None
+        stored = [(to_unix_s(s.at), s.gpu_energy_j + s.cpu_energy_j) for s in self.store.stored_samples(run_id)]
+        points = sorted(set(stored) | {(s[0], s[3] + s[4]) for s in final_samples})
+        total_j = float(energy.get("gpu_energy_j", 0.0)) + float(energy.get("cpu_energy_j", 0.0))
+        with self.store.sessions() as session:
+            from scheduler.db.models import Run
+
+            run = session.get(Run, run_id)
+            zone, started_s = run.zone, to_unix_s(run.started_at)
+        started_s = float(energy.get("started_s") or started_s)
+        emissions = integrate_emissions(points, total_j, self.signal, zone, started_s)
+        return RunEnergy(
+            gpu_energy_j=float(energy.get("gpu_energy_j", 0.0)), cpu_energy_j=float(energy.get("cpu_energy_j", 0.0)),
+            gpu_method=energy.get("gpu_method", "unknown"), cpu_method=energy.get("cpu_method", "unknown"),
+            avg_power_w=float(energy.get("avg_power_w", 0.0)), peak_power_w=float(energy.get("peak_power_w", 0.0)),
+            duration_s=float(energy.get("duration_s", 0.0)), intensity_g_per_kwh=emissions.intensity_g_per_kwh,
+            emissions_g=emissions.emissions_g, carbon_source=self.signal.source, carbon_basis=self.signal.basis,
+        )
+
+
+def _run_status(exit_status: str | None) -> RunStatus:
+    try:
+        return RunStatus(exit_status)
+    except ValueError:
+        return RunStatus.FAILED
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[-1] if text else type(exc).__name__
+
+
+def main(args) -> int:
+    """``wattsched daemon``: run until interrupted."""
+    from dataclasses import replace
+
+    settings = Settings.from_env()
+    overrides = {k: getattr(args, k) for k in ("host", "port", "policy") if getattr(args, k, None) is not None}
+    if getattr(args, "gpus", None):
+        overrides["logical_gpus"] = args.gpus
+    settings = replace(settings, **overrides)
+    daemon = Daemon(settings).start()
+    print(f"wattsched daemon listening on {daemon.url} (policy {settings.policy}, "
+          f"database {settings.resolved_database_url.split('://')[0]}); Ctrl-C stops it", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        daemon.stop()
+    return 0

@@ -1,0 +1,143 @@
+"""The job store on real SQLite and PostgreSQL: submission, transitions with reasons, runs, energy, history."""
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from scheduler.db import make_engine, make_session_factory, upgrade
+from scheduler.db.models import JobEvent, RunEnergy
+from scheduler.errors import InvalidRequest, InvalidTransition, JobNotFound
+from scheduler.job_state import JobState, RunStatus
+from scheduler.jobs import JobStore
+
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
+
+
+class FakeClock:
+    def __init__(self, now=T0):
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture
+def store(db_url, tmp_path):
+    engine = make_engine(db_url)
+    upgrade(engine)
+    yield JobStore(make_session_factory(engine), FakeClock(), tmp_path / "jobs")
+    engine.dispose()
+
+
+TRAIN = {"steps": 10, "image_size": 8}
+
+
+def test_upgrade_is_idempotent(db_url):
+    engine = make_engine(db_url)
+    upgrade(engine)
+    upgrade(engine)
+    engine.dispose()
+
+
+def test_submit_normalises_the_spec_and_records_the_first_event(store):
+    job = store.submit(store.validate("diffusion-train", TRAIN, gpus=1, zones=["DE"]))
+    assert job.state == "pending" and job.reason == "queued"
+    assert job.spec["steps"] == 10 and "batch_size" in job.spec  # defaults filled in
+    assert job.zones == ["DE"]
+    assert job.submitted_at == T0 and job.submitted_at.tzinfo is not None
+    assert [(e.from_state, e.to_state) for e in job.events] == [(None, "pending")]
+
+
+@pytest.mark.parametrize("kwargs,field", [
+    ({"kind": "shell"}, "kind"),
+    ({"spec": {"steps": "many"}}, "spec.steps"),
+    ({"spec": {"stpes": 3}}, "spec.stpes"),
+    ({"gpus": 0}, "gpus"),
+    ({"gpus": True}, "gpus"),
+    ({"zones": "DE"}, "zones"),
+    ({"deadline": T0 - timedelta(hours=1)}, "deadline"),
+    ({"interruptible": "yes"}, "interruptible"),
+])
+def test_bad_submissions_name_the_field(store, kwargs, field):
+    args = {"kind": "diffusion-train", "spec": TRAIN, **kwargs}
+    with pytest.raises(InvalidRequest) as info:
+        store.validate(**args)
+    assert info.value.field == field
+    assert field.split(".")[-1] in str(info.value)
+    assert store.list()[1] == 0  # nothing was written
+
+
+def test_checkpoint_may_name_a_job(store):
+    train = store.submit(store.validate("diffusion-train", TRAIN))
+    sample = store.validate("diffusion-sample", {"checkpoint": f"job:{train.id}"})
+    assert sample.spec["checkpoint"] == train.workdir
+    with pytest.raises(InvalidRequest, match="no job"):
+        store.validate("diffusion-sample", {"checkpoint": "job:nope"})
+
+
+def test_run_lifecycle_records_energy_and_every_transition(store):
+    job = store.submit(store.validate("diffusion-train", TRAIN))
+    store.set_waiting(job.id, "waiting for a free GPU in zone DE", deferred=False)
+    assert store.get(job.id).reason == "waiting for a free GPU in zone DE"
+    run = store.start_run(job.id, "node1", "DE", ["w1"], None, "running in zone DE")
+    store.add_progress(run.id, {"step": 3}, [[T0.timestamp() + 1, 100.0, 5.0, 100.0, 5.0]])
+    energy = RunEnergy(gpu_energy_j=500.0, cpu_energy_j=20.0, gpu_method="simulated", cpu_method="estimate",
+                       avg_power_w=104.0, peak_power_w=150.0, duration_s=5.0, intensity_g_per_kwh=300.0,
+                       emissions_g=0.0433, carbon_source="synthetic", carbon_basis="synthetic")
+    store.finish_run(run.id, RunStatus.SUCCEEDED, 0, None, energy, {"steps_done": 10})
+    # delivered twice (daemon restart): recorded once
+    store.finish_run(run.id, RunStatus.FAILED, 1, "boom", None, None)
+    job = store.get(job.id)
+    assert job.state == "succeeded" and job.result == {"steps_done": 10} and job.progress == {"step": 3}
+    assert [e.to_state for e in job.events] == ["pending", "running", "succeeded"]
+    assert job.runs[0].energy.gpu_energy_j == 500.0 and job.runs[0].status == "succeeded"
+    assert len(store.stored_samples(run.id)) == 1
+    with pytest.raises(InvalidTransition):
+        store.request_cancel(job.id)
+
+
+def test_cancel_pending_is_immediate_and_running_is_requested(store):
+    pending = store.submit(store.validate("diffusion-train", TRAIN))
+    job, must_stop = store.request_cancel(pending.id)
+    assert job.state == "cancelled" and not must_stop
+    running = store.submit(store.validate("diffusion-train", TRAIN))
+    run = store.start_run(running.id, "n", "DE", ["w"], None, "go")
+    job, must_stop = store.request_cancel(running.id)
+    assert must_stop and job.state == "running" and job.cancel_requested
+    assert running.id not in [j.id for j in store.waiting()]
+    store.finish_run(run.id, RunStatus.CANCELLED, 143, None, None, None)
+    assert store.get(running.id).state == "cancelled"
+    with pytest.raises(JobNotFound):
+        store.request_cancel("missing")
+
+
+def test_lost_run_requeues_and_failed_run_keeps_the_error(store):
+    job = store.submit(store.validate("diffusion-train", TRAIN))
+    run = store.start_run(job.id, "n", "DE", ["w"], None, "go")
+    store.finish_run(run.id, RunStatus.LOST, None, "node n died", None, None)
+    assert store.get(job.id).state == "pending"
+    run2 = store.start_run(job.id, "n2", "FR", ["w2"], None, "go again")
+    assert run2.attempt == 2
+    store.finish_run(run2.id, RunStatus.FAILED, 1, "Traceback...\nValueError: bad data", None, None)
+    job = store.get(job.id)
+    assert job.state == "failed" and "ValueError: bad data" in job.reason and "Traceback" in job.error
+
+
+def test_list_filters_and_history_range(store):
+    clock = store.clock
+    ids = []
+    for i in range(3):
+        clock.now = T0 + timedelta(minutes=i)
+        job = store.submit(store.validate("diffusion-train" if i < 2 else "diffusion-sample",
+                                          TRAIN if i < 2 else {"checkpoint": "/x"}))
+        store.start_run(job.id, "n", "DE", ["w"], None, "go")
+        ids.append(job.id)
+    jobs, total = store.list(kind="diffusion-train")
+    assert total == 2 and [j.id for j in jobs] == [ids[1], ids[0]]  # newest first
+    assert store.list(limit=1, offset=1)[0][0].id == ids[1]
+    with pytest.raises(InvalidRequest, match="state"):
+        store.list(state="bogus")
+    assert [j.id for j in store.history(since=T0 + timedelta(minutes=1))] == ids[1:]
+    assert [j.id for j in store.history(until=T0 + timedelta(minutes=1))] == ids[:1]
+    assert [j.id for j in store.history(kind="diffusion-sample")] == ids[2:]
+    assert store.count_by_state() == {"running": 3}
