@@ -62,6 +62,8 @@ class Daemon:
         self._tick_lock = threading.Lock()
         self._changed = threading.Condition()
         self._stopping = threading.Event()
+        self._tick_wanted = threading.Event()
+        self._tick_thread: threading.Thread | None = None
         self._event_thread: threading.Thread | None = None
         self._scheduler = None
         self._server = None
@@ -79,6 +81,8 @@ class Daemon:
         self.sync_workers()
         self._event_thread = threading.Thread(target=self._event_loop, name="wattsched-events", daemon=True)
         self._event_thread.start()
+        self._tick_thread = threading.Thread(target=self._tick_loop, name="wattsched-tick", daemon=True)
+        self._tick_thread.start()
         self._start_scheduler()
         if serve_api:
             self._start_api()
@@ -87,13 +91,15 @@ class Daemon:
 
     def stop(self) -> None:
         self._stopping.set()
+        self._tick_wanted.set()
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
         if self._server is not None:
             self._server.should_exit = True
             self._server_thread.join(timeout=10)
-        if self._event_thread is not None:
-            self._event_thread.join(timeout=EVENT_POLL_S * 3)
+        for thread in (self._event_thread, self._tick_thread):
+            if thread is not None:
+                thread.join(timeout=EVENT_POLL_S * 3)
         self.engine.dispose()
 
     def _connect_ray(self) -> None:
@@ -116,15 +122,15 @@ class Daemon:
         s = self.settings
         return {
             "gpu_type": s.logical_gpu_type, "meter_mode": s.meter_mode, "sample_interval_s": s.sample_interval_s,
-            "torch_threads": s.torch_threads, "zone": s.default_zone, "logical_zones": list(s.logical_zones),
+            "torch_threads": s.torch_threads, "default_zone": s.default_zone, "logical_zones": list(s.logical_zones),
         }
 
     def _start_scheduler(self) -> None:
         from apscheduler.schedulers.background import BackgroundScheduler
 
         self._scheduler = BackgroundScheduler(timezone=timezone.utc)
-        self._scheduler.add_job(self.tick, "interval", seconds=self.settings.tick_interval_s, id=TICK_JOB_ID,
-                                max_instances=1, coalesce=True, misfire_grace_time=None)
+        self._scheduler.add_job(self.trigger_tick, "interval", seconds=self.settings.tick_interval_s,
+                                id=TICK_JOB_ID, coalesce=True)
         self._scheduler.add_job(self.sync_workers, "interval", seconds=30, id="sync-workers",
                                 max_instances=1, coalesce=True)
         self._scheduler.start()
@@ -203,9 +209,19 @@ class Daemon:
     # --- scheduling -----------------------------------------------------------------------------------
 
     def trigger_tick(self) -> None:
-        """Run the scheduling tick now (in the scheduler's thread), not at the next interval."""
-        if self._scheduler is not None and self._scheduler.running:
-            self._scheduler.modify_job(TICK_JOB_ID, next_run_time=datetime.now(timezone.utc))
+        """Ask for a scheduling tick now. Requests made while a tick runs are merged into one more tick, never lost."""
+        self._tick_wanted.set()
+
+    def _tick_loop(self) -> None:
+        while not self._stopping.is_set():
+            self._tick_wanted.wait()
+            self._tick_wanted.clear()
+            if self._stopping.is_set():
+                return
+            try:
+                self.tick()
+            except Exception:  # a tick must never kill the loop; the next one retries
+                log.exception("scheduling tick failed")
 
     def sync_workers(self) -> None:
         import ray
