@@ -1,0 +1,110 @@
+"""The job child process end to end, as a worker runs it: JSON lines on stdout, exit codes, SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import queue
+import signal
+import subprocess
+import sys
+import threading
+
+import numpy as np
+
+from workers.diffusion import train
+from workers.job_specs import SAMPLE, TRAIN, parse_spec
+
+TINY = {"image_size": 8, "channels": [8, 16], "batch_size": 8, "num_train_timesteps": 20, "max_images": 64}
+# Generous: the child imports torch and diffusers (a few seconds) on a machine other tests keep busy.
+TIMEOUT_S = 120
+
+
+def job_command(tmp_path, kind, spec, workdir, name="job.json"):
+    job_file = tmp_path / name
+    job_file.write_text(json.dumps({"kind": kind, "spec": spec, "workdir": str(workdir)}))
+    return [sys.executable, "-m", "workers.job_process", "--job", str(job_file)]
+
+
+def run_job(tmp_path, kind, spec, workdir, name="job.json"):
+    """Run a job to the end; returns (exit code, the parsed stdout lines, stderr)."""
+    done = subprocess.run(
+        job_command(tmp_path, kind, spec, workdir, name), capture_output=True, text=True, timeout=TIMEOUT_S
+    )
+    # Every line must parse: anything else on stdout would break the worker reading it.
+    return done.returncode, [json.loads(line) for line in done.stdout.splitlines()], done.stderr
+
+
+def test_a_training_then_a_sampling_job_speak_json_lines_and_exit_0(tmp_path):
+    code, events, stderr = run_job(tmp_path, TRAIN, {**TINY, "steps": 3}, tmp_path / "train", "train.json")
+    assert code == 0, stderr
+    assert events[0] == {"event": "progress", "step": 1, "total": 3, "loss": events[0]["loss"]}
+    assert {e["event"] for e in events[:-1]} == {"progress"}
+    assert events[-1]["event"] == "result"
+    assert events[-1]["result"]["steps_done"] == 3
+    assert events[-1]["result"]["checkpoint"] == str(tmp_path / "train" / "checkpoints" / "final")
+
+    spec = {"checkpoint": str(tmp_path / "train"), "num_images": 3, "num_inference_steps": 2}
+    code, events, stderr = run_job(tmp_path, SAMPLE, spec, tmp_path / "sample", "sample.json")
+    assert code == 0, stderr
+    result = events[-1]["result"]
+    assert (result["num_images"], result["sampler"], result["num_inference_steps"]) == (3, "ddim", 2)
+    assert np.load(result["images_path"]).shape == (3, 8, 8, 1)
+
+
+def test_a_bad_spec_exits_1_with_an_error_line_and_a_traceback(tmp_path):
+    code, events, stderr = run_job(tmp_path, TRAIN, {"steps": "abc"}, tmp_path / "w")
+    assert code == 1
+    message = "SpecError: spec.steps: must be an integer from 1 to 1000000, got 'abc'"
+    assert events == [{"event": "error", "message": message}]
+    assert "Traceback" in stderr
+
+
+def test_a_job_file_without_a_workdir_is_refused(tmp_path):
+    job_file = tmp_path / "job.json"
+    job_file.write_text(json.dumps({"kind": TRAIN, "spec": {}}))
+    command = [sys.executable, "-m", "workers.job_process", "--job", str(job_file)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert done.returncode == 1
+    assert json.loads(done.stdout.splitlines()[-1])["message"].startswith("SpecError: job file: must be")
+
+
+def test_what_libraries_print_goes_to_stderr(tmp_path):
+    # Python prints and writes by C code or subprocesses to file descriptor 1 must all miss the event stream.
+    code = (
+        "import os; from workers.job_process import _claim_stdout, _emit; events = _claim_stdout(); "
+        "print('python print'); os.system('echo from a subprocess'); _emit(events, {'event': 'progress'})"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert done.stdout == '{"event": "progress"}\n'
+    assert "python print" in done.stderr and "from a subprocess" in done.stderr
+
+
+def test_sigterm_stops_training_with_a_checkpoint_to_resume_from(tmp_path):
+    # Far more steps than the test waits for, and no periodic checkpoint: only the stop writes one.
+    spec = {**TINY, "steps": 1_000_000, "checkpoint_every": 1_000_000}
+    workdir = tmp_path / "w"
+    process = subprocess.Popen(
+        job_command(tmp_path, TRAIN, spec, workdir), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    reader = threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True)
+    reader.start()
+    try:
+        first = json.loads(lines.get(timeout=TIMEOUT_S))
+        assert first["event"] == "progress"
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=TIMEOUT_S)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    reader.join(timeout=TIMEOUT_S)
+    events = [json.loads(lines.get_nowait()) for _ in range(lines.qsize())]
+
+    assert code == 143, process.stderr.read()
+    result = events[-1]["result"]
+    assert result["stopped"] is True and result["steps_done"] >= 1
+    done_steps = result["steps_done"]
+    assert result["checkpoint"] == str(workdir / "checkpoints" / f"step-{done_steps:06d}")
+
+    resumed = train(parse_spec(TRAIN, {**spec, "steps": done_steps + 2}), workdir)
+    assert (resumed["resumed_from_step"], resumed["steps_done"]) == (done_steps, done_steps + 2)

@@ -1,0 +1,116 @@
+"""The child process that runs one job: ``python -m workers.job_process --job FILE.json``.
+
+A worker starts one process per job so that the job can be stopped (SIGTERM) or killed without harm to the
+worker. FILE holds ``{"kind": one of KINDS, "spec": {...}, "workdir": "path"}``.
+
+Protocol: stdout carries only JSON objects, one per line, flushed as they happen:
+
+    {"event": "progress", "step": ..., "total": ..., ...}   while the job runs
+    {"event": "result", "result": {...}}                    last line, when the job finished or stopped
+    {"event": "error", "message": "<one line>"}             last line, when the job failed
+
+Exit codes: 0 finished; 1 failed (traceback on stderr); 143 stopped by SIGTERM: training wrote a checkpoint
+first and the result line says where, sampling wrote the batches it had finished. A second SIGTERM kills
+at once. Whatever the libraries print goes to stderr, as do the logs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+from workers.errors import SpecError
+from workers.job_specs import TRAIN, parse_spec
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+#: 128 + SIGTERM: what a shell reports for a process ended by SIGTERM, so both ways of stopping read alike.
+EXIT_STOPPED = 128 + signal.SIGTERM
+_JOB_KEYS = ("kind", "spec", "workdir")
+
+
+class StopFlag:
+    """Turns SIGTERM into a flag the job polls, so it can checkpoint and stop between two steps."""
+
+    def __init__(self) -> None:
+        self._requested = False
+
+    def install(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        self._requested = True
+        # Whoever sends a second SIGTERM will not wait for the checkpoint: let it kill the process.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+    def __call__(self) -> bool:
+        return self._requested
+
+
+def run_job(
+    job: dict[str, Any], report: Callable[[dict], None], should_stop: Callable[[], bool]
+) -> dict[str, Any]:
+    """Validate a job description and run it in this process; returns the job's result dict."""
+    if not isinstance(job, dict) or set(job) != set(_JOB_KEYS):
+        accepted = "a JSON object with exactly the keys " + ", ".join(_JOB_KEYS)
+        raise SpecError(f"job file: must be {accepted}, got {job!r}", field="job", accepted=accepted)
+    if not isinstance(job["workdir"], str) or not job["workdir"]:
+        accepted = "a path to the job's working directory"
+        raise SpecError(f"workdir: must be {accepted}, got {job['workdir']!r}", field="workdir", accepted=accepted)
+    spec = parse_spec(job["kind"], job["spec"])
+    workdir = Path(job["workdir"])
+    workdir.mkdir(parents=True, exist_ok=True)
+    # Imported only now: torch and diffusers take seconds to import, and SIGTERM is already handled by then.
+    from workers.diffusion import sample, train
+
+    run = train if job["kind"] == TRAIN else sample
+    return run(spec, workdir, report, should_stop)
+
+
+def _claim_stdout() -> TextIO:
+    """Keep the real stdout for events alone and point file descriptor 1 (and sys.stdout) at stderr."""
+    sys.stdout.flush()
+    events = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    # At the descriptor level, so that C extensions and subprocesses cannot write on the event stream either.
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return events
+
+
+def _emit(events: TextIO, event: dict[str, Any]) -> None:
+    # allow_nan=False: NaN is not JSON, and the reader must be able to parse every line.
+    events.write(json.dumps(event, allow_nan=False) + "\n")
+    events.flush()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the job in --job FILE, speaking the protocol above; returns the exit code."""
+    parser = argparse.ArgumentParser(prog="python -m workers.job_process", description=__doc__.splitlines()[0])
+    parser.add_argument("--job", required=True, help="JSON file with kind, spec and workdir")
+    args = parser.parse_args(argv)
+    events = _claim_stdout()
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stop = StopFlag()
+    stop.install()
+    try:
+        job = json.loads(Path(args.job).read_text())
+        result = run_job(job, lambda progress: _emit(events, {"event": "progress", **progress}), stop)
+    except Exception as exc:
+        traceback.print_exc()
+        message = " ".join(f"{type(exc).__name__}: {exc}".split())
+        _emit(events, {"event": "error", "message": message})
+        return EXIT_FAILED
+    _emit(events, {"event": "result", "result": result})
+    return EXIT_STOPPED if result["stopped"] else EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
