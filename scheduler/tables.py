@@ -1,0 +1,276 @@
+"""Plain-text tables, CSV and JSON of jobs, energy history and daemon status, and the human units they use.
+
+Every energy figure is printed beside how it was obtained (``1,234 J (simulated)``): an estimate or a simulated
+figure must never read as a measurement. Text output is for people; CSV and JSON keep the API's raw numbers
+and ISO times, for scripts.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
+
+if TYPE_CHECKING:
+    from scheduler.client import History, Job, JobEnergy
+
+FORMATS = ("table", "csv", "json")
+NONE = "-"  # how a missing value reads in text output
+
+
+# --- units --------------------------------------------------------------------------------------------
+
+
+def format_number(value: float | None, digits: int = 3) -> str:
+    """At least ``digits`` significant digits, positional, with thousands separators: 0.000343, 12.3, 1,235."""
+    if value is None:
+        return NONE
+    if value == 0:
+        return "0"
+    decimals = max(0, digits - 1 - math.floor(math.log10(abs(value))))
+    return f"{value:,.{decimals}f}"
+
+
+def format_joules(energy_j: float | None) -> str:
+    """Energy in joules: ``1,234 J``."""
+    return NONE if energy_j is None else f"{format_number(energy_j)} J"
+
+
+def format_kwh(energy_kwh: float | None) -> str:
+    """Energy in kilowatt-hours: ``0.000343 kWh``."""
+    return NONE if energy_kwh is None else f"{format_number(energy_kwh)} kWh"
+
+
+def format_duration(duration_s: float | None) -> str:
+    """A duration for people: ``4.2s``, ``42s``, ``12m05s``, ``3h04m``, ``2d03h``."""
+    if duration_s is None:
+        return NONE
+    if duration_s < 9.95:
+        return f"{duration_s:.1f}s"
+    seconds = round(duration_s)
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h{minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours:02d}h"
+
+
+def format_time(at: datetime | None) -> str:
+    """A UTC time to the second: ``2026-06-01 18:00:00Z``."""
+    return NONE if at is None else at.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def method_label(methods: Iterable[str]) -> str:
+    """How a figure was obtained, e.g. ``simulated`` or ``nvml-counter+rapl``; ``unknown`` if nobody said."""
+    return "+".join(methods) or "unknown"
+
+
+def short_id(value: Any) -> str:
+    """An id for a text table: Ray's 56-hex-digit node ids cut to 12, like Docker's short ids; others whole."""
+    text = NONE if value is None else str(value)
+    if len(text) > 16 and all(c in "0123456789abcdef" for c in text):
+        return text[:12]
+    return text
+
+
+def job_duration_s(job: Job, now: datetime | None = None) -> float | None:
+    """Seconds from start to finish; for a job still going, so far (as of ``now``)."""
+    if job.started_at is None:
+        return None
+    end = job.finished_at or now or datetime.now(timezone.utc)
+    return (end - job.started_at).total_seconds()
+
+
+# --- generic renderers ---------------------------------------------------------------------------------
+
+
+def render_table(headers: Sequence[str], rows: Iterable[Sequence[str]], numeric: Iterable[int] = ()) -> str:
+    """Columns separated by two spaces, like squeue or kubectl; columns in ``numeric`` are right-aligned."""
+    rows = [list(r) for r in rows]
+    right = set(numeric)
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+    return "\n".join(line(r).rstrip() for r in [list(headers), *rows])
+
+
+def render_csv(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(headers)
+    writer.writerows(rows)
+    return out.getvalue().rstrip("\n")
+
+
+def render_json(value: Any) -> str:
+    return json.dumps(value, indent=2)
+
+
+def _check_format(fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+
+
+# --- jobs ---------------------------------------------------------------------------------------------
+
+_JOB_HEADERS = ("id", "kind", "state", "duration", "energy J", "kWh", "method", "emissions g", "carbon", "reason")
+_JOB_CSV_HEADERS = (
+    "id", "kind", "state", "reason", "gpus", "zones", "deadline", "interruptible", "cancel_requested",
+    "submitted_at", "started_at", "finished_at", "duration_s", "gpu_energy_j", "cpu_energy_j", "energy_j",
+    "energy_kwh", "methods", "emissions_g", "intensity_g_per_kwh", "carbon_source",
+)
+_ENERGY_KEYS = ("gpu_energy_j", "cpu_energy_j", "energy_j", "energy_kwh")
+_CARBON_KEYS = ("emissions_g", "intensity_g_per_kwh", "carbon_source")
+
+
+def _state(job: Job) -> str:
+    return f"{job.state} (cancelling)" if job.cancel_requested and not job.terminal else job.state
+
+
+def render_jobs(jobs: Sequence[Job], fmt: str = "table", now: datetime | None = None) -> str:
+    """A list of jobs: a table with why each waiting job waits, CSV of the raw figures, or the API's JSON."""
+    _check_format(fmt)
+    if fmt == "json":
+        return render_json([j.raw for j in jobs])
+    if fmt == "csv":
+        return render_csv(_JOB_CSV_HEADERS, (_job_csv_row(j, now) for j in jobs))
+    rows = []
+    for job in jobs:
+        energy = job.energy
+        rows.append([
+            str(job.id), job.kind, _state(job), format_duration(job_duration_s(job, now)),
+            format_number(energy.energy_j) if energy else NONE,
+            format_number(energy.energy_kwh) if energy else NONE,
+            method_label(energy.methods) if energy else NONE,
+            format_number(energy.emissions_g) if energy else NONE,
+            (energy.carbon_source or NONE) if energy else NONE,
+            job.reason or "",
+        ])
+    return render_table(_JOB_HEADERS, rows, numeric=(3, 4, 5, 7))
+
+
+def _job_csv_row(job: Job, now: datetime | None) -> list[Any]:
+    raw, energy = job.raw, job.raw.get("energy") or {}
+    return [
+        job.id, job.kind, job.state, job.reason, job.gpus, ";".join(job.zones), raw.get("deadline"),
+        job.interruptible, job.cancel_requested, raw.get("submitted_at"), raw.get("started_at"),
+        raw.get("finished_at"), job_duration_s(job, now),
+        *(energy.get(k) for k in _ENERGY_KEYS), "+".join(energy.get("methods") or ()),
+        *(energy.get(k) for k in _CARBON_KEYS),
+    ]
+
+
+def _energy_lines(energy: JobEnergy) -> list[tuple[str, str]]:
+    total = method_label(energy.methods)
+    lines = [("energy", f"{format_joules(energy.energy_j)} ({total}) = {format_kwh(energy.energy_kwh)} ({total})")]
+    for label, joules, method in (("  gpu", energy.gpu_energy_j, energy.gpu_method),
+                                  ("  cpu", energy.cpu_energy_j, energy.cpu_method)):
+        if joules is not None:
+            lines.append((label, f"{format_joules(joules)} ({method or total})"))
+    if energy.avg_power_w is not None:
+        peak = f", peak {format_number(energy.peak_power_w)} W" if energy.peak_power_w is not None else ""
+        lines.append(("power", f"avg {format_number(energy.avg_power_w)} W{peak} ({total})"))
+    if energy.emissions_g is None:
+        lines.append(("emissions", f"{NONE} (no carbon intensity known)"))
+    else:
+        intensity = ""
+        if energy.intensity_g_per_kwh is not None:
+            intensity = f" at {format_number(energy.intensity_g_per_kwh)} g/kWh"
+        lines.append(("emissions", f"{format_number(energy.emissions_g)} g CO2e{intensity} "
+                                   f"(carbon source: {energy.carbon_source or 'unknown'})"))
+    return lines
+
+
+def render_job(job: Job, now: datetime | None = None) -> str:
+    """One job in full: its request, state and reason, times, energy and emissions, and each run."""
+    pairs: list[tuple[str, str]] = [
+        ("job", f"{job.id}  {job.kind}  {_state(job)}"),
+        ("reason", job.reason or NONE),
+        ("gpus", str(job.gpus)),
+        ("zones", ", ".join(job.zones) or "any"),
+        ("deadline", format_time(job.deadline) if job.deadline else "none"),
+        ("interruptible", "yes" if job.interruptible else "no"),
+        ("submitted", format_time(job.submitted_at)),
+        ("started", format_time(job.started_at)),
+        ("finished", format_time(job.finished_at)),
+        ("duration", format_duration(job_duration_s(job, now))),
+    ]
+    if job.progress:
+        pairs.append(("progress", json.dumps(job.progress)))
+    pairs.extend(_energy_lines(job.energy) if job.energy else [("energy", f"{NONE} (not measured yet)")])
+    if job.error:
+        pairs.append(("error", job.error))
+    if job.result is not None:
+        pairs.append(("result", json.dumps(job.result)))
+    pairs.append(("spec", json.dumps(job.spec)))
+    width = max(len(k) for k, _ in pairs)
+    text = "\n".join(f"{k.ljust(width)}  {v}" for k, v in pairs)
+    if job.runs:
+        rows = [[str(r.attempt if r.attempt is not None else NONE), short_id(r.node_id), r.zone or NONE,
+                 ",".join(str(g) for g in r.gpu_ids) or NONE, format_number(r.power_cap_w),
+                 format_time(r.started_at), format_time(r.ended_at), r.exit_status or NONE] for r in job.runs]
+        text += "\n\nruns\n" + render_table(
+            ("attempt", "node", "zone", "gpus", "cap W", "started", "ended", "exit"), rows, numeric=(0, 4))
+    return text
+
+
+# --- history ------------------------------------------------------------------------------------------
+
+_HISTORY_HEADERS = ("id", "kind", "state", "zone", "duration", "energy J", "kWh", "method", "emissions g", "carbon")
+_HISTORY_CSV_HEADERS = (
+    "job_id", "kind", "state", "zone", "submitted_at", "started_at", "finished_at", "duration_s",
+    "gpu_energy_j", "cpu_energy_j", "energy_j", "energy_kwh", "methods", "emissions_g", "intensity_g_per_kwh",
+    "carbon_source",
+)
+
+
+def render_history(history: History, fmt: str = "table") -> str:
+    """Energy history: a table ending in a totals row, CSV of the raw rows, or the API's JSON."""
+    _check_format(fmt)
+    if fmt == "json":
+        return render_json(history.raw)
+    if fmt == "csv":
+        return render_csv(_HISTORY_CSV_HEADERS, (
+            ["+".join(row.methods) if key == "methods" else row.raw.get(key) for key in _HISTORY_CSV_HEADERS]
+            for row in history.jobs))
+    rows = [[str(r.job_id), r.kind or NONE, r.state or NONE, r.zone or NONE, format_duration(r.duration_s),
+             format_number(r.energy_j), format_number(r.energy_kwh),
+             NONE if r.energy_j is None else method_label(r.methods),
+             format_number(r.emissions_g), r.carbon_source or NONE] for r in history.jobs]
+    totals = history.totals
+    rows.append(["total", f"{totals.jobs} job{'' if totals.jobs == 1 else 's'}", "", "", "",
+                 format_number(totals.energy_j), format_number(totals.energy_kwh), method_label(history.methods) if history.methods else NONE,
+                 format_number(totals.emissions_g), ""])
+    return render_table(_HISTORY_HEADERS, rows, numeric=(4, 5, 6, 8))
+
+
+# --- daemon status ------------------------------------------------------------------------------------
+
+
+def render_status(status: dict[str, Any]) -> str:
+    """The daemon's status: version, policy, database, carbon source, queue counts and its GPUs."""
+    queue = status.get("queue") or {}
+    lines = [
+        f"wattsched {status.get('version', '?')}  policy {status.get('policy', '?')}  "
+        f"database {status.get('database', '?')}",
+        "queue: " + (", ".join(f"{n} {state}" for state, n in queue.items()) or "empty"),
+    ]
+    if status.get("carbon_source"):
+        lines.append(f"carbon source: {status['carbon_source']}")
+    gpus = status.get("gpus") or []
+    if not gpus:
+        return "\n".join(lines + ["no GPUs registered"])
+    rows = [[str(g.get("worker_id", NONE)), short_id(g.get("node_id")), str(g.get("zone", NONE)),
+             f"{g.get('gpu_name') or NONE}{' (logical)' if g.get('logical') else ''}",
+             str(g.get("busy_job") or "idle")] for g in gpus]
+    return "\n".join(lines) + "\n\n" + render_table(("worker", "node", "zone", "gpu", "job"), rows)
