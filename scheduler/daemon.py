@@ -90,6 +90,9 @@ class Daemon:
         return self
 
     def stop(self) -> None:
+        """Stop scheduling and serving; idempotent. Running jobs go on under the controller."""
+        if self._stopping.is_set():
+            return
         self._stopping.set()
         self._tick_wanted.set()
         if self._scheduler is not None:
@@ -114,7 +117,9 @@ class Daemon:
                 from workers.meters.factory import physical_gpu_count
 
                 gpus = physical_gpu_count() or self.settings.logical_gpus
-                ray.init(num_gpus=gpus, namespace="wattsched", include_dashboard=False, log_to_driver=False)
+                # address="local": always a new instance, never a cluster that happens to run on this machine
+                ray.init(address="local", num_gpus=gpus, namespace="wattsched", include_dashboard=False,
+                         log_to_driver=False)
             self._started_ray = True
         self.controller = get_or_create_controller(self._controller_options())
 

@@ -38,6 +38,20 @@ def client(daemon):
     return Client(url=daemon.url, token=daemon.token)
 
 
+def wait_until_running(client, job):
+    """Poll (with the long-poll endpoint as the pause) until the job runs and has reported progress."""
+    from scheduler.client import WaitTimeout
+
+    while not (job.state == "running" and job.raw.get("progress")):
+        assert job.state in ("pending", "running"), job.raw
+        try:
+            client.wait(job.id, timeout=0.5)
+        except WaitTimeout:
+            pass
+        job = client.get(job.id)
+    return job
+
+
 def energies_of(daemon, job_id):
     with daemon.store.sessions() as session:
         return session.execute(
@@ -77,24 +91,14 @@ def test_train_then_sample_succeed_with_metered_energy_and_emissions(daemon, cli
 
 
 def test_cancel_stops_a_running_job_and_keeps_its_partial_energy(daemon, client):
-    job = client.submit("diffusion-train", LONG_TRAIN)
-    while True:  # until it has really started and reported progress
-        job = client.get(job.id)
-        if job.state == "running" and job.raw.get("progress"):
-            break
-        assert job.state in ("pending", "running"), job.raw
-        try:
-            client.wait(job.id, timeout=0.5)
-        except Exception:
-            pass
+    job = wait_until_running(client, client.submit("diffusion-train", LONG_TRAIN))
     client.cancel(job.id)
     job = client.wait(job.id, timeout=60)
     assert job.state == "cancelled"
     (run, energy), = energies_of(daemon, job.id)
     assert run.status == "cancelled"
     assert energy.gpu_energy_j > 0 and energy.emissions_g > 0
-    assert [e for e in ("pending", "running", "cancelled")] == [
-        e.to_state for e in daemon.store.get(job.id).events]
+    assert [e.to_state for e in daemon.store.get(job.id).events] == ["pending", "running", "cancelled"]
 
 
 def test_a_failing_job_reports_why(daemon, client):
@@ -102,3 +106,25 @@ def test_a_failing_job_reports_why(daemon, client):
     job = client.wait(job.id, timeout=120)
     assert job.state == "failed"
     assert "checkpoint" in job.reason.lower()
+
+
+def test_a_restarted_daemon_reattaches_and_records_jobs_that_ran_meanwhile(daemon):
+    """The controller is detached: jobs outlive the daemon, and a new daemon picks up their events."""
+    from scheduler.client import Client
+    from scheduler.daemon import Daemon
+
+    first = Client(url=daemon.url, token=daemon.token)
+    job = wait_until_running(first, first.submit("diffusion-train", LONG_TRAIN))
+    daemon.stop()
+
+    second = Daemon(daemon.settings).start()
+    try:
+        client = Client(url=second.url, token=second.token)
+        assert client.get(job.id).state == "running"
+        assert any(g["busy_job"] == job.id for g in client.status()["gpus"])
+        client.cancel(job.id)
+        job = client.wait(job.id, timeout=60)
+        assert job.state == "cancelled"
+        assert job.energy is not None and job.energy.gpu_energy_j > 0
+    finally:
+        second.stop()
