@@ -1,0 +1,510 @@
+"""The controller: a detached, named Ray actor that owns the GPU workers, the running jobs and their event log.
+
+Because it is detached, running jobs survive a crash or upgrade of the daemon; a restarted daemon attaches by
+name (``get_or_create_controller``) and reconciles with ``running()`` and the events it has not acknowledged.
+
+Events (``started``, ``progress``, ``finished``, see workers/worker.py) arrive from the workers through
+``report``; the controller numbers them (``seq``, increasing from 1 for each controller; ``info()["epoch"]``
+changes when the controller is re-created) and keeps them until the daemon acknowledges them. The daemon is the
+only database writer and may crash between ``fetch_events`` and its commit, so it acknowledges only after
+committing. A job whose worker or node is lost gets a ``finished`` event with ``exit_status: "lost"``, made by
+the controller from the last power sample it saw.
+
+``Controller`` is a plain class; ``get_or_create_controller`` applies ``ray.remote`` (style habit 9).
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from scheduler.errors import ConfigError, ControllerError
+from workers.worker import WORKER_DEFAULTS, GpuWorker
+
+log = logging.getLogger(__name__)
+
+#: The controller actor's name and namespace; a restarted daemon finds it by these.
+CONTROLLER_NAME = "wattsched-controller"
+NAMESPACE = "wattsched"
+
+#: Controller options, each with its default; worker options (workers.worker.WORKER_DEFAULTS) may be given too,
+#: and are passed to every worker, except ``zone`` and ``logical_zone`` which come from the two below.
+CONTROLLER_DEFAULTS: dict[str, Any] = {
+    # Zone of the GPUs of a node without a wattsched.io/zone label.
+    "default_zone": "DE",
+    # Zones given round-robin to the logical GPUs of an unlabelled node (the embedded default); () for none.
+    "logical_zones": (),
+    # Seconds to wait for a new worker actor to come up (its GPU may still be held by someone else).
+    "worker_start_timeout_s": 30.0,
+    # Seconds to wait for a worker to answer a command (start, cancel, liveness probe).
+    "worker_call_timeout_s": 30.0,
+    # Seconds a job gets between SIGTERM and SIGKILL when it is cancelled or the controller shuts down.
+    "cancel_grace_s": 10.0,
+    # Unacknowledged events kept at most; beyond it the oldest progress events are dropped (never started or
+    # finished ones), so a daemon that stays away long loses power samples, not outcomes.
+    "max_events": 100_000,
+}
+_WORKER_KEYS = set(WORKER_DEFAULTS) - {"zone", "logical_zone"}
+
+#: The resource only the head node has (Ray's own, as Ray Serve uses it). A driver on a machine with several nodes
+#: (ray.cluster_utils) attaches to any of them, so the driver's node is not the head's.
+HEAD_NODE_RESOURCE = "node:__internal_head__"
+#: Threads of the controller actor: long polls (fetch_events) each hold one while they wait.
+MAX_CONCURRENCY = 32
+#: Threads of a worker actor: cancel and describe must not wait behind each other.
+WORKER_MAX_CONCURRENCY = 4
+
+
+@dataclass
+class _Worker:
+    worker_id: str
+    node_id: str
+    handle: Any
+    describe_ref: Any = None  # describe() in flight while the actor comes up
+    info: dict | None = None  # describe(), once the actor is up
+    busy_job: str | None = None
+    created_at: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class _Job:
+    job_id: str
+    run_id: str
+    worker_ids: list[str]
+    node_id: str
+    submitted_at: float
+    started: dict | None = None  # the started event
+    last_sample: list | None = None
+    peak_power_w: float = 0.0
+    progress: dict = field(default_factory=dict)
+
+    @property
+    def lead(self) -> str:
+        return self.worker_ids[0]
+
+
+def check_options(options: dict | None) -> dict:
+    """The options as a new dict; ConfigError naming the valid keys when one is unknown."""
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(CONTROLLER_DEFAULTS) - _WORKER_KEYS)
+    if unknown:
+        valid = sorted(set(CONTROLLER_DEFAULTS) | _WORKER_KEYS)
+        raise ConfigError(f"unknown controller options {unknown}; valid ones: {valid}")
+    return options
+
+
+class Controller:
+    """Owns one GPU worker per GPU of the cluster, starts and cancels jobs on them, and keeps their events."""
+
+    def __init__(self, options: dict | None = None):
+        options = check_options(options)
+        self.options = {**CONTROLLER_DEFAULTS, **options}
+        self._worker_options = {k: v for k, v in options.items() if k in _WORKER_KEYS}
+        self._worker_options.setdefault("cancel_grace_s", self.options["cancel_grace_s"])
+        self.epoch = uuid.uuid4().hex
+        self.started_at = time.time()
+        ctx = ray.get_runtime_context()
+        self._name = ctx.get_actor_name() or CONTROLLER_NAME
+        self._namespace = ctx.namespace or NAMESPACE
+        self._lock = threading.RLock()
+        self._events_changed = threading.Condition(self._lock)
+        self._sync_lock = threading.Lock()
+        self._workers: dict[str, _Worker] = {}
+        self._jobs: dict[str, _Job] = {}
+        self._seqs: list[int] = []
+        self._events: list[dict] = []
+        self._next_seq = 1
+
+    # --- workers -------------------------------------------------------------------------------------------
+
+    def sync_workers(self) -> list[dict]:
+        """Match the workers to the cluster: one per GPU of each alive node; drop those of dead nodes.
+
+        Jobs on a dropped worker get a ``finished``/``lost`` event. Returns ``inventory()``.
+        """
+        with self._sync_lock:
+            alive = {n["NodeID"]: n for n in ray.nodes() if n.get("Alive")}
+            self._drop_lost_workers(alive)
+            self._create_missing_workers(alive)
+            self._describe_new_workers()
+        return self.inventory()
+
+    def inventory(self) -> list[dict]:
+        """Each ready worker's ``describe()`` plus ``busy_job`` (the job it runs or is held for, or None)."""
+        with self._lock:
+            return [
+                {**w.info, "busy_job": w.busy_job}
+                for w in sorted(self._workers.values(), key=lambda w: w.worker_id)
+                if w.info is not None
+            ]
+
+    def _drop_lost_workers(self, alive: dict[str, dict]) -> None:
+        with self._lock:
+            workers = list(self._workers.values())
+        lost: dict[str, str] = {w.worker_id: f"node {w.node_id} is gone" for w in workers if w.node_id not in alive}
+        probes = {w.handle.busy.remote(): w.worker_id for w in workers if w.node_id in alive and w.info}
+        # A slow worker is not a dead one: only an actor error drops it; the next sync probes it again.
+        ready = []
+        if probes:
+            ready, _ = ray.wait(list(probes), num_returns=len(probes), timeout=self.options["worker_call_timeout_s"])
+        for ref in ready:
+            try:
+                ray.get(ref)
+            except ray.exceptions.RayActorError as exc:
+                lost[probes[ref]] = f"worker actor died: {exc}"
+        for worker_id, reason in lost.items():
+            self._drop_worker(worker_id, reason)
+
+    def _drop_worker(self, worker_id: str, reason: str) -> None:
+        with self._lock:
+            worker = self._workers.pop(worker_id, None)
+            if worker is None:
+                return
+            log.warning("dropping worker %s: %s", worker_id, reason)
+            job = self._jobs.get(worker.busy_job) if worker.busy_job else None
+            if job is not None and job.lead == worker_id:
+                self._release(job)
+                self._append(self._lost_event(job, f"{reason} (worker {worker_id})"))
+        try:
+            ray.kill(worker.handle, no_restart=True)
+        except Exception:  # noqa: BLE001 - it is usually dead already
+            pass
+
+    def _create_missing_workers(self, alive: dict[str, dict]) -> None:
+        for node_id, node in alive.items():
+            gpus = int(node.get("Resources", {}).get("GPU", 0))
+            for k in range(gpus):
+                worker_id = f"{node_id[:8]}-gpu{k}"
+                with self._lock:
+                    if worker_id in self._workers:
+                        continue
+                options = dict(self._worker_options)
+                options["zone"] = self.options["default_zone"]  # the worker prefers its node's zone label
+                zones = tuple(self.options["logical_zones"])
+                options["logical_zone"] = zones[k % len(zones)] if zones else None
+                handle = (
+                    ray.remote(GpuWorker)
+                    .options(
+                        num_gpus=1,
+                        num_cpus=0,
+                        max_concurrency=WORKER_MAX_CONCURRENCY,
+                        scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
+                    )
+                    .remote(worker_id, self._name, self._namespace, options)
+                )
+                with self._lock:
+                    self._workers[worker_id] = _Worker(worker_id, node_id, handle, handle.describe.remote())
+
+    def _describe_new_workers(self) -> None:
+        """Wait for workers still coming up, each at most worker_start_timeout_s after its creation."""
+        with self._lock:
+            pending = [w for w in self._workers.values() if w.info is None]
+        for worker in pending:
+            left = worker.created_at + self.options["worker_start_timeout_s"] - time.monotonic()
+            try:
+                info = ray.get(worker.describe_ref, timeout=max(0.0, left))
+            except ray.exceptions.GetTimeoutError:
+                log.warning("worker %s is not up yet (is its GPU held by another Ray task?)", worker.worker_id)
+                continue
+            except ray.exceptions.RayError as exc:
+                self._drop_worker(worker.worker_id, f"worker failed to start: {exc}")
+                continue
+            with self._lock:
+                worker.info = info
+                worker.describe_ref = None
+
+    # --- jobs ----------------------------------------------------------------------------------------------
+
+    def start_job(
+        self,
+        job_id: str,
+        run_id: str,
+        kind: str,
+        spec: dict,
+        worker_ids: list[str],
+        workdir: str,
+        power_cap_w: float | None = None,
+    ) -> None:
+        """Start a job on idle workers of one node; the first runs it with all their GPUs, the others are held.
+
+        Returns once the lead worker has taken the job; its outcome arrives as events. Raises ControllerError
+        when a worker is unknown, busy or on another node, or the lead refuses the job.
+        """
+        if not worker_ids or len(set(worker_ids)) != len(worker_ids):
+            raise ControllerError(f"job {job_id}: give one or more distinct worker ids, got {worker_ids}")
+        with self._lock:
+            if job_id in self._jobs:
+                raise ControllerError(f"job {job_id} is already running (run {self._jobs[job_id].run_id})")
+            unknown = [w for w in worker_ids if w not in self._workers or self._workers[w].info is None]
+            if unknown:
+                raise ControllerError(f"job {job_id}: unknown or not ready workers {unknown}; call sync_workers()")
+            workers = [self._workers[w] for w in worker_ids]
+            busy = {w.worker_id: w.busy_job for w in workers if w.busy_job}
+            if busy:
+                raise ControllerError(f"job {job_id}: workers are busy {busy}; pick idle workers or cancel")
+            nodes = {w.node_id for w in workers}
+            if len(nodes) > 1:
+                raise ControllerError(f"job {job_id}: workers {worker_ids} span nodes {sorted(nodes)}; use one node")
+            gpu_ids = [g for w in workers for g in w.info["gpu_ids"]]
+            self._jobs[job_id] = _Job(job_id, run_id, list(worker_ids), workers[0].node_id, time.time())
+            for w in workers:
+                w.busy_job = job_id
+            lead = workers[0]
+        job = {
+            "job_id": job_id,
+            "run_id": run_id,
+            "kind": kind,
+            "spec": spec,
+            "workdir": str(workdir),
+            "gpu_ids": gpu_ids,
+            "power_cap_w": power_cap_w,
+        }
+        try:
+            ray.get(lead.handle.start.remote(job), timeout=self.options["worker_call_timeout_s"])
+        except Exception as exc:
+            if isinstance(exc, ray.exceptions.GetTimeoutError):
+                lead.handle.cancel.remote(job_id)  # in case it starts after all: its events name this run
+            with self._lock:
+                job_record = self._jobs.get(job_id)
+                if job_record is not None and job_record.run_id == run_id:
+                    self._release(job_record)
+            cause = getattr(exc, "cause", None) or exc
+            raise ControllerError(f"worker {lead.worker_id} did not start job {job_id}: {cause}") from None
+
+    def cancel_job(self, job_id: str) -> bool:
+        """Ask the job's worker to stop it; False when the controller runs no such job.
+
+        The ``finished`` event (``cancelled``) follows once the job has stopped (checkpointed, for training).
+        """
+        with self._lock:
+            job = self._jobs.get(job_id)
+            worker = self._workers.get(job.lead) if job else None
+        if job is None or worker is None:
+            return False
+        try:
+            return bool(ray.get(worker.handle.cancel.remote(job_id), timeout=self.options["worker_call_timeout_s"]))
+        except ray.exceptions.RayError as exc:
+            raise ControllerError(f"worker {worker.worker_id} did not cancel job {job_id}: {exc}") from None
+
+    def running(self) -> list[dict]:
+        """The jobs the controller runs: job_id, run_id, worker_ids, node_id, pid and started_at (once started),
+        latest progress."""
+        with self._lock:
+            return [
+                {
+                    "job_id": j.job_id,
+                    "run_id": j.run_id,
+                    "worker_ids": list(j.worker_ids),
+                    "node_id": j.node_id,
+                    "pid": j.started["pid"] if j.started else None,
+                    "started_at": j.started["at"] if j.started else None,
+                    "progress": dict(j.progress),
+                }
+                for j in self._jobs.values()
+            ]
+
+    def _release(self, job: _Job) -> None:
+        """Forget a job and free its workers. Call with the lock held."""
+        self._jobs.pop(job.job_id, None)
+        for worker_id in job.worker_ids:
+            worker = self._workers.get(worker_id)
+            if worker is not None and worker.busy_job == job.job_id:
+                worker.busy_job = None
+
+    def _lost_event(self, job: _Job, reason: str) -> dict:
+        """A finished event for a job whose worker vanished, with the energy of the last sample seen."""
+        now = time.time()
+        energy = None
+        if job.started is not None and job.last_sample is not None:
+            ts, _, _, gpu_j, cpu_j = job.last_sample
+            duration_s = max(0.0, ts - job.started["at"])
+            energy = {
+                "gpu_energy_j": gpu_j,
+                "cpu_energy_j": cpu_j,
+                "gpu_method": job.started["gpu_method"],
+                "cpu_method": job.started["cpu_method"],
+                "avg_power_w": (gpu_j + cpu_j) / duration_s if duration_s > 0 else 0.0,
+                "peak_power_w": job.peak_power_w,
+                "duration_s": duration_s,
+                "started_s": job.started["at"],
+                "ended_s": ts,
+                "partial": True,  # up to the last sample the controller received
+            }
+        return {
+            "type": "finished",
+            "job_id": job.job_id,
+            "run_id": job.run_id,
+            "worker_id": job.lead,
+            "at": now,
+            "exit_status": "lost",
+            "exit_code": None,
+            "result": None,
+            "error": reason,
+            "energy": energy,
+            "samples": [],
+        }
+
+    # --- events --------------------------------------------------------------------------------------------
+
+    def report(self, event: dict) -> int:
+        """Accept an event from a worker; returns its sequence number. A ``finished`` event frees the workers."""
+        with self._lock:
+            job = self._jobs.get(event.get("job_id"))
+            if job is not None and job.run_id != event.get("run_id"):
+                job = None  # an event of an earlier run (one declared lost, say): logged, but it changes nothing
+            kind = event.get("type")
+            if job is not None:
+                if kind == "started":
+                    job.started = event
+                elif kind == "progress":
+                    job.progress = event.get("progress") or {}
+                    samples = event.get("samples") or []
+                    if samples:
+                        job.last_sample = samples[-1]
+                        job.peak_power_w = max([job.peak_power_w] + [s[1] + s[2] for s in samples])
+                elif kind == "finished":
+                    self._release(job)
+            return self._append(event)
+
+    def _append(self, event: dict) -> int:
+        """Number an event and wake the long polls. Call with the lock held."""
+        seq = self._next_seq
+        self._next_seq += 1
+        self._seqs.append(seq)
+        self._events.append(event)
+        if len(self._events) > self.options["max_events"]:
+            self._drop_oldest_progress()
+        self._events_changed.notify_all()
+        return seq
+
+    def _drop_oldest_progress(self) -> None:
+        keep_from = len(self._events) // 2
+        kept = [
+            (s, e)
+            for i, (s, e) in enumerate(zip(self._seqs, self._events))
+            if i >= keep_from or e.get("type") != "progress"
+        ]
+        log.warning("event log full: dropped %d progress events", len(self._events) - len(kept))
+        self._seqs = [s for s, _ in kept]
+        self._events = [e for _, e in kept]
+
+    def fetch_events(self, after_seq: int, timeout_s: float = 0.0, limit: int = 1000) -> list[tuple[int, dict]]:
+        """The events numbered above ``after_seq`` (at most ``limit``), oldest first.
+
+        Waits up to ``timeout_s`` seconds for one when there are none, and returns as soon as one arrives.
+        Events stay until acknowledged with ``ack_events``.
+        """
+        with self._events_changed:
+            self._events_changed.wait_for(lambda: self._seqs and self._seqs[-1] > after_seq, timeout=timeout_s)
+            start = bisect.bisect_right(self._seqs, after_seq)
+            stop = start + limit
+            return list(zip(self._seqs[start:stop], self._events[start:stop]))
+
+    def ack_events(self, upto_seq: int) -> int:
+        """Forget the events numbered up to ``upto_seq`` (the daemon has committed them); returns how many."""
+        with self._lock:
+            cut = bisect.bisect_right(self._seqs, upto_seq)
+            del self._seqs[:cut], self._events[:cut]
+            return cut
+
+    def info(self) -> dict:
+        """The controller's epoch (new for each controller), start time, event counters and sizes."""
+        with self._lock:
+            return {
+                "epoch": self.epoch,
+                "started_at": self.started_at,
+                "last_seq": self._next_seq - 1,
+                "pending_events": len(self._events),
+                "workers": len(self._workers),
+                "running": len(self._jobs),
+                "options": dict(self.options),
+            }
+
+    # --- shutdown ------------------------------------------------------------------------------------------
+
+    def shutdown_workers(self) -> None:
+        """Stop every running job (SIGTERM, then SIGKILL after the grace period) and kill the worker actors."""
+        with self._lock:
+            workers = list(self._workers.values())
+            self._workers.clear()
+        grace = self.options["cancel_grace_s"]
+        refs = [w.handle.shutdown.remote(grace) for w in workers]
+        if refs:
+            ray.wait(refs, num_returns=len(refs), timeout=grace + 5)
+        for w in workers:
+            try:
+                ray.kill(w.handle, no_restart=True)
+            except Exception:  # noqa: BLE001
+                pass
+
+
+# --- creating and attaching ----------------------------------------------------------------------------------
+
+
+def get_or_create_controller(
+    options: dict | None = None, *, name: str = CONTROLLER_NAME, namespace: str = NAMESPACE
+):
+    """The controller actor's handle: attached by name if it exists, else created detached (on this node).
+
+    Options only matter when it is created; an existing controller keeps its own (see ``info()``).
+    Needs ``ray.init`` first.
+    """
+    try:
+        return ray.get_actor(name, namespace=namespace)
+    except ValueError:
+        pass
+    options = check_options(options)  # here, where the error is readable, not inside the actor
+    handle = (
+        ray.remote(Controller)
+        .options(
+            name=name,
+            namespace=namespace,
+            lifetime="detached",
+            get_if_exists=True,  # two daemons starting at once get the same controller
+            num_cpus=0,
+            max_concurrency=MAX_CONCURRENCY,
+            # On the head node: losing it loses the cluster anyway, whereas a GPU node may come and go.
+            scheduling_strategy=NodeAffinitySchedulingStrategy(_head_node_id(), soft=True),
+        )
+        .remote(options)
+    )
+    ray.get(handle.info.remote())  # fail here, not on first use, if it cannot start
+    return handle
+
+
+def _head_node_id() -> str:
+    """The head node's id; the driver's node where no node says it is the head."""
+    for node in ray.nodes():
+        if node.get("Alive") and HEAD_NODE_RESOURCE in node.get("Resources", {}):
+            return node["NodeID"]
+    return ray.get_runtime_context().get_node_id()
+
+
+def get_controller(*, name: str = CONTROLLER_NAME, namespace: str = NAMESPACE):
+    """The running controller's handle; ControllerError when there is none."""
+    try:
+        return ray.get_actor(name, namespace=namespace)
+    except ValueError:
+        raise ControllerError("no wattsched controller: start the daemon (wattsched daemon)") from None
+
+
+def shutdown_controller(*, name: str = CONTROLLER_NAME, namespace: str = NAMESPACE) -> bool:
+    """Stop the running jobs, kill the workers and the controller; False when there was no controller."""
+    try:
+        handle = ray.get_actor(name, namespace=namespace)
+    except ValueError:
+        return False
+    try:
+        ray.get(handle.shutdown_workers.remote())
+    except ray.exceptions.RayError as exc:
+        log.warning("the controller could not stop its workers: %s", exc)
+    ray.kill(handle, no_restart=True)
+    return True

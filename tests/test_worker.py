@@ -1,0 +1,207 @@
+"""GpuWorker on a real local Ray with two logical GPUs, running real (tiny) diffusion jobs in child processes.
+
+The worker reports to a stand-in controller, ``EventSink``, that implements the one method workers call
+(``report``) and lets the test wait for an event instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from workers.worker import GpuWorker  # noqa: E402
+
+pytestmark = pytest.mark.ray
+
+SINK = "test-event-sink"
+TRAIN_SPEC = {"image_size": 8, "steps": 10, "batch_size": 8, "channels": [8, 16], "checkpoint_every": 5}
+# Long enough to be cancelled while it trains; checkpoint_every keeps the checkpoint on SIGTERM cheap.
+LONG_TRAIN_SPEC = {**TRAIN_SPEC, "steps": 100_000, "checkpoint_every": 1000}
+TIMEOUT_S = 90
+
+
+class EventSink:
+    """Stands in for the controller: keeps the events a worker reports and wakes whoever waits for one."""
+
+    def __init__(self):
+        self.events: list[dict] = []
+        self.changed = threading.Condition()
+
+    def report(self, event: dict) -> int:
+        with self.changed:
+            self.events.append(event)
+            self.changed.notify_all()
+            return len(self.events)
+
+    def wait_for(self, job_id: str, predicate, timeout_s: float) -> dict | None:
+        """The first event of ``job_id`` for which ``predicate(event)`` holds, or None after ``timeout_s``."""
+
+        def found():
+            return next((e for e in self.events if e.get("job_id") == job_id and predicate(e)), None)
+
+        with self.changed:
+            self.changed.wait_for(found, timeout=timeout_s)
+            return found()
+
+    def of(self, job_id: str) -> list[dict]:
+        with self.changed:
+            return [e for e in self.events if e.get("job_id") == job_id]
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    # The sink class lives in this test module, which Ray's worker processes cannot import: ship it by value.
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    ray.init(
+        num_cpus=2,
+        num_gpus=2,
+        namespace=f"wattsched-test-{uuid.uuid4().hex[:8]}",
+        include_dashboard=False,
+        labels={"wattsched.io/zone": "FR"},
+        logging_level="WARNING",
+    )
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def sink(ray_local):
+    handle = ray.remote(EventSink).options(name=SINK, max_concurrency=8, num_cpus=0).remote()
+    ray.get(handle.of.remote("nothing"))
+    return handle
+
+
+def make_worker(worker_id: str, **options):
+    options = {"sample_interval_s": 0.25, "cancel_grace_s": 10.0, **options}
+    namespace = ray.get_runtime_context().namespace
+    return (
+        ray.remote(GpuWorker)
+        .options(num_gpus=1, num_cpus=0, max_concurrency=4)
+        .remote(worker_id, SINK, namespace, options)
+    )
+
+
+@pytest.fixture(scope="module")
+def workers(sink):
+    handles = [make_worker("w0"), make_worker("w1")]
+    ray.get([h.busy.remote() for h in handles])
+    yield handles
+    for h in handles:
+        ray.get(h.shutdown.remote(1.0))
+        ray.kill(h)
+
+
+def job(job_id: str, kind: str, spec: dict, workdir, gpu_ids=None) -> dict:
+    return {
+        "job_id": job_id,
+        "run_id": f"{job_id}-r1",
+        "kind": kind,
+        "spec": spec,
+        "workdir": str(workdir),
+        "gpu_ids": gpu_ids,
+        "power_cap_w": None,
+    }
+
+
+def finished(sink, job_id: str, timeout_s: float = TIMEOUT_S) -> dict:
+    event = ray.get(sink.wait_for.remote(job_id, lambda e: e["type"] == "finished", timeout_s))
+    assert event is not None, f"no finished event for {job_id}: {ray.get(sink.of.remote(job_id))}"
+    return event
+
+
+def test_worker_module_does_not_import_torch():
+    code = "import sys, workers.worker; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_describe_logical_gpu(workers):
+    infos = ray.get([w.describe.remote() for w in workers])
+    assert [i["worker_id"] for i in infos] == ["w0", "w1"]
+    assert sorted(g for i in infos for g in i["gpu_ids"]) == [0, 1]
+    for info in infos:
+        assert info["node_id"] == ray.get_runtime_context().get_node_id()
+        assert info["zone"] == "FR"  # the node label wins over any configured zone
+        assert info["logical"] is True
+        assert info["gpu_name"] == "A100-SXM4-40GB"
+        assert info["max_power_w"] > info["idle_power_w"] > 0
+    assert ray.get(workers[0].busy.remote()) is None
+
+
+def test_train_then_sample_report_simulated_energy(workers, sink, tmp_path):
+    w0 = workers[0]
+    gpu_ids = ray.get(w0.describe.remote())["gpu_ids"]
+    ray.get(w0.start.remote(job("train-1", "diffusion-train", TRAIN_SPEC, tmp_path / "train", gpu_ids)))
+    done = finished(sink, "train-1")
+    assert done["exit_status"] == "succeeded", done["error"]
+    assert done["exit_code"] == 0 and isinstance(done["result"], dict)
+    energy = done["energy"]
+    assert energy["gpu_energy_j"] > 0 and energy["gpu_method"] == "simulated"
+    assert energy["cpu_energy_j"] > 0 and energy["duration_s"] > 0
+    events = ray.get(sink.of.remote("train-1"))
+    started = events[0]
+    assert started["type"] == "started" and started["gpu_ids"] == gpu_ids and started["pid"] > 0
+    assert started["gpu_method"] == "simulated" and started["worker_id"] == "w0"
+    assert [e["type"] for e in events].count("finished") == 1 and events[-1] is not started
+    samples = [s for e in events if e["type"] in ("progress", "finished") for s in e["samples"]]
+    assert len(samples) >= 2 and all(len(s) == 5 for s in samples)
+    assert samples[-1][3] == pytest.approx(energy["gpu_energy_j"], rel=0.05)  # cumulative GPU energy
+    # The child's output is kept for users.
+    assert (tmp_path / "train" / "events.jsonl").read_text().count('"event": "result"') == 1
+    assert (tmp_path / "train" / "stderr.log").exists()
+    assert ray.get(w0.busy.remote()) is None
+
+    spec = {"checkpoint": str(tmp_path / "train"), "sampler": "ddim", "num_inference_steps": 5, "num_images": 4}
+    ray.get(w0.start.remote(job("sample-1", "diffusion-sample", spec, tmp_path / "sample")))
+    done = finished(sink, "sample-1")
+    assert done["exit_status"] == "succeeded", done["error"]
+    assert done["energy"]["gpu_energy_j"] > 0 and done["energy"]["gpu_method"] == "simulated"
+
+
+def test_failing_job_reports_the_error(workers, sink, tmp_path):
+    spec = {"checkpoint": str(tmp_path / "no-such-run"), "sampler": "ddim", "num_inference_steps": 5,
+            "num_images": 4}
+    ray.get(workers[1].start.remote(job("bad-sample", "diffusion-sample", spec, tmp_path / "bad")))
+    done = finished(sink, "bad-sample")
+    assert done["exit_status"] == "failed" and done["exit_code"] == 1
+    assert "no-such-run" in done["error"]
+    assert done["energy"]["gpu_method"] == "simulated"
+
+
+def test_launch_failure_is_reported_not_lost(workers, sink, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    ray.get(workers[1].start.remote(job("no-dir", "diffusion-train", TRAIN_SPEC, blocker / "workdir")))
+    done = finished(sink, "no-dir", timeout_s=10)
+    assert done["exit_status"] == "failed" and "could not launch" in done["error"]
+    assert [e["type"] for e in ray.get(sink.of.remote("no-dir"))] == ["finished"]
+    assert ray.get(workers[1].busy.remote()) is None
+
+
+def test_busy_worker_refuses_and_cancel_stops_training(workers, sink, tmp_path):
+    w1 = workers[1]
+    ray.get(w1.start.remote(job("long", "diffusion-train", LONG_TRAIN_SPEC, tmp_path / "long")))
+    assert ray.get(w1.busy.remote()) == "long"
+    with pytest.raises(ray.exceptions.RayTaskError, match="running job long"):
+        ray.get(w1.start.remote(job("second", "diffusion-train", TRAIN_SPEC, tmp_path / "second")))
+    assert ray.get(w1.cancel.remote("some-other-job")) is False
+
+    # Cancel once training really runs (the child has reported a step), so the checkpoint path is exercised.
+    progressed = ray.get(
+        sink.wait_for.remote("long", lambda e: e["type"] == "progress" and e["progress"], TIMEOUT_S)
+    )
+    assert progressed is not None, ray.get(sink.of.remote("long"))
+    asked = time.monotonic()
+    assert ray.get(w1.cancel.remote("long")) is True
+    assert ray.get(w1.cancel.remote("long")) is True  # asking twice must not kill it mid-checkpoint
+    done = finished(sink, "long", timeout_s=30)
+    assert time.monotonic() - asked < 10  # the grace period: it stopped on SIGTERM, not SIGKILL
+    assert done["exit_status"] == "cancelled" and done["exit_code"] == 143
+    assert done["energy"]["gpu_energy_j"] > 0 and done["energy"]["gpu_method"] == "simulated"
+    assert ray.get(w1.busy.remote()) is None
