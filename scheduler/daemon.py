@@ -13,8 +13,7 @@ import logging
 import secrets
 import threading
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from pathlib import Path
+from datetime import timezone
 from typing import Any
 
 from scheduler.carbon import CarbonSignal, SyntheticSignal, integrate_emissions

@@ -5,9 +5,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from scheduler.db import make_engine, make_session_factory, upgrade
-from scheduler.db.models import JobEvent, RunEnergy
+from scheduler.db.models import RunEnergy
 from scheduler.errors import InvalidRequest, InvalidTransition, JobNotFound
-from scheduler.job_state import JobState, RunStatus
+from scheduler.job_state import RunStatus
 from scheduler.jobs import JobStore
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)

@@ -2,6 +2,7 @@
 
     WorkersError            anything that went wrong in workers/
      ├── SpecError          a job spec (or what it points to) is not acceptable; names the field and what is accepted
+     ├── WorkerBusy         a worker asked to start a job already runs one
      ├── JobFailed          a job started but could not finish (diverged, crashed in its child process)
      └── MeterError         an energy meter could not be opened or read
 
@@ -43,3 +44,7 @@ class JobFailed(WorkersError):
 
 class MeterError(WorkersError):
     """An energy meter could not be opened or read."""
+
+
+class WorkerBusy(WorkersError):
+    """The worker already runs a job; cancel it or pick an idle worker."""

@@ -42,6 +42,7 @@ class StopFlag:
 
     def __init__(self) -> None:
         self._requested = False
+        self._parent_pid = os.getppid()
 
     def install(self) -> None:
         signal.signal(signal.SIGTERM, self._on_sigterm)
@@ -52,6 +53,10 @@ class StopFlag:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
     def __call__(self) -> bool:
+        # A job whose worker died (actor or node killed) must not run on unmetered and unowned: when the
+        # parent is gone (we are re-parented), stop as if cancelled, checkpoint included.
+        if not self._requested and os.getppid() != self._parent_pid:
+            self._requested = True
         return self._requested
 
 

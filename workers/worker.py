@@ -40,7 +40,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from workers.errors import MeterError, WorkersError
+from workers.errors import MeterError, WorkerBusy
 
 log = logging.getLogger(__name__)
 
@@ -75,13 +75,6 @@ WORKER_DEFAULTS: dict[str, Any] = {
 STDERR_TAIL_LINES = 20
 
 Reporter = Callable[[dict], None]
-
-
-class WorkerBusy(WorkersError):
-    """The worker already runs a job; cancel it or pick an idle worker.
-
-    Belongs in workers/errors.py's tree (under WorkersError); defined here until that file adopts it.
-    """
 
 
 class _Outbox:
