@@ -118,6 +118,15 @@ def create_app(daemon) -> FastAPI:
     def history(since: str | None = None, until: str | None = None, kind: str | None = None) -> dict[str, Any]:
         return history_view(daemon.store.history(_parse_time(since, "since"), _parse_time(until, "until"), kind))
 
+    @app.get("/v1/carbon")
+    def carbon(zone: str | None = None, duration_s: float | None = None,
+               horizon_s: float = 48 * 3600.0) -> dict[str, Any]:
+        if duration_s is not None and not 0 < duration_s <= 7 * 86400:
+            raise InvalidRequest("duration_s: must be a number of seconds from 1 to 604800 (7 days)", "duration_s")
+        if not 0 < horizon_s <= 7 * 86400:
+            raise InvalidRequest("horizon_s: must be a number of seconds from 1 to 604800 (7 days)", "horizon_s")
+        return {"zones": daemon.carbon(zone, duration_s, horizon_s)}
+
     @app.get("/v1/status")
     def status() -> dict[str, Any]:
         from importlib.metadata import version

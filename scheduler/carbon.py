@@ -8,19 +8,65 @@ measurement of any grid. Real providers (Electricity Maps, WattTime, UK Carbon I
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Protocol, Sequence
 
+import numpy as np
+
+from scheduler.clock import Clock, from_unix_s, utc_now
+
 SYNTHETIC_SOURCE = "synthetic"
+#: How far a basis can be trusted, least first: a run's emissions carry the least trusted basis it used.
+BASES_BY_TRUST = ("synthetic", "forecast", "actual")
+
+
+@dataclass(frozen=True)
+class IntensityReading:
+    """The intensity of ``zone`` at ``at`` (g CO2e/kWh) and where it came from.
+
+    ``basis``: ``actual``, ``forecast`` (a provider's or, with source ``history:...``, one made from the zone's
+    own history) or ``synthetic`` (a configured fallback or the built-in cycle: no data at all).
+    """
+
+    zone: str
+    at: datetime
+    intensity_g_per_kwh: float
+    source: str
+    basis: str
+
+
+@dataclass(frozen=True)
+class ZoneStatus:
+    """A zone's signal health for ``wattsched carbon`` and the daemon's status."""
+
+    zone: str
+    source: str
+    state: str  # ok | degraded
+    reason: str  # empty when ok
+    #: Age of the freshest data (an actual's time, else a forecast's issue time); None when nothing is cached.
+    age_s: float | None
+    last_success_at: datetime | None = None
+    #: WattTime's 0-100 percentile of the current MOER, where the provider has one (not an intensity).
+    signal_index_percent: float | None = None
+    details: dict[str, str] = field(default_factory=dict)
 
 
 class CarbonSignal(Protocol):
-    """Carbon intensity of a zone at an explicit time (Unix seconds); ``source`` names where it comes from."""
+    """Carbon intensity by zone at explicit times (Unix seconds), with where each value came from.
 
-    source: str
-    basis: str  # actual | forecast | synthetic
+    Implemented by the built-in SyntheticSignal and by scheduler.carbon_providers.ProviderSignal.
+    """
 
     def intensity_g_per_kwh(self, zone: str, at_s: float) -> float: ...
+
+    def reading(self, zone: str, at_s: float) -> IntensityReading: ...
+
+    def forecast(self, zone: str, horizon_s: float | None = None) -> list[IntensityReading]:
+        """Readings from now to ``horizon_s`` ahead, from the value in force now onwards."""
+
+    def status(self, zone: str) -> ZoneStatus:
+        """Whether the zone's signal is ok or degraded, and why."""
 
 
 @dataclass(frozen=True)
@@ -50,9 +96,25 @@ class SyntheticSignal:
     source = SYNTHETIC_SOURCE
     basis = "synthetic"
 
-    def __init__(self, cycles: dict[str, DailyCycle] | None = None, seconds_per_hour: float = 3600.0):
+    def __init__(self, cycles: dict[str, DailyCycle] | None = None, seconds_per_hour: float = 3600.0,
+                 clock: Clock = utc_now):
         self._cycles = dict(BUILTIN_CYCLES if cycles is None else cycles)
         self._seconds_per_hour = seconds_per_hour
+        self._clock = clock
+
+    def reading(self, zone: str, at_s: float) -> IntensityReading:
+        return IntensityReading(zone, from_unix_s(at_s), self.intensity_g_per_kwh(zone, at_s), self.source,
+                                self.basis)
+
+    def status(self, zone: str) -> ZoneStatus:
+        return ZoneStatus(zone, self.source, "ok", "", 0.0)
+
+    def forecast(self, zone: str, horizon_s: float | None = None) -> list[IntensityReading]:
+        """Hourly (in the signal's own, possibly compressed, hours) readings up to ``horizon_s`` (default 48 h)."""
+        horizon_s = 48 * self._seconds_per_hour if horizon_s is None else horizon_s
+        now_s = self._clock().timestamp()
+        steps = int(horizon_s // self._seconds_per_hour) + 1
+        return [self.reading(zone, now_s + k * self._seconds_per_hour) for k in range(steps)]
 
     def intensity_g_per_kwh(self, zone: str, at_s: float) -> float:
         cycle = self._cycles.get(zone, FALLBACK_CYCLE)
@@ -64,10 +126,15 @@ class SyntheticSignal:
 
 @dataclass(frozen=True)
 class Emissions:
-    """Emissions of a run (g CO2e) and the energy-weighted mean intensity it saw (g/kWh)."""
+    """Emissions of a run (g CO2e), the energy-weighted mean intensity it saw (g/kWh), and their provenance.
+
+    source: the sources of the intensities used, joined with "+"; basis: the least trusted basis among them.
+    """
 
     emissions_g: float
     intensity_g_per_kwh: float
+    source: str
+    basis: str
 
 
 def integrate_emissions(
@@ -81,16 +148,64 @@ def integrate_emissions(
     the last sample (up to ``total_energy_j``) is charged at the last sample's intensity.
     """
     grams = 0.0
+    sources: set[str] = set()
+    bases: set[str] = set()
+
+    def charge(energy_j: float, at_s: float) -> None:
+        nonlocal grams
+        reading = signal.reading(zone, at_s)
+        grams += energy_j / 3.6e6 * reading.intensity_g_per_kwh
+        sources.add(reading.source)
+        bases.add(reading.basis)
+
     previous_s, previous_j = started_s, 0.0
     for timestamp_s, energy_j in samples:
         delta_j = energy_j - previous_j
         if delta_j > 0:
-            midpoint_s = (previous_s + timestamp_s) / 2.0
-            grams += delta_j / 3.6e6 * signal.intensity_g_per_kwh(zone, midpoint_s)
+            charge(delta_j, (previous_s + timestamp_s) / 2.0)
         previous_s, previous_j = timestamp_s, max(previous_j, energy_j)
     remainder_j = total_energy_j - previous_j
     if remainder_j > 0:
-        grams += remainder_j / 3.6e6 * signal.intensity_g_per_kwh(zone, previous_s)
+        charge(remainder_j, previous_s)
+    if not sources:  # no energy at all: still say what the grid was like
+        charge(0.0, started_s)
     kwh = total_energy_j / 3.6e6
     mean = grams / kwh if kwh > 0 else signal.intensity_g_per_kwh(zone, started_s)
-    return Emissions(emissions_g=grams, intensity_g_per_kwh=mean)
+    basis = next(b for b in (*BASES_BY_TRUST, *sorted(bases)) if b in bases)
+    return Emissions(emissions_g=grams, intensity_g_per_kwh=mean, source="+".join(sorted(sources)), basis=basis)
+
+
+@dataclass(frozen=True)
+class Window:
+    """The cleanest stretch of a forecast for a job of a given length: start, end, mean intensity (g/kWh)."""
+
+    start: datetime
+    end: datetime
+    mean_g_per_kwh: float
+
+
+def cleanest_window(readings: Sequence[IntensityReading], duration_s: float) -> Window | None:
+    """The start (at a reading's time) minimising mean intensity over ``duration_s``, within the readings.
+
+    Readings are piecewise constant, each holding until the next; the last holds until one step after it.
+    None when the forecast is shorter than the job.
+    """
+    if not readings or duration_s <= 0:
+        return None
+    times = np.array([r.at.timestamp() for r in readings])
+    values = np.array([r.intensity_g_per_kwh for r in readings])
+    step = float(np.median(np.diff(times))) if len(times) > 1 else 3600.0
+    edges = np.append(times, times[-1] + step)
+    cumulative = np.concatenate(([0.0], np.cumsum(values * np.diff(edges))))  # g/kWh x s up to each edge
+
+    def integral_to(t: np.ndarray) -> np.ndarray:
+        index = np.clip(np.searchsorted(edges, t, side="right") - 1, 0, len(values) - 1)
+        return cumulative[index] + values[index] * (t - edges[index])
+
+    starts = times[times + duration_s <= edges[-1] + 1e-9]
+    if starts.size == 0:
+        return None
+    means = (integral_to(starts + duration_s) - integral_to(starts)) / duration_s
+    best = int(np.argmin(means))
+    start = from_unix_s(float(starts[best]))
+    return Window(start, start + timedelta(seconds=duration_s), float(means[best]))

@@ -177,6 +177,17 @@ def _history(args: argparse.Namespace) -> int:
     return 0
 
 
+def _carbon(args: argparse.Namespace) -> int:
+    duration_s = None
+    if args.duration is not None:
+        if not _DURATIONS.fullmatch(args.duration):
+            raise ValueError(f"--duration: {args.duration!r} is not a duration such as 90m, 2h or 1d")
+        duration_s = sum(float(n) * _UNIT_S[unit] for n, unit in _DURATION.findall(args.duration))
+    zones = _client(args).carbon(zone=args.zone, duration_s=duration_s)
+    _emit(args, zones, tables.render_carbon(zones))
+    return 0
+
+
 def _db_upgrade(args: argparse.Namespace) -> int:
     url = args.db
     if url is None:
@@ -264,6 +275,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--until", metavar="WHEN", help="jobs started before then: ISO 8601 or a duration ago")
     sub.add_argument("--kind", help="only jobs of this kind")
     output(sub, tables.FORMATS)
+
+    sub = command("carbon", _carbon, "carbon intensity now, its source and health, and the next 48 h")
+    sub.add_argument("zone", metavar="ZONE", nargs="?", help="one zone (default: every zone with GPUs)")
+    sub.add_argument("--duration", metavar="DURATION", help="also find the cleanest window for a job this long (2h)")
+    output(sub, ("text", "json"))
 
     sub = commands.add_parser("db", help="manage the daemon's database", description="manage the daemon's database")
     actions = sub.add_subparsers(title="actions", metavar="ACTION", required=True)

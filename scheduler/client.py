@@ -433,6 +433,12 @@ class Client:
         """The daemon's version, policy, database, GPUs (and what each runs) and queue counts."""
         return self._request("GET", "/v1/status")
 
+    def carbon(self, zone: str | None = None, duration_s: float | None = None) -> list[dict[str, Any]]:
+        """Each zone's (or one zone's) current intensity, signal health, 48 h forecast and, given a job length,
+        its cleanest window."""
+        params = {k: v for k, v in (("zone", zone), ("duration_s", duration_s)) if v is not None}
+        return self._request("GET", "/v1/carbon", params=params)["zones"]
+
     # --- HTTP ---
 
     def _request(self, method: str, path: str, *, params: dict[str, Any] | None = None,

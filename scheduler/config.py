@@ -58,6 +58,11 @@ class Settings:
     torch_threads: int = 1
     #: Energy meter mode for GPUs: auto (NVML where present, else simulated), nvml or simulated.
     meter_mode: str = "auto"
+    #: TOML/JSON file mapping zones to carbon providers (see scheduler/carbon_providers/config.py); empty uses
+    #: the built-in synthetic signal.
+    carbon_config: str = ""
+    #: Seconds between refreshes of every zone's carbon signal from its provider.
+    carbon_refresh_s: float = 300.0
 
     @property
     def resolved_database_url(self) -> str:

@@ -13,7 +13,7 @@ import logging
 import secrets
 import threading
 from dataclasses import dataclass
-from datetime import timezone
+from datetime import datetime, timezone
 from typing import Any
 
 from scheduler.carbon import CarbonSignal, SyntheticSignal, integrate_emissions
@@ -51,10 +51,10 @@ class Daemon:
     def __init__(self, settings: Settings, clock: Clock = utc_now, signal: CarbonSignal | None = None):
         self.settings = settings
         self.clock = clock
-        self.signal = signal or SyntheticSignal()
         self.policy = create_policy(settings.policy)
         self.engine = make_engine(settings.resolved_database_url)
         self.store = JobStore(make_session_factory(self.engine), clock, settings.jobs_dir)
+        self.signal = signal or self._build_signal()
         self.controller = None
         self.url: str | None = None
         self.token: str | None = None
@@ -70,6 +70,14 @@ class Daemon:
         self._inventory: list[GpuInfo] = []
         self._sample_marks: dict[int, tuple[float, float | None]] = {}  # run -> first, last kept
         self._started_ray = False
+
+    def _build_signal(self) -> CarbonSignal:
+        """The configured providers' signal, or the built-in synthetic one when none is configured."""
+        if not self.settings.carbon_config:
+            return SyntheticSignal(clock=self.clock)
+        from scheduler.carbon_providers import CarbonConfig, build_signal
+
+        return build_signal(CarbonConfig.from_file(self.settings.carbon_config), self.store.sessions, self.clock)
 
     # --- life cycle -----------------------------------------------------------------------------------
 
@@ -137,6 +145,12 @@ class Daemon:
                                 id=TICK_JOB_ID, coalesce=True)
         self._scheduler.add_job(self.sync_workers, "interval", seconds=30, id="sync-workers",
                                 max_instances=1, coalesce=True)
+        from scheduler.carbon_providers import ProviderSignal
+
+        if isinstance(self.signal, ProviderSignal):  # keep the providers' cache fresh, starting right away
+            self._scheduler.add_job(self.refresh_carbon, "interval", seconds=self.settings.carbon_refresh_s,
+                                    id="carbon-refresh", max_instances=1, coalesce=True,
+                                    next_run_time=datetime.now(timezone.utc))
         self._scheduler.start()
 
     def _start_api(self) -> None:
@@ -207,8 +221,59 @@ class Daemon:
             "database": self.engine.dialect.name,
             "gpus": [dict(g.raw, busy_job=g.busy_job) for g in self._inventory],
             "queue": self.store.count_by_state(),
-            "carbon_source": self.signal.source,
+            "carbon": [
+                {"zone": st.zone, "source": st.source, "state": st.state, "reason": st.reason, "age_s": st.age_s}
+                for st in (self.signal.status(z) for z in sorted({g.zone for g in self._inventory}))
+            ],
         }
+
+    # --- carbon ---------------------------------------------------------------------------------------
+
+    def refresh_carbon(self) -> None:
+        """Refresh every zone's carbon data from its provider, then finalise emissions that used forecasts."""
+        from scheduler.carbon_providers import refresh_zones
+
+        for outcome in refresh_zones(self.signal, self.clock):
+            if outcome.error:
+                log.warning("carbon signal for zone %s: %s", outcome.zone, outcome.error)
+        self.finalise_emissions()
+
+    def finalise_emissions(self) -> int:
+        """Recompute emissions of runs charged at forecast values once actuals cover them; returns how many."""
+        changed = 0
+        for energy, run in self.store.runs_with_basis("forecast"):
+            samples = [(to_unix_s(s.at), s.gpu_energy_j + s.cpu_energy_j) for s in self.store.stored_samples(run.id)]
+            emissions = integrate_emissions(samples, energy.gpu_energy_j + energy.cpu_energy_j, self.signal,
+                                            run.zone, to_unix_s(run.started_at))
+            if emissions.basis != "forecast":
+                self.store.update_emissions(energy.id, emissions)
+                changed += 1
+        return changed
+
+    def carbon(self, zone: str | None = None, duration_s: float | None = None,
+               horizon_s: float = 48 * 3600.0) -> list[dict[str, Any]]:
+        """Each zone's current intensity, signal health and forecast, and the cleanest window for a job."""
+        from scheduler.carbon import cleanest_window
+
+        zones = [zone] if zone else sorted({g.zone for g in self._inventory} | set(getattr(self.signal, "zones", ())))
+        now_s = to_unix_s(self.clock())
+        views = []
+        for z in zones:
+            status = self.signal.status(z)
+            current = self.signal.reading(z, now_s)
+            forecast = self.signal.forecast(z, horizon_s)
+            window = cleanest_window(forecast, duration_s) if duration_s else None
+            views.append({
+                "zone": z, "state": status.state, "reason": status.reason, "age_s": status.age_s,
+                "source": current.source, "basis": current.basis, "intensity_g_per_kwh": current.intensity_g_per_kwh,
+                "signal_index_percent": status.signal_index_percent,
+                "forecast": [{"at": r.at.isoformat(), "intensity_g_per_kwh": r.intensity_g_per_kwh,
+                              "basis": r.basis} for r in forecast],
+                "cleanest_window": None if window is None else {
+                    "start": window.start.isoformat(), "end": window.end.isoformat(),
+                    "mean_g_per_kwh": window.mean_g_per_kwh},
+            })
+        return views
 
     # --- scheduling -----------------------------------------------------------------------------------
 
@@ -384,7 +449,7 @@ class Daemon:
             gpu_method=energy.get("gpu_method", "unknown"), cpu_method=energy.get("cpu_method", "unknown"),
             avg_power_w=float(energy.get("avg_power_w", 0.0)), peak_power_w=float(energy.get("peak_power_w", 0.0)),
             duration_s=float(energy.get("duration_s", 0.0)), intensity_g_per_kwh=emissions.intensity_g_per_kwh,
-            emissions_g=emissions.emissions_g, carbon_source=self.signal.source, carbon_basis=self.signal.basis,
+            emissions_g=emissions.emissions_g, carbon_source=emissions.source, carbon_basis=emissions.basis,
         )
 
 

@@ -283,6 +283,20 @@ class JobStore:
                 transition(session, job, JobState.FAILED, f"failed: {_first_line(message)}", now)
             return job
 
+    def runs_with_basis(self, basis: str) -> list[tuple[RunEnergy, Run]]:
+        """Finished runs whose emissions were computed on intensities of this basis."""
+        with self.sessions() as session:
+            return [tuple(row) for row in session.execute(
+                select(RunEnergy, Run).join(Run, Run.id == RunEnergy.run_id).where(RunEnergy.carbon_basis == basis)
+            ).all()]
+
+    def update_emissions(self, energy_id: int, emissions) -> None:
+        """Replace a run's emissions (e.g. once actual intensities replace the forecast it was charged at)."""
+        with self.sessions.begin() as session:
+            energy = session.get(RunEnergy, energy_id)
+            energy.emissions_g, energy.intensity_g_per_kwh = emissions.emissions_g, emissions.intensity_g_per_kwh
+            energy.carbon_source, energy.carbon_basis = emissions.source, emissions.basis
+
     # --- history --------------------------------------------------------------------------------------
 
     def history(self, since: datetime | None = None, until: datetime | None = None,

@@ -265,8 +265,9 @@ def render_status(status: dict[str, Any]) -> str:
         f"database {status.get('database', '?')}",
         "queue: " + (", ".join(f"{n} {state}" for state, n in queue.items()) or "empty"),
     ]
-    if status.get("carbon_source"):
-        lines.append(f"carbon source: {status['carbon_source']}")
+    for zone in status.get("carbon") or []:
+        health = zone.get("state", "?") + (f": {zone['reason']}" if zone.get("reason") else "")
+        lines.append(f"carbon {zone.get('zone')}: {zone.get('source')} ({health})")
     gpus = status.get("gpus") or []
     if not gpus:
         return "\n".join(lines + ["no GPUs registered"])
@@ -274,3 +275,44 @@ def render_status(status: dict[str, Any]) -> str:
              f"{g.get('gpu_name') or NONE}{' (logical)' if g.get('logical') else ''}",
              str(g.get("busy_job") or "idle")] for g in gpus]
     return "\n".join(lines) + "\n\n" + render_table(("worker", "node", "zone", "gpu", "job"), rows)
+
+
+# --- carbon ---------------------------------------------------------------------------------------------
+
+SPARKS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: Sequence[float]) -> str:
+    """One character per value, from ▁ (the lowest) to █ (the highest)."""
+    if not values:
+        return ""
+    low, high = min(values), max(values)
+    span = (high - low) or 1.0
+    return "".join(SPARKS[min(len(SPARKS) - 1, int((v - low) / span * len(SPARKS)))] for v in values)
+
+
+def render_carbon(zones: Sequence[dict[str, Any]]) -> str:
+    """Per zone: current intensity, source and age, health, the forecast as a one-line chart, cleanest window."""
+    blocks = []
+    for z in zones:
+        age = format_duration(z["age_s"]) + " old" if z.get("age_s") is not None else "age unknown"
+        lines = [f"{z['zone']}: {format_number(z['intensity_g_per_kwh'])} g/kWh now "
+                 f"({z['basis']}, {z['source']}, {age})"]
+        if z.get("state") != "ok":
+            lines.append(f"  degraded: {z.get('reason') or 'no reason given'}")
+        if z.get("signal_index_percent") is not None:
+            lines.append(f"  signal index: {z['signal_index_percent']:.0f} / 100 (a percentile, not an intensity)")
+        forecast = z.get("forecast") or []
+        if forecast:
+            values = [p["intensity_g_per_kwh"] for p in forecast]
+            first, last = forecast[0]["at"][:16].replace("T", " "), forecast[-1]["at"][:16].replace("T", " ")
+            lines.append(f"  next {len(forecast)} points ({first} .. {last} UTC), "
+                         f"{format_number(min(values))}-{format_number(max(values))} g/kWh:")
+            lines.append("  " + sparkline(values))
+        window = z.get("cleanest_window")
+        if window:
+            lines.append(f"  cleanest window: {window['start'][:16].replace('T', ' ')} -> "
+                         f"{window['end'][:16].replace('T', ' ')} UTC, mean "
+                         f"{format_number(window['mean_g_per_kwh'])} g/kWh")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) if blocks else "no zones"

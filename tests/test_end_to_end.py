@@ -1,6 +1,7 @@
 """End to end: the client submits to a real daemon on a real local Ray; jobs really run and are metered."""
 
 from dataclasses import replace
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
@@ -128,3 +129,89 @@ def test_a_restarted_daemon_reattaches_and_records_jobs_that_ran_meanwhile(daemo
         assert job.energy is not None and job.energy.gpu_energy_j > 0
     finally:
         second.stop()
+
+
+def test_a_daemon_on_real_providers_degrades_visibly_keeps_scheduling_and_recovers(
+        daemon, tmp_path, monkeypatch, capsys):
+    """Issue 4's 'done when': zones on emulated Electricity Maps, WattTime and UK APIs over loopback."""
+    from carbon_emulators import ElectricityMapsEmulator, UkCarbonEmulator, WattTimeEmulator
+
+    from scheduler.cli import main as cli
+    from scheduler.client import Client
+    from scheduler.clock import utc_now
+    from scheduler.daemon import Daemon
+
+    daemon.stop()  # the module's daemon; this test runs its own on the same Ray and database
+    em, wt, uk = (ElectricityMapsEmulator(utc_now).start(), WattTimeEmulator(utc_now).start(),
+                  UkCarbonEmulator(utc_now).start())
+    monkeypatch.setenv("TEST_EM_TOKEN", "em-secret-token")
+    (tmp_path / "wt.password").write_text("wt-secret-password")
+    config = tmp_path / "carbon.toml"
+    config.write_text(f"""
+[providers.em]
+kind = "electricitymaps"
+base_url = "{em.url}"
+token_env = "TEST_EM_TOKEN"
+timeout_s = 0.5
+[providers.wt]
+kind = "watttime"
+base_url = "{wt.url}"
+username = "alice"
+password_file = "{tmp_path / 'wt.password'}"
+timeout_s = 0.5
+[providers.uk]
+kind = "ukcarbon"
+base_url = "{uk.url}"
+timeout_s = 0.5
+[zones.DE]
+provider = "em"
+[zones.FR]
+provider = "wt"
+region = "CAISO_NORTH"
+[zones.GB]
+provider = "uk"
+region = "national"
+""")
+    settings = replace(daemon.settings, carbon_config=str(config))
+    skew = [timedelta(0)]  # the daemon's clock, which the test moves past the provider's retry backoff
+    carbon_daemon = Daemon(settings, clock=lambda: utc_now() + skew[0]).start()
+    try:
+        client = Client(url=carbon_daemon.url, token=carbon_daemon.token)
+        carbon_daemon.refresh_carbon()
+        zones = {z["zone"]: z for z in client.carbon(duration_s=7200)}
+        assert {z: zones[z]["state"] for z in ("DE", "FR", "GB")} == {"DE": "ok", "FR": "ok", "GB": "ok"}
+        assert zones["DE"]["source"] == "electricitymaps:lifecycle" and zones["DE"]["basis"] == "actual"
+        assert zones["DE"]["cleanest_window"] is not None
+
+        em.stop()  # the provider dies mid-run
+        carbon_daemon.refresh_carbon()
+        de = client.carbon(zone="DE")[0]
+        assert de["state"] == "degraded" and de["reason"]
+        status = client.status()
+        assert any(c["zone"] == "DE" and c["state"] == "degraded" for c in status["carbon"])
+        assert cli(["--url", carbon_daemon.url, "--token", carbon_daemon.token, "carbon", "DE",
+                    "--duration", "2h"]) == 0
+        printed = capsys.readouterr().out
+        assert "degraded" in printed and "cleanest window" in printed
+
+        job = client.wait(client.submit("diffusion-train", TINY_TRAIN, zones=["DE"]).id, timeout=120)
+        assert job.state == "succeeded"  # scheduling goes on
+        assert job.energy.emissions_g > 0 and "electricitymaps" in job.energy.carbon_source
+
+        em.start()  # restored; the next refresh after the failed zone's backoff recovers it
+        skew[0] = timedelta(minutes=10)
+        carbon_daemon.refresh_carbon()
+        assert client.carbon(zone="DE")[0]["state"] == "ok"
+    finally:
+        carbon_daemon.stop()
+        em.stop()
+
+    # cached data survives a restart, even with the provider down
+    restarted = Daemon(settings)
+    try:
+        reading = restarted.signal.reading("DE", utc_now().timestamp())
+        assert reading.source == "electricitymaps:lifecycle" and reading.basis == "actual"
+    finally:
+        restarted.engine.dispose()
+        wt.stop()
+        uk.stop()

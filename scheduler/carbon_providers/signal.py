@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Callable
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from scheduler.carbon import SyntheticSignal
+from scheduler.carbon import IntensityReading, SyntheticSignal, ZoneStatus
 from scheduler.carbon_providers.base import FORECAST, CarbonProvider, SignalIndexPoint
 from scheduler.carbon_providers.cache import CachedIntensity, CarbonCache
 from scheduler.carbon_providers.config import CarbonConfig, ProviderConfig
@@ -95,37 +95,6 @@ class ZoneHealth:
     #: Fingerprint of credentials the provider refused; the zone is not retried until they change.
     rejected_credentials: str | None = None
     signal_index: SignalIndexPoint | None = None
-
-
-@dataclass(frozen=True)
-class IntensityReading:
-    """The intensity of ``zone`` at ``at`` (g CO2e/kWh) and where it came from.
-
-    ``basis``: ``actual``, ``forecast`` (a provider's or, with source ``history:...``, one made from the zone's
-    own history) or ``synthetic`` (a configured fallback or the built-in cycle: no data at all).
-    """
-
-    zone: str
-    at: datetime
-    intensity_g_per_kwh: float
-    source: str
-    basis: str
-
-
-@dataclass(frozen=True)
-class ZoneStatus:
-    """A zone's signal health for ``wattsched carbon`` and the daemon's status."""
-
-    zone: str
-    source: str
-    state: str  # ok | degraded
-    reason: str  # empty when ok
-    #: Age of the freshest data (an actual's time, else a forecast's issue time); None when nothing is cached.
-    age_s: float | None
-    last_success_at: datetime | None = None
-    #: WattTime's 0-100 percentile of the current MOER, where the provider has one (not an intensity).
-    signal_index_percent: float | None = None
-    details: dict[str, str] = field(default_factory=dict)
 
 
 class ProviderSignal:
