@@ -7,7 +7,13 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Start:
-    """Start ``job_id`` now on ``gpu_ids`` (all on ``node_id``, in ``zone``), at ``power_cap_w`` (None: default)."""
+    """Start ``job_id`` now on ``gpu_ids`` (all on ``node_id``, in ``zone``), at ``power_cap_w`` (None: default).
+
+    cap_fraction: the cap as a fraction of the GPUs' maximum power (1.0 = full power), for clusters that know
+    fractions rather than watts. until_s: run until then, then suspend the job and ask the policy again (only
+    for interruptible jobs; None = run to completion). On a zone pool ``node_id`` is the zone and ``gpu_ids``
+    is empty.
+    """
 
     job_id: str
     node_id: str
@@ -15,6 +21,8 @@ class Start:
     gpu_ids: tuple[str, ...]
     power_cap_w: float | None = None
     reason: str = ""
+    cap_fraction: float = 1.0
+    until_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -22,12 +30,14 @@ class Wait:
     """Leave ``job_id`` waiting.
 
     deferred: True when the policy holds the job back on purpose (a cleaner window is coming), False when it
-    simply cannot run yet (no room). ``reason`` is shown to the user as it is.
+    simply cannot run yet (no room). ``reason`` is shown to the user as it is. retry_at_s: when a deferred job
+    should be offered again (None: whenever the cluster changes).
     """
 
     job_id: str
     reason: str
     deferred: bool = False
+    retry_at_s: float | None = None
 
 
 Decision = Start | Wait

@@ -1,10 +1,14 @@
-"""The policies package's exceptions (configuration mistakes only: "not now" and "never" are decisions).
+"""The policies package's exceptions (configuration mistakes only: "not now" and "never" are statuses).
 
 ::
 
     PolicyError
-    ├── UnknownPolicy       no policy is registered under that name (lists the valid ones)
-    └── DuplicatePolicy     a name is registered twice
+    ├── UnknownName         nothing is registered under that name (lists the valid ones)
+    │   ├── UnknownPolicy
+    │   └── UnknownPlugin
+    └── DuplicateName       a name is registered twice
+        ├── DuplicatePolicy
+        └── DuplicatePlugin
 """
 
 
@@ -12,9 +16,25 @@ class PolicyError(Exception):
     """Base of the policies package's errors."""
 
 
-class UnknownPolicy(PolicyError):
+class UnknownName(PolicyError):
     pass
 
 
-class DuplicatePolicy(PolicyError):
+class DuplicateName(PolicyError):
+    pass
+
+
+class UnknownPolicy(UnknownName):
+    pass
+
+
+class UnknownPlugin(UnknownName):
+    pass
+
+
+class DuplicatePolicy(DuplicateName):
+    pass
+
+
+class DuplicatePlugin(DuplicateName):
     pass

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Callable, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 from policies.decisions import Decision
-from policies.errors import DuplicatePolicy, UnknownPolicy
+from policies.errors import DuplicatePlugin, DuplicatePolicy, UnknownPlugin, UnknownPolicy
 from policies.snapshot import Snapshot
 
 
@@ -18,37 +18,44 @@ class Policy(Protocol):
         """One decision for each waiting job it has an opinion on (unmentioned jobs keep their state)."""
 
 
-PolicyFactory = Callable[..., Policy]
+_ERRORS = {"policy": (DuplicatePolicy, UnknownPolicy, "policies"), "plugin": (DuplicatePlugin, UnknownPlugin, "plugins")}
 
 
 class Registry:
-    """Named policy factories; a duplicate name is an error, an unknown one lists the valid names."""
+    """Named factories (of policies, or of plugins with ``kind="plugin"``); a duplicate name is an error, an
+    unknown one lists the valid names."""
 
-    def __init__(self) -> None:
-        self._factories: dict[str, PolicyFactory] = {}
+    def __init__(self, kind: str = "policy") -> None:
+        self.kind = kind
+        self._duplicate, self._unknown, self._plural = _ERRORS[kind]
+        self._factories: dict[str, Callable[..., Any]] = {}
 
-    def register(self, name: str, factory: PolicyFactory) -> None:
+    def register(self, name: str, factory: Callable[..., Any]) -> None:
         if name in self._factories:
-            raise DuplicatePolicy(f"a policy named {name!r} is already registered")
+            raise self._duplicate(f"a {self.kind} named {name!r} is already registered")
         self._factories[name] = factory
 
     def names(self) -> list[str]:
-        return sorted(self._factories)
+        """The registered names, in the order they were registered (the baseline first)."""
+        return list(self._factories)
 
-    def create(self, name: str, **config) -> Policy:
+    def create(self, name: str, **config) -> Any:
         try:
             factory = self._factories[name]
         except KeyError:
-            raise UnknownPolicy(f"unknown policy {name!r}; valid policies: {', '.join(self.names())}") from None
+            raise self._unknown(f"unknown {self.kind} {name!r}; valid {self._plural}: "
+                                f"{', '.join(self.names())}") from None
         return factory(**config)
 
 
 def default_registry() -> Registry:
     """A registry holding the built-in policies."""
+    from policies.carbon_aware import CarbonAwarePolicy
     from policies.fifo import FifoPolicy
 
     registry = Registry()
     registry.register(FifoPolicy.name, FifoPolicy)
+    registry.register(CarbonAwarePolicy.name, CarbonAwarePolicy)
     return registry
 
 

@@ -7,7 +7,43 @@ cluster. Times are seconds on the caller's clock (``now_s``); a policy never rea
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
+
+if TYPE_CHECKING:
+    from policies.forecast import CarbonForecast
+
+
+@dataclass(frozen=True)
+class CapStep:
+    """At ``cap_fraction`` x the GPU's maximum power a job runs at ``speed`` x full speed, drawing
+    ``power_fraction`` x its full-speed power."""
+
+    cap_fraction: float
+    speed: float
+    power_fraction: float
+
+
+@dataclass(frozen=True)
+class PowerProfile:
+    """The power caps a kind of job may run at; ``steps`` always holds the full-power step (1, 1, 1)."""
+
+    name: str
+    steps: tuple[CapStep, ...]
+
+
+FULL_POWER = CapStep(1.0, 1.0, 1.0)
+
+
+@dataclass(frozen=True)
+class ZonePool:
+    """A zone's GPUs counted rather than listed (the simulator's cluster): ``gpus`` in all, ``free_gpus`` idle.
+
+    A pool behaves as one node named after the zone; decisions on a pool carry no GPU ids.
+    """
+
+    zone: str
+    gpus: int
+    free_gpus: int
 
 
 @dataclass(frozen=True)
@@ -16,8 +52,10 @@ class JobRequest:
 
     zones: allowed zones, the first being the job's home zone; empty means any zone.
     deadline_s: latest completion time, or None for no deadline.
-    expected_duration_s / power_w: what is known of the job's run time at full speed and its per-GPU draw
-    (W), or None when unknown.
+    expected_duration_s / power_w: what is known of the run time the job still needs at full speed (for a
+    suspended job, what remains) and its per-GPU draw (W), or None when unknown.
+    power_profile: the caps the job may run at (see ``PowerProfile``); None = full power only.
+    started_s: when the job first started (a suspended interruptible job), or None.
     """
 
     job_id: str
@@ -30,6 +68,8 @@ class JobRequest:
     priority: int = 0
     expected_duration_s: float | None = None
     power_w: float | None = None
+    power_profile: PowerProfile | None = None
+    started_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -48,14 +88,21 @@ class Snapshot:
     """The world as a policy may see it at ``now_s``.
 
     waiting: jobs that may start, in arrival order.
+    gpus: the cluster's GPUs one by one (the daemon); ``pools`` counts them per zone instead (the simulator).
     intensity_g_per_kwh: the current carbon intensity of each zone that has a signal.
+    forecast: the carbon forecast a policy may consult (``policies.forecast.CarbonForecast``), or None.
+    power_budget_w: the cluster-wide limit on the summed GPU draw, or None; power_draw_w: the draw now.
     """
 
     now_s: float
     waiting: tuple[JobRequest, ...]
     gpus: tuple[GpuSlot, ...]
     intensity_g_per_kwh: Mapping[str, float] = field(default_factory=dict)
+    pools: tuple[ZonePool, ...] = ()
+    forecast: CarbonForecast | None = None
+    power_budget_w: float | None = None
+    power_draw_w: float = 0.0
 
     def zones(self) -> tuple[str, ...]:
-        """Every zone that has a GPU, in the order GPUs are listed."""
-        return tuple(dict.fromkeys(g.zone for g in self.gpus))
+        """Every zone that has a GPU, in the order GPUs (then pools) are listed."""
+        return tuple(dict.fromkeys([g.zone for g in self.gpus] + [p.zone for p in self.pools]))

@@ -1,0 +1,215 @@
+"""fifo vs carbon-aware on real carbon, job and power traces from ../shared/data (skipped when it is absent).
+
+    .venv/bin/python benchmarks/carbon_policies.py [--jobs 5000] [--perf] [--data PATH]
+
+Scenarios:
+- ``DE/FR/GB-2020``: one zone each (Let's Wait Awhile 2020 traces), GAIA's pai-100k arrivals and lengths
+  (hours) sampled to ``--jobs`` over 2020, GPUs = min(cpus, 8), 300 W per GPU, deadline = submission + length
+  + 24 h, not interruptible, no caps, 100,000 GPUs (never congested).
+- ``3-zone-2020``: DE, FR and GB together, home zones in turn, any zone allowed, half the jobs interruptible,
+  every job on a power profile from the Zeus V100 sweeps (medians over workloads, per power limit).
+- ``--perf``: the full pai-100k year (about 100,000 jobs) on five zones (Electricity Maps DE, FR, GB, ES, NO-NO1,
+  Oct 2021 - Sep 2022; the last weeks hold the last value, as the contract says) with 200 GPUs each.
+
+Each run is checked by ``scheduler.simulation.checker``. "Best possible" is computed here, independently of
+the policies' code: each job alone at its cheapest feasible placement (zone, start or pieces of time, cap).
+Share of best = (fifo - policy) / (fifo - best). ``naive`` is carbon-aware planning on the persistence
+forecast as given ("same time yesterday"), without its own history model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from policies.snapshot import CapStep, PowerProfile  # noqa: E402
+from scheduler.carbon_trace import load_carbon_trace  # noqa: E402
+from scheduler.simulation.checker import check_result  # noqa: E402
+from scheduler.simulation.driver import simulate  # noqa: E402
+from scheduler.simulation.inputs import Cluster, Job, Zone  # noqa: E402
+
+DEFAULT_DATA = ROOT.parent / "shared" / "data"
+START_2020 = 1577836800.0  # 2020-01-01T00:00:00Z
+START_2021_10 = 1633651200.0  # 2021-10-08T00:00:00Z
+SLACK_S = 24 * 3600.0
+POWER_W = 300.0
+RUNS = (("fifo", "fifo", "perfect", {}), ("carbon-aware perfect", "carbon-aware", "perfect", {}),
+        ("carbon-aware persistence", "carbon-aware", "persistence", {}),
+        ("naive same-time-yesterday", "carbon-aware", "persistence", {"history_model": False}))
+
+
+def zone(path: Path, name: str, gpus: int, start_unix_s: float) -> Zone:
+    unix_s, values = load_carbon_trace(path)
+    return Zone(name, gpus, unix_s - start_unix_s, values)
+
+
+def gaia_jobs(path: Path, n: int | None, zones: tuple[str, ...], any_zone: bool, interruptible_share: float,
+              profile: str, seed: int = 0) -> list[Job]:
+    data = np.loadtxt(path, delimiter=",", skiprows=1)
+    rng = np.random.default_rng(seed)
+    if n is not None and n < len(data):
+        data = data[np.sort(rng.choice(len(data), n, replace=False))]
+    jobs = []
+    for i, (arrival_h, length_h, cpus) in enumerate(data):
+        submit, duration = arrival_h * 3600.0, max(length_h * 3600.0, 60.0)
+        home = zones[i % len(zones)]
+        allowed = (home,) + tuple(z for z in zones if z != home) if any_zone else (home,)
+        jobs.append(Job(f"j{i}", submit, duration, int(min(max(cpus, 1), 8)), POWER_W, submit + duration + SLACK_S,
+                        bool(rng.random() < interruptible_share), allowed, profile, "train", i + 2))
+    return jobs
+
+
+def zeus_profile(path: Path, name: str) -> PowerProfile:
+    """Per power limit, the median over workloads of speed and power relative to the highest limit."""
+    rows = np.genfromtxt(path, delimiter=",", names=True, dtype=None, encoding="utf-8")
+    keys = sorted({(r["dataset"], r["network"], r["batch_size"], r["optimizer"]) for r in rows})
+    top = rows["power_limit"].max()
+    ratios: dict[float, list[tuple[float, float]]] = {}
+    for key in keys:
+        mine = rows[(rows["dataset"] == key[0]) & (rows["network"] == key[1]) & (rows["batch_size"] == key[2])
+                    & (rows["optimizer"] == key[3])]
+        full = mine[mine["power_limit"] == top]
+        if len(full) == 0:
+            continue
+        for r in mine:
+            ratios.setdefault(float(r["power_limit"]), []).append(
+                (full["time_per_epoch"][0] / r["time_per_epoch"], r["average_power"] / full["average_power"][0]))
+    steps = [CapStep(1.0, 1.0, 1.0)]
+    for limit, pairs in sorted(ratios.items()):
+        if limit < top:
+            speed, power = np.median(np.array(pairs), axis=0)
+            steps.append(CapStep(round(limit / top, 4), float(min(speed, 1.0)), float(min(power, 1.0))))
+    return PowerProfile(name, tuple(steps))
+
+
+def best_possible_kg(jobs: list[Job], cluster: Cluster, profiles: dict[str, PowerProfile]) -> float:
+    """Sum over jobs of each job alone at its cheapest feasible placement (independent of policies/)."""
+    pad = 1e9
+    knots, cums, vals = {}, {}, {}
+    for z in cluster.zones:
+        t = np.concatenate(([z.times_s[0] - pad], z.times_s[1:], [z.times_s[-1] + pad]))
+        knots[z.name], vals[z.name] = t, z.g_per_kwh
+        cums[z.name] = np.concatenate(([0.0], np.cumsum(z.g_per_kwh * np.diff(t))))
+    total = 0.0
+    for job in jobs:
+        steps = profiles[job.profile].steps if job.profile else (CapStep(1.0, 1.0, 1.0),)
+        zones = job.zones or tuple(knots)
+        best = np.inf
+        for step in steps:
+            run = job.duration_s / step.speed
+            lo, hi = job.submit_s, job.effective_deadline_s - run
+            if hi < lo - 1e-6:
+                continue
+            hi = max(hi, lo)
+            watts = job.gpus * job.power_w * step.power_fraction
+            if job.interruptible:
+                cost = _cheapest_pieces(knots, vals, zones, lo, job.effective_deadline_s, run)
+            else:
+                cost = np.inf
+                for z in zones:
+                    k = knots[z]
+                    starts = np.concatenate(([lo, hi], k[(k > lo) & (k < hi)], (k - run)[(k - run > lo) & (k - run < hi)]))
+                    cost = min(cost, float(np.min(np.interp(starts + run, k, cums[z]) - np.interp(starts, k, cums[z]))))
+            best = min(best, watts * cost / 3.6e6 / 1000.0)
+        total += best
+    return total
+
+
+def _cheapest_pieces(knots, vals, zones, start, end, need_s) -> float:
+    edges = np.unique(np.concatenate([[start, end]] + [k[(k > start) & (k < end)] for k in (knots[z] for z in zones)]))
+    mids = (edges[:-1] + edges[1:]) / 2
+    cheapest = np.min([vals[z][np.clip(np.searchsorted(knots[z], mids, "right") - 1, 0, len(vals[z]) - 1)]
+                       for z in zones], axis=0)
+    order = np.argsort(cheapest)
+    widths = np.diff(edges)[order]
+    taken = np.minimum(widths, np.maximum(need_s - (np.cumsum(widths) - widths), 0.0))
+    return float(taken @ cheapest[order])
+
+
+def run_scenario(name: str, cluster: Cluster, jobs: list[Job], profiles: dict[str, PowerProfile], runs=RUNS,
+                 check: bool = True) -> list[dict]:
+    feasible = {j.job_id for j in jobs if j.feasible}
+    best = best_possible_kg(jobs, cluster, profiles) if runs is RUNS else None
+    rows, fifo_kg = [], None
+    for label, policy, forecast, config in runs:
+        began = time.perf_counter()
+        result = simulate(cluster, jobs, policy, forecast, 0, profiles, **config)
+        wall = time.perf_counter() - began
+        by_id = {j.job_id: j for j in jobs}
+        misses = sum(1 for e in result["jobs"] if e["job_id"] in feasible and e["completed_s"] is not None
+                     and e["completed_s"] > by_id[e["job_id"]].effective_deadline_s + 1e-6)
+        problems = check_result(result, cluster, jobs, profiles) if check else []
+        s = result["summary"]
+        fifo_kg = s["emissions_kg"] if policy == "fifo" else fifo_kg
+        row = {"scenario": name, "run": label, "jobs": s["jobs"], "emissions_kg": s["emissions_kg"],
+               "energy_kwh": s["energy_kwh"], "misses_feasible": misses, "completed": s["completed"],
+               "wall_s": wall, "checker": "ok" if not problems else f"{len(problems)} problems: {problems[0]}"}
+        if fifo_kg:
+            row["reduction"] = 1 - s["emissions_kg"] / fifo_kg
+            if best is not None and fifo_kg > best:
+                row["share_of_best"] = (fifo_kg - s["emissions_kg"]) / (fifo_kg - best)
+        rows.append(row)
+        print(_format(row), flush=True)
+    if best is not None:
+        print(f"| {name} | best possible (each job alone) | | {best:.1f} | | {1 - best / fifo_kg:.1%} | 100% | | | |",
+              flush=True)
+    return rows
+
+
+HEADER = ("| scenario | run | jobs | emissions kg | energy kWh | reduction vs fifo | share of best | "
+          "missed (feasible) | wall s | checker |\n|---|---|---|---|---|---|---|---|---|---|")
+
+
+def _format(r: dict) -> str:
+    red = f"{r['reduction']:.1%}" if "reduction" in r else ""
+    share = f"{r['share_of_best']:.1%}" if "share_of_best" in r else ""
+    return (f"| {r['scenario']} | {r['run']} | {r['jobs']} | {r['emissions_kg']:.1f} | {r['energy_kwh']:.1f} | "
+            f"{red} | {share} | {r['misses_feasible']} | {r['wall_s']:.1f} | {r['checker']} |")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--jobs", type=int, default=5000, help="jobs sampled per 2020 scenario")
+    parser.add_argument("--perf", action="store_true", help="also run the 100k-job, five-zone year")
+    parser.add_argument("--only", help="run only scenarios whose name contains this")
+    args = parser.parse_args(argv)
+    lww, gaia, zeus = (args.data / "carbon/lets-wait-awhile-2020", args.data / "jobs/gaia",
+                       args.data / "power/zeus-power-limit-sweeps")
+    if not (lww.is_dir() and gaia.is_dir() and zeus.is_dir()):
+        print(f"skipped: the reference data is not at {args.data} (pass --data)")
+        return 0
+    files = {"DE": "ger_ci.csv", "FR": "fr_ci.csv", "GB": "gb_ci.csv"}
+    print(HEADER)
+    for name, file in files.items():
+        scenario = f"{name}-2020"
+        if args.only and args.only not in scenario:
+            continue
+        cluster = Cluster(START_2020, (zone(lww / file, name, 100_000, START_2020),))
+        run_scenario(scenario, cluster, gaia_jobs(gaia / "pai-100k.csv", args.jobs, (name,), False, 0.0, ""), {})
+    if not args.only or args.only in "3-zone-2020":
+        cluster = Cluster(START_2020, tuple(zone(lww / f, n, 100_000, START_2020) for n, f in files.items()))
+        profiles = {"v100": zeus_profile(zeus / "v100.csv", "v100")}
+        jobs = gaia_jobs(gaia / "pai-100k.csv", args.jobs, tuple(files), True, 0.5, "v100")
+        run_scenario("3-zone-2020", cluster, jobs, profiles)
+    if args.perf:
+        em = args.data / "carbon/electricitymaps-47-zones-2021-2022"
+        zones = tuple(zone(em / f"{z}.csv", z, 200, START_2021_10) for z in ("DE", "FR", "GB", "ES", "NO-NO1"))
+        cluster = Cluster(START_2021_10, zones)
+        profiles = {"v100": zeus_profile(zeus / "v100.csv", "v100")}
+        jobs = gaia_jobs(gaia / "pai-100k.csv", None, tuple(z.name for z in zones), True, 0.3, "v100")
+        perf_runs = (("fifo", "fifo", "perfect", {}), ("carbon-aware perfect", "carbon-aware", "perfect", {}),
+                     ("carbon-aware persistence", "carbon-aware", "persistence", {}))
+        run_scenario("perf-5-zone-year", cluster, jobs, profiles, runs=perf_runs, check=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

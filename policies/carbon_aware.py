@@ -1,0 +1,31 @@
+"""The project's best policy: shift work in time and space, suspend and resume, cap power, keep deadlines."""
+
+from __future__ import annotations
+
+from policies.framework import Profile, ProfilePolicy
+from policies.plugins import assemble
+
+
+def carbon_aware_profile(history_model: bool = True, min_saving_fraction: float = 0.0) -> Profile:
+    """The ``carbon-aware`` profile (see ``policies.plugins.carbon`` for what each plugin decides).
+
+    history_model: with a history-only forecast, forecast from daily/weekly profiles and the recent level
+    instead of replaying yesterday. min_saving_fraction: wait only for at least this share of saving.
+    """
+    return assemble(
+        "carbon-aware", pre_filters=("CarbonPlanner",), queue_sort="UrgencyFirst",
+        filters=("NodeCapacity", "PowerBudget"),
+        # the listed zone order only breaks ties between equally clean zones
+        scorers=(("CarbonOverRun", 1.0), ("ZoneOrder", 1e-6)),
+        permits=("CarbonWindow",), cap_chooser="CarbonCap",
+        config={"CarbonPlanner": {"history_model": history_model},
+                "CarbonWindow": {"min_saving_fraction": min_saving_fraction}})
+
+
+class CarbonAwarePolicy(ProfilePolicy):
+    """``carbon-aware``: time and space shifting, suspend/resume, power caps, the budget, deadlines kept."""
+
+    name = "carbon-aware"
+
+    def __init__(self, history_model: bool = True, min_saving_fraction: float = 0.0) -> None:
+        super().__init__(carbon_aware_profile(history_model, min_saving_fraction))

@@ -1,0 +1,204 @@
+"""A scheduling profile run as a pipeline of plugins, after the Kubernetes scheduling framework.
+
+One cycle, for one snapshot::
+
+    PreFilter (all waiting jobs: compute per-job scratch, e.g. carbon plans, into the CycleState)
+    QueueSort (who goes first when room is scarce)
+    for each job:   Filter (which zones could take it now?) -> Score (normalised 0..100, weighted) -> best zone
+                    -> Permit (start now, or wait on purpose for a better moment)
+                    -> CapChooser (at which power cap) -> Reserve (take the GPUs and the power in the CycleState)
+
+Plugins answer with a ``Status`` (code, plugin name, reason), never with exceptions. A policy is a ``Profile``:
+a name and the plugin instances at each extension point.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Sequence
+
+from policies.decisions import Decision, Start, Wait
+from policies.snapshot import FULL_POWER, CapStep, JobRequest, Snapshot
+from policies.status import Code, Status
+
+MAX_SCORE = 100.0
+
+
+class ClusterView:
+    """Free GPUs per zone and node during one cycle; ``take`` reserves them so later jobs see less room."""
+
+    def __init__(self, snapshot: Snapshot):
+        # free[zone][node] -> free GPU ids (listed GPUs) or a count (pools)
+        self.free: dict[str, dict[str, list[str] | int]] = {}
+        self.largest_node: dict[str, int] = {}
+        sizes: dict[tuple[str, str], int] = {}
+        for gpu in snapshot.gpus:
+            nodes = self.free.setdefault(gpu.zone, {})
+            ids = nodes.setdefault(gpu.node_id, [])
+            if not gpu.busy:
+                ids.append(gpu.gpu_id)
+            sizes[gpu.zone, gpu.node_id] = sizes.get((gpu.zone, gpu.node_id), 0) + 1
+        for (zone, _), size in sizes.items():
+            self.largest_node[zone] = max(self.largest_node.get(zone, 0), size)
+        for pool in snapshot.pools:
+            self.free.setdefault(pool.zone, {})[pool.zone] = pool.free_gpus
+            self.largest_node[pool.zone] = max(self.largest_node.get(pool.zone, 0), pool.gpus)
+
+    def fits(self, zone: str, gpus: int) -> bool:
+        return any(_count(free) >= gpus for free in self.free.get(zone, {}).values())
+
+    def free_gpus(self, zone: str) -> int:
+        return sum(_count(free) for free in self.free.get(zone, {}).values())
+
+    def take(self, zone: str, gpus: int) -> tuple[str, tuple[str, ...]]:
+        """Reserve ``gpus`` on the first node of ``zone`` that has them: (node id, GPU ids; empty on a pool)."""
+        nodes = self.free[zone]
+        for node_id, free in nodes.items():
+            if isinstance(free, int):
+                if free >= gpus:
+                    nodes[node_id] = free - gpus
+                    return node_id, ()
+            elif len(free) >= gpus:
+                taken = tuple(free[:gpus])
+                del free[:gpus]
+                return node_id, taken
+        raise ValueError(f"zone {zone} has no node with {gpus} free GPUs")  # callers check fits() first
+
+
+def _count(free: list[str] | int) -> int:
+    return free if isinstance(free, int) else len(free)
+
+
+@dataclass
+class CycleState:
+    """Scratch shared by the plugins during one cycle: the snapshot, the room left, and per-job notes."""
+
+    snapshot: Snapshot
+    cluster: ClusterView
+    budget_left_w: float | None
+    notes: dict[tuple[str, str], Any] = field(default_factory=dict)  # (plugin, job id) -> anything
+
+    @property
+    def now_s(self) -> float:
+        return self.snapshot.now_s
+
+
+def job_draw_w(job: JobRequest, step: CapStep = FULL_POWER) -> float:
+    """What a job draws on all its GPUs at ``step`` (W); 0 when its power is unknown."""
+    return job.gpus * (job.power_w or 0.0) * step.power_fraction
+
+
+class PreFilterPlugin(Protocol):
+    name: str
+
+    def pre_filter(self, state: CycleState, jobs: Sequence[JobRequest]) -> None: ...
+
+
+class QueueSortPlugin(Protocol):
+    name: str
+
+    def sort(self, state: CycleState, jobs: Sequence[JobRequest]) -> list[JobRequest]: ...
+
+
+class FilterPlugin(Protocol):
+    name: str
+
+    def filter(self, state: CycleState, job: JobRequest, zones: tuple[str, ...]) -> tuple[tuple[str, ...], Status]:
+        """The zones that pass, and the status that explains the ones that did not (SUCCESS if all passed)."""
+
+
+class ScorePlugin(Protocol):
+    name: str
+
+    def score(self, state: CycleState, job: JobRequest, zones: tuple[str, ...]) -> dict[str, float]:
+        """A score per zone in ``[0, MAX_SCORE]``, higher is better (see ``normalize_lower_is_better``)."""
+
+
+class PermitPlugin(Protocol):
+    name: str
+
+    def permit(self, state: CycleState, job: JobRequest, zone: str) -> Status:
+        """SUCCESS to start now in ``zone``; WAIT (with ``retry_at_s``) to hold the job back on purpose."""
+
+
+class CapPlugin(Protocol):
+    name: str
+
+    def choose(self, state: CycleState, job: JobRequest, zone: str) -> tuple[CapStep, float | None, str]:
+        """The cap to start at, when to stop and ask again (interruptible jobs; None = run to the end), and why."""
+
+
+def normalize_lower_is_better(raw: dict[str, float]) -> dict[str, float]:
+    """Map raw costs to scores: the lowest cost gets MAX_SCORE, the highest 0 (all equal: all MAX_SCORE)."""
+    if not raw:
+        return {}
+    lo, hi = min(raw.values()), max(raw.values())
+    if hi - lo <= 0:
+        return {zone: MAX_SCORE for zone in raw}
+    return {zone: MAX_SCORE * (hi - cost) / (hi - lo) for zone, cost in raw.items()}
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A named policy: the plugins at each extension point; ``scorers`` pair a plugin with its weight."""
+
+    name: str
+    queue_sort: QueueSortPlugin
+    cap_chooser: CapPlugin
+    filters: tuple[FilterPlugin, ...] = ()
+    scorers: tuple[tuple[ScorePlugin, float], ...] = ()
+    pre_filters: tuple[PreFilterPlugin, ...] = ()
+    permits: tuple[PermitPlugin, ...] = ()
+
+
+class ProfilePolicy:
+    """A policy that runs a ``Profile``'s plugins over each snapshot (pure: state lives one cycle)."""
+
+    def __init__(self, profile: Profile):
+        self.profile = profile
+        self.name = profile.name
+
+    def decide(self, snapshot: Snapshot) -> list[Decision]:
+        state = CycleState(snapshot, ClusterView(snapshot),
+                           None if snapshot.power_budget_w is None else snapshot.power_budget_w - snapshot.power_draw_w)
+        jobs = list(snapshot.waiting)
+        for plugin in self.profile.pre_filters:
+            plugin.pre_filter(state, jobs)
+        all_zones = snapshot.zones()
+        return [self._decide_one(state, job, job.zones or all_zones)
+                for job in self.profile.queue_sort.sort(state, jobs)]
+
+    def _decide_one(self, state: CycleState, job: JobRequest, zones: tuple[str, ...]) -> Decision:
+        for plugin in self.profile.filters:
+            zones, status = plugin.filter(state, job, zones)
+            if not zones:
+                return Wait(job.job_id, status.reason)
+        zone = self._best_zone(state, job, zones)
+        for plugin in self.profile.permits:
+            status = plugin.permit(state, job, zone)
+            if not status.ok:
+                return Wait(job.job_id, status.reason, deferred=status.code is Code.WAIT, retry_at_s=status.retry_at_s)
+        step, until_s, why = self.profile.cap_chooser.choose(state, job, zone)
+        node_id, gpu_ids = state.cluster.take(zone, job.gpus)
+        if state.budget_left_w is not None:
+            state.budget_left_w -= job_draw_w(job, step)
+        cap_w = _cap_w(state.snapshot, gpu_ids, step)
+        return Start(job.job_id, node_id, zone, gpu_ids, power_cap_w=cap_w, reason=why,
+                     cap_fraction=step.cap_fraction, until_s=until_s)
+
+    def _best_zone(self, state: CycleState, job: JobRequest, zones: tuple[str, ...]) -> str:
+        if len(zones) == 1 or not self.profile.scorers:
+            return zones[0]
+        total = dict.fromkeys(zones, 0.0)
+        for plugin, weight in self.profile.scorers:
+            for zone, score in plugin.score(state, job, zones).items():
+                total[zone] += weight * score
+        return max(zones, key=lambda z: total[z])  # max() keeps the first of equals: listed order breaks ties
+
+
+def _cap_w(snapshot: Snapshot, gpu_ids: tuple[str, ...], step: CapStep) -> float | None:
+    """The cap in watts when the GPUs' maximum power is known and the cap is below full power."""
+    if step.cap_fraction >= 1.0 or not gpu_ids:
+        return None
+    max_w = [g.max_power_w for g in snapshot.gpus if g.gpu_id in gpu_ids]
+    return step.cap_fraction * min(max_w) if max_w and all(max_w) else None

@@ -1,0 +1,130 @@
+"""A forecast learned from history alone, for when the forecast on offer only replays yesterday.
+
+For a target time tau issued at t (rounded down to the 30-minute grid, so it uses no more than what was known
+at t), the features are what history says about tau:
+
+- ``yesterday``: the value at the same time on the last known day (persistence);
+- ``week_mean``: the mean of the last seven known days at that time of day (the daily profile);
+- ``last_week``: the value at the same time on the last known week (the weekly profile: weekends);
+- ``anomaly``: how far the value at t sits from its own seven-day profile (the recent level);
+- ``trend``: the change over the last three hours.
+
+Each horizon band (0-3 h, 3-12 h, 12-24 h, 24-48 h, beyond) has its own linear blend of these, fitted by ridge
+least squares (pulled towards plain persistence) once a day on the last three weeks of history. Pure numpy,
+deterministic; the memo of fits and forecasts only avoids recomputing a pure function of the history.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from policies.forecast import CarbonForecast, IntensityCurve
+
+DAY_S = 86400.0
+WEEK_S = 7 * DAY_S
+GRID_S = 1800.0  # issue times and forecast pieces
+BAND_EDGES_S = np.array([3, 12, 24, 48]) * 3600.0
+FIT_DAYS = 21  # issue times over the last three weeks
+FIT_ISSUE_EVERY_S = 6 * 3600.0
+FIT_HORIZON_S = 3 * DAY_S
+HISTORY_S = FIT_DAYS * DAY_S + FIT_HORIZON_S + 2 * WEEK_S  # what one fit or forecast may look back on
+MIN_EXAMPLES = 50
+# Forecasts reach at least this far, so one computed curve serves every job planned in the same grid step.
+MIN_HORIZON_S = 4 * DAY_S
+RIDGE = 1e-2
+N_FEATURES = 6  # constant, yesterday, week_mean, last_week, anomaly, trend
+PERSISTENCE = np.array([0.0, 1.0, 0.0, 0.0, 0.0, 0.0])
+
+
+class HistoryForecast:
+    """A ``CarbonForecast`` whose ``forecast`` comes from a model of ``source``'s history (never its forecast)."""
+
+    history_only = False
+
+    def __init__(self, source: CarbonForecast):
+        self.source = source
+        self.now_s = source.now_s
+        self._weights: dict[tuple[str, int], np.ndarray] = {}  # (zone, day) -> weights per band
+        self._curves: dict[str, tuple[float, IntensityCurve]] = {}  # zone -> (issue time, curve)
+
+    def intensity(self, zone: str, t_s: float) -> float:
+        return self.source.intensity(zone, t_s)
+
+    def history(self, zone: str, start_s: float, end_s: float) -> tuple[np.ndarray, np.ndarray]:
+        return self.source.history(zone, start_s, end_s)
+
+    def forecast(self, zone: str, start_s: float, end_s: float) -> tuple[np.ndarray, np.ndarray]:
+        curve = self.curve(zone, end_s)
+        i = max(int(np.searchsorted(curve.times_s, start_s, "right")) - 1, 0)
+        j = int(np.searchsorted(curve.times_s, end_s, "left"))
+        return np.concatenate(([start_s], curve.times_s[i + 1:j])), curve.values[i:j].copy()
+
+    def curve(self, zone: str, end_s: float) -> IntensityCurve:
+        """The forecast for ``zone`` from now to at least ``end_s``; the same curve serves a whole grid step."""
+        issued_s = np.floor(self.now_s / GRID_S) * GRID_S
+        cached = self._curves.get(zone)
+        if cached is not None and cached[0] == issued_s and cached[1].end_s >= end_s:
+            return cached[1]  # cumulative integrals are offsets: a curve from before now serves any later window
+        end_s = max(end_s, issued_s + MIN_HORIZON_S)
+        times_s, values = self.source.history(zone, issued_s - HISTORY_S, issued_s)
+        weights = self._fit(zone, times_s, values, int(issued_s // DAY_S))
+        targets = issued_s + GRID_S * np.arange(1, int(np.ceil((end_s - issued_s) / GRID_S)) + 1)
+        x = _features(times_s, values, np.full(len(targets), issued_s), targets - GRID_S / 2)
+        bands = np.searchsorted(BAND_EDGES_S, targets - GRID_S / 2 - issued_s)
+        predicted = np.maximum(np.einsum("ij,ij->i", x, weights[bands]), 0.0)
+        now_value = self.source.intensity(zone, self.now_s)
+        curve = IntensityCurve(np.concatenate(([issued_s], targets[:-1])), predicted, targets[-1])
+        curve.values[0] = now_value  # the piece we are in: its value is known
+        curve.cumulative = np.concatenate(([0.0], np.cumsum(curve.values * np.diff(curve.knots_s))))
+        self._curves[zone] = (issued_s, curve)
+        return curve
+
+    def _fit(self, zone: str, times_s: np.ndarray, values: np.ndarray, day: int) -> np.ndarray:
+        key = (zone, day)
+        if key not in self._weights:
+            self._weights[key] = fit_weights(times_s, values, day * DAY_S)
+        return self._weights[key]
+
+
+def fit_weights(times_s: np.ndarray, values: np.ndarray, fit_at_s: float) -> np.ndarray:
+    """Blend weights per horizon band (rows), fitted on history up to ``fit_at_s``; persistence where data is short."""
+    issues = fit_at_s - FIT_ISSUE_EVERY_S * np.arange(1, int(FIT_DAYS * DAY_S / FIT_ISSUE_EVERY_S) + 1)
+    offsets = GRID_S * np.arange(1, int(FIT_HORIZON_S / GRID_S) + 1)
+    issue_of = np.repeat(issues, len(offsets))
+    target_of = issue_of + np.tile(offsets, len(issues))
+    usable = (target_of <= fit_at_s) & (issue_of - 2 * WEEK_S >= times_s[0])
+    weights = np.tile(PERSISTENCE, (len(BAND_EDGES_S) + 1, 1))
+    if usable.sum() < MIN_EXAMPLES:
+        return weights
+    issue_of, target_of = issue_of[usable], target_of[usable]
+    x = _features(times_s, values, issue_of, target_of)
+    y = _lookup(times_s, values, target_of)
+    bands = np.searchsorted(BAND_EDGES_S, target_of - issue_of)
+    for band in range(len(weights)):
+        rows = bands == band
+        if rows.sum() < MIN_EXAMPLES:
+            continue
+        xb, yb = x[rows], y[rows]
+        gram = xb.T @ xb
+        ridge = RIDGE * np.trace(gram) / N_FEATURES
+        weights[band] = np.linalg.solve(gram + ridge * np.eye(N_FEATURES), xb.T @ yb + ridge * PERSISTENCE)
+    return weights
+
+
+def _lookup(times_s: np.ndarray, values: np.ndarray, at_s: np.ndarray) -> np.ndarray:
+    i = np.searchsorted(times_s, at_s, side="right") - 1
+    return values[np.clip(i, 0, len(values) - 1)]
+
+
+def _features(times_s: np.ndarray, values: np.ndarray, issued_s: np.ndarray, target_s: np.ndarray) -> np.ndarray:
+    """One row per target: constant, yesterday, week_mean, last_week, anomaly, trend (see the module docstring)."""
+    ahead = target_s - issued_s
+    days_back = np.maximum(np.ceil(ahead / DAY_S), 1.0)
+    weeks_back = np.maximum(np.ceil(ahead / WEEK_S), 1.0)
+    yesterday = _lookup(times_s, values, target_s - days_back * DAY_S)
+    week_mean = np.mean([_lookup(times_s, values, target_s - (days_back + m) * DAY_S) for m in range(7)], axis=0)
+    last_week = _lookup(times_s, values, target_s - weeks_back * WEEK_S)
+    level = _lookup(times_s, values, issued_s)
+    profile_now = np.mean([_lookup(times_s, values, issued_s - m * DAY_S) for m in range(1, 8)], axis=0)
+    trend = level - _lookup(times_s, values, issued_s - 3 * 3600.0)
+    return np.column_stack([np.ones_like(ahead), yesterday, week_mean, last_week, level - profile_now, trend])

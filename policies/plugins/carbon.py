@@ -1,0 +1,296 @@
+"""Plugins that move work to cleaner hours and zones, at the cap that emits least, without missing deadlines.
+
+``CarbonPlanner`` (PreFilter) computes each job's plan once per cycle from the forecast in the snapshot; the
+other plugins read it from the CycleState:
+
+- ``UrgencyFirst`` (QueueSort): jobs whose slack is exhausted first (earliest latest-start first), then jobs by
+  the carbon they would lose per GPU-hour of waiting, so scarce clean capacity goes where it saves most;
+- ``CarbonOverRun`` (Score): a zone's emissions if the job starts there now;
+- ``CarbonWindow`` (Permit): wait on purpose while a later start (or, for interruptible jobs, later pieces of
+  time) is forecast to emit less and the deadline still holds;
+- ``CarbonCap`` (CapChooser): the power cap that emits least while the deadline holds and the budget allows.
+
+With a history-only forecast (persistence), the planner forecasts from the history itself with
+``HistoryForecast`` (daily and weekly profiles and the recent level, fitted on what it has seen).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from policies.carbon_plan import SlotGrid, SlotPlan, best_starts
+from policies.forecast import CarbonForecast, IntensityCurve, curve_from
+from policies.framework import CycleState, job_draw_w, normalize_lower_is_better
+from policies.history_forecast import HistoryForecast
+from policies.snapshot import FULL_POWER, CapStep, JobRequest
+from policies.status import SUCCESS, Code, Status
+
+S_PER_KWH_W = 3.6e6  # W x s per kWh
+# Plans treat starts within this many seconds of now as "now" (events and float sums are not exact).
+NOW_EPS_S = 1e-6
+# How long "waiting" lasts when ranking who loses most by waiting.
+WAIT_PROBE_S = 3600.0
+PLANNER = "CarbonPlanner"
+
+
+@dataclass
+class JobPlan:
+    """What the planner found for one job at this instant (emissions in g)."""
+
+    must_start: bool
+    deadline_s: float
+    latest_start_s: float  # at full speed
+    zones: tuple[str, ...]
+    now_cost_g: dict[str, tuple[float, CapStep]] = field(default_factory=dict)  # zone -> best start-now option
+    best_cost_g: float = 0.0
+    best_start_s: float = 0.0
+    best_zone: str = ""
+    best_step: CapStep = FULL_POWER
+    slots: SlotPlan | None = None  # interruptible jobs
+    now_intensity: dict[str, float] = field(default_factory=dict)
+    gain_per_gpu_h: float = 0.0
+
+
+def steps_of(job: JobRequest) -> tuple[CapStep, ...]:
+    return job.power_profile.steps if job.power_profile else (FULL_POWER,)
+
+
+class CarbonPlanner:
+    """PreFilter: each waiting job's cheapest plan over its allowed zones, caps and start times."""
+
+    name = PLANNER
+
+    def __init__(self, history_model: bool = True):
+        self.history_model = history_model
+        self._learned: HistoryForecast | None = None  # a memo of a pure function of the history seen
+
+    def _forecast(self, state: CycleState) -> CarbonForecast | None:
+        forecast = state.snapshot.forecast
+        if forecast is None or not (forecast.history_only and self.history_model):
+            return forecast
+        if self._learned is None or self._learned.source is not forecast:
+            self._learned = HistoryForecast(forecast)
+        self._learned.now_s = forecast.now_s
+        return self._learned
+
+    def pre_filter(self, state: CycleState, jobs: Sequence[JobRequest]) -> None:
+        forecast = self._forecast(state)
+        if forecast is None:
+            return
+        now = state.now_s
+        plannable = [j for j in jobs if j.expected_duration_s and j.power_w is not None]
+        if not plannable:
+            return
+        horizon_s = max(_deadline(j, now) for j in plannable)
+        curves: dict[str, IntensityCurve] = {}
+        for job in plannable:
+            zones = tuple(z for z in (job.zones or state.snapshot.zones())
+                          if state.cluster.largest_node.get(z, 0) >= job.gpus)
+            if not zones:
+                continue
+            for z in zones:
+                if z not in curves:
+                    curves[z] = curve_from(forecast, z, horizon_s)
+            plan = (self._slot_plan if job.interruptible else self._run_plan)(job, now, zones, curves)
+            state.notes[PLANNER, job.job_id] = plan
+
+    @staticmethod
+    def _run_plan(job: JobRequest, now: float, zones, curves) -> JobPlan:
+        deadline = _deadline(job, now)
+        work_s = job.expected_duration_s
+        plan = JobPlan(must_start=now >= deadline - work_s - NOW_EPS_S, deadline_s=deadline,
+                       latest_start_s=deadline - work_s, zones=zones, best_cost_g=float("inf"))
+        steps = steps_of(job)
+        speeds = np.array([s.speed for s in steps])
+        runs = work_s / speeds
+        latest = deadline - runs
+        usable = (latest >= now - NOW_EPS_S) | (speeds >= 1.0)  # a slower cap must still meet the deadline
+        g_per = np.array([job_draw_w(job, s) for s in steps]) / S_PER_KWH_W
+        probe = now + WAIT_PROBE_S
+        can_wait = usable & (latest >= probe)
+        wait_cost = float("inf")
+        # Zones in order of their cleanest moment; a zone whose cleanest moment cannot beat the best plan so
+        # far is not searched (its start-now cost is still needed to score it).
+        cheapest_run_g = float(np.min(np.where(usable, g_per * runs, np.inf)))
+        floors = {z: curves[z].lowest(now, deadline) for z in zones}
+        for z in sorted(zones, key=floors.__getitem__):
+            curve = curves[z]
+            plan.now_intensity[z] = float(curve.value_at(now))
+            now_g = np.where(usable, g_per * curve.integral(now, now + runs), np.inf)
+            i = int(np.argmin(now_g))
+            plan.now_cost_g[z] = (float(now_g[i]), steps[i])
+            if can_wait.any():
+                wait_cost = min(wait_cost, float(np.min(np.where(can_wait, g_per * curve.integral(probe, probe + runs),
+                                                                 np.inf))))
+            if cheapest_run_g * floors[z] >= plan.best_cost_g:
+                continue
+            starts, integrals = best_starts(curve, now, latest, runs)
+            best_g = np.where(usable, g_per * integrals, np.inf)
+            i = int(np.argmin(best_g))
+            if best_g[i] < plan.best_cost_g - 1e-12:
+                plan.best_cost_g, plan.best_start_s = float(best_g[i]), float(starts[i])
+                plan.best_zone, plan.best_step = z, steps[i]
+        now_best = min(c for c, _ in plan.now_cost_g.values())
+        # carbon lost per GPU-hour by waiting an hour (inf: it cannot wait that long)
+        plan.gain_per_gpu_h = (wait_cost - now_best) / (job.gpus * WAIT_PROBE_S / 3600.0)
+        return plan
+
+    @staticmethod
+    def _slot_plan(job: JobRequest, now: float, zones, curves) -> JobPlan:
+        deadline = _deadline(job, now)
+        work_s = job.expected_duration_s
+        plan = JobPlan(must_start=now >= deadline - work_s - NOW_EPS_S, deadline_s=deadline,
+                       latest_start_s=deadline - work_s, zones=zones, best_cost_g=float("inf"))
+        grid = SlotGrid([curves[z] for z in zones], now, max(deadline, now + work_s))
+        for z in zones:
+            plan.now_intensity[z] = float(curves[z].value_at(now))
+            plan.now_cost_g[z] = (job_draw_w(job) * plan.now_intensity[z], FULL_POWER)
+        steps = steps_of(job)
+        costs = np.array([job_draw_w(job, s) / S_PER_KWH_W for s in steps]) * grid.integrals(
+            work_s / np.array([s.speed for s in steps]))
+        i = int(np.argmin(costs))
+        if np.isfinite(costs[i]):
+            plan.best_cost_g, plan.best_step = float(costs[i]), steps[i]
+            plan.slots = grid.plan(work_s / steps[i].speed)
+        else:  # not even full speed fits: run flat out
+            plan.slots = grid.plan(grid.span_s)
+        first = plan.slots.first_run()
+        plan.best_start_s = first[0] if first else now
+        plan.best_zone = zones[first[2]] if first else zones[0]
+        marginal = float(plan.slots.values[plan.slots.allotted_s > 0].max()) if first else 0.0
+        plan.gain_per_gpu_h = (marginal - min(plan.now_intensity.values())) * (job.power_w or 0.0) / 1000.0
+        return plan
+
+
+def _deadline(job: JobRequest, now: float) -> float:
+    """The deadline plans must meet; a job without one has no flexibility (it is due as if started now)."""
+    if job.deadline_s is None:
+        return now + (job.expected_duration_s or 0.0)
+    return job.deadline_s
+
+
+def plan_of(state: CycleState, job: JobRequest) -> JobPlan | None:
+    return state.notes.get((PLANNER, job.job_id))
+
+
+class UrgencyFirst:
+    """QueueSort: slack exhausted first (earliest deadline first), then most carbon lost per GPU-hour waited."""
+
+    name = "UrgencyFirst"
+
+    def sort(self, state: CycleState, jobs: Sequence[JobRequest]) -> list[JobRequest]:
+        def key(job: JobRequest):
+            plan = plan_of(state, job)
+            if plan is None:
+                return (1, 0.0, job.submitted_s, job.job_id)
+            if plan.must_start:
+                return (0, plan.deadline_s, job.submitted_s, job.job_id)
+            return (1, -plan.gain_per_gpu_h, job.submitted_s, job.job_id)
+
+        return sorted(jobs, key=key)
+
+
+class CarbonOverRun:
+    """Score: lower emissions if the job started in the zone now (current intensity when there is no plan)."""
+
+    name = "CarbonOverRun"
+
+    def score(self, state: CycleState, job: JobRequest, zones: tuple[str, ...]) -> dict[str, float]:
+        plan = plan_of(state, job)
+        if plan is not None:
+            raw = {z: plan.now_cost_g[z][0] for z in zones if z in plan.now_cost_g}
+        else:
+            known = state.snapshot.intensity_g_per_kwh
+            raw = {z: known[z] for z in zones if z in known}
+        scores = normalize_lower_is_better(raw)
+        return {z: scores.get(z, 0.0) for z in zones}
+
+
+class CarbonWindow:
+    """Permit: hold a job back while the plan says a later moment emits less (never past its latest start).
+
+    min_saving_fraction: wait only when the saving is at least this share of starting now (0: any saving).
+    """
+
+    name = "CarbonWindow"
+
+    def __init__(self, min_saving_fraction: float = 0.0):
+        self.min_saving_fraction = min_saving_fraction
+
+    def permit(self, state: CycleState, job: JobRequest, zone: str) -> Status:
+        plan = plan_of(state, job)
+        now = state.now_s
+        if plan is None or plan.must_start:
+            return SUCCESS
+        if plan.slots is not None:
+            return self._permit_slots(plan, zone, now)
+        now_g = plan.now_cost_g[zone][0]
+        if plan.best_start_s <= now + NOW_EPS_S or now_g - plan.best_cost_g <= self.min_saving_fraction * now_g:
+            if plan.best_start_s <= now + NOW_EPS_S and plan.best_zone != zone \
+                    and now_g > plan.now_cost_g[plan.best_zone][0] * (1 + self.min_saving_fraction) + 1e-12:
+                # the cleanest zone is full now: wait for room there rather than run dirtier elsewhere,
+                # but no longer than the slack allows
+                return Status(Code.UNSCHEDULABLE, self.name, f"waiting for room in zone {plan.best_zone}",
+                              retry_at_s=plan.latest_start_s)
+            return SUCCESS
+        wait_h = (plan.best_start_s - now) / 3600.0
+        return Status(Code.WAIT, self.name,
+                      f"carbon: waiting {wait_h:.1f} h to start in zone {plan.best_zone} "
+                      f"(forecast {plan.best_cost_g / 1000:.3f} kg vs {now_g / 1000:.3f} kg now)",
+                      retry_at_s=plan.best_start_s)
+
+    def _permit_slots(self, plan: JobPlan, zone: str, now: float) -> Status:
+        if plan.best_start_s <= now + NOW_EPS_S:
+            slots = plan.slots
+            marginal = float(slots.values[slots.allotted_s > 0].max())
+            if plan.best_zone == zone or plan.now_intensity[zone] <= marginal:
+                return SUCCESS
+            return Status(Code.UNSCHEDULABLE, self.name, f"waiting for room in zone {plan.best_zone}",
+                          retry_at_s=plan.latest_start_s)
+        wait_h = (plan.best_start_s - now) / 3600.0
+        return Status(Code.WAIT, self.name,
+                      f"carbon: suspended for {wait_h:.1f} h until a cleaner window in zone {plan.best_zone} "
+                      f"({plan.slots.values[plan.slots.allotted_s > 0].min():.0f} g/kWh vs "
+                      f"{plan.now_intensity[plan.best_zone]:.0f} now)",
+                      retry_at_s=plan.best_start_s)
+
+
+class CarbonCap:
+    """CapChooser: the plan's cap when it fits the power budget, else the cleanest one that fits and still
+    meets the deadline; interruptible jobs stop when their planned stretch ends."""
+
+    name = "CarbonCap"
+
+    def choose(self, state: CycleState, job: JobRequest, zone: str) -> tuple[CapStep, float | None, str]:
+        plan = plan_of(state, job)
+        if plan is None:
+            return FULL_POWER, None, f"started in zone {zone} (no carbon forecast)"
+        now = state.now_s
+        budget = float("inf") if state.budget_left_w is None else state.budget_left_w + 1e-9
+        until_s = None
+        if plan.slots is not None:
+            step = plan.best_step
+            first = plan.slots.first_run()
+            if not plan.must_start and first is not None and first[1] < plan.deadline_s - NOW_EPS_S:
+                until_s = first[1]
+        else:
+            step = plan.now_cost_g[zone][1]
+        if plan.must_start or job_draw_w(job, step) > budget:
+            step = self._fallback(job, now, plan.deadline_s, budget, must_start=plan.must_start) or step
+            until_s = None if plan.must_start else until_s
+        why = "deadline: slack exhausted, " if plan.must_start else "carbon: "
+        cap = "" if step.cap_fraction >= 1.0 else f" at a {step.cap_fraction:.0%} power cap"
+        return step, until_s, (f"{why}started in zone {zone}{cap} "
+                               f"({plan.now_intensity.get(zone, float('nan')):.0f} g/kWh now)")
+
+    @staticmethod
+    def _fallback(job: JobRequest, now: float, deadline: float, budget: float, must_start: bool) -> CapStep | None:
+        """The least-drawing cap that fits the budget and meets the deadline from now; full power when late."""
+        work_s = job.expected_duration_s or 0.0
+        fitting = [s for s in steps_of(job) if job_draw_w(job, s) <= budget and now + work_s / s.speed <= deadline]
+        if must_start:
+            fitting = [s for s in fitting if s.speed >= 1.0] or fitting
+        return min(fitting, key=lambda s: s.power_fraction / s.speed, default=None)

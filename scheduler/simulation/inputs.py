@@ -1,0 +1,230 @@
+"""The simulator's input files (simulation.md): CLUSTER.toml, JOBS.csv and PROFILES.csv, validated on load."""
+
+from __future__ import annotations
+
+import csv
+import math
+import tomllib
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from policies.snapshot import CapStep, PowerProfile
+from scheduler.carbon_trace import load_carbon_trace
+from scheduler.simulation.errors import InputError
+
+JOB_COLUMNS = ("job_id", "submit_s", "duration_s", "gpus", "power_w", "deadline_s", "interruptible", "zones",
+               "profile", "kind")
+REQUIRED_JOB_COLUMNS = JOB_COLUMNS[:5]
+PROFILE_COLUMNS = ("profile", "cap_fraction", "speed", "power_fraction")
+
+
+@dataclass(frozen=True)
+class Zone:
+    """One zone of the virtual cluster: its GPUs and its carbon trace on the simulation clock (s since start)."""
+
+    name: str
+    gpus: int
+    times_s: np.ndarray
+    g_per_kwh: np.ndarray
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """CLUSTER.toml: the start of the clock (Unix s), the zones in file order, and the optional power budget."""
+
+    start_unix_s: float
+    zones: tuple[Zone, ...]
+    budget_w: float | None = None
+
+    def zone(self, name: str) -> Zone:
+        return next(z for z in self.zones if z.name == name)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One row of JOBS.csv. ``zones`` empty = any zone; ``deadline_s`` None = no flexibility; ``line`` for errors."""
+
+    job_id: str
+    submit_s: float
+    duration_s: float
+    gpus: int
+    power_w: float
+    deadline_s: float | None
+    interruptible: bool
+    zones: tuple[str, ...]
+    profile: str
+    kind: str
+    line: int
+
+    @property
+    def effective_deadline_s(self) -> float:
+        """The deadline to meet: an empty deadline means starting at submission."""
+        return self.submit_s + self.duration_s if self.deadline_s is None else self.deadline_s
+
+    @property
+    def feasible(self) -> bool:
+        """Whether the job can meet its deadline even alone (at full speed, from submission)."""
+        return self.deadline_s is None or self.deadline_s - self.submit_s >= self.duration_s - 1e-6
+
+
+def load_cluster(path: Path | str) -> Cluster:
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InputError(path, None, None, f"cannot read the file ({exc.strerror})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(path, getattr(exc, "lineno", None), None, f"not valid TOML: {exc}") from None
+    unknown = set(data) - {"start", "zones", "power"}
+    if unknown:
+        raise InputError(path, None, sorted(unknown)[0], "unknown key; expected start, zones, power")
+    start_unix_s = _parse_start(path, data.get("start"))
+    zones_data = data.get("zones")
+    if not isinstance(zones_data, list) or not zones_data:
+        raise InputError(path, None, "zones", "at least one [[zones]] table is required")
+    zones = []
+    for i, z in enumerate(zones_data):
+        field = f"zones[{i}]"
+        for key in ("name", "carbon", "gpus"):
+            if key not in z:
+                raise InputError(path, None, f"{field}.{key}", "missing")
+        extra = set(z) - {"name", "carbon", "gpus"}
+        if extra:
+            raise InputError(path, None, f"{field}.{sorted(extra)[0]}", "unknown key; expected name, carbon, gpus")
+        if not isinstance(z["gpus"], int) or z["gpus"] < 1:
+            raise InputError(path, None, f"{field}.gpus", f"must be a whole number >= 1, not {z['gpus']!r}")
+        if any(other.name == z["name"] for other in zones):
+            raise InputError(path, None, f"{field}.name", f"zone {z['name']!r} is listed twice")
+        unix_s, values = load_carbon_trace(path.parent / str(z["carbon"]))
+        zones.append(Zone(str(z["name"]), z["gpus"], unix_s - start_unix_s, values))
+    power = data.get("power", {})
+    budget = power.get("budget_w") if isinstance(power, dict) else None
+    if budget is not None and (not isinstance(budget, (int, float)) or budget <= 0):
+        raise InputError(path, None, "power.budget_w", f"must be a number > 0, not {budget!r}")
+    return Cluster(start_unix_s, tuple(zones), None if budget is None else float(budget))
+
+
+def _parse_start(path: Path, start) -> float:
+    if isinstance(start, datetime):
+        at = start
+    elif isinstance(start, str):
+        try:
+            at = datetime.fromisoformat(start)
+        except ValueError:
+            raise InputError(path, None, "start", f"not an ISO 8601 time: {start!r}") from None
+    else:
+        raise InputError(path, None, "start", "missing or not a time (e.g. start = \"2020-01-01T00:00:00Z\")")
+    return (at if at.tzinfo else at.replace(tzinfo=timezone.utc)).timestamp()
+
+
+def load_profiles(path: Path | str | None) -> dict[str, PowerProfile]:
+    """PROFILES.csv as profiles by name, steps sorted from full power down; None gives no profiles."""
+    if path is None:
+        return {}
+    path = Path(path)
+    steps: dict[str, list[CapStep]] = {}
+    for line, row in _rows(path, PROFILE_COLUMNS, PROFILE_COLUMNS):
+        name = row["profile"].strip()
+        if not name:
+            raise InputError(path, line, "profile", "empty profile name")
+        cap, speed, power = (_number(path, line, row, f, low=0.0, strict=True)
+                             for f in ("cap_fraction", "speed", "power_fraction"))
+        if cap > 1.0 or speed > 1.0 + 1e-9:
+            raise InputError(path, line, "cap_fraction" if cap > 1.0 else "speed", "must be at most 1")
+        if any(s.cap_fraction == cap for s in steps.get(name, ())):
+            raise InputError(path, line, "cap_fraction", f"profile {name!r} lists cap {cap} twice")
+        steps.setdefault(name, []).append(CapStep(cap, speed, power))
+    profiles = {}
+    for name, listed in steps.items():
+        if not any(s.cap_fraction == 1.0 and s.speed == 1.0 and s.power_fraction == 1.0 for s in listed):
+            raise InputError(path, None, "cap_fraction", f"profile {name!r} has no row 1,1,1 (full power)")
+        profiles[name] = PowerProfile(name, tuple(sorted(listed, key=lambda s: -s.cap_fraction)))
+    return profiles
+
+
+def load_jobs(path: Path | str, cluster: Cluster, profiles: dict[str, PowerProfile]) -> list[Job]:
+    """JOBS.csv, checked against the cluster (zones, GPUs, power budget) and the profiles."""
+    path = Path(path)
+    sizes = {z.name: z.gpus for z in cluster.zones}
+    jobs: list[Job] = []
+    seen: set[str] = set()
+    for line, row in _rows(path, JOB_COLUMNS, REQUIRED_JOB_COLUMNS):
+        job_id = row["job_id"].strip()
+        if not job_id or job_id in seen:
+            raise InputError(path, line, "job_id", "empty" if not job_id else f"duplicate job id {job_id!r}")
+        seen.add(job_id)
+        submit = _number(path, line, row, "submit_s", low=0.0)
+        duration = _number(path, line, row, "duration_s", low=0.0, strict=True)
+        gpus = _whole(path, line, row, "gpus")
+        power = _number(path, line, row, "power_w", low=0.0)
+        deadline = None
+        if (row.get("deadline_s") or "").strip():
+            deadline = _number(path, line, row, "deadline_s")
+            if deadline < submit:
+                raise InputError(path, line, "deadline_s", f"deadline {deadline:g} is before submission {submit:g}")
+        flag = (row.get("interruptible") or "0").strip() or "0"
+        if flag not in ("0", "1"):
+            raise InputError(path, line, "interruptible", f"must be 0 or 1, not {flag!r}")
+        zones = tuple(z.strip() for z in (row.get("zones") or "").split("|") if z.strip())
+        for zone in zones:
+            if zone not in sizes:
+                raise InputError(path, line, "zones", f"unknown zone {zone!r}; the cluster has {', '.join(sizes)}")
+        if gpus > max(sizes[z] for z in (zones or tuple(sizes))):
+            raise InputError(path, line, "gpus", f"needs {gpus} GPUs, more than any allowed zone has")
+        profile = (row.get("profile") or "").strip()
+        if profile and profile not in profiles:
+            valid = ", ".join(profiles) or "none (pass --power-profiles)"
+            raise InputError(path, line, "profile", f"unknown profile {profile!r}; known: {valid}")
+        if cluster.budget_w is not None:
+            lowest = min((s.power_fraction for s in profiles[profile].steps), default=1.0) if profile else 1.0
+            if gpus * power * lowest > cluster.budget_w:
+                raise InputError(path, line, "power_w", f"the job draws more than the whole {cluster.budget_w:g} W "
+                                 "power budget even at its lowest cap")
+        jobs.append(Job(job_id, submit, duration, gpus, power, deadline, flag == "1", zones, profile,
+                        (row.get("kind") or "").strip(), line))
+    return jobs
+
+
+def _rows(path: Path, known: tuple[str, ...], required: tuple[str, ...]):
+    try:
+        handle = path.open(newline="", encoding="utf-8-sig")
+    except OSError as exc:
+        raise InputError(path, None, None, f"cannot read the file ({exc.strerror})") from None
+    with handle:
+        reader = csv.reader(handle)
+        header = [h.strip() for h in next(reader, [])]
+        for name in header:
+            if name not in known:
+                raise InputError(path, 1, name, f"unknown column; expected {', '.join(known)}")
+        for name in required:
+            if name not in header:
+                raise InputError(path, 1, name, "required column is missing")
+        for line, cells in enumerate(reader, start=2):
+            if not cells or all(not c.strip() for c in cells):
+                continue
+            if len(cells) != len(header):
+                raise InputError(path, line, None, f"expected {len(header)} fields, found {len(cells)}")
+            yield line, dict(zip(header, cells))
+
+
+def _number(path: Path, line: int, row: dict, field: str, low: float | None = None, strict: bool = False) -> float:
+    text = (row.get(field) or "").strip()
+    try:
+        value = float(text)
+    except ValueError:
+        raise InputError(path, line, field, f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise InputError(path, line, field, f"must be a finite number, not {text!r}")
+    if low is not None and (value < low or (strict and value <= low)):
+        raise InputError(path, line, field, f"must be {'>' if strict else '>='} {low:g}, not {text!r}")
+    return value
+
+
+def _whole(path: Path, line: int, row: dict, field: str) -> int:
+    text = (row.get(field) or "").strip()
+    if not text.isdigit() or int(text) < 1:
+        raise InputError(path, line, field, f"must be a whole number >= 1, not {text!r}")
+    return int(text)

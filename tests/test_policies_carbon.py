@@ -1,0 +1,123 @@
+"""carbon-aware as tables of cases that need no cluster: a snapshot and a forecast in, decisions out."""
+
+import numpy as np
+import pytest
+
+from policies.decisions import Start, Wait
+from policies.registry import create_policy
+from policies.snapshot import CapStep, JobRequest, PowerProfile, Snapshot, ZonePool
+
+H = 3600.0
+
+
+class TableForecast:
+    """A forecast from hourly values per zone; it is what the policy sees, history and future alike."""
+
+    history_only = False
+
+    def __init__(self, now_s, hourly):
+        self.now_s = now_s
+        self.hourly = {z: np.asarray(v, dtype=float) for z, v in hourly.items()}
+
+    def _values(self, zone, start_s, end_s):
+        edges = np.arange(np.floor(start_s / H) * H, end_s, H)
+        times = np.maximum(edges, start_s)
+        return times, self.hourly[zone][np.minimum((edges // H).astype(int), len(self.hourly[zone]) - 1)]
+
+    def intensity(self, zone, t_s):
+        assert t_s <= self.now_s
+        return float(self._values(zone, t_s, t_s + 1)[1][0])
+
+    def history(self, zone, start_s, end_s):
+        return self._values(zone, start_s, min(end_s, self.now_s))
+
+    def forecast(self, zone, start_s, end_s):
+        return self._values(zone, start_s, end_s)
+
+
+DIRTY_THEN_CLEAN = {"DE": [400, 400, 100, 100, 400, 400, 400, 400], "FR": [300] * 8}
+SLOW = PowerProfile("slow", (CapStep(1.0, 1.0, 1.0), CapStep(0.5, 0.8, 0.5)))
+
+
+def job(job_id="j", gpus=1, duration_h=1.0, deadline_h=8.0, zones=("DE",), interruptible=False, profile=None,
+        submitted_s=0.0, power_w=300.0):
+    return JobRequest(job_id=job_id, gpus=gpus, submitted_s=submitted_s, zones=zones,
+                      deadline_s=None if deadline_h is None else deadline_h * H, interruptible=interruptible,
+                      expected_duration_s=duration_h * H, power_w=power_w, power_profile=profile)
+
+
+def decide(jobs, now_s=0.0, free=None, hourly=DIRTY_THEN_CLEAN, budget_w=None, draw_w=0.0):
+    free = free or {"DE": 4, "FR": 4}
+    pools = tuple(ZonePool(z, 4, f) for z, f in free.items())
+    snapshot = Snapshot(now_s=now_s, waiting=tuple(jobs), gpus=(), pools=pools,
+                        forecast=TableForecast(now_s, hourly), power_budget_w=budget_w, power_draw_w=draw_w)
+    return {d.job_id: d for d in create_policy("carbon-aware").decide(snapshot)}
+
+
+@pytest.mark.parametrize("name,jobs,kwargs,expected", [
+    ("defer to the clean window", [job()], {}, ("wait", 2 * H)),
+    ("clean now: start", [job()], {"now_s": 2 * H}, ("start", "DE")),
+    ("no deadline: no flexibility", [job(deadline_h=None)], {}, ("start", "DE")),
+    ("slack exhausted: must start", [job(duration_h=2, deadline_h=2)], {}, ("start", "DE")),
+    ("window too short for the clean hours", [job(duration_h=2, deadline_h=2.5)], {}, ("wait", 0.5 * H)),
+    ("space: the cleaner zone now", [job(zones=("DE", "FR"), deadline_h=None)], {}, ("start", "FR")),
+    ("space and time: clean DE later beats FR now", [job(zones=("DE", "FR"))], {}, ("wait", 2 * H)),
+    ("full zone, clean now elsewhere", [job(zones=("DE", "FR"), deadline_h=None)], {"free": {"DE": 4, "FR": 0}},
+     ("start", "DE")),
+    ("no room anywhere", [job()], {"free": {"DE": 0, "FR": 0}, "now_s": 2 * H}, ("blocked", None)),
+])
+def test_time_and_space(name, jobs, kwargs, expected):
+    d = decide(jobs, **kwargs)["j"]
+    what, detail = expected
+    if what == "start":
+        assert isinstance(d, Start) and d.zone == detail and d.until_s is None, (name, d)
+    elif what == "wait":
+        assert isinstance(d, Wait) and d.deferred and d.retry_at_s == pytest.approx(detail), (name, d)
+        assert d.reason.startswith("carbon: waiting"), d.reason
+    else:
+        assert isinstance(d, Wait) and not d.deferred and "waiting for a free GPU" in d.reason, (name, d)
+
+
+def test_interruptible_runs_in_the_clean_hours_only():
+    # 3 h of work within 8 h; clean hours 2-4 (2 h): the third hour is the cheapest dirty one (400, the first)
+    first = decide([job(duration_h=3, interruptible=True)])["j"]
+    assert isinstance(first, Start) and first.until_s == pytest.approx(H)  # now (400) is as cheap as any other
+    later = decide([job(duration_h=2, interruptible=True)], now_s=H)["j"]
+    assert isinstance(later, Wait) and later.deferred and later.retry_at_s == pytest.approx(2 * H)
+    running = decide([job(duration_h=2, interruptible=True)], now_s=2 * H)["j"]
+    assert isinstance(running, Start) and running.until_s == pytest.approx(4 * H)
+
+
+def test_power_cap_when_it_lowers_emissions_and_keeps_the_deadline():
+    flat = {"DE": [300] * 8}
+    loose = decide([job(profile=SLOW, deadline_h=None, duration_h=1)], hourly=flat)["j"]
+    assert loose.cap_fraction == 1.0  # no slack: the slower cap would miss the deadline
+    capped = decide([job(profile=SLOW, deadline_h=3)], hourly=flat)["j"]
+    assert isinstance(capped, Start) and capped.cap_fraction == 0.5  # 1.25 h at half power beats 1 h at full
+
+
+def test_power_budget_caps_or_holds():
+    flat = {"DE": [300] * 8}
+    under_budget = decide([job(gpus=2, deadline_h=None)], hourly=flat, budget_w=1000, draw_w=500)["j"]
+    assert isinstance(under_budget, Wait) and "power" in under_budget.reason and not under_budget.deferred
+    capped = decide([job(gpus=2, profile=SLOW, deadline_h=3)], hourly=flat, budget_w=1000, draw_w=600)["j"]
+    assert isinstance(capped, Start) and capped.cap_fraction == 0.5
+
+
+def test_contention_urgent_first_then_most_carbon_lost_by_waiting():
+    jobs = [job("relaxed", zones=("DE",), deadline_h=8, submitted_s=-10),
+            job("urgent", zones=("DE",), duration_h=2, deadline_h=2)]
+    d = decide(jobs, free={"DE": 1, "FR": 0}, now_s=0.0)
+    assert isinstance(d["urgent"], Start) and isinstance(d["relaxed"], Wait)
+    # both want the one clean GPU now; the one that loses more by waiting an hour gets it
+    clean_now = {"DE": [100, 400, 400, 400, 400, 400, 400, 400], "FR": [300] * 8}
+    jobs = [job("short", duration_h=1, deadline_h=8, submitted_s=-10), job("long", duration_h=3, deadline_h=8)]
+    d = decide(jobs, free={"DE": 1, "FR": 0}, hourly=clean_now)
+    assert isinstance(d["short"], Start) and isinstance(d["long"], Wait)
+
+
+def test_without_a_forecast_it_behaves_like_fifo():
+    snapshot = Snapshot(0.0, (job(zones=("DE", "FR")),), gpus=(), pools=(ZonePool("DE", 2, 2), ZonePool("FR", 2, 2)),
+                        intensity_g_per_kwh={"DE": 400.0, "FR": 50.0})
+    d = create_policy("carbon-aware").decide(snapshot)[0]
+    assert isinstance(d, Start) and d.zone == "FR"  # the cleaner zone now, by the current intensity

@@ -1,0 +1,103 @@
+"""The plugin framework: registry, statuses, score normalisation, room bookkeeping, the history model."""
+
+import numpy as np
+import pytest
+
+from policies.carbon_plan import SlotGrid, best_starts
+from policies.decisions import Start, Wait
+from policies.errors import DuplicatePlugin, UnknownPlugin
+from policies.forecast import IntensityCurve
+from policies.framework import ClusterView, normalize_lower_is_better
+from policies.history_forecast import HistoryForecast
+from policies.plugins import assemble, plugin_registry
+from policies.registry import create_policy
+from policies.snapshot import GpuSlot, JobRequest, Snapshot, ZonePool
+from policies.status import Code, Status
+
+
+def test_plugins_are_registered_by_name():
+    registry = plugin_registry()
+    assert {"NodeCapacity", "PowerBudget", "CarbonPlanner", "CarbonWindow", "CarbonCap"} <= set(registry.names())
+    with pytest.raises(DuplicatePlugin):
+        registry.register("NodeCapacity", object)
+    with pytest.raises(UnknownPlugin, match="valid plugins: ArrivalOrder"):
+        assemble("x", queue_sort="Random", cap_chooser="FullPower")
+
+
+def test_a_profile_is_configurable_from_names():
+    profile = assemble("fifo-de", queue_sort="ArrivalOrder", filters=("NodeCapacity",), cap_chooser="FullPower",
+                       config={"FullPower": {"label": "custom"}})
+    assert [f.name for f in profile.filters] == ["NodeCapacity"] and profile.cap_chooser.label == "custom"
+
+
+@pytest.mark.parametrize("raw,expected", [
+    ({}, {}),
+    ({"A": 5.0, "B": 5.0}, {"A": 100.0, "B": 100.0}),
+    ({"A": 100.0, "B": 300.0, "C": 200.0}, {"A": 100.0, "B": 0.0, "C": 50.0}),
+])
+def test_lower_is_better_normalisation(raw, expected):
+    assert normalize_lower_is_better(raw) == expected
+
+
+def test_status_codes_say_not_now_and_never():
+    assert Status(Code.SUCCESS).ok and not Status(Code.UNRESOLVABLE, "NodeCapacity", "no node").ok
+    assert Code.UNRESOLVABLE.value == "UnschedulableAndUnresolvable"
+
+
+def test_cluster_view_counts_listed_gpus_and_pools():
+    snapshot = Snapshot(0.0, (), gpus=(GpuSlot("g0", "n1", "DE"), GpuSlot("g1", "n1", "DE", busy=True)),
+                        pools=(ZonePool("FR", 8, 3),))
+    view = ClusterView(snapshot)
+    assert view.fits("DE", 1) and not view.fits("DE", 2) and view.largest_node == {"DE": 2, "FR": 8}
+    assert view.take("DE", 1) == ("n1", ("g0",)) and view.take("FR", 2) == ("FR", ()) and view.free_gpus("FR") == 1
+
+
+def test_fifo_on_pools_and_the_power_budget():
+    jobs = (JobRequest("a", 2, 0.0, power_w=300.0), JobRequest("b", 1, 1.0, power_w=300.0))
+    snapshot = Snapshot(0.0, jobs, gpus=(), pools=(ZonePool("DE", 4, 4),), power_budget_w=800.0)
+    a, b = create_policy("fifo").decide(snapshot)
+    assert isinstance(a, Start) and a.node_id == "DE" and a.gpu_ids == ()
+    assert isinstance(b, Wait) and b.reason.startswith("waiting for power")
+
+
+def test_best_start_and_cheapest_slots_are_exact():
+    curve = IntensityCurve(np.array([0.0, 10.0, 20.0, 30.0]), np.array([5.0, 1.0, 3.0, 1.0]), 40.0)
+    starts, integrals = best_starts(curve, 0.0, np.array([30.0, 25.0]), np.array([10.0, 15.0]))
+    assert starts.tolist() == [10.0, 10.0] and integrals.tolist() == [10.0, 25.0]  # ties with a start at 25 (5 x 3 + 10 x 1): the earliest
+    plan = SlotGrid([curve], 0.0, 40.0).plan(15.0)
+    assert plan.integral == 15.0 and plan.first_run() == (10.0, 20.0, 0)
+
+
+def test_history_model_beats_same_time_yesterday_on_a_weekly_grid():
+    """A weekday/weekend signal with noise: the fitted blend forecasts a day ahead better than persistence."""
+    day, step = 86400.0, 1800.0
+    t = np.arange(0.0, 42 * day, step)
+    rng = np.random.default_rng(1)
+    weekend = ((t // day) % 7 >= 5) * -120.0
+    values = 300 + 80 * np.sin(2 * np.pi * t / day) + weekend + rng.normal(0, 25, len(t))
+
+    class Source:
+        history_only = True
+        now_s = 0.0
+
+        def history(self, zone, start_s, end_s):
+            i, j = np.searchsorted(t, start_s, "right") - 1, np.searchsorted(t, min(end_s, self.now_s), "right")
+            i = max(i, 0)
+            return np.concatenate(([start_s], t[i + 1:j])), values[i:j]
+
+        def intensity(self, zone, t_s):
+            return float(values[np.searchsorted(t, t_s, "right") - 1])
+
+    source = Source()
+    model = HistoryForecast(source)
+    errors_model, errors_persistence = [], []
+    for now in np.arange(28 * day, 41 * day, day / 4):
+        source.now_s = model.now_s = now
+        curve = model.curve("Z", now + day)
+        times, predicted = model.forecast("Z", now, now + day)
+        assert times[0] == now and np.array_equal(predicted, curve.value_at(times))
+        future = t[(t > now) & (t < now + day)]
+        truth = values[np.searchsorted(t, future)]
+        errors_model.append(np.abs(curve.value_at(future + 1) - truth).mean())
+        errors_persistence.append(np.abs(values[np.searchsorted(t, future - day)] - truth).mean())
+    assert np.mean(errors_model) < 0.8 * np.mean(errors_persistence)

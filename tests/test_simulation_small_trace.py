@@ -1,0 +1,104 @@
+"""A small checked-in trace (tests/data/sim_small) with answers worked out by hand and by brute force."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from scheduler.simulation.checker import check_result
+from scheduler.simulation.cli import main as simulate_main
+from scheduler.simulation.driver import simulate
+from scheduler.simulation.inputs import load_cluster, load_jobs, load_profiles
+
+DATA = Path(__file__).parent / "data" / "sim_small"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def inputs():
+    cluster = load_cluster(DATA / "cluster.toml")
+    profiles = load_profiles(DATA / "profiles.csv")
+    return cluster, load_jobs(DATA / "jobs.csv", cluster, profiles), profiles
+
+
+# Zone A: 400 g/kWh at 00h, 100 at 01-04h, 400 at 05-11h, 390 at 12-23h (each day); zone B: 250 flat.
+# job -> (segments, emissions kg) as worked out by hand (see each comment).
+CARBON_AWARE = {
+    "flex": ([(3600.0, 7200.0, "A", 1.0)], 0.3 * 100 / 1000),  # the first clean hour
+    "rigid": ([(7200.0, 9000.0, "A", 1.0)], 0.15 * 100 / 1000),  # no deadline: at submission
+    "spread": ([(3600.0, 14400.0, "A", 1.0)], 0.9 * 100 / 1000),  # three of the four clean hours
+    "capped": ([(36000.0, 40500.0, "B", 0.5)], 0.3125 * 250 / 1000),  # B beats A's 390-400; half cap: 0.4 x 0.8^-1
+    "late": ([(14400.0, 21600.0, "B", 1.0)], 0.4 * 250 / 1000),  # infeasible: runs at once, misses
+}
+FIFO_KG = {"flex": 0.12, "rigid": 0.015, "spread": 0.18, "capped": 0.2, "late": 0.1}
+
+
+def test_carbon_aware_perfect_matches_the_hand_answer(inputs):
+    cluster, jobs, profiles = inputs
+    result = simulate(cluster, jobs, "carbon-aware", "perfect", 0, profiles)
+    assert check_result(result, cluster, jobs, profiles) == []
+    got = {e["job_id"]: e for e in result["jobs"]}
+    for job_id, (segments, kg) in CARBON_AWARE.items():
+        assert [(round(s["start_s"], 6), round(s["end_s"], 6), s["zone"], s["cap_fraction"])
+                for s in got[job_id]["segments"]] == segments, job_id
+        assert got[job_id]["emissions_kg"] == pytest.approx(kg), job_id
+    assert got["late"]["infeasible"] is True
+    assert result["summary"]["deadline_misses"] == 1 and result["summary"]["infeasible"] == 1
+
+
+def test_fifo_matches_the_hand_answer(inputs):
+    cluster, jobs, profiles = inputs
+    result = simulate(cluster, jobs, "fifo", "perfect", 0, profiles)
+    assert check_result(result, cluster, jobs, profiles) == []
+    assert {e["job_id"]: e["emissions_kg"] for e in result["jobs"]} == pytest.approx(FIFO_KG)
+
+
+def test_brute_force_agrees_on_the_contiguous_jobs(inputs):
+    """Every start on a one-minute grid, every allowed zone and cap: none beats the plan."""
+    cluster, jobs, profiles = inputs
+    zones = {z.name: z for z in cluster.zones}
+
+    def kg(zone, start, run_s, watts):
+        t = np.arange(start, start + run_s, 1.0)
+        z = zones[zone]
+        return watts * z.g_per_kwh[np.searchsorted(z.times_s, t, "right") - 1].sum() / 3.6e6 / 1000
+
+    for job in jobs:
+        if job.interruptible or not job.feasible:
+            continue
+        steps = profiles[job.profile].steps if job.profile else [None]
+        best = min(kg(z, s, job.duration_s / (st.speed if st else 1.0),
+                      job.gpus * job.power_w * (st.power_fraction if st else 1.0))
+                   for z in (job.zones or zones) for st in steps
+                   for s in np.arange(job.submit_s, job.effective_deadline_s - job.duration_s / (st.speed if st else 1)
+                                      + 1, 60.0))
+        assert CARBON_AWARE[job.job_id][1] == pytest.approx(best, rel=1e-9), job.job_id
+
+
+def test_cli_end_to_end_writes_a_result_the_checker_accepts(tmp_path, capsys):
+    out = tmp_path / "RESULT.json"
+    code = simulate_main(["--cluster", str(DATA / "cluster.toml"), "--jobs", str(DATA / "jobs.csv"),
+                          "--policy", "carbon-aware", "--forecast", "noisy:0.1", "--seed", "3",
+                          "--power-profiles", str(DATA / "profiles.csv"), "--out", str(out)])
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert (result["policy"], result["forecast"], result["seed"]) == ("carbon-aware", "noisy:0.1", 3)
+    assert set(result["summary"]) >= {"jobs", "completed", "deadline_misses", "energy_kwh", "emissions_kg",
+                                      "mean_wait_s", "wall_s"}
+    assert json.loads(capsys.readouterr().out)["jobs"] == 5
+    checked = subprocess.run([sys.executable, "-m", "scheduler.simulation.checker", "--cluster",
+                              str(DATA / "cluster.toml"), "--jobs", str(DATA / "jobs.csv"), "--power-profiles",
+                              str(DATA / "profiles.csv"), str(out)], cwd=ROOT, capture_output=True, text=True)
+    assert checked.returncode == 0 and checked.stdout.strip().endswith("ok")
+
+
+def test_cli_as_a_module_refuses_bad_input_with_one_line(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "scheduler.simulation", "--cluster", str(DATA / "cluster.toml"),
+                           "--jobs", str(DATA / "jobs.csv"), "--power-profiles", str(DATA / "profiles.csv"),
+                           "--policy", "greedy"], cwd=ROOT, capture_output=True,
+                          text=True)
+    assert done.returncode == 1
+    assert "unknown policy 'greedy'" in done.stderr and "fifo, carbon-aware" in done.stderr
