@@ -199,6 +199,10 @@ def _db_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
+def _simulate(args: argparse.Namespace) -> int:
+    return int(importlib.import_module("scheduler.simulation.cli").run(args) or 0)
+
+
 def _run_main_of(module: str) -> Callable[[argparse.Namespace], int]:
     """A command that runs ``module.main(args)``, imported only when run: it pulls in ray, sqlalchemy, torch."""
 
@@ -299,6 +303,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="logical GPUs to declare on a machine without GPUs (or WATTSCHED_LOGICAL_GPUS)")
 
     command("demo", _run_main_of("scheduler.demo"), "run a small end-to-end demo on this machine", connects=False)
+
+    sub = command("simulate", _simulate, "replay a job trace against carbon traces with a policy (no GPUs needed)",
+                  connects=False)
+    importlib.import_module("scheduler.simulation.cli").add_arguments(sub)
     return parser
 
 

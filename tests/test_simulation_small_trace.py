@@ -102,3 +102,19 @@ def test_cli_as_a_module_refuses_bad_input_with_one_line(tmp_path):
                           text=True)
     assert done.returncode == 1
     assert "unknown policy 'greedy'" in done.stderr and "fifo, carbon-aware" in done.stderr
+
+
+def test_wattsched_simulate_is_the_same_command(tmp_path, capsys):
+    from scheduler.cli import main as wattsched
+
+    out = tmp_path / "result.json"
+    code = wattsched(["simulate", "--cluster", str(DATA / "cluster.toml"), "--jobs", str(DATA / "jobs.csv"),
+                      "--policy", "carbon-aware", "--forecast", "persistence", "--out", str(out),
+                      "--power-profiles", str(DATA / "profiles.csv")])
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert result["policy"] == "carbon-aware" and result["forecast"] == "persistence"
+    assert result["summary"]["deadline_misses"] == 0
+    assert wattsched(["simulate", "--cluster", str(DATA / "cluster.toml"), "--jobs", str(tmp_path / "none.csv"),
+                      "--policy", "fifo"]) == 1
+    assert "none.csv" in capsys.readouterr().err
