@@ -114,7 +114,9 @@ def test_wattsched_simulate_is_the_same_command(tmp_path, capsys):
     assert code == 0
     result = json.loads(out.read_text())
     assert result["policy"] == "carbon-aware" and result["forecast"] == "persistence"
-    assert result["summary"]["deadline_misses"] == 0
+    # the trace's one infeasible job ('late') is the only miss, and is reported as infeasible
+    assert result["summary"]["deadline_misses"] == result["summary"]["infeasible"] == 1
+    assert [j["job_id"] for j in result["jobs"] if j.get("infeasible")] == ["late"]
     assert wattsched(["simulate", "--cluster", str(DATA / "cluster.toml"), "--jobs", str(tmp_path / "none.csv"),
                       "--policy", "fifo"]) == 1
     assert "none.csv" in capsys.readouterr().err
