@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from policies.forecast import IntensityCurve
+from policies.forecast import IntensityCurve, ZoneCurves
 
 # Allotments shorter than this are rounding left-overs, not stretches worth starting a job for.
 MIN_ALLOTTED_S = 1e-3
@@ -38,6 +38,35 @@ def best_starts(curve: IntensityCurve, earliest_s: float, latest_s: np.ndarray,
     pick = np.argmin(near, axis=1)
     rows = np.arange(len(run_s))
     return starts[rows, pick], costs[rows, pick]
+
+
+def best_starts_zones(zc: ZoneCurves, rows: np.ndarray, earliest_s: float, latest_s: np.ndarray, run_s: np.ndarray,
+                      probe_s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``best_starts`` for every zone row at once, on the curves' shared knot grid.
+
+    Returns, each zones x caps: the best start, its integral, the integral of a start at ``earliest_s`` and that
+    of a start at ``probe_s``. Row i's candidates are its window's edges, the knots inside it, and the starts
+    that end on a knot; the cost is piecewise linear between them, so the minimum among them is exact.
+    """
+    latest_s = np.maximum(latest_s, earliest_s)
+    k = zc.knots_s
+    last = len(k) - 1
+    a, b = np.searchsorted(k, (earliest_s, latest_s.max()))
+    c = np.searchsorted(k, earliest_s + run_s, "right")
+    d = np.searchsorted(k, latest_s + run_s)
+    n_end = int((d - c).max(initial=0))
+    ends = k[np.minimum(c[:, None] + np.arange(n_end), last)] - run_s[:, None]
+    shared = np.broadcast_to(k[a:b], (len(run_s), b - a))
+    starts = np.concatenate((np.full((len(run_s), 1), earliest_s), shared, ends, latest_s[:, None]), axis=1)
+    starts = np.minimum(np.maximum(starts, earliest_s), latest_s[:, None])
+    starts = np.concatenate((starts, np.full((len(run_s), 1), probe_s)), axis=1)  # the probe: not a candidate
+    costs = zc.integral_to(rows, starts + run_s[:, None]) - zc.integral_to(rows, starts)
+    now_cost, probe_cost, costs, starts = costs[..., 0], costs[..., -1], costs[..., :-1], starts[:, :-1]
+    best = costs.min(axis=2, keepdims=True)
+    near = np.where(costs <= best + TIE_REL * np.abs(best) + 1e-9, starts, np.inf)
+    pick = np.argmin(near, axis=2)[..., None]
+    return (np.take_along_axis(near, pick, axis=2)[..., 0], np.take_along_axis(costs, pick, axis=2)[..., 0],
+            now_cost, probe_cost)
 
 
 @dataclass(frozen=True)
@@ -70,6 +99,56 @@ class SlotPlan:
         return start_s, until_s, zone
 
 
+def slot_plans(zc: ZoneCurves, rows: tuple[int, ...], start_s: float, end_s: np.ndarray, need_s: np.ndarray,
+               g_per: np.ndarray) -> list[tuple[int, float, SlotPlan]]:
+    """``SlotGrid.on(zc, rows, start_s, end_s[j])`` and its plan for many jobs at once.
+
+    need_s[j, i]: the seconds job j needs at its cap i (inf: no such cap); g_per[j, i]: its emissions per unit of
+    intensity integral there. For each job: the cap that emits least (-1 when even full speed does not fit, in
+    which case the plan runs flat out over the whole window), that emission, and the plan.
+    """
+    k = zc.knots_s
+    lowest, where = zc.cheapest(rows)
+    a = int(np.searchsorted(k, start_s, "right"))
+    b = np.searchsorted(k, end_s)
+    n_pieces = b - a + 1  # per job
+    pieces = np.minimum(np.maximum(np.arange(a - 1, int(b.max())), 0), len(lowest) - 1)
+    values, zone_index = lowest[pieces], where[pieces]  # shared: every window starts at start_s
+    knots = np.concatenate(([start_s], k[np.minimum(np.arange(a, int(b.max()) + 1), len(k) - 1)]))
+    # each job's piece ends: its own end caps the last piece, later pieces have no width
+    piece_end = np.minimum(knots[1:][None, :], end_s[:, None])
+    widths = np.maximum(piece_end - knots[:-1][None, :], 0.0)
+    order = np.argsort(values, kind="stable")  # ties: earlier pieces first; a job's own pieces keep this order
+    sorted_w, sorted_v = widths[:, order], values[order]
+    filled = np.cumsum(sorted_w, axis=1)
+    spent = np.cumsum(sorted_w * sorted_v, axis=1)
+    span = end_s - start_s
+    # the integral of the cheapest need_s[j, i] seconds: full pieces before the one that crosses it, part of that
+    last = filled.shape[1] - 1
+    n = np.minimum((filled[:, None, :] < need_s[:, :, None] - 1e-9).sum(axis=2), last)
+    rows_j = np.arange(len(end_s))[:, None]
+    before_s = np.where(n > 0, filled[rows_j, n - 1], 0.0)
+    before = np.where(n > 0, spent[rows_j, n - 1], 0.0)
+    totals = np.where(need_s > span[:, None] + 1e-6, np.inf, before + (need_s - before_s) * sorted_v[n])
+    costs = g_per * totals
+    best = np.argmin(costs, axis=1)
+    best_cost = costs[np.arange(len(end_s)), best]
+    fits = np.isfinite(best_cost)
+    need = np.where(fits, need_s[np.arange(len(end_s)), best], span)[:, None]
+    taken = np.minimum(sorted_w, np.maximum(need - (filled - sorted_w), 0.0))
+    taken[taken < MIN_ALLOTTED_S] = 0.0
+    allotted = np.empty_like(taken)
+    allotted[:, order] = taken
+    integrals = allotted @ values
+    out = []
+    for j, (m, ok, cap) in enumerate(zip(n_pieces.tolist(), fits.tolist(), best.tolist())):
+        plan_knots = knots[:m + 1].copy()
+        plan_knots[m] = end_s[j]
+        out.append((cap if ok else -1, float(best_cost[j]),
+                    SlotPlan(plan_knots, values[:m], zone_index[:m], allotted[j, :m], float(integrals[j]))))
+    return out
+
+
 class SlotGrid:
     """The cheapest zone's intensity over every piece of a window, shared by the searches for each cap."""
 
@@ -81,6 +160,22 @@ class SlotGrid:
         per_zone = np.vstack([c.value_at(mids) for c in curves])
         self.zone_index = np.argmin(per_zone, axis=0)
         self.values = per_zone[self.zone_index, np.arange(len(mids))]
+        self._finish()
+
+    @classmethod
+    def on(cls, zc: ZoneCurves, rows: tuple[int, ...], start_s: float, end_s: float) -> "SlotGrid":
+        """The grid of ``rows`` of ``zc`` over ``[start_s, end_s]`` (the same pieces as from the curves)."""
+        self = cls.__new__(cls)
+        k = zc.knots_s
+        a, b = int(np.searchsorted(k, start_s, "right")), int(np.searchsorted(k, end_s))
+        self.knots_s = np.concatenate(([start_s], k[a:b], [end_s]))
+        lowest, where = zc.cheapest(rows)
+        pieces = np.clip(np.arange(a - 1, b), 0, len(lowest) - 1)  # zc's piece under each of ours
+        self.values, self.zone_index = lowest[pieces], where[pieces]
+        self._finish()
+        return self
+
+    def _finish(self) -> None:
         self.widths = np.diff(self.knots_s)
         self._order = np.argsort(self.values, kind="stable")  # ties: earlier pieces first
         self._filled_s = np.cumsum(self.widths[self._order])

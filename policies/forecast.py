@@ -71,3 +71,60 @@ def curve_from(forecast: CarbonForecast, zone: str, end_s: float) -> IntensityCu
         return forecast.curve(zone, end_s)
     times, values = forecast.forecast(zone, forecast.now_s, end_s)
     return IntensityCurve(times, values, end_s)
+
+
+class ZoneCurves:
+    """Several zones' curves on one shared knot grid, so a plan over all zones is one vectorised evaluation.
+
+    Row ``r`` is ``curves[r]``. Piece ``i`` spans ``knots_s[i]..knots_s[i+1]`` at ``values[r, i]``; a piece outside
+    a curve's own span holds 0, as that curve's ``integral`` does. ``cumulative[r, i]`` is the integral from
+    ``knots_s[0]`` to ``knots_s[i]``.
+    """
+
+    def __init__(self, curves):
+        self.curves = tuple(curves)
+        knots = self.curves[0].knots_s if len(self.curves) == 1 else \
+            np.unique(np.concatenate([c.knots_s for c in self.curves]))
+        if len(knots) < 2:
+            knots = np.array([knots[0], knots[0] + 1.0])
+        self.knots_s = knots
+        mids = (knots[:-1] + knots[1:]) / 2
+        rows = []
+        for c in self.curves:
+            inside = (mids >= c.knots_s[0]) & (mids <= c.knots_s[-1])
+            rows.append(np.where(inside, c.value_at(mids), 0.0))
+        self.values = np.vstack(rows)
+        self.cumulative = np.concatenate((np.zeros((len(rows), 1)), np.cumsum(self.values * np.diff(knots), axis=1)),
+                                         axis=1)
+        self._cheapest: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray]] = {}
+
+    def piece(self, t_s):
+        """The index of the piece holding ``t_s`` (arrays welcome), clipped into the grid."""
+        return np.clip(np.searchsorted(self.knots_s, t_s, side="right") - 1, 0, len(self.knots_s) - 2)
+
+    def integral_to(self, rows: np.ndarray, t_s: np.ndarray) -> np.ndarray:
+        """The integral from ``knots_s[0]`` to ``t_s`` for each row in ``rows`` (result shape: rows x t_s.shape)."""
+        t_s = np.clip(t_s, self.knots_s[0], self.knots_s[-1])
+        i = self.piece(t_s)
+        r = rows.reshape((-1,) + (1,) * t_s.ndim)
+        return self.cumulative[r, i] + (t_s - self.knots_s[i]) * self.values[r, i]
+
+    def value_at(self, rows: np.ndarray, t_s: float) -> np.ndarray:
+        """Each row's intensity at the instant ``t_s``."""
+        return self.values[rows, int(self.piece(t_s))]
+
+    def lowest(self, rows: np.ndarray, start_s: float, end_s: float) -> np.ndarray:
+        """Each row's lowest intensity anywhere in ``[start_s, end_s)``."""
+        i = int(self.piece(start_s))
+        j = max(int(np.searchsorted(self.knots_s, end_s, side="left")), i + 1)
+        return self.values[rows, i:j].min(axis=1)
+
+    def cheapest(self, rows: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """Per piece, the lowest value among ``rows`` and the position in ``rows`` that has it (first of equals)."""
+        found = self._cheapest.get(rows)
+        if found is None:
+            sub = self.values[list(rows)]
+            where = np.argmin(sub, axis=0)
+            found = (sub[where, np.arange(sub.shape[1])], where)
+            self._cheapest[rows] = found
+        return found

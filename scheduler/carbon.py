@@ -90,17 +90,21 @@ FALLBACK_CYCLE = DailyCycle(300.0, 80.0, 18.0)
 class SyntheticSignal:
     """A deterministic, clearly labelled synthetic signal for the embedded default's zones.
 
-    ``seconds_per_hour`` compresses the daily cycle (the demo clock): with 10, a whole day passes in 240 s.
+    ``seconds_per_hour`` compresses the daily cycle (the demo clock): with 10, a whole day passes in 240 s;
+    ``origin_s`` and ``origin_hour`` set which hour of the cycle it is at a given time.
     """
 
     source = SYNTHETIC_SOURCE
     basis = "synthetic"
 
     def __init__(self, cycles: dict[str, DailyCycle] | None = None, seconds_per_hour: float = 3600.0,
-                 clock: Clock = utc_now):
+                 clock: Clock = utc_now, origin_s: float = 0.0, origin_hour: float = 0.0):
         self._cycles = dict(BUILTIN_CYCLES if cycles is None else cycles)
         self._seconds_per_hour = seconds_per_hour
         self._clock = clock
+        # the signal's hour of day is origin_hour at time origin_s (the demo starts its day in the evening peak)
+        self._origin_s = origin_s
+        self._origin_hour = origin_hour
 
     def reading(self, zone: str, at_s: float) -> IntensityReading:
         return IntensityReading(zone, from_unix_s(at_s), self.intensity_g_per_kwh(zone, at_s), self.source,
@@ -118,7 +122,7 @@ class SyntheticSignal:
 
     def intensity_g_per_kwh(self, zone: str, at_s: float) -> float:
         cycle = self._cycles.get(zone, FALLBACK_CYCLE)
-        hour = (at_s / self._seconds_per_hour) % 24.0
+        hour = ((at_s - self._origin_s) / self._seconds_per_hour + self._origin_hour) % 24.0
         return cycle.mean_g_per_kwh + cycle.amplitude_g_per_kwh * math.cos(
             2.0 * math.pi * (hour - cycle.peak_hour_utc) / 24.0
         )
@@ -209,3 +213,44 @@ def cleanest_window(readings: Sequence[IntensityReading], duration_s: float) -> 
     best = int(np.argmin(means))
     start = from_unix_s(float(starts[best]))
     return Window(start, start + timedelta(seconds=duration_s), float(means[best]))
+
+
+class SignalForecast:
+    """A ``policies.forecast.CarbonForecast`` over the daemon's carbon signal, as known at ``now_s``.
+
+    Policies see actuals up to now and the signal's forecast after it, never the provider. One instance serves
+    one scheduling tick: each zone's forecast is read once (up to the longest horizon asked) and sliced after.
+    """
+
+    history_only = False
+
+    def __init__(self, signal: CarbonSignal, now_s: float, history_step_s: float = 3600.0):
+        self.signal = signal
+        self.now_s = now_s
+        self._history_step_s = history_step_s
+        self._series: dict[str, tuple[float, np.ndarray, np.ndarray]] = {}  # zone -> (horizon_s, times, values)
+
+    def intensity(self, zone: str, t_s: float) -> float:
+        return self.signal.intensity_g_per_kwh(zone, min(t_s, self.now_s))
+
+    def history(self, zone: str, start_s: float, end_s: float) -> tuple[np.ndarray, np.ndarray]:
+        end_s = min(end_s, self.now_s)
+        times = np.arange(start_s, max(end_s, start_s + 1e-9), self._history_step_s)
+        return times, np.array([self.signal.intensity_g_per_kwh(zone, float(t)) for t in times])
+
+    def forecast(self, zone: str, start_s: float, end_s: float) -> tuple[np.ndarray, np.ndarray]:
+        horizon_s = end_s - self.now_s
+        cached = self._series.get(zone)
+        if cached is None or cached[0] < horizon_s:
+            readings = self.signal.forecast(zone, horizon_s)
+            times = np.array([r.at.timestamp() for r in readings]) if readings else np.array([self.now_s])
+            values = (np.array([r.intensity_g_per_kwh for r in readings]) if readings
+                      else np.array([self.signal.intensity_g_per_kwh(zone, self.now_s)]))
+            cached = (horizon_s, times, values)
+            self._series[zone] = cached
+        _, times, values = cached
+        first = max(int(np.searchsorted(times, start_s, side="right")) - 1, 0)
+        last = int(np.searchsorted(times, end_s, side="left"))  # a point at end_s holds for no time
+        times, values = times[first:max(last, first + 1)].copy(), values[first:max(last, first + 1)]
+        times[0] = start_s  # the value in force at start_s holds from start_s
+        return times, values

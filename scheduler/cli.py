@@ -3,9 +3,15 @@
 ::
 
     wattsched submit diffusion-train --spec '{"steps": 200}' --set batch_size=64 --deadline +6h --zone DE
+    wattsched submit diffusion-sample --set checkpoint='"job:ID"' --depends-on ID --not-before +2h --hold
     wattsched list --state pending
     wattsched status JOB_ID
+    wattsched logs -f JOB_ID
+    wattsched hold JOB_ID; wattsched release JOB_ID
     wattsched history --since 7d --format csv > energy.csv
+    wattsched history --by user --since 30d; wattsched history --format codecarbon > emissions.csv
+    wattsched history --plot energy.png --plot-by kind
+    wattsched token create --user alice [--role admin]   # on the daemon's database, like `db upgrade`
 
 Errors print one line (``wattsched: error: ...``) and exit 1; usage errors exit 2. The daemon, database and
 demo commands import their modules (ray, sqlalchemy, fastapi, torch) only when they run, so ``wattsched --help``
@@ -100,6 +106,21 @@ def parse_spec(text: str | None, assignments: Sequence[str] = ()) -> dict[str, A
     return spec
 
 
+def parse_duration(text: str, flag: str) -> float:
+    """Seconds from ``90m``, ``2h``, ``1d12h``, a number of seconds, or Slurm's ``[D-]HH:MM[:SS]`` / ``MM``."""
+    text = text.strip()
+    if _DURATIONS.fullmatch(text):
+        return sum(float(n) * _UNIT_S[unit] for n, unit in _DURATION.findall(text))
+    slurm = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", text)
+    if slurm:
+        days, first, second, third = slurm.groups()
+        if second is None and days is None:  # a bare number: seconds
+            return float(first)
+        parts = [int(first), int(second or 0), int(third or 0)]  # HH:MM[:SS], as Slurm reads D-HH:MM:SS
+        return int(days or 0) * 86400 + parts[0] * 3600 + parts[1] * 60 + parts[2]
+    raise ValueError(f"{flag}: {text!r} is not a duration such as 90m, 2h, 1d12h or 1-12:00:00")
+
+
 def _when(text: str | None, flag: str, past: bool = False) -> datetime | None:
     if text is None:
         return None
@@ -127,8 +148,14 @@ def _summary(job: Job) -> str:
 def _submit(args: argparse.Namespace) -> int:
     spec = parse_spec(args.spec, args.set)
     client = _client(args)
+    depends_on = [j for value in args.depends_on for j in value.replace(":", ",").split(",")
+                  if j and j not in ("afterok",)] or None
     job = client.submit(args.kind, spec, gpus=args.gpus, deadline=_when(args.deadline, "--deadline"),
-                        zones=args.zone, interruptible=args.interruptible)
+                        zones=args.zone, interruptible=args.interruptible,
+                        not_before=_when(args.not_before, "--not-before"),
+                        time_limit_s=parse_duration(args.time_limit, "--time-limit") if args.time_limit else None,
+                        priority=args.priority, hold=args.hold, depends_on=depends_on,
+                        idempotency_key=args.idempotency_key)
     if not args.wait:
         _emit(args, job.raw, f"submitted job {job.id}: {_summary(job)}")
         return 0
@@ -155,8 +182,29 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    jobs = _client(args).list(state=args.state, kind=args.kind, limit=args.limit, offset=args.offset)
+    jobs = _client(args).list(state=args.state, kind=args.kind, limit=args.limit, offset=args.offset,
+                              user=args.user, zone=args.zone, since=_when(args.since, "--since", past=True),
+                              until=_when(args.until, "--until", past=True))
     print(tables.render_jobs(jobs, args.format))
+    return 0
+
+
+def _hold(args: argparse.Namespace) -> int:
+    client = _client(args)
+    for job_id in args.job_ids:
+        job = client.hold(job_id) if args.command_name == "hold" else client.release(job_id)
+        _emit(args, job.raw, f"{'held' if job.hold else 'released'} job {job.id}: {_summary(job)}")
+    return 0
+
+
+def _logs(args: argparse.Namespace) -> int:
+    stream = "events" if args.events else "stderr"
+    try:
+        for text in _client(args).logs(args.job_id, follow=args.follow, stream=stream):
+            sys.stdout.write(text)
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        return 130
     return 0
 
 
@@ -172,8 +220,61 @@ def _cancel(args: argparse.Namespace) -> int:
 
 def _history(args: argparse.Namespace) -> int:
     history = _client(args).history(since=_when(args.since, "--since", past=True),
-                                    until=_when(args.until, "--until", past=True), kind=args.kind)
+                                    until=_when(args.until, "--until", past=True), kind=args.kind,
+                                    state=args.state, user=args.user, zone=args.zone, group_by=args.by)
+    if args.plot:
+        from scheduler.plots import plot_history  # matplotlib: only when a chart is asked for
+
+        path = plot_history([row.raw for row in history.jobs], args.plot, by=args.plot_by)
+        print(f"wrote {path} ({len(history.jobs)} jobs, energy and emissions per day by {args.plot_by})",
+              file=sys.stderr)
+        return 0
     print(tables.render_history(history, args.format))
+    return 0
+
+
+def _token_store(args: argparse.Namespace):
+    """The token store on the daemon's database (``--db``, else the configured one), schema upgraded."""
+    from scheduler.auth import TokenStore
+    from scheduler.clock import utc_now
+    from scheduler.config import Settings
+    from scheduler.db import upgrade
+    from scheduler.db.engine import make_engine, make_session_factory
+
+    engine = make_engine(args.db or Settings.from_env().resolved_database_url)
+    upgrade(engine)
+    return TokenStore(make_session_factory(engine), utc_now)
+
+
+def _token(args: argparse.Namespace) -> int:
+    action = args.action
+    if args.api:
+        client = _client(args)
+        if action == "create":
+            made = client.create_token(args.user, args.role, args.name)
+        elif action == "list":
+            _emit(args, client.list_tokens(args.all), tables.render_tokens(client.list_tokens(args.all)))
+            return 0
+        else:
+            client.revoke_token(args.token_id)
+            print(f"revoked token {args.token_id}")
+            return 0
+    else:
+        store = _token_store(args)
+        if action == "create":
+            new = store.create_token(args.user, args.role, args.name)
+            made = {"id": new.id, "user": new.user, "role": new.role, "name": new.name, "token": new.secret}
+        elif action == "list":
+            tokens = store.list_tokens(args.all)
+            _emit(args, tokens, tables.render_tokens(tokens))
+            return 0
+        else:
+            if not store.revoke(args.token_id):
+                raise ValueError(f"no active token with id {args.token_id}")
+            print(f"revoked token {args.token_id}")
+            return 0
+    _emit(args, made, f"token {made['id']} for {made['user']} ({made['role']}); it is shown only now:\n"
+                      f"{made['token']}\nuse it with WATTSCHED_TOKEN=... or --token")
     return 0
 
 
@@ -254,6 +355,16 @@ def build_parser() -> argparse.ArgumentParser:
                      help="grid zone it may run in (e.g. DE, FR); repeatable; default any")
     sub.add_argument("--interruptible", action="store_true",
                      help="it may be suspended at a checkpoint and resumed later")
+    sub.add_argument("--not-before", metavar="WHEN",
+                     help="do not start before then: ISO 8601 or +DURATION (Slurm's --begin)")
+    sub.add_argument("--time-limit", metavar="DURATION",
+                     help="wall-clock limit: 90m, 2h, 1d12h or Slurm's [D-]HH:MM[:SS]")
+    sub.add_argument("--priority", type=int, default=0, help="-1000..1000, higher first (default 0)")
+    sub.add_argument("--hold", action="store_true", help="queue it held: it waits until `wattsched release`")
+    sub.add_argument("--depends-on", metavar="JOB_ID[,JOB_ID]", action="append", default=[],
+                     help="start only after these jobs succeeded (also afterok:ID:ID); repeatable")
+    sub.add_argument("--idempotency-key", metavar="KEY",
+                     help="submitting again with the same key returns the same job (default: a fresh key)")
     sub.add_argument("--wait", action="store_true",
                      help="wait until it finishes; exit 0 only if it succeeded")
     output(sub, ("text", "json"))
@@ -265,6 +376,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("list", _list, "jobs, newest first, with why each waiting job waits")
     sub.add_argument("--state", choices=[s.value for s in JobState], help="only jobs in this state")
     sub.add_argument("--kind", help="only jobs of this kind")
+    sub.add_argument("--user", help="only this user's jobs (admins)")
+    sub.add_argument("--zone", help="only jobs that ran in this zone")
+    sub.add_argument("--since", metavar="WHEN", help="submitted from then: ISO 8601 or a duration ago (7d)")
+    sub.add_argument("--until", metavar="WHEN", help="submitted before then")
     sub.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
     sub.add_argument("--offset", type=int, default=0, help="skip this many of the newest first (default 0)")
     output(sub, tables.FORMATS)
@@ -273,12 +388,32 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("job_id", metavar="JOB_ID")
     output(sub, ("text", "json"))
 
+    for name, summary in (("hold", "keep waiting jobs from starting (like scontrol hold)"),
+                          ("release", "let held jobs be scheduled again")):
+        sub = command(name, _hold, summary)
+        sub.add_argument("job_ids", metavar="JOB_ID", nargs="+")
+        sub.set_defaults(command_name=name)
+        output(sub, ("text", "json"))
+
+    sub = command("logs", _logs, "a job's log (stderr.log; --events for events.jsonl); -f follows it")
+    sub.add_argument("job_id", metavar="JOB_ID")
+    sub.add_argument("-f", "--follow", action="store_true", help="keep printing until the job is over")
+    sub.add_argument("--events", action="store_true", help="the job's events.jsonl (progress, results) instead")
+
     sub = command("history", _history, "energy and emissions of jobs, with totals")
     sub.add_argument("--since", metavar="WHEN",
                      help="jobs started from then: ISO 8601 or a duration ago (7d, 12h); --since=-7d also works")
     sub.add_argument("--until", metavar="WHEN", help="jobs started before then: ISO 8601 or a duration ago")
     sub.add_argument("--kind", help="only jobs of this kind")
-    output(sub, tables.FORMATS)
+    sub.add_argument("--state", choices=[s.value for s in JobState], help="only jobs in this state")
+    sub.add_argument("--user", help="only this user's jobs (admins)")
+    sub.add_argument("--zone", help="only jobs that ran in this zone")
+    sub.add_argument("--by", choices=("user", "kind", "zone", "day", "state"),
+                     help="sums per user, kind, zone, day or state instead of one row per job")
+    sub.add_argument("--plot", metavar="FILE.png", help="write a chart of energy and emissions per day instead")
+    sub.add_argument("--plot-by", choices=("kind", "user", "zone"), default="kind",
+                     help="what the chart's bars are split by (default kind)")
+    output(sub, tables.HISTORY_FORMATS)
 
     sub = command("carbon", _carbon, "carbon intensity now, its source and health, and the next 48 h")
     sub.add_argument("zone", metavar="ZONE", nargs="?", help="one zone (default: every zone with GPUs)")
@@ -292,6 +427,30 @@ def build_parser() -> argparse.ArgumentParser:
     upgrade.add_argument("--db", metavar="URL",
                          help="SQLAlchemy URL (default: WATTSCHED_DATABASE_URL, else the SQLite file in the "
                               "data directory)")
+
+    sub = commands.add_parser("token", help="manage API tokens (on the database directly, or --api)",
+                              description="manage API tokens: on the daemon's database directly (like `db "
+                                          "upgrade`, so the first admin token can be made), or through the "
+                                          "API as an admin with --api")
+    actions = sub.add_subparsers(title="actions", metavar="ACTION", required=True)
+    for action, summary in (("create", "make a token (and its user if new); printed once"),
+                            ("list", "list tokens (never their secrets)"), ("revoke", "revoke a token")):
+        act = actions.add_parser(action, help=summary, description=summary)
+        act.set_defaults(command=_token, action=action)
+        act.add_argument("--db", metavar="URL", help="SQLAlchemy URL (default: WATTSCHED_DATABASE_URL, else the "
+                                                     "SQLite file in the data directory)")
+        act.add_argument("--api", action="store_true", help="through the daemon's API (needs an admin token)")
+        _connection_options(act, argparse.SUPPRESS)
+        output(act, ("text", "json"))
+        if action == "create":
+            act.add_argument("--user", required=True, help="the user the token is for (created if new)")
+            act.add_argument("--role", choices=("admin", "user"),
+                             help="the user's role (default: user for a new user; unchanged otherwise)")
+            act.add_argument("--name", default="", help="a label for the token (e.g. the machine it is used on)")
+        elif action == "list":
+            act.add_argument("--all", action="store_true", help="also revoked tokens")
+        else:
+            act.add_argument("token_id", metavar="TOKEN_ID", type=int)
 
     # Defaults are None so that the daemon's own settings (WATTSCHED_HOST, WATTSCHED_PORT, ...) apply.
     sub = command("daemon", _run_main_of("scheduler.daemon"), "run the scheduler daemon and its REST API",

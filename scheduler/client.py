@@ -16,12 +16,14 @@ else the token in daemon.json, which is only sent to the daemon that wrote it.
 Every error this module raises is a ``ClientError``::
 
     ClientError                 an answer that is not the API we know (client and daemon versions differ)
-    ├── ConnectionFailed        the daemon did not answer (idempotent GETs are tried 3 times first)
+    ├── ConnectionFailed        the daemon did not answer (GETs and submissions are tried 3 times first)
     ├── ApiError                the daemon refused the request: .status, .code, .message, .field
     │   ├── InvalidRequest      400, 422: a bad spec or parameter; .field names it ("spec.steps")
-    │   ├── Unauthorized        401, 403: a missing or wrong token
-    │   ├── NotFound            404: no such job
-    │   └── Conflict            409: the job's state forbids it (cancelling a finished job)
+    │   ├── Unauthorized        401, 403: a missing, wrong or revoked token, or a right it lacks
+    │   ├── NotFound            404: no such job (or another user's)
+    │   ├── Conflict            409: the job's state forbids it (cancelling a finished job), or an
+    │   │                       idempotency key reused for a different submission
+    │   └── TooLarge            413: the request body is over the daemon's limit
     └── WaitTimeout             wait() outlived its own timeout; .job is the job as last seen
 
 This module must import fast and stay light (no torch, ray, sqlalchemy or fastapi): it is what users import in
@@ -33,10 +35,11 @@ from __future__ import annotations
 import json
 import os
 import time
+import uuid
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 from urllib.parse import quote
 
 import requests
@@ -50,9 +53,11 @@ DEFAULT_PORT = 8765
 DEFAULT_URL = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}"
 """The local daemon's address when neither WATTSCHED_URL nor daemon.json says otherwise."""
 
-_GET_TRIES = 3  # GETs only: a POST that failed mid-way may have been applied, and submitting twice is worse
+_GET_TRIES = 3  # GETs and submissions (idempotent by their key); other POSTs once: one that failed mid-way
+# may have been applied
 _RETRY_BACKOFF_S = 0.2  # then 0.4 s: enough for a blip or a port rebind; an outage should fail fast
 _LONG_POLL_S = 30.0  # one /wait request; the API holds it at most 60 s
+_LOG_POLL_S = 10.0  # one /logs request while following; the daemon answers as soon as there is more
 
 
 # --- errors -------------------------------------------------------------------------------------------
@@ -95,7 +100,12 @@ class NotFound(ApiError):
 
 
 class Conflict(ApiError):
-    """409: the job's state forbids the operation, such as cancelling a finished job."""
+    """409: the job's state forbids the operation, such as cancelling a finished job; or an idempotency key was
+    already used for a different submission."""
+
+
+class TooLarge(ApiError):
+    """413: the request body is larger than the daemon accepts."""
 
 
 class WaitTimeout(ClientError):
@@ -109,6 +119,7 @@ class WaitTimeout(ClientError):
 
 _ERRORS_BY_STATUS: dict[int, type[ApiError]] = {
     400: InvalidRequest, 422: InvalidRequest, 401: Unauthorized, 403: Unauthorized, 404: NotFound, 409: Conflict,
+    413: TooLarge,
 }
 
 
@@ -212,7 +223,13 @@ class Job:
     error: str | None
     energy: JobEnergy | None
     runs: tuple[Run, ...]
-    raw: dict[str, Any] = field(repr=False, compare=False)
+    user: str | None = None
+    priority: int | None = None
+    not_before: datetime | None = None
+    time_limit_s: float | None = None
+    hold: bool = False
+    depends_on: tuple[str, ...] = ()
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def terminal(self) -> bool:
@@ -224,7 +241,8 @@ class Job:
         return _build(
             cls, data, ("id", "kind", "state"),
             spec=lambda v: v or {}, zones=_tuple, interruptible=bool, cancel_requested=bool,
-            deadline=_time, submitted_at=_time, started_at=_time, finished_at=_time,
+            deadline=_time, submitted_at=_time, started_at=_time, finished_at=_time, not_before=_time,
+            hold=bool, depends_on=_tuple,
             energy=lambda v: None if v is None else JobEnergy.from_dict(v),
             runs=lambda v: tuple(Run.from_dict(r) for r in v or ()),
         )
@@ -250,7 +268,11 @@ class HistoryRow:
     emissions_g: float | None
     intensity_g_per_kwh: float | None
     carbon_source: str | None
-    raw: dict[str, Any] = field(repr=False, compare=False)
+    user: str | None = None
+    counterfactual_emissions_g: float | None = None
+    saving_g: float | None = None
+    """Emissions saved against the job's fifo counterfactual (g CO2e); None where no counterfactual is known."""
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> HistoryRow:
@@ -268,7 +290,9 @@ class HistoryTotals:
     energy_j: float | None
     energy_kwh: float | None
     emissions_g: float | None
-    raw: dict[str, Any] = field(repr=False, compare=False)
+    saving_g: float | None = None
+    saving_jobs: int | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> HistoryTotals:
@@ -277,11 +301,13 @@ class HistoryTotals:
 
 @dataclass(frozen=True)
 class History:
-    """The answer to a history query: one row per job, and their totals."""
+    """The answer to a history query: one row per job, their totals, and (when grouped) per-group sums."""
 
     jobs: tuple[HistoryRow, ...]
     totals: HistoryTotals
-    raw: dict[str, Any] = field(repr=False, compare=False)
+    group_by: str | None = None
+    groups: tuple[dict[str, Any], ...] = ()
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def methods(self) -> tuple[str, ...]:
@@ -291,7 +317,26 @@ class History:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> History:
         return _build(cls, data, ("jobs",), jobs=lambda v: tuple(HistoryRow.from_dict(r) for r in v),
-                      totals=lambda v: HistoryTotals.from_dict(v or {}))
+                      totals=lambda v: HistoryTotals.from_dict(v or {}), groups=_tuple)
+
+
+@dataclass(frozen=True)
+class LogChunk:
+    """Part of a job's log: ``text`` from byte ``offset`` up to ``next_offset``; ``complete`` once the job is
+    over and everything was read."""
+
+    job_id: str
+    stream: str
+    offset: int
+    next_offset: int
+    text: str
+    state: str | None
+    complete: bool
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LogChunk:
+        return _build(cls, data, ("next_offset", "text"), complete=bool, text=lambda v: v or "")
 
 
 # --- the client ---------------------------------------------------------------------------------------
@@ -373,19 +418,36 @@ class Client:
     # --- jobs ---
 
     def submit(self, kind: str, spec: Mapping[str, Any], gpus: int = 1, deadline: datetime | str | None = None,
-               zones: Sequence[str] | None = None, interruptible: bool = False) -> Job:
+               zones: Sequence[str] | None = None, interruptible: bool = False, *,
+               not_before: datetime | str | None = None, time_limit_s: float | None = None, priority: int = 0,
+               hold: bool = False, depends_on: Sequence[str] | None = None,
+               idempotency_key: str | None = None) -> Job:
         """Queue a job of ``kind`` (``diffusion-train``, ``diffusion-sample``, ...) and return it as created.
 
         deadline: when it must be finished (datetime or ISO 8601); the scheduler may delay it until then to
         run on cleaner power. zones: grid zones it may run in (None: any). interruptible: it may be suspended
-        at a checkpoint and resumed later.
+        at a checkpoint and resumed later. not_before: do not start before then. time_limit_s: wall-clock
+        limit. priority: -1000..1000, higher first. hold: queue it held (``release`` lets it run).
+        depends_on: ids of jobs that must succeed first.
+
+        Submitting is idempotent: the request carries ``idempotency_key`` (a fresh random one by default), so
+        a retry after a connection error finds the job the first attempt created instead of making another.
+        Pass your own key to make a re-run of your script idempotent too.
         """
-        body = {
+        body: dict[str, Any] = {
             "kind": kind, "spec": dict(spec), "gpus": gpus, "deadline": _iso(deadline),
             "zones": None if zones is None else [zones] if isinstance(zones, str) else list(zones),
             "interruptible": interruptible,
         }
-        return self._parse(Job, self._request("POST", "/v1/jobs", body=body))
+        # Only what was asked: an older daemon refuses fields it does not know.
+        optional = {"not_before": _iso(not_before), "time_limit_s": time_limit_s, "priority": priority or None,
+                    "hold": hold or None,
+                    "depends_on": None if depends_on is None else [depends_on] if isinstance(depends_on, str)
+                    else list(depends_on)}
+        body.update({k: v for k, v in optional.items() if v is not None})
+        key = idempotency_key or uuid.uuid4().hex
+        return self._parse(Job, self._request("POST", "/v1/jobs", body=body, headers={"Idempotency-Key": key},
+                                              retry=True))
 
     def get(self, job_id: str) -> Job:
         """The job as it is now."""
@@ -409,25 +471,85 @@ class Client:
             if give_up_at is not None and time.monotonic() >= give_up_at:
                 raise WaitTimeout(job, timeout)
 
+    def hold(self, job_id: str) -> Job:
+        """Keep a waiting job from starting (it stays queued, with reason "held by the user")."""
+        return self._parse(Job, self._request("POST", f"/v1/jobs/{quote(str(job_id), safe='')}/hold"))
+
+    def release(self, job_id: str) -> Job:
+        """Let a held job be scheduled again."""
+        return self._parse(Job, self._request("POST", f"/v1/jobs/{quote(str(job_id), safe='')}/release"))
+
+    def log_chunk(self, job_id: str, offset: int = 0, stream: str = "stderr", wait_s: float = 0.0) -> LogChunk:
+        """One chunk of a job's log (``stderr`` or ``events``) from byte ``offset``; with ``wait_s``, the daemon
+        waits that long for more when there is none yet."""
+        answer = self._request("GET", f"/v1/jobs/{quote(str(job_id), safe='')}/logs",
+                               params={"offset": offset, "stream": stream, "wait_s": wait_s},
+                               timeout_s=wait_s + self.timeout_s)
+        return self._parse(LogChunk, answer)
+
+    def logs(self, job_id: str, follow: bool = False, stream: str = "stderr", offset: int = 0,
+             timeout: float | None = None) -> Iterator[str]:
+        """The job's log as text chunks: what there is now, or with ``follow`` everything until the job is over
+        (or ``timeout`` seconds pass). ``stream``: ``stderr`` (the job's stderr.log) or ``events``
+        (events.jsonl: progress, results)."""
+        give_up_at = None if timeout is None else time.monotonic() + timeout
+        while True:
+            wait_s = 0.0
+            if follow:
+                wait_s = _LOG_POLL_S if give_up_at is None else max(0.0, min(_LOG_POLL_S,
+                                                                             give_up_at - time.monotonic()))
+            chunk = self.log_chunk(job_id, offset, stream, round(wait_s, 3))
+            if chunk.text:
+                yield chunk.text
+            offset = chunk.next_offset
+            if chunk.complete or (not follow and not chunk.text):
+                return
+            if give_up_at is not None and time.monotonic() >= give_up_at:
+                return
+
     def cancel(self, job_id: str) -> Job:
         """Cancel a job. A waiting job is cancelled at once; a running one keeps state ``running`` with
         ``cancel_requested`` until its worker stops it. Cancelling a finished job raises Conflict."""
         return self._parse(Job, self._request("POST", f"/v1/jobs/{quote(str(job_id), safe='')}/cancel"))
 
     def list(self, state: JobState | str | None = None, kind: str | None = None, limit: int = 100,
-             offset: int = 0) -> list[Job]:
-        """Jobs newest first, optionally only those in ``state`` or of ``kind``."""
+             offset: int = 0, *, user: str | None = None, zone: str | None = None,
+             since: datetime | str | None = None, until: datetime | str | None = None) -> list[Job]:
+        """Jobs newest first, optionally only those in ``state``, of ``kind``, of ``user`` (admins), that ran in
+        ``zone``, or submitted in [since, until)."""
         state = state.value if isinstance(state, JobState) else state
-        answer = self._request("GET", "/v1/jobs",
-                               params={"state": state, "kind": kind, "limit": limit, "offset": offset})
+        params = {"state": state, "kind": kind, "limit": limit, "offset": offset}
+        params.update({k: v for k, v in (("user", user), ("zone", zone), ("since", _iso(since)),
+                                         ("until", _iso(until))) if v is not None})
+        answer = self._request("GET", "/v1/jobs", params=params)
         return [self._parse(Job, j) for j in self._field(answer, "jobs")]
 
     def history(self, since: datetime | str | None = None, until: datetime | str | None = None,
-                kind: str | None = None) -> History:
-        """Energy and emissions of the jobs that started in [since, until), with totals."""
-        answer = self._request("GET", "/v1/history",
-                               params={"since": _iso(since), "until": _iso(until), "kind": kind})
-        return self._parse(History, answer)
+                kind: str | None = None, *, state: str | None = None, user: str | None = None,
+                zone: str | None = None, group_by: str | None = None) -> History:
+        """Energy and emissions of the jobs that started in [since, until), with totals; ``group_by`` (user,
+        kind, zone, day, state) adds per-group sums, including the saving against the fifo counterfactual."""
+        params = {"since": _iso(since), "until": _iso(until), "kind": kind}
+        params.update({k: v for k, v in (("state", state), ("user", user), ("zone", zone),
+                                         ("group_by", group_by)) if v is not None})
+        return self._parse(History, self._request("GET", "/v1/history", params=params))
+
+    def whoami(self) -> dict[str, Any]:
+        """The user and role behind this client's token."""
+        return self._request("GET", "/v1/whoami")
+
+    # --- tokens (admins) ---
+
+    def create_token(self, user: str, role: str | None = None, name: str = "") -> dict[str, Any]:
+        """A new token for ``user`` (created if new); the answer's ``token`` is the secret, shown only now."""
+        return self._request("POST", "/v1/tokens", body={"user": user, "role": role, "name": name})
+
+    def list_tokens(self, include_revoked: bool = False) -> list[dict[str, Any]]:
+        return self._field(self._request("GET", "/v1/tokens", params={"include_revoked": include_revoked}),
+                           "tokens")
+
+    def revoke_token(self, token_id: int) -> None:
+        self._request("DELETE", f"/v1/tokens/{int(token_id)}")
 
     def status(self) -> dict[str, Any]:
         """The daemon's version, policy, database, GPUs (and what each runs) and queue counts."""
@@ -442,14 +564,18 @@ class Client:
     # --- HTTP ---
 
     def _request(self, method: str, path: str, *, params: dict[str, Any] | None = None,
-                 body: dict[str, Any] | None = None, timeout_s: float | None = None) -> Any:
-        """The decoded JSON answer, or the ClientError that says what went wrong."""
-        tries = _GET_TRIES if method == "GET" else 1
+                 body: dict[str, Any] | None = None, timeout_s: float | None = None,
+                 headers: dict[str, str] | None = None, retry: bool = False) -> Any:
+        """The decoded JSON answer, or the ClientError that says what went wrong.
+
+        GETs, and requests marked ``retry`` (idempotent ones), are tried again on connection errors.
+        """
+        tries = _GET_TRIES if method == "GET" or retry else 1
         timeout_s = self.timeout_s if timeout_s is None else timeout_s
         for attempt in range(tries):
             try:
                 response = self._session.request(method, self.url + path, params=params, json=body,
-                                                 timeout=timeout_s)
+                                                 timeout=timeout_s, headers=headers)
                 break
             except requests.ConnectionError as exc:  # refused, reset or connect timeout: worth another try
                 if attempt + 1 == tries:

@@ -279,10 +279,11 @@ class Controller:
             cause = getattr(exc, "cause", None) or exc
             raise ControllerError(f"worker {lead.worker_id} did not start job {job_id}: {cause}") from None
 
-    def cancel_job(self, job_id: str) -> bool:
+    def cancel_job(self, job_id: str, outcome: str = "cancelled") -> bool:
         """Ask the job's worker to stop it; False when the controller runs no such job.
 
-        The ``finished`` event (``cancelled``) follows once the job has stopped (checkpointed, for training).
+        The ``finished`` event (``outcome``: ``cancelled``, or ``suspended`` to resume later) follows once the
+        job has stopped (checkpointed, for training).
         """
         with self._lock:
             job = self._jobs.get(job_id)
@@ -290,7 +291,8 @@ class Controller:
         if job is None or worker is None:
             return False
         try:
-            return bool(ray.get(worker.handle.cancel.remote(job_id), timeout=self.options["worker_call_timeout_s"]))
+            return bool(ray.get(worker.handle.cancel.remote(job_id, outcome),
+                                timeout=self.options["worker_call_timeout_s"]))
         except ray.exceptions.RayError as exc:
             raise ControllerError(f"worker {worker.worker_id} did not cancel job {job_id}: {exc}") from None
 

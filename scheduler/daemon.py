@@ -8,20 +8,23 @@ the next interval.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
-import secrets
+import os
 import threading
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
+from functools import cached_property
 from typing import Any
 
-from scheduler.carbon import CarbonSignal, SyntheticSignal, integrate_emissions
-from scheduler.clock import Clock, to_unix_s, utc_now
+from scheduler.carbon import CarbonSignal, Emissions, SignalForecast, SyntheticSignal, integrate_emissions
+from scheduler.clock import Clock, from_unix_s, to_unix_s, utc_now
 from scheduler.config import Settings
 from scheduler.db.engine import make_engine, make_session_factory, upgrade
 from scheduler.db.models import Gpu, Node, RunEnergy
-from scheduler.errors import ControllerError, InvalidTransition
+from scheduler.errors import ConfigError, ControllerError, InvalidTransition
+from scheduler.estimates import WorkEstimator
 from scheduler.job_state import JobState, RunStatus
 from scheduler.jobs import JobStore, Submission
 from policies.decisions import Start, Wait
@@ -153,12 +156,43 @@ class Daemon:
                                     next_run_time=datetime.now(timezone.utc))
         self._scheduler.start()
 
+    @cached_property
+    def auth(self):
+        """Users and API tokens (scheduler.auth.TokenStore) in this daemon's database."""
+        from scheduler.auth import TokenStore
+
+        return TokenStore(self.store.sessions, self.clock)
+
+    def _check_listen_address(self) -> None:
+        """Refuse a non-loopback address unless authentication is configured (tokens made by an admin)."""
+        host = self.settings.host
+        if host == "localhost":
+            return
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback and not self.auth.configured():
+            raise ConfigError(
+                f"refusing to listen on {host}: no API tokens exist, so anyone who can reach it could use it; "
+                "create one first with `wattsched token create --user NAME --role admin`, or listen on 127.0.0.1")
+
+    def start_api_only(self) -> Daemon:
+        """Serve the REST API on the database without Ray or scheduling (submissions queue, nothing starts):
+        for benchmarks of the API and for inspecting a database."""
+        upgrade(self.engine)
+        self.settings.jobs_dir.mkdir(parents=True, exist_ok=True)
+        self._start_api()
+        return self
+
     def _start_api(self) -> None:
         import uvicorn
 
         from scheduler.api import create_app
 
-        self.token = self.token or secrets.token_urlsafe(24)
+        self._check_listen_address()
+        # As Jupyter does: the local OS user gets a token of their own, written where only they can read it.
+        self.token = self.token or self.auth.local_token().secret
         config = uvicorn.Config(create_app(self), host=self.settings.host, port=self.settings.port,
                                 log_level="warning", access_log=False)
         self._server = uvicorn.Server(config)
@@ -169,29 +203,57 @@ class Daemon:
                 raise ControllerError(f"the REST API could not listen on {self.settings.host}:{self.settings.port}")
             self._stopping.wait(0.02)
         port = self._server.servers[0].sockets[0].getsockname()[1]
-        self.url = f"http://{self.settings.host}:{port}"
+        host = self.settings.host
+        shown = "127.0.0.1" if host in ("0.0.0.0", "") else f"[{host}]" if ":" in host else host
+        self.url = f"http://{shown}:{port}"
         self._write_address_file()
 
     def _write_address_file(self) -> None:
-        """Tell local clients where the daemon is (like Jupyter's runtime files); readable by the user only."""
+        """Tell local clients where the daemon is and its token (like Jupyter's runtime files); mode 0600.
+
+        Written to a temporary file created 0600 and renamed, so the token is never readable by others, not
+        even for a moment, and a client never reads a half-written file.
+        """
         path = self.settings.data_dir / "daemon.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch(mode=0o600, exist_ok=True)
-        path.write_text(json.dumps({"url": self.url, "token": self.token}))
+        partial = path.with_name(f".daemon.json.{os.getpid()}")
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            os.fchmod(f.fileno(), 0o600)
+            json.dump({"url": self.url, "token": self.token}, f)
+        os.replace(partial, path)
 
     # --- the service the API calls ---------------------------------------------------------------------
 
-    def submit(self, submission: Submission):
-        job = self.store.submit(submission)
-        self.trigger_tick()
-        return job
+    def submit(self, submission: Submission, user_id: int | None = None):
+        return self.submit_once(submission, user_id)[0]
 
-    def cancel(self, job_id: str):
-        job, must_stop = self.store.request_cancel(job_id)
+    def submit_once(self, submission: Submission, user_id: int | None = None):
+        """Queue a job (or find the one its idempotency key made): (job, created now)."""
+        job, created = self.store.submit_once(submission, user_id)
+        if created:
+            self.trigger_tick()
+        return job, created
+
+    def cancel(self, job_id: str, owner: int | None = None):
+        """Cancel a job; ``owner``: only if it is that user id's (else JobNotFound)."""
+        job, must_stop = self.store.request_cancel(job_id, owner)
         if must_stop:
             self.controller.cancel_job.remote(job_id)
         else:
             self._notify()
+        return job
+
+    def hold(self, job_id: str, owner: int | None = None):
+        """Keep a waiting job from starting until released."""
+        job = self.store.hold(job_id, owner)
+        self._notify()
+        return job
+
+    def release(self, job_id: str, owner: int | None = None):
+        """Let a held job be scheduled again (a tick runs at once)."""
+        job = self.store.release(job_id, owner)
+        self.trigger_tick()
         return job
 
     def wait_for(self, job_id: str, timeout_s: float):
@@ -243,10 +305,9 @@ class Daemon:
         changed = 0
         for energy, run in self.store.runs_with_basis("forecast"):
             samples = [(to_unix_s(s.at), s.gpu_energy_j + s.cpu_energy_j) for s in self.store.stored_samples(run.id)]
-            emissions = integrate_emissions(samples, energy.gpu_energy_j + energy.cpu_energy_j, self.signal,
-                                            run.zone, to_unix_s(run.started_at))
+            emissions, counterfactual_g = self._emissions(run.id, samples, energy.gpu_energy_j + energy.cpu_energy_j)
             if emissions.basis != "forecast":
-                self.store.update_emissions(energy.id, emissions)
+                self.store.update_emissions(energy.id, emissions, counterfactual_g)
                 changed += 1
         return changed
 
@@ -317,20 +378,28 @@ class Daemon:
         self._inventory = [GpuInfo(i["worker_id"], i["node_id"], i["zone"], i.get("busy_job"), i)
                            for i in inventory]
 
-    def snapshot(self) -> Snapshot:
+    def snapshot(self, jobs: list | None = None) -> Snapshot:
+        """What the policy sees now: waiting jobs with their expected length and draw, GPUs, carbon forecast."""
         now = self.clock()
         now_s = to_unix_s(now)
+        jobs = self.store.waiting() if jobs is None else jobs
+        estimator = WorkEstimator(self.store.recent_finished_runs())
+        own_runs = self.store.run_seconds([j.id for j in jobs if j.started_at is not None])
         waiting = tuple(
             JobRequest(job_id=j.id, gpus=j.gpus, submitted_s=to_unix_s(j.submitted_at), zones=tuple(j.zones or ()),
                        deadline_s=to_unix_s(j.deadline_at) if j.deadline_at else None,
-                       interruptible=j.interruptible, kind=j.kind, priority=j.priority)
-            for j in self.store.waiting()
+                       interruptible=j.interruptible, kind=j.kind, priority=j.priority,
+                       expected_duration_s=estimator.duration_s(j.kind, j.spec, j.progress, own_runs.get(j.id)),
+                       power_w=estimator.power_w(j.kind),
+                       started_s=to_unix_s(j.started_at) if j.started_at else None)
+            for j in jobs
         )
         gpus = tuple(GpuSlot(g.worker_id, g.node_id, g.zone, busy=g.busy_job is not None,
                              max_power_w=g.raw.get("max_power_w")) for g in self._inventory)
         zones = {g.zone for g in self._inventory}
         intensity = {z: self.signal.intensity_g_per_kwh(z, now_s) for z in zones}
-        return Snapshot(now_s=now_s, waiting=waiting, gpus=gpus, intensity_g_per_kwh=intensity)
+        return Snapshot(now_s=now_s, waiting=waiting, gpus=gpus, intensity_g_per_kwh=intensity,
+                        forecast=SignalForecast(self.signal, now_s))
 
     def tick(self) -> None:
         """One scheduling decision round: snapshot, policy, apply."""
@@ -340,11 +409,62 @@ class Daemon:
             import ray
 
             self._set_inventory(ray.get(self.controller.inventory.remote()))
-            for decision in self.policy.decide(self.snapshot()):
-                if isinstance(decision, Start):
-                    self._start(decision)
-                elif isinstance(decision, Wait):
-                    self.store.set_waiting(decision.job_id, decision.reason, decision.deferred)
+            self.schedule()
+
+    def schedule(self) -> None:
+        """Decide on every waiting job with the current inventory, and apply the decisions."""
+        ready = []
+        for job in self.store.waiting():
+            blocked = self._blocked_reason(job)
+            if blocked:
+                self.store.set_waiting(job.id, blocked, deferred=False)
+            else:
+                ready.append(job)
+        for decision in self.policy.decide(self.snapshot(ready)):
+            if isinstance(decision, Start):
+                self._start(decision)
+            elif isinstance(decision, Wait):
+                reason = decision.reason
+                if decision.retry_at_s is not None:
+                    self._tick_at(decision.retry_at_s)
+                    if decision.deferred:
+                        reason += f"; next look at {from_unix_s(decision.retry_at_s):%H:%M} UTC"
+                self.store.set_waiting(decision.job_id, reason, decision.deferred)
+
+    def _blocked_reason(self, job) -> str | None:
+        """Why a waiting job may not start yet whatever the policy thinks (its user's own constraints)."""
+        not_before = getattr(job, "not_before_at", None)
+        if not_before is not None and not_before > self.clock():
+            self._tick_at(to_unix_s(not_before))
+            return f"waiting for its begin time {not_before:%Y-%m-%d %H:%M} UTC"
+        unmet = self.store.unmet_dependencies([job]).get(job.id) if getattr(job, "depends_on", None) else None
+        if unmet:
+            return "waiting for " + ", ".join(f"job {dep} ({state})" for dep, state in unmet)
+        return None
+
+    def _at_daemon_time(self, at_s: float) -> datetime:
+        """The real time at which the daemon's clock will read ``at_s`` (APScheduler runs on the real clock)."""
+        return datetime.now(timezone.utc) + timedelta(seconds=max(0.0, at_s - to_unix_s(self.clock())))
+
+    def _tick_at(self, at_s: float) -> None:
+        """Make sure a tick runs when the daemon's clock reaches ``at_s`` (a deferred job's next look)."""
+        if self._scheduler is None or not self._scheduler.running:
+            return
+        run_date = self._at_daemon_time(at_s)
+        self._scheduler.add_job(self.trigger_tick, "date", run_date=run_date,
+                                id=f"tick-at-{run_date.timestamp():.0f}", replace_existing=True)
+
+    def _suspend_at(self, job_id: str, run_id: int, at_s: float) -> None:
+        """Suspend an interruptible job at ``at_s`` (the end of its planned clean stretch)."""
+        if self._scheduler is None or not self._scheduler.running:
+            return
+        self._scheduler.add_job(self._suspend, "date", run_date=self._at_daemon_time(at_s), args=(job_id, run_id),
+                                id=f"suspend-{job_id}", replace_existing=True)
+
+    def _suspend(self, job_id: str, run_id: int) -> None:
+        if self.store.run_is_open(run_id):
+            log.info("suspending job %s at the end of its planned stretch", job_id)
+            self.controller.cancel_job.remote(job_id, "suspended")
 
     def _start(self, decision: Start) -> None:
         import ray
@@ -363,6 +483,8 @@ class Daemon:
         for gpu in self._inventory:
             if gpu.worker_id in decision.gpu_ids:
                 gpu.busy_job = job.id
+        if decision.until_s is not None and job.interruptible:
+            self._suspend_at(job.id, run.id, decision.until_s)
         self._notify()
 
     # --- events from the controller -------------------------------------------------------------------
@@ -437,21 +559,33 @@ class Daemon:
         stored = [(to_unix_s(s.at), s.gpu_energy_j + s.cpu_energy_j) for s in self.store.stored_samples(run_id)]
         points = sorted(set(stored) | {(s[0], s[3] + s[4]) for s in final_samples})
         total_j = float(energy.get("gpu_energy_j", 0.0)) + float(energy.get("cpu_energy_j", 0.0))
-        with self.store.sessions() as session:
-            from scheduler.db.models import Run
-
-            run = session.get(Run, run_id)
-            zone, started_s = run.zone, to_unix_s(run.started_at)
-        started_s = float(energy.get("started_s") or started_s)
-        emissions = integrate_emissions(points, total_j, self.signal, zone, started_s)
+        emissions, counterfactual_g = self._emissions(run_id, points, total_j, energy.get("started_s"))
         return RunEnergy(
             gpu_energy_j=float(energy.get("gpu_energy_j", 0.0)), cpu_energy_j=float(energy.get("cpu_energy_j", 0.0)),
             gpu_method=energy.get("gpu_method", "unknown"), cpu_method=energy.get("cpu_method", "unknown"),
             avg_power_w=float(energy.get("avg_power_w", 0.0)), peak_power_w=float(energy.get("peak_power_w", 0.0)),
             duration_s=float(energy.get("duration_s", 0.0)), intensity_g_per_kwh=emissions.intensity_g_per_kwh,
             emissions_g=emissions.emissions_g, carbon_source=emissions.source, carbon_basis=emissions.basis,
+            counterfactual_emissions_g=counterfactual_g,
         )
 
+    def _emissions(self, run_id: int, points: list[tuple[float, float]], total_j: float,
+                   started_s: float | None = None) -> tuple[Emissions, float]:
+        """A run's emissions, and its fifo counterfactual's.
+
+        The counterfactual is what the run would have emitted had its job started at submission in its home
+        zone (its first allowed zone, else the default zone), its runs back to back: the same energy profile,
+        shifted, charged at the intensities that occurred there and then. Jobs run at full power here, so the
+        energy itself is the same.
+        """
+        place = self.store.counterfactual_placement(run_id)
+        started_s = float(started_s or place.started_s)
+        emissions = integrate_emissions(points, total_j, self.signal, place.zone, started_s)
+        shift_s = place.counterfactual_start_s - started_s
+        counterfactual = integrate_emissions([(t + shift_s, e) for t, e in points], total_j, self.signal,
+                                             place.home_zone or self.settings.default_zone,
+                                             place.counterfactual_start_s)
+        return emissions, counterfactual.emissions_g
 
 def _run_status(exit_status: str | None) -> RunStatus:
     try:

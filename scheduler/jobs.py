@@ -6,26 +6,59 @@ call it, so the rules (allowed transitions, a recorded reason for each) live her
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Sequence
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from scheduler.clock import Clock, from_unix_s
 from scheduler.db.models import Job, JobEvent, PowerSample, Run, RunEnergy
-from scheduler.errors import InvalidRequest, InvalidTransition, JobNotFound
+from scheduler.estimates import FinishedRun
+from scheduler.errors import InvalidRequest, InvalidTransition, JobNotFound, WattschedError
 from scheduler.job_state import JobState, RunStatus
 from workers.errors import SpecError
-from workers.job_specs import KINDS, parse_spec
+from workers.job_specs import KINDS, TRAIN, parse_spec
 
 MAX_GPUS_PER_JOB = 64
 MAX_ZONE_NAME = 64
+MAX_ZONES = 64
 JOB_REF_PREFIX = "job:"
+JOB_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,32}")  # what a job id may look like (ours: 12 hex digits)
+MAX_TIME_LIMIT_S = 366 * 86400.0  # a year: anything longer is a typo
+MAX_PRIORITY = 1000  # priorities range over [-MAX_PRIORITY, MAX_PRIORITY]; higher starts first
+MAX_DEPENDENCIES = 100
+MAX_IDEMPOTENCY_KEY = 200
+MAX_AHEAD_S = 366 * 86400.0  # a deadline or begin time more than a year ahead is a typo
+HELD_REASON = "held by the user"
+
+
+class KeyReused(WattschedError):
+    """An idempotency key already used by this user for a different submission."""
+
+    def __init__(self, key: str, job_id: str):
+        super().__init__(f"idempotency_key: {key!r} was already used for job {job_id} with a different "
+                         "request; use a new key for a new job")
+        self.key = key
+        self.job_id = job_id
+
+
+@dataclass(frozen=True)
+class CounterfactualPlacement:
+    """A run's zone and start (Unix s), its job's home zone (None: not given) and fifo's start for the run."""
+
+    zone: str
+    started_s: float
+    home_zone: str | None
+    counterfactual_start_s: float
 
 
 @dataclass(frozen=True)
@@ -38,6 +71,22 @@ class Submission:
     deadline: datetime | None = None
     zones: tuple[str, ...] = ()
     interruptible: bool = False
+    not_before: datetime | None = None
+    time_limit_s: float | None = None
+    priority: int = 0
+    hold: bool = False
+    depends_on: tuple[str, ...] = ()
+    idempotency_key: str | None = None
+
+    def request_hash(self) -> str:
+        """SHA-256 of what was asked (the key aside): the same key with another request is a conflict."""
+        body = {"kind": self.kind, "spec": self.spec, "gpus": self.gpus, "zones": list(self.zones),
+                "deadline": self.deadline.isoformat() if self.deadline else None,
+                "interruptible": self.interruptible,
+                "not_before": self.not_before.isoformat() if self.not_before else None,
+                "time_limit_s": self.time_limit_s, "priority": self.priority, "hold": self.hold,
+                "depends_on": list(self.depends_on)}
+        return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def transition(session: Session, job: Job, target: JobState, reason: str, at: datetime) -> None:
@@ -69,9 +118,14 @@ class JobStore:
     # --- submission and queries -------------------------------------------------------------------------
 
     def validate(self, kind: Any, spec: Any, gpus: Any = 1, deadline: Any = None, zones: Any = None,
-                 interruptible: Any = False) -> Submission:
-        """Check a submission; a problem raises InvalidRequest naming the field and what is accepted."""
-        if kind not in KINDS:
+                 interruptible: Any = False, *, not_before: Any = None, time_limit_s: Any = None,
+                 priority: Any = 0, hold: Any = False, depends_on: Any = None, idempotency_key: Any = None,
+                 owner: int | None = None) -> Submission:
+        """Check a submission; a problem raises InvalidRequest naming the field and what is accepted.
+
+        ``owner``: the submitting user's id when they may only depend on their own jobs (None: any job).
+        """
+        if not isinstance(kind, str) or kind not in KINDS:
             raise InvalidRequest(f"kind: must be one of {', '.join(KINDS)}, got {kind!r}", "kind")
         if not isinstance(spec, dict):
             raise InvalidRequest("spec: must be a JSON object", "spec")
@@ -84,25 +138,77 @@ class JobStore:
             raise InvalidRequest(f"gpus: must be an integer from 1 to {MAX_GPUS_PER_JOB}, got {gpus!r}", "gpus")
         zone_list: tuple[str, ...] = ()
         if zones is not None:
-            if not isinstance(zones, (list, tuple)) or not all(
-                isinstance(z, str) and 0 < len(z) <= MAX_ZONE_NAME for z in zones
+            if not isinstance(zones, (list, tuple)) or len(zones) > MAX_ZONES or not all(
+                isinstance(z, str) and 0 < len(z) <= MAX_ZONE_NAME and z.isprintable() for z in zones
             ):
                 raise InvalidRequest("zones: must be a list of zone names such as [\"DE\", \"FR\"]", "zones")
             zone_list = tuple(dict.fromkeys(zones))
+        now = self.clock()
         if deadline is not None:
             if not isinstance(deadline, datetime) or deadline.tzinfo is None:
                 raise InvalidRequest("deadline: must be an ISO 8601 time with a timezone", "deadline")
-            if deadline <= self.clock():
+            if deadline <= now:
                 raise InvalidRequest(f"deadline: {deadline.isoformat()} is in the past", "deadline")
+            if (deadline - now).total_seconds() > MAX_AHEAD_S:
+                raise InvalidRequest("deadline: must be within a year from now", "deadline")
         if not isinstance(interruptible, bool):
             raise InvalidRequest("interruptible: must be true or false", "interruptible")
-        return Submission(kind, normalised, gpus, deadline, zone_list, interruptible)
+        if interruptible and kind != TRAIN:
+            # only training checkpoints, so only training can be suspended and resumed without losing work
+            raise InvalidRequest(f"interruptible: only {TRAIN} jobs can be suspended and resumed", "interruptible")
+        if not_before is not None:
+            if not isinstance(not_before, datetime) or not_before.tzinfo is None:
+                raise InvalidRequest("not_before: must be an ISO 8601 time with a timezone", "not_before")
+            if (not_before - now).total_seconds() > MAX_AHEAD_S:
+                raise InvalidRequest("not_before: must be within a year from now", "not_before")
+            if deadline is not None and not_before >= deadline:
+                raise InvalidRequest("not_before: must be before the deadline", "not_before")
+        if time_limit_s is not None:
+            if isinstance(time_limit_s, bool) or not isinstance(time_limit_s, (int, float)) or not (
+                    math.isfinite(time_limit_s) and 0 < time_limit_s <= MAX_TIME_LIMIT_S):
+                raise InvalidRequest(f"time_limit_s: must be a number of seconds from 1 to {MAX_TIME_LIMIT_S:.0f}, "
+                                     f"got {time_limit_s!r}"[:200], "time_limit_s")
+            time_limit_s = float(time_limit_s)
+        if isinstance(priority, bool) or not isinstance(priority, int) or not -MAX_PRIORITY <= priority <= MAX_PRIORITY:
+            raise InvalidRequest(f"priority: must be an integer from {-MAX_PRIORITY} to {MAX_PRIORITY}, "
+                                 f"got {priority!r}"[:200], "priority")
+        if not isinstance(hold, bool):
+            raise InvalidRequest("hold: must be true or false", "hold")
+        dependencies = self._check_dependencies(depends_on, owner)
+        if idempotency_key is not None and not (
+                isinstance(idempotency_key, str) and 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY
+                and idempotency_key.isascii() and idempotency_key.isprintable()):
+            raise InvalidRequest(f"idempotency_key: must be 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters",
+                                 "idempotency_key")
+        return Submission(kind, normalised, gpus, deadline, zone_list, interruptible, not_before, time_limit_s,
+                          priority, hold, dependencies, idempotency_key)
+
+    def _check_dependencies(self, depends_on: Any, owner: int | None) -> tuple[str, ...]:
+        """Job ids this job waits for: each must exist and be visible to the submitter."""
+        if depends_on is None:
+            return ()
+        if not isinstance(depends_on, (list, tuple)) or len(depends_on) > MAX_DEPENDENCIES or not all(
+                isinstance(j, str) and JOB_ID_PATTERN.fullmatch(j) for j in depends_on):
+            raise InvalidRequest(f"depends_on: must be a list of at most {MAX_DEPENDENCIES} job ids", "depends_on")
+        ids = tuple(dict.fromkeys(depends_on))
+        if ids:
+            with self.sessions() as session:
+                query = select(Job.id).where(Job.id.in_(ids))
+                if owner is not None:
+                    query = query.where(Job.user_id == owner)
+                found = set(session.scalars(query).all())
+            missing = [j for j in ids if j not in found]
+            if missing:
+                raise InvalidRequest(f"depends_on: no job with id {missing[0]!r}", "depends_on")
+        return ids
 
     def _resolve_job_refs(self, spec: dict[str, Any]) -> dict[str, Any]:
         """``"checkpoint": "job:<id>"`` points a sampling job at a training job's working directory."""
         ref = spec.get("checkpoint")
         if isinstance(ref, str) and ref.startswith(JOB_REF_PREFIX):
             job_id = ref[len(JOB_REF_PREFIX):]
+            if not JOB_ID_PATTERN.fullmatch(job_id):
+                raise InvalidRequest(f"spec.checkpoint: no job with id {job_id[:40]!r}", "spec.checkpoint")
             with self.sessions() as session:
                 job = session.get(Job, job_id)
                 if job is None:
@@ -111,58 +217,178 @@ class JobStore:
         return spec
 
     def submit(self, submission: Submission, user_id: int | None = None) -> Job:
+        return self.submit_once(submission, user_id)[0]
+
+    def submit_once(self, submission: Submission, user_id: int | None = None) -> tuple[Job, bool]:
+        """Queue a job, or find the one this user's ``idempotency_key`` already created.
+
+        Returns the job and whether it was created now. The same key with a different request raises KeyReused.
+        """
+        key = submission.idempotency_key
+        digest = submission.request_hash() if key else None
         now = self.clock()
         job_id = uuid.uuid4().hex[:12]
-        with self.sessions.begin() as session:
-            job = Job(
-                id=job_id, user_id=user_id, kind=submission.kind, spec=submission.spec, gpus=submission.gpus,
-                zones=list(submission.zones), deadline_at=submission.deadline,
-                interruptible=submission.interruptible, state=JobState.PENDING.value, reason="queued",
-                submitted_at=now, workdir=str(self.jobs_dir / job_id),
-            )
-            session.add(job)
-            session.add(JobEvent(job_id=job_id, at=now, from_state=None, to_state=JobState.PENDING.value,
-                                 reason="submitted"))
-        return self.get(job_id)
+        held = submission.hold
+        # Insert first and let the unique (user, key) constraint catch a repeat: most submissions are new, so
+        # this saves the look-up on the common path (the API's throughput is bound by database round trips).
+        values = dict(
+            id=job_id, user_id=user_id, kind=submission.kind, spec=submission.spec, gpus=submission.gpus,
+            zones=list(submission.zones), deadline_at=submission.deadline, interruptible=submission.interruptible,
+            priority=submission.priority, state=JobState.PENDING.value, reason=HELD_REASON if held else "queued",
+            cancel_requested=False, submitted_at=now, workdir=str(self.jobs_dir / job_id),
+            not_before_at=submission.not_before, time_limit_s=submission.time_limit_s, held=held,
+            depends_on=list(submission.depends_on), idempotency_key=key, request_hash=digest,
+        )
+        event = dict(job_id=job_id, at=now, from_state=None, to_state=JobState.PENDING.value,
+                     reason="submitted, held by the user" if held else "submitted")
+        try:
+            # Two plain INSERTs (not the ORM's unit of work): submission is the API's hot path.
+            with self.sessions.begin() as session:
+                session.execute(insert(Job), [values])
+                session.execute(insert(JobEvent), [event])
+        except IntegrityError:
+            # This user's key made a job already (a retry, or the same key racing in from another request).
+            found = self._by_key(user_id, key, digest) if key and user_id is not None else None
+            if found is None:
+                raise
+            return found, False
+        # A new job has no runs and one event: build it rather than read it back.
+        job = Job(**values)
+        job.runs = []
+        job.events = [JobEvent(**event)]
+        return job, True
 
-    def get(self, job_id: str) -> Job:
+    def _by_key(self, user_id: int, key: str, digest: str | None) -> Job | None:
         with self.sessions() as session:
+            row = session.execute(select(Job.id, Job.request_hash).where(
+                Job.user_id == user_id, Job.idempotency_key == key)).first()
+        if row is None:
+            return None
+        if row.request_hash != digest:
+            raise KeyReused(key, row.id)
+        return self.get(row.id)
+
+    def get(self, job_id: str, owner: int | None = None) -> Job:
+        """The job with its runs, energy, events and user; ``owner``: only if that user's (else JobNotFound)."""
+        with self.sessions() as session:
+            query = select(Job).where(Job.id == job_id)
+            if owner is not None:
+                query = query.where(Job.user_id == owner)
             job = session.scalars(
-                select(Job).where(Job.id == job_id).options(
-                    selectinload(Job.runs).selectinload(Run.energy), selectinload(Job.events))
+                query.options(selectinload(Job.runs).selectinload(Run.energy), selectinload(Job.events),
+                              selectinload(Job.user))
             ).one_or_none()
             if job is None:
                 raise JobNotFound(job_id)
             return job
 
+    def check_owner(self, job_id: str, owner: int | None) -> None:
+        """JobNotFound unless the job exists and (with ``owner``) belongs to that user: ids of others' jobs
+        must not be confirmed to exist."""
+        with self.sessions() as session:
+            query = select(Job.id).where(Job.id == job_id)
+            if owner is not None:
+                query = query.where(Job.user_id == owner)
+            if session.scalar(query) is None:
+                raise JobNotFound(job_id)
+
     def list(self, state: str | None = None, kind: str | None = None, limit: int = 100,
-             offset: int = 0) -> tuple[list[Job], int]:
-        """Jobs newest first, with the total count matching the filters."""
-        if state is not None and state not in {s.value for s in JobState}:
-            raise InvalidRequest(
-                f"state: must be one of {', '.join(s.value for s in JobState)}, got {state!r}", "state")
-        query = select(Job)
-        if state:
-            query = query.where(Job.state == state)
-        if kind:
-            query = query.where(Job.kind == kind)
+             offset: int = 0, *, owner: int | None = None, user: str | None = None, zone: str | None = None,
+             since: datetime | None = None, until: datetime | None = None) -> tuple[list[Job], int]:
+        """Jobs newest first, with the total count matching the filters.
+
+        owner: only this user id's jobs; user: only this user name's; zone: jobs that ran (a run) in it;
+        since/until: submitted in [since, until).
+        """
+        query = self._filtered(select(Job), state=state, kind=kind, owner=owner, user=user, zone=zone)
+        if since:
+            query = query.where(Job.submitted_at >= since)
+        if until:
+            query = query.where(Job.submitted_at < until)
         with self.sessions() as session:
             total = session.scalar(select(func.count()).select_from(query.subquery()))
             jobs = session.scalars(
                 query.order_by(Job.submitted_at.desc(), Job.id).limit(limit).offset(offset)
-                .options(selectinload(Job.runs).selectinload(Run.energy))
+                .options(selectinload(Job.runs).selectinload(Run.energy), selectinload(Job.user))
             ).all()
             return list(jobs), int(total or 0)
 
+    @staticmethod
+    def _filtered(query, *, state: str | None = None, kind: str | None = None, owner: int | None = None,
+                  user: str | None = None, zone: str | None = None):
+        if state is not None and state not in {s.value for s in JobState}:
+            raise InvalidRequest(
+                f"state: must be one of {', '.join(s.value for s in JobState)}, got {state!r}"[:300], "state")
+        if state:
+            query = query.where(Job.state == state)
+        if kind:
+            query = query.where(Job.kind == kind)
+        if owner is not None:
+            query = query.where(Job.user_id == owner)
+        if user:
+            from scheduler.db.models import User
+
+            query = query.where(Job.user_id.in_(select(User.id).where(User.name == user)))
+        if zone:
+            query = query.where(Job.id.in_(select(Run.job_id).where(Run.zone == zone)))
+        return query
+
     def waiting(self) -> list[Job]:
-        """Jobs a policy may start, in arrival order."""
+        """Jobs a policy may start, in arrival order. Jobs held by their user are left out.
+
+        Each row carries what the policy must honour besides: ``not_before_at`` (do not start before),
+        ``depends_on`` (job ids that must have succeeded; see ``unmet_dependencies``), ``time_limit_s``,
+        ``priority``.
+        """
         with self.sessions() as session:
             return list(session.scalars(
                 select(Job).where(Job.state.in_([s.value for s in (JobState.PENDING, JobState.DEFERRED,
                                                                    JobState.SUSPENDED)]),
-                                  Job.cancel_requested.is_(False))
+                                  Job.cancel_requested.is_(False), Job.held.is_(False))
                 .order_by(Job.submitted_at, Job.id)
             ).all())
+
+    def unmet_dependencies(self, jobs: Sequence[Job]) -> dict[str, list[tuple[str, str]]]:
+        """For each job with dependencies: the (job id, state) of those that have not succeeded yet.
+
+        A dependency that failed or was cancelled can never be met (Slurm's DependencyNeverSatisfied).
+        """
+        wanted = {d for j in jobs for d in (j.depends_on or ())}
+        if not wanted:
+            return {}
+        with self.sessions() as session:
+            states = dict(session.execute(select(Job.id, Job.state).where(Job.id.in_(wanted))).all())
+        unmet = {}
+        for job in jobs:
+            pending = [(d, states.get(d, "unknown")) for d in job.depends_on or ()
+                       if states.get(d) != JobState.SUCCEEDED.value]
+            if pending:
+                unmet[job.id] = pending
+        return unmet
+
+    def recent_finished_runs(self, limit: int = 200) -> list[FinishedRun]:
+        """The latest succeeded runs with their energy, which duration and power estimates learn from."""
+        with self.sessions() as session:
+            rows = session.execute(
+                select(Job.kind, Job.spec, Job.result, Job.gpus, RunEnergy.duration_s, RunEnergy.gpu_energy_j)
+                .join(Run, Run.job_id == Job.id).join(RunEnergy, RunEnergy.run_id == Run.id)
+                .where(Run.status == RunStatus.SUCCEEDED.value).order_by(Run.ended_at.desc()).limit(limit)
+            ).all()
+        return [FinishedRun(kind, spec, result, duration_s, gpu_j, gpus)
+                for kind, spec, result, gpus, duration_s, gpu_j in rows]
+
+    def run_seconds(self, job_ids: Sequence[str]) -> dict[str, tuple[float, int]]:
+        """For each job: seconds its finished runs ran, and how many runs that was."""
+        if not job_ids:
+            return {}
+        with self.sessions() as session:
+            rows = session.execute(select(Run.job_id, Run.started_at, Run.ended_at)
+                                   .where(Run.job_id.in_(job_ids), Run.ended_at.is_not(None))).all()
+        seconds: dict[str, tuple[float, int]] = {}
+        for job_id, started_at, ended_at in rows:
+            total, count = seconds.get(job_id, (0.0, 0))
+            seconds[job_id] = (total + (ended_at - started_at).total_seconds(), count + 1)
+        return seconds
 
     def run_is_open(self, run_id: int) -> bool:
         with self.sessions() as session:
@@ -179,12 +405,14 @@ class JobStore:
 
     # --- changes --------------------------------------------------------------------------------------
 
-    def request_cancel(self, job_id: str) -> tuple[Job, bool]:
-        """Cancel a job. Returns the job and whether a running job must be stopped by the controller."""
+    def request_cancel(self, job_id: str, owner: int | None = None) -> tuple[Job, bool]:
+        """Cancel a job. Returns the job and whether a running job must be stopped by the controller.
+
+        owner: only if the job is this user id's (else JobNotFound)."""
         now = self.clock()
         with self.sessions.begin() as session:
             job = session.get(Job, job_id)
-            if job is None:
+            if job is None or (owner is not None and job.user_id != owner):
                 raise JobNotFound(job_id)
             state = JobState(job.state)
             if state.terminal:
@@ -197,6 +425,36 @@ class JobStore:
                 transition(session, job, JobState.CANCELLED, "cancelled by the user", now)
         return self.get(job_id), must_stop
 
+    def hold(self, job_id: str, owner: int | None = None) -> Job:
+        """Keep a waiting job from starting until it is released (Slurm's ``scontrol hold``)."""
+        now = self.clock()
+        with self.sessions.begin() as session:
+            job = session.get(Job, job_id)
+            if job is None or (owner is not None and job.user_id != owner):
+                raise JobNotFound(job_id)
+            state = JobState(job.state)
+            if not state.waiting or job.cancel_requested:
+                raise InvalidTransition(f"job {job_id} is {state.value}; only a waiting job can be held")
+            job.held = True
+            # A deferred job is no longer deferred by the policy: the user holds it.
+            target = JobState.SUSPENDED if state == JobState.SUSPENDED else JobState.PENDING
+            transition(session, job, target, HELD_REASON, now)
+        return self.get(job_id)
+
+    def release(self, job_id: str, owner: int | None = None) -> Job:
+        """Let a held job be scheduled again."""
+        now = self.clock()
+        with self.sessions.begin() as session:
+            job = session.get(Job, job_id)
+            if job is None or (owner is not None and job.user_id != owner):
+                raise JobNotFound(job_id)
+            if not job.held:
+                raise InvalidTransition(f"job {job_id} is not held")
+            job.held = False
+            if JobState(job.state).waiting:
+                transition(session, job, JobState(job.state), "released by the user; queued", now)
+        return self.get(job_id)
+
     def set_waiting(self, job_id: str, reason: str, deferred: bool) -> None:
         """Record why a waiting job waits (and whether it is held back on purpose)."""
         with self.sessions.begin() as session:
@@ -204,8 +462,8 @@ class JobStore:
             if job is None or not JobState(job.state).waiting:
                 return
             target = JobState.DEFERRED if deferred else JobState.PENDING
-            if JobState(job.state) == JobState.SUSPENDED and not deferred:
-                target = JobState.SUSPENDED
+            if JobState(job.state) == JobState.SUSPENDED:
+                target = JobState.SUSPENDED  # it keeps its checkpoint state until it runs again
             transition(session, job, target, reason, self.clock())
 
     def start_run(self, job_id: str, node_id: str, zone: str, gpu_ids: Sequence[str],
@@ -274,8 +532,10 @@ class JobStore:
             if status == RunStatus.SUCCEEDED:
                 job.result = result
                 transition(session, job, JobState.SUCCEEDED, "finished", now)
-            elif status == RunStatus.CANCELLED and job.cancel_requested:
+            elif status in (RunStatus.CANCELLED, RunStatus.SUSPENDED) and job.cancel_requested:
                 transition(session, job, JobState.CANCELLED, "cancelled by the user", now)
+            elif status == RunStatus.SUSPENDED:
+                transition(session, job, JobState.SUSPENDED, message or "suspended at a checkpoint", now)
             elif status == RunStatus.LOST:
                 transition(session, job, JobState.PENDING, f"node lost ({message}); queued again", now)
             else:
@@ -290,28 +550,44 @@ class JobStore:
                 select(RunEnergy, Run).join(Run, Run.id == RunEnergy.run_id).where(RunEnergy.carbon_basis == basis)
             ).all()]
 
-    def update_emissions(self, energy_id: int, emissions) -> None:
+    def update_emissions(self, energy_id: int, emissions, counterfactual_g: float | None) -> None:
         """Replace a run's emissions (e.g. once actual intensities replace the forecast it was charged at)."""
         with self.sessions.begin() as session:
             energy = session.get(RunEnergy, energy_id)
             energy.emissions_g, energy.intensity_g_per_kwh = emissions.emissions_g, emissions.intensity_g_per_kwh
             energy.carbon_source, energy.carbon_basis = emissions.source, emissions.basis
+            energy.counterfactual_emissions_g = counterfactual_g
+
+    def counterfactual_placement(self, run_id: int) -> CounterfactualPlacement:
+        """Where and when a run ran, and where and when it would have run under fifo (see the daemon)."""
+        with self.sessions() as session:
+            run = session.get(Run, run_id)
+            job = run.job
+            before_s = sum((r.ended_at - r.started_at).total_seconds() for r in job.runs
+                           if r.attempt < run.attempt and r.ended_at is not None)
+            return CounterfactualPlacement(
+                zone=run.zone, started_s=run.started_at.timestamp(), home_zone=(job.zones or [None])[0],
+                counterfactual_start_s=job.submitted_at.timestamp() + before_s)
 
     # --- history --------------------------------------------------------------------------------------
 
     def history(self, since: datetime | None = None, until: datetime | None = None,
-                kind: str | None = None) -> list[Job]:
-        """Finished or running jobs that started in [since, until), with their runs and energy."""
-        query = select(Job).where(Job.started_at.is_not(None))
+                kind: str | None = None, *, state: str | None = None, owner: int | None = None,
+                user: str | None = None, zone: str | None = None) -> list[Job]:
+        """Finished or running jobs that started in [since, until), with their runs and energy.
+
+        state, kind, user (name), owner (user id), zone (a run in it) narrow it like ``list``.
+        """
+        query = self._filtered(select(Job).where(Job.started_at.is_not(None)), state=state, kind=kind,
+                               owner=owner, user=user, zone=zone)
         if since:
             query = query.where(Job.started_at >= since)
         if until:
             query = query.where(Job.started_at < until)
-        if kind:
-            query = query.where(Job.kind == kind)
         with self.sessions() as session:
             return list(session.scalars(
-                query.order_by(Job.started_at).options(selectinload(Job.runs).selectinload(Run.energy))
+                query.order_by(Job.started_at, Job.id).options(selectinload(Job.runs).selectinload(Run.energy),
+                                                                selectinload(Job.user))
             ).all())
 
 

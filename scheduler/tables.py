@@ -18,7 +18,9 @@ if TYPE_CHECKING:
     from scheduler.client import History, Job, JobEnergy
 
 FORMATS = ("table", "csv", "json")
+HISTORY_FORMATS = ("table", "csv", "json", "codecarbon")
 NONE = "-"  # how a missing value reads in text output
+NOT_AVAILABLE = "n/a"  # a figure that cannot be computed (no counterfactual known), not a zero
 
 
 # --- units --------------------------------------------------------------------------------------------
@@ -200,6 +202,20 @@ def render_job(job: Job, now: datetime | None = None) -> str:
         ("zones", ", ".join(job.zones) or "any"),
         ("deadline", format_time(job.deadline) if job.deadline else "none"),
         ("interruptible", "yes" if job.interruptible else "no"),
+    ]
+    if job.user:
+        pairs.append(("user", job.user))
+    if job.hold:
+        pairs.append(("held", "yes (`wattsched release` lets it run)"))
+    if job.not_before:
+        pairs.append(("not before", format_time(job.not_before)))
+    if job.time_limit_s:
+        pairs.append(("time limit", format_duration(job.time_limit_s)))
+    if job.priority:
+        pairs.append(("priority", str(job.priority)))
+    if job.depends_on:
+        pairs.append(("depends on", ", ".join(job.depends_on)))
+    pairs += [
         ("submitted", format_time(job.submitted_at)),
         ("started", format_time(job.started_at)),
         ("finished", format_time(job.finished_at)),
@@ -226,32 +242,60 @@ def render_job(job: Job, now: datetime | None = None) -> str:
 
 # --- history ------------------------------------------------------------------------------------------
 
-_HISTORY_HEADERS = ("id", "kind", "state", "zone", "duration", "energy J", "kWh", "method", "emissions g", "carbon")
-_HISTORY_CSV_HEADERS = (
-    "job_id", "kind", "state", "zone", "submitted_at", "started_at", "finished_at", "duration_s",
-    "gpu_energy_j", "cpu_energy_j", "energy_j", "energy_kwh", "methods", "emissions_g", "intensity_g_per_kwh",
-    "carbon_source",
-)
+_HISTORY_HEADERS = ("id", "kind", "state", "zone", "duration", "energy J", "kWh", "method", "emissions g", "carbon",
+                    "saved g")
+
+
+def _saving(value: float | None) -> str:
+    return NOT_AVAILABLE if value is None else format_number(value)
 
 
 def render_history(history: History, fmt: str = "table") -> str:
-    """Energy history: a table ending in a totals row, CSV of the raw rows, or the API's JSON."""
-    _check_format(fmt)
+    """Energy history: a table ending in a totals row (or per-group sums when grouped), CSV of the raw rows,
+    the API's JSON, or CodeCarbon's emissions.csv. ``saved g`` is against each job's fifo counterfactual, n/a
+    where none is known."""
+    from scheduler import exports
+
+    if fmt not in HISTORY_FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(HISTORY_FORMATS)}")
     if fmt == "json":
         return render_json(history.raw)
+    if fmt == "codecarbon":
+        return exports.codecarbon_csv(row.raw for row in history.jobs).rstrip("\n")
     if fmt == "csv":
-        return render_csv(_HISTORY_CSV_HEADERS, (
-            ["+".join(row.methods) if key == "methods" else row.raw.get(key) for key in _HISTORY_CSV_HEADERS]
-            for row in history.jobs))
+        if history.group_by:
+            return exports.groups_csv(history.groups, history.group_by).rstrip("\n")
+        return exports.history_csv(row.raw for row in history.jobs).rstrip("\n")
+    if history.group_by:
+        return _render_groups(history)
     rows = [[str(r.job_id), r.kind or NONE, r.state or NONE, r.zone or NONE, format_duration(r.duration_s),
              format_number(r.energy_j), format_number(r.energy_kwh),
              NONE if r.energy_j is None else method_label(r.methods),
-             format_number(r.emissions_g), r.carbon_source or NONE] for r in history.jobs]
+             format_number(r.emissions_g), r.carbon_source or NONE, _saving(r.saving_g)] for r in history.jobs]
     totals = history.totals
     rows.append(["total", f"{totals.jobs} job{'' if totals.jobs == 1 else 's'}", "", "", "",
-                 format_number(totals.energy_j), format_number(totals.energy_kwh), method_label(history.methods) if history.methods else NONE,
-                 format_number(totals.emissions_g), ""])
-    return render_table(_HISTORY_HEADERS, rows, numeric=(4, 5, 6, 8))
+                 format_number(totals.energy_j), format_number(totals.energy_kwh),
+                 method_label(history.methods) if history.methods else NONE,
+                 format_number(totals.emissions_g), "", _saving(totals.saving_g)])
+    return render_table(_HISTORY_HEADERS, rows, numeric=(4, 5, 6, 8, 10))
+
+
+def _render_groups(history: History) -> str:
+    by = history.group_by or "group"
+    rows = [[str(g.get(by)), str(g.get("jobs", 0)), format_number(g.get("gpu_energy_j")),
+             format_number(g.get("cpu_energy_j")), format_number(g.get("energy_j")),
+             format_number(g.get("energy_kwh")), method_label(g.get("methods") or ()),
+             format_number(g.get("emissions_g")),
+             _saving(g.get("saving_g")) + (f" ({g['saving_jobs']} of {g['jobs']} jobs)"
+                                           if g.get("saving_g") is not None else "")]
+            for g in history.groups]
+    totals = history.totals
+    rows.append(["total", str(totals.jobs), format_number(totals.gpu_energy_j), format_number(totals.cpu_energy_j),
+                 format_number(totals.energy_j), format_number(totals.energy_kwh),
+                 method_label(history.methods) if history.methods else NONE, format_number(totals.emissions_g),
+                 _saving(totals.saving_g)])
+    return render_table((by, "jobs", "gpu J", "cpu J", "energy J", "kWh", "method", "emissions g", "saved g"),
+                        rows, numeric=(1, 2, 3, 4, 5, 7))
 
 
 # --- daemon status ------------------------------------------------------------------------------------
@@ -316,3 +360,19 @@ def render_carbon(zones: Sequence[dict[str, Any]]) -> str:
                          f"{format_number(window['mean_g_per_kwh'])} g/kWh")
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) if blocks else "no zones"
+
+
+# --- tokens ---------------------------------------------------------------------------------------------
+
+
+def render_tokens(tokens: Sequence[dict[str, Any]]) -> str:
+    """API tokens (never their secrets): id, user, role, name, created, last used, revoked."""
+    if not tokens:
+        return "no tokens (make one with `wattsched token create --user NAME --role admin`)"
+
+    def when(value: str | None) -> str:
+        return format_time(datetime.fromisoformat(value)) if value else NONE
+
+    rows = [[str(t["id"]), t["user"], t["role"], t.get("name") or NONE, when(t.get("created_at")),
+             when(t.get("last_used_at")), when(t.get("revoked_at"))] for t in tokens]
+    return render_table(("id", "user", "role", "name", "created", "last used", "revoked"), rows, numeric=(0,))

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any, Iterable
 
 from scheduler.db.models import Job, Run, RunEnergy
+from scheduler.exports import aggregate, totals
 
 J_PER_KWH = 3.6e6
 
@@ -47,7 +48,21 @@ def energy_view(energies: Iterable[RunEnergy]) -> dict[str, Any] | None:
         "emissions_g": emissions_g,
         "intensity_g_per_kwh": (emissions_g / kwh) if emissions_g is not None and kwh > 0 else None,
         "carbon_source": "+".join(sorted({e.carbon_source for e in energies if e.carbon_source})) or None,
+        "counterfactual_emissions_g": _counterfactual(energies),
     }
+
+
+def _counterfactual(energies: list[RunEnergy]) -> float | None:
+    """The fifo counterfactual's emissions over these runs, or None unless every run has one."""
+    values = [getattr(e, "counterfactual_emissions_g", None) for e in energies]
+    if not values or any(v is None for v in values):
+        return None
+    return sum(values)
+
+
+def _user_name(job: Job) -> str | None:
+    user = job.__dict__.get("user")  # loaded with the job, or not at all: never a lazy load
+    return None if user is None else user.name
 
 
 def job_view(job: Job) -> dict[str, Any]:
@@ -58,7 +73,9 @@ def job_view(job: Job) -> dict[str, Any]:
         "interruptible": job.interruptible, "cancel_requested": job.cancel_requested,
         "submitted_at": iso(job.submitted_at), "started_at": iso(job.started_at),
         "finished_at": iso(job.finished_at), "progress": job.progress, "result": job.result, "error": job.error,
-        "workdir": job.workdir,
+        "workdir": job.workdir, "user": _user_name(job), "priority": job.priority,
+        "not_before": iso(job.not_before_at), "time_limit_s": job.time_limit_s, "hold": bool(job.held),
+        "depends_on": list(job.depends_on or []), "idempotency_key": job.idempotency_key,
         "energy": energy_view(r.energy for r in runs if r.energy is not None),
         "runs": [run_view(r) for r in runs],
     }
@@ -71,7 +88,7 @@ def history_row(job: Job) -> dict[str, Any]:
     if job.started_at is not None and job.finished_at is not None:
         duration_s = (job.finished_at - job.started_at).total_seconds()
     row = {
-        "job_id": job.id, "kind": job.kind, "state": job.state,
+        "job_id": job.id, "user": _user_name(job), "kind": job.kind, "state": job.state, "gpus": job.gpus,
         "zone": runs[-1].zone if runs else None,
         "submitted_at": iso(job.submitted_at), "started_at": iso(job.started_at),
         "finished_at": iso(job.finished_at), "duration_s": duration_s,
@@ -80,22 +97,20 @@ def history_row(job: Job) -> dict[str, Any]:
                 "intensity_g_per_kwh", "carbon_source"):
         row[key] = energy.get(key)
     row["methods"] = energy.get("methods", [])
+    counterfactual = energy.get("counterfactual_emissions_g")
+    row["counterfactual_emissions_g"] = counterfactual
+    row["saving_g"] = (counterfactual - energy["emissions_g"]
+                       if counterfactual is not None and energy.get("emissions_g") is not None else None)
     images = (job.result or {}).get("num_images")
     row["energy_per_image_j"] = energy["energy_j"] / images if images and energy.get("energy_j") else None
     return row
 
 
-def history_view(jobs: Iterable[Job]) -> dict[str, Any]:
+def history_view(jobs: Iterable[Job], group_by: str | None = None) -> dict[str, Any]:
+    """Rows per job and their totals; with ``group_by`` (user, kind, zone, day, state) also per-group sums."""
     rows = [history_row(j) for j in jobs]
-
-    def total(key: str) -> float:
-        return sum(r[key] for r in rows if r[key] is not None)
-
-    return {
-        "jobs": rows,
-        "totals": {
-            "jobs": len(rows), "gpu_energy_j": total("gpu_energy_j"), "cpu_energy_j": total("cpu_energy_j"),
-            "energy_j": total("energy_j"), "energy_kwh": total("energy_kwh"),
-            "emissions_g": total("emissions_g"),
-        },
-    }
+    view: dict[str, Any] = {"jobs": rows, "totals": totals(rows)}
+    if group_by:
+        view["group_by"] = group_by
+        view["groups"] = aggregate(rows, group_by)
+    return view

@@ -10,13 +10,19 @@ from scheduler.db import upgrade
 
 
 @pytest.fixture
-def api(db_url, tmp_path):
+def daemon(db_url, tmp_path):
+    """A daemon on an upgraded database, not started (no Ray): its API is served by the test client."""
     daemon = Daemon(Settings(data_dir=tmp_path, database_url=db_url))
     upgrade(daemon.engine)
-    daemon.token = "secret"
-    client = TestClient(create_app(daemon), headers={"Authorization": "Bearer secret"})
-    yield client
+    yield daemon
     daemon.engine.dispose()
+
+
+@pytest.fixture
+def api(daemon):
+    """The API as an admin."""
+    token = daemon.auth.create_token("admin", "admin").secret
+    return TestClient(create_app(daemon), headers={"Authorization": f"Bearer {token}"})
 
 
 def test_submit_get_list_cancel(api):
@@ -79,4 +85,5 @@ def test_requests_without_the_token_are_refused(api):
 def test_history_of_an_empty_database(api):
     history = api.get("/v1/history").json()
     assert history == {"jobs": [], "totals": {"jobs": 0, "gpu_energy_j": 0, "cpu_energy_j": 0, "energy_j": 0,
-                                              "energy_kwh": 0, "emissions_g": 0}}
+                                              "energy_kwh": 0, "emissions_g": 0, "saving_g": None,
+                                              "saving_jobs": 0}}

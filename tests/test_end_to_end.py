@@ -109,6 +109,22 @@ def test_a_failing_job_reports_why(daemon, client):
     assert "checkpoint" in job.reason.lower()
 
 
+def test_an_interruptible_job_is_suspended_at_a_checkpoint_and_resumed(daemon, client):
+    job = client.submit("diffusion-train", {**TINY_TRAIN, "steps": 400, "checkpoint_every": 1000},
+                        interruptible=True)
+    job = wait_until_running(client, job)
+    run_id = daemon.store.get(job.id).runs[-1].id
+    daemon._suspend(job.id, run_id)  # what the scheduler does when a planned clean stretch ends
+    job = client.wait(job.id, timeout=120)  # fifo resumes it at once
+    assert job.state == "succeeded", job.raw
+    events = [e.to_state for e in daemon.store.get(job.id).events]
+    assert events[:4] == ["pending", "running", "suspended", "running"]
+    runs = daemon.store.get(job.id).runs
+    assert [r.status for r in runs] == ["suspended", "succeeded"]
+    assert all(r.energy.gpu_energy_j > 0 for r in runs)
+    assert 0 < job.result["resumed_from_step"] < 400 and job.result["steps_done"] == 400
+
+
 def test_a_restarted_daemon_reattaches_and_records_jobs_that_ran_meanwhile(daemon):
     """The controller is detached: jobs outlive the daemon, and a new daemon picks up their events."""
     from scheduler.client import Client

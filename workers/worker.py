@@ -10,7 +10,7 @@ job's GPUs and CPU, and the worker pushes events to the controller:
 - ``progress``: about every ``report_interval_s``, the child's latest progress line and the new power samples.
   ``{type, job_id, run_id, at, progress: {step, total, ...} or {}, samples}``
 - ``finished``: the child has exited. ``{type, job_id, run_id, worker_id, at, exit_status, exit_code, result,
-  error, energy, samples}``; exit_status is ``succeeded``, ``failed`` or ``cancelled`` (the controller adds
+  error, energy, samples}``; exit_status is ``succeeded``, ``failed``, ``cancelled`` or ``suspended`` (the controller adds
   ``lost``); error is the child's error message, else the tail of its stderr; energy is
   ``EnergyTotals.to_dict()``. A job that could not be launched still gets a ``finished``/``failed`` event (no
   ``started``, energy None when the meters never opened): no job is lost silently.
@@ -48,6 +48,9 @@ log = logging.getLogger(__name__)
 ZONE_LABEL = "wattsched.io/zone"
 
 #: What a worker's ``options`` may hold, each with its default.
+#: How a stop the scheduler asked for is reported in the ``finished`` event.
+STOP_OUTCOMES = ("cancelled", "suspended")
+
 WORKER_DEFAULTS: dict[str, Any] = {
     # GPU model the simulated meter imitates when this GPU is logical (no NVML device).
     "gpu_type": "A100-SXM4-40GB",
@@ -136,6 +139,7 @@ class _Run:
         self.recorder = None
         self.meters: list = []
         self.cancel_requested = False
+        self.stop_outcome = "cancelled"  # what a requested stop is reported as
         self.progress: dict | None = None
         self.progress_reported: dict | None = None
         self.result: dict | None = None
@@ -210,18 +214,24 @@ class GpuWorker:
             log.exception("could not launch job %s", run.job_id)
             self._abort_launch(run, f"could not launch job on worker {self.worker_id}: {exc}")
 
-    def cancel(self, job_id: str) -> bool:
+    def cancel(self, job_id: str, outcome: str = "cancelled") -> bool:
         """Ask the job to stop (SIGTERM to its process group, SIGKILL after ``cancel_grace_s``).
 
-        Returns False when this worker does not run ``job_id``. The ``finished`` event says ``cancelled``.
+        Returns False when this worker does not run ``job_id``. The ``finished`` event says ``outcome``:
+        ``cancelled``, or ``suspended`` when the scheduler pauses an interruptible job at a checkpoint.
         """
+        if outcome not in STOP_OUTCOMES:
+            raise ValueError(f"outcome must be one of {', '.join(STOP_OUTCOMES)}, got {outcome!r}")
         with self._lock:
             run = self._run
         if run is None or run.job_id != job_id or run.proc is None:
             return False
         if run.cancel_requested:
+            if outcome == "cancelled":  # a user's cancel overrides a pending suspension
+                run.stop_outcome = outcome
             return True  # a second SIGTERM would kill the job in the middle of its checkpoint
         run.cancel_requested = True
+        run.stop_outcome = outcome
         _signal_group(run.proc, signal.SIGTERM)
         timer = threading.Timer(self.options["cancel_grace_s"], self._kill_if_running, args=(run,))
         timer.daemon = True
@@ -407,7 +417,7 @@ class GpuWorker:
         with run.lock:
             result, message = run.result, run.error_message
         if run.cancel_requested and not (code == 0 and result is not None):
-            status, error = "cancelled", None
+            status, error = run.stop_outcome, None
         elif code == 0 and result is not None and message is None:
             status, error = "succeeded", None
         else:

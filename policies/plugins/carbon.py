@@ -21,8 +21,8 @@ from typing import Sequence
 
 import numpy as np
 
-from policies.carbon_plan import SlotGrid, SlotPlan, best_starts
-from policies.forecast import CarbonForecast, IntensityCurve, curve_from
+from policies.carbon_plan import SlotGrid, SlotPlan, best_starts_zones
+from policies.forecast import CarbonForecast, IntensityCurve, ZoneCurves, curve_from
 from policies.framework import CycleState, job_draw_w, normalize_lower_is_better
 from policies.history_forecast import HistoryForecast
 from policies.snapshot import FULL_POWER, CapStep, JobRequest
@@ -34,6 +34,8 @@ NOW_EPS_S = 1e-6
 # How long "waiting" lasts when ranking who loses most by waiting.
 WAIT_PROBE_S = 3600.0
 PLANNER = "CarbonPlanner"
+# Jobs planned in one vectorised search (bounds the scratch arrays: jobs x caps x zones x candidate starts).
+RUN_BATCH = 64
 
 
 @dataclass
@@ -59,13 +61,21 @@ def steps_of(job: JobRequest) -> tuple[CapStep, ...]:
 
 
 class CarbonPlanner:
-    """PreFilter: each waiting job's cheapest plan over its allowed zones, caps and start times."""
+    """PreFilter: each waiting job's cheapest plan over its allowed zones, caps and start times.
+
+    Only jobs that have room somewhere now are planned (room only shrinks during a cycle, so another job's plan
+    would go unread). The zones' curves share one knot grid (``ZoneCurves``), so a job's plan is one vectorised
+    evaluation over all its zones and caps; the grid is kept while the forecast hands out the same curves.
+    """
 
     name = PLANNER
 
     def __init__(self, history_model: bool = True):
         self.history_model = history_model
         self._learned: HistoryForecast | None = None  # a memo of a pure function of the history seen
+        # memos of pure functions of their keys (the objects are kept, so an id is never reused while cached)
+        self._grids: dict[tuple[str, ...], tuple[tuple[IntensityCurve, ...], ZoneCurves]] = {}
+        self._steps: dict[tuple[int, int, float], tuple] = {}
 
     def _forecast(self, state: CycleState) -> CarbonForecast | None:
         forecast = state.snapshot.forecast
@@ -81,76 +91,133 @@ class CarbonPlanner:
         if forecast is None:
             return
         now = state.now_s
-        plannable = [j for j in jobs if j.expected_duration_s and j.power_w is not None]
+        cluster, budget_w = state.cluster, state.budget_left_w
+        all_zones = state.snapshot.zones()
+        plannable: list[tuple[JobRequest, tuple[str, ...]]] = []
+        for job in jobs:
+            if not job.expected_duration_s or job.power_w is None:
+                continue
+            zones = tuple(z for z in (job.zones or all_zones) if cluster.largest_node.get(z, 0) >= job.gpus)
+            if not zones or not any(cluster.fits(z, job.gpus) for z in zones):
+                continue  # no room for it anywhere this cycle: it waits whatever its plan
+            if budget_w is not None and min(job_draw_w(job, s) for s in steps_of(job)) > budget_w + 1e-9:
+                continue  # nor power
+            plannable.append((job, zones))
         if not plannable:
             return
-        horizon_s = max(_deadline(j, now) for j in plannable)
-        curves: dict[str, IntensityCurve] = {}
-        for job in plannable:
-            zones = tuple(z for z in (job.zones or state.snapshot.zones())
-                          if state.cluster.largest_node.get(z, 0) >= job.gpus)
-            if not zones:
-                continue
-            for z in zones:
-                if z not in curves:
-                    curves[z] = curve_from(forecast, z, horizon_s)
-            plan = (self._slot_plan if job.interruptible else self._run_plan)(job, now, zones, curves)
-            state.notes[PLANNER, job.job_id] = plan
+        horizon_s = max(_deadline(j, now) for j, _ in plannable)
+        needed = set().union(*(zones for _, zones in plannable))
+        grid_zones = tuple(z for z in all_zones if z in needed) + tuple(sorted(needed.difference(all_zones)))
+        zc = self._zone_curves(forecast, grid_zones, horizon_s)
+        position = {z: i for i, z in enumerate(grid_zones)}
+        runs = [(job, zones) for job, zones in plannable if not job.interruptible]
+        for i in range(0, len(runs), RUN_BATCH):
+            for job, plan in zip((j for j, _ in runs[i:i + RUN_BATCH]),
+                                 self._run_plans(runs[i:i + RUN_BATCH], now, zc, position)):
+                state.notes[PLANNER, job.job_id] = plan
+        for job, zones in plannable:
+            if job.interruptible:
+                state.notes[PLANNER, job.job_id] = self._slot_plan(job, now, zones, zc,
+                                                                    tuple(position[z] for z in zones))
 
-    @staticmethod
-    def _run_plan(job: JobRequest, now: float, zones, curves) -> JobPlan:
-        deadline = _deadline(job, now)
-        work_s = job.expected_duration_s
-        plan = JobPlan(must_start=now >= deadline - work_s - NOW_EPS_S, deadline_s=deadline,
-                       latest_start_s=deadline - work_s, zones=zones, best_cost_g=float("inf"))
-        steps = steps_of(job)
-        speeds = np.array([s.speed for s in steps])
-        runs = work_s / speeds
-        latest = deadline - runs
-        usable = (latest >= now - NOW_EPS_S) | (speeds >= 1.0)  # a slower cap must still meet the deadline
-        g_per = np.array([job_draw_w(job, s) for s in steps]) / S_PER_KWH_W
+    def _zone_curves(self, forecast: CarbonForecast, zones: tuple[str, ...], horizon_s: float) -> ZoneCurves:
+        curves = tuple(curve_from(forecast, z, horizon_s) for z in zones)
+        cached = self._grids.get(zones)
+        if cached is not None and len(cached[0]) == len(curves) and all(a is b for a, b in zip(cached[0], curves)):
+            return cached[1]
+        zc = ZoneCurves(curves)
+        if len(self._grids) > 64:
+            self._grids.clear()
+        self._grids[zones] = (curves, zc)
+        return zc
+
+    def _cap_table(self, job: JobRequest) -> tuple[tuple[CapStep, ...], np.ndarray, np.ndarray]:
+        """The job's caps, their speeds, and its emissions per unit of intensity integral at each (g per g/kWh x s)."""
+        key = (id(job.power_profile), job.gpus, job.power_w)
+        found = self._steps.get(key)
+        if found is None or found[0] is not job.power_profile:
+            steps = steps_of(job)
+            found = (job.power_profile, steps, np.array([s.speed for s in steps]),
+                     np.array([job_draw_w(job, s) for s in steps]) / S_PER_KWH_W)
+            if len(self._steps) > 4096:
+                self._steps.clear()
+            self._steps[key] = found
+        return found[1], found[2], found[3]
+
+    def _run_plans(self, batch: list[tuple[JobRequest, tuple[str, ...]]], now: float, zc: ZoneCurves,
+                   position: dict[str, int]) -> list[JobPlan]:
+        """The plans of jobs that run in one piece: one vectorised search over every job, zone and cap."""
+        tables = [self._cap_table(job) for job, _ in batch]
+        n_caps = max(len(t[0]) for t in tables)
+        n_jobs = len(batch)
+        speeds = np.ones((n_jobs, n_caps))
+        g_per = np.zeros((n_jobs, n_caps))
+        real = np.zeros((n_jobs, n_caps), dtype=bool)  # padding rows are never usable
+        for j, (_, sp, g) in enumerate(tables):
+            speeds[j, :len(sp)], g_per[j, :len(g)], real[j, :len(sp)] = sp, g, True
+        deadlines = np.array([_deadline(job, now) for job, _ in batch])
+        work_s = np.array([job.expected_duration_s for job, _ in batch])
+        runs = work_s[:, None] / speeds
+        latest = deadlines[:, None] - runs
+        usable = real & ((latest >= now - NOW_EPS_S) | (speeds >= 1.0))  # a slower cap must still meet the deadline
         probe = now + WAIT_PROBE_S
         can_wait = usable & (latest >= probe)
-        wait_cost = float("inf")
-        # Zones in order of their cleanest moment; a zone whose cleanest moment cannot beat the best plan so
-        # far is not searched (its start-now cost is still needed to score it).
-        cheapest_run_g = float(np.min(np.where(usable, g_per * runs, np.inf)))
-        floors = {z: curves[z].lowest(now, deadline) for z in zones}
-        for z in sorted(zones, key=floors.__getitem__):
-            curve = curves[z]
-            plan.now_intensity[z] = float(curve.value_at(now))
-            now_g = np.where(usable, g_per * curve.integral(now, now + runs), np.inf)
-            i = int(np.argmin(now_g))
-            plan.now_cost_g[z] = (float(now_g[i]), steps[i])
-            if can_wait.any():
-                wait_cost = min(wait_cost, float(np.min(np.where(can_wait, g_per * curve.integral(probe, probe + runs),
-                                                                 np.inf))))
-            if cheapest_run_g * floors[z] >= plan.best_cost_g:
-                continue
-            starts, integrals = best_starts(curve, now, latest, runs)
-            best_g = np.where(usable, g_per * integrals, np.inf)
-            i = int(np.argmin(best_g))
-            if best_g[i] < plan.best_cost_g - 1e-12:
-                plan.best_cost_g, plan.best_start_s = float(best_g[i]), float(starts[i])
-                plan.best_zone, plan.best_step = z, steps[i]
-        now_best = min(c for c, _ in plan.now_cost_g.values())
-        # carbon lost per GPU-hour by waiting an hour (inf: it cannot wait that long)
-        plan.gain_per_gpu_h = (wait_cost - now_best) / (job.gpus * WAIT_PROBE_S / 3600.0)
-        return plan
+        every_zone = np.arange(len(zc.curves))
+        starts, integrals, now_integrals, probe_integrals = best_starts_zones(
+            zc, every_zone, now, latest.ravel(), runs.ravel(), probe)
+        shape = (len(every_zone), n_jobs, n_caps)  # zones x jobs x caps
+        starts, integrals = starts.reshape(shape), integrals.reshape(shape)
+        now_g = np.where(usable, g_per * now_integrals.reshape(shape), np.inf)
+        best_g = np.where(usable, g_per * integrals, np.inf)
+        probe_g = np.where(can_wait, g_per * probe_integrals.reshape(shape), np.inf).min(axis=2)  # zones x jobs
+        now_i, now_vals = now_g.argmin(axis=2).T.tolist(), now_g.min(axis=2).T.tolist()  # jobs x zones
+        best_i = best_g.argmin(axis=2)
+        best_vals = best_g.min(axis=2).T.tolist()
+        best_starts = np.take_along_axis(starts, best_i[..., None], axis=2)[..., 0].T.tolist()
+        best_i = best_i.T.tolist()
+        probe_g = probe_g.T.tolist()
+        intensity = zc.value_at(every_zone, now).tolist()
+        plans = []
+        for j, (job, zones) in enumerate(batch):
+            steps, deadline = tables[j][0], float(deadlines[j])
+            work = job.expected_duration_s
+            plan = JobPlan(must_start=now >= deadline - work - NOW_EPS_S, deadline_s=deadline,
+                           latest_start_s=deadline - work, zones=zones, best_cost_g=float("inf"))
+            rows = [position[z] for z in zones]
+            for z, r in zip(zones, rows):
+                plan.now_intensity[z] = intensity[r]
+                plan.now_cost_g[z] = (now_vals[j][r], steps[now_i[j][r]])
+            wait_cost = min(probe_g[j][r] for r in rows)
+            # The cheapest zone; among equals (within 1e-12 g), the one whose cleanest moment is lowest, then
+            # the listed order.
+            costs = [best_vals[j][r] for r in rows]
+            lowest = min(costs)
+            tied = [k for k, c in enumerate(costs) if c <= lowest + 1e-12]
+            if len(tied) > 1:
+                floors = zc.lowest(np.array([rows[k] for k in tied]), now, deadline).tolist()
+                tied = [tied[min(range(len(tied)), key=floors.__getitem__)]]
+            if lowest < float("inf"):
+                r = rows[tied[0]]
+                plan.best_cost_g, plan.best_start_s = best_vals[j][r], best_starts[j][r]
+                plan.best_zone, plan.best_step = zones[tied[0]], steps[best_i[j][r]]
+            # carbon lost per GPU-hour by waiting an hour (inf: it cannot wait that long)
+            plan.gain_per_gpu_h = (wait_cost - min(now_vals[j][r] for r in rows)) / (job.gpus * WAIT_PROBE_S / 3600.0)
+            plans.append(plan)
+        return plans
 
-    @staticmethod
-    def _slot_plan(job: JobRequest, now: float, zones, curves) -> JobPlan:
+    def _slot_plan(self, job: JobRequest, now: float, zones: tuple[str, ...], zc: ZoneCurves,
+                   rows: tuple[int, ...]) -> JobPlan:
         deadline = _deadline(job, now)
         work_s = job.expected_duration_s
         plan = JobPlan(must_start=now >= deadline - work_s - NOW_EPS_S, deadline_s=deadline,
                        latest_start_s=deadline - work_s, zones=zones, best_cost_g=float("inf"))
-        grid = SlotGrid([curves[z] for z in zones], now, max(deadline, now + work_s))
-        for z in zones:
-            plan.now_intensity[z] = float(curves[z].value_at(now))
-            plan.now_cost_g[z] = (job_draw_w(job) * plan.now_intensity[z], FULL_POWER)
-        steps = steps_of(job)
-        costs = np.array([job_draw_w(job, s) / S_PER_KWH_W for s in steps]) * grid.integrals(
-            work_s / np.array([s.speed for s in steps]))
+        grid = SlotGrid.on(zc, rows, now, max(deadline, now + work_s))
+        draw_w = job_draw_w(job)
+        for z, value in zip(zones, zc.value_at(np.array(rows), now).tolist()):
+            plan.now_intensity[z] = value
+            plan.now_cost_g[z] = (draw_w * value, FULL_POWER)
+        steps, speeds, g_per = self._cap_table(job)
+        costs = g_per * grid.integrals(work_s / speeds)
         i = int(np.argmin(costs))
         if np.isfinite(costs[i]):
             plan.best_cost_g, plan.best_step = float(costs[i]), steps[i]

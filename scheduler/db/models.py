@@ -113,8 +113,10 @@ class Job(Base):
     """A unit of work a user submitted; its state follows scheduler.job_state."""
 
     __tablename__ = "jobs"
+    # One job per (user, client-chosen key): a retried submission finds the job it created the first time.
+    __table_args__ = (UniqueConstraint("user_id", "idempotency_key", name="uq_jobs_user_id_idempotency_key"),)
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), index=True)
     kind: Mapped[str] = mapped_column(String(64))
     spec: Mapped[dict[str, Any]]
     gpus: Mapped[int] = mapped_column(Integer, default=1)
@@ -132,8 +134,15 @@ class Job(Base):
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     error: Mapped[str | None] = mapped_column(Text)
     workdir: Mapped[str] = mapped_column(Text, default="")
+    not_before_at: Mapped[datetime | None]  # do not start before then (Slurm's --begin)
+    time_limit_s: Mapped[float | None] = mapped_column(Float)  # wall-clock limit of the job, None = none
+    held: Mapped[bool] = mapped_column(Boolean, default=False)  # held by the user: never started until released
+    depends_on: Mapped[list[Any]] = mapped_column(default=list)  # job ids that must succeed first
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    request_hash: Mapped[str | None] = mapped_column(String(64))  # SHA-256 of the submission, for key reuse
     events: Mapped[list[JobEvent]] = relationship(back_populates="job", order_by="JobEvent.id")
     runs: Mapped[list[Run]] = relationship(back_populates="job", order_by="Run.attempt")
+    user: Mapped[User | None] = relationship()
 
 
 class JobEvent(Base):
@@ -158,7 +167,7 @@ class Run(Base):
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
     attempt: Mapped[int]
     node_id: Mapped[str] = mapped_column(String(64))
-    zone: Mapped[str] = mapped_column(String(64))
+    zone: Mapped[str] = mapped_column(String(64), index=True)
     gpu_ids: Mapped[list[Any]]  # worker ids of the GPUs used
     power_cap_w: Mapped[float | None] = mapped_column(Float)
     started_at: Mapped[datetime]
@@ -188,6 +197,9 @@ class RunEnergy(Base):
     emissions_g: Mapped[float | None] = mapped_column(Float)
     carbon_source: Mapped[str | None] = mapped_column(String(64))  # e.g. "synthetic"
     carbon_basis: Mapped[str | None] = mapped_column(String(16))  # actual | forecast | synthetic
+    # What the run would have emitted under the fifo counterfactual (started at submission, full power);
+    # None until the scheduler computes it.
+    counterfactual_emissions_g: Mapped[float | None] = mapped_column(Float)
     run: Mapped[Run] = relationship(back_populates="energy")
 
 

@@ -1,0 +1,88 @@
+"""How long a job will run and what it will draw, learned from the runs this daemon has recorded.
+
+Carbon-aware placement needs both (a window is only "clean" for a job of a given length). Diffusion work is
+regular: a training job's time is close to proportional to its optimizer steps, a sampling job's to its images x
+denoising steps. So the estimate is units of work x the median seconds per unit of recent runs of that kind, plus
+the process start-up; with no history yet, nominal rates stand in (and are replaced as soon as runs finish).
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+#: Seconds per unit of work before any run has been seen: nominal, for a small model on one CPU thread.
+NOMINAL_S_PER_UNIT = {"diffusion-train": 0.15, "diffusion-sample": 0.004}
+#: Seconds a job process spends starting (interpreter, torch, diffusers) before its first step.
+NOMINAL_STARTUP_S = 6.0
+#: Estimates are stretched by this much: running late risks a deadline, running early only some saving.
+SAFETY_FACTOR = 1.25
+
+
+def work_units(kind: str, spec: dict[str, Any], result: dict[str, Any] | None = None) -> float | None:
+    """Units of work of a job: training steps, or images x denoising steps; None for unknown kinds."""
+    if kind == "diffusion-train":
+        if result and result.get("steps_this_run") is not None:
+            return float(result["steps_this_run"])
+        return float(spec.get("steps") or 0) or None
+    if kind == "diffusion-sample":
+        if result and result.get("num_inference_steps"):
+            return float(result.get("num_images", 0)) * float(result["num_inference_steps"])
+        steps = spec.get("num_inference_steps") or 50
+        return float(spec.get("num_images") or 16) * float(steps)
+    return None
+
+
+@dataclass(frozen=True)
+class FinishedRun:
+    """What an estimate learns from: a succeeded run's kind, spec, result, length and GPU energy."""
+
+    kind: str
+    spec: dict[str, Any]
+    result: dict[str, Any] | None
+    duration_s: float
+    gpu_energy_j: float
+    gpus: int
+
+
+class WorkEstimator:
+    """Expected run time (s, at full speed) and per-GPU draw (W) of jobs, from recent finished runs."""
+
+    def __init__(self, runs: Iterable[FinishedRun], default_power_w: float = 300.0):
+        self._s_per_unit: dict[str, float] = {}
+        self._power_w: dict[str, float] = {}
+        by_kind: dict[str, list[FinishedRun]] = {}
+        for run in runs:
+            by_kind.setdefault(run.kind, []).append(run)
+        for kind, kind_runs in by_kind.items():
+            rates = [(r.duration_s - NOMINAL_STARTUP_S) / u for r in kind_runs
+                     if (u := work_units(r.kind, r.spec, r.result)) and r.duration_s > NOMINAL_STARTUP_S]
+            if rates:
+                self._s_per_unit[kind] = statistics.median(rates)
+            draws = [r.gpu_energy_j / r.duration_s / max(r.gpus, 1) for r in kind_runs if r.duration_s > 0]
+            if draws:
+                self._power_w[kind] = statistics.median(draws)
+        self._default_power_w = default_power_w
+
+    def duration_s(self, kind: str, spec: dict[str, Any], progress: dict[str, Any] | None = None,
+                   own_runs: tuple[float, int] | None = None) -> float | None:
+        """Seconds the job still needs at full speed (a suspended job: what remains after its progress).
+
+        own_runs: (seconds run so far, number of runs) of this job; a job that has run is its own best
+        predictor (its knobs — bf16, gradient checkpointing, batch size — change its pace).
+        """
+        units = work_units(kind, spec)
+        rate = self._s_per_unit.get(kind, NOMINAL_S_PER_UNIT.get(kind))
+        if units is None or rate is None:
+            return None
+        done = float(progress.get("step") or 0) if kind == "diffusion-train" and progress else 0.0
+        if done and progress.get("total"):
+            units = max(float(progress["total"]) - done, 0.0)
+            if own_runs and own_runs[0] > own_runs[1] * NOMINAL_STARTUP_S:
+                rate = (own_runs[0] - own_runs[1] * NOMINAL_STARTUP_S) / done
+        return SAFETY_FACTOR * (NOMINAL_STARTUP_S + units * rate)
+
+    def power_w(self, kind: str) -> float:
+        """Expected average draw per GPU (W)."""
+        return self._power_w.get(kind, self._default_power_w)
