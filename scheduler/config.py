@@ -58,6 +58,8 @@ class Settings:
     torch_threads: int = 1
     #: Energy meter mode for GPUs: auto (NVML where present, else simulated), nvml or simulated.
     meter_mode: str = "auto"
+    #: Power caps on physical GPUs are only worked out and logged unless this is false (setting them needs root).
+    power_cap_dry_run: bool = True
     #: TOML/JSON file mapping zones to carbon providers (see scheduler/carbon_providers/config.py); empty uses
     #: the built-in synthetic signal.
     carbon_config: str = ""

@@ -138,6 +138,7 @@ class Daemon:
         return {
             "gpu_type": s.logical_gpu_type, "meter_mode": s.meter_mode, "sample_interval_s": s.sample_interval_s,
             "torch_threads": s.torch_threads, "default_zone": s.default_zone, "logical_zones": list(s.logical_zones),
+            "power_cap_dry_run": s.power_cap_dry_run,
         }
 
     def _start_scheduler(self) -> None:

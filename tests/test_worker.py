@@ -205,3 +205,16 @@ def test_busy_worker_refuses_and_cancel_stops_training(workers, sink, tmp_path):
     assert done["exit_status"] == "cancelled" and done["exit_code"] == 143
     assert done["energy"]["gpu_energy_j"] > 0 and done["energy"]["gpu_method"] == "simulated"
     assert ray.get(w1.busy.remote()) is None
+
+
+def test_power_cap_on_a_logical_gpu_clips_the_simulated_draw(workers, sink, tmp_path):
+    capped = {**job("capped", "diffusion-train", TRAIN_SPEC, tmp_path / "capped"), "power_cap_w": 100.0}
+    ray.get(workers[0].start.remote(capped))
+    done = finished(sink, "capped")
+    assert done["exit_status"] == "succeeded", done["error"]
+    started = ray.get(sink.of.remote("capped"))[0]
+    assert started["power_cap"] == {"requested_w": 100.0, "applied_w": 100.0, "mode": "simulated"}
+    samples = [s for e in ray.get(sink.of.remote("capped")) if e["type"] in ("progress", "finished")
+               for s in e["samples"]]
+    assert samples and max(s[1] for s in samples) <= 100.0 + 1e-6  # GPU power never above the cap
+    assert ray.get(workers[0].busy.remote()) is None

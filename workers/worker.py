@@ -66,6 +66,8 @@ WORKER_DEFAULTS: dict[str, Any] = {
     "zone": None,
     # Zone of this GPU when it is logical and its node has no label (the embedded default spreads zones).
     "logical_zone": None,
+    # Power caps on physical GPUs are only worked out and logged, never set, unless this is False (needs root).
+    "power_cap_dry_run": True,
     # Seconds between SIGTERM and SIGKILL when a job is cancelled (training checkpoints in between).
     "cancel_grace_s": 10.0,
     # Seconds to wait for the controller to accept one event before retrying.
@@ -140,6 +142,7 @@ class _Run:
         self.meters: list = []
         self.cancel_requested = False
         self.stop_outcome = "cancelled"  # what a requested stop is reported as
+        self.capper = None  # the PowerCapper holding this run's GPUs' limits, restored when it ends
         self.progress: dict | None = None
         self.progress_reported: dict | None = None
         self.result: dict | None = None
@@ -294,6 +297,8 @@ class GpuWorker:
         job_file = workdir / "job.json"
         job_file.write_text(json.dumps({"kind": job["kind"], "spec": job["spec"], "workdir": str(workdir)}))
 
+        power_cap = self._apply_power_cap(run, gpu_ids, job.get("power_cap_w"))
+
         env = dict(os.environ)
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpu_ids)
         # CUDA numbers GPUs fastest-first by default, NVML (and so the meters) by PCI bus: make them agree.
@@ -346,11 +351,26 @@ class GpuWorker:
                 "at": time.time(),
                 "gpu_method": gpu_meter.method,
                 "cpu_method": cpu_meter.method,
+                "power_cap": power_cap,
             }
         )
         reader = threading.Thread(target=self._read_stdout, args=(run, workdir / "events.jsonl"), daemon=True)
         reader.start()
         threading.Thread(target=self._monitor, args=(run, reader), name=f"monitor-{run.job_id}", daemon=True).start()
+
+    def _apply_power_cap(self, run: _Run, gpu_ids: list, cap_w: float | None) -> dict | None:
+        """Cap a physical GPU job's power (dry run by default); logical GPUs are capped in their simulated meter.
+
+        Returns what was (or, in a dry run, would have been) applied, for the ``started`` event.
+        """
+        if cap_w is None or self.describe()["logical"]:
+            return None if cap_w is None else {"requested_w": cap_w, "applied_w": cap_w, "mode": "simulated"}
+        from workers.power_cap import PowerCapper
+
+        run.capper = PowerCapper([_as_index(g) for g in gpu_ids], dry_run=self.options["power_cap_dry_run"])
+        results = run.capper.apply(cap_w)
+        return {"requested_w": cap_w, "applied_w": min(r.applied_w for r in results),
+                "mode": "dry-run" if run.capper.dry_run else "nvml"}
 
     def _abort_launch(self, run: _Run, reason: str) -> None:
         """Clean up a launch that failed part-way and report the job as failed."""
@@ -365,6 +385,8 @@ class GpuWorker:
                 log.exception("could not stop the recorder of job %s", run.job_id)
         for meter in run.meters:
             meter.close()
+        if run.capper is not None:
+            run.capper.restore()
         self._finish(run, "failed", run.proc.returncode if run.proc else None, reason, energy, [])
 
     def _read_stdout(self, run: _Run, events_path: Path) -> None:
@@ -413,6 +435,8 @@ class GpuWorker:
             log.exception("could not stop the recorder of job %s", run.job_id)
         for meter in run.meters:
             meter.close()
+        if run.capper is not None:
+            run.capper.restore()
         code = run.proc.returncode
         with run.lock:
             result, message = run.result, run.error_message

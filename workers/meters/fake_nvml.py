@@ -76,6 +76,7 @@ class _Device:
         self.gpu = gpu
         self.counter_base_mj = counter_base_mj
         self.counter_base_offset_s = counter_base_offset_s
+        self.power_limit_mw = gpu.default_power_limit_mw
 
 
 class FakeNvml:
@@ -91,6 +92,8 @@ class FakeNvml:
         self._devices = [_Device(gpu, gpu.counter_at_start_mj, 0.0) for gpu in gpus]
         self.initialised = False
         self.init_calls = 0
+        self.root = True  # whether power limits may be set
+        self.set_calls: list[tuple[int, int]] = []  # (gpu index, mW) of every limit set, for tests
 
     def __getattr__(self, name: str) -> Any:
         # Error classes and constants are pynvml's own, so code written against pynvml works unchanged.
@@ -162,6 +165,22 @@ class FakeNvml:
         """Units: mW."""
         self._check_initialised()
         return handle.gpu.default_power_limit_mw
+
+    def nvmlDeviceSetPowerManagementLimit(self, handle: _Device, limit_mw: int) -> None:
+        """Units: mW. Like the real call: refused outside the constraints, and (here) without root."""
+        self._check_initialised()
+        if not self.root:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_NO_PERMISSION)
+        low, high = handle.gpu.power_limit_constraints_mw or (0, handle.gpu.default_power_limit_mw)
+        if not low <= limit_mw <= high:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        self.set_calls.append((self._devices.index(handle), limit_mw))
+        handle.power_limit_mw = limit_mw
+
+    def nvmlDeviceGetEnforcedPowerLimit(self, handle: _Device) -> int:
+        """Units: mW. The real one can differ from the limit set (other limits apply); here it is the same."""
+        self._check_initialised()
+        return handle.power_limit_mw
 
     def nvmlDeviceGetMemoryInfo(self, handle: _Device) -> SimpleNamespace:
         """Units: bytes (``total``, ``free``, ``used``)."""
