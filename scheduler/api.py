@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import anyio
 from fastapi import Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
@@ -190,8 +190,8 @@ def create_app(daemon) -> FastAPI:
     bearer = HTTPBearer(auto_error=False, description="a wattsched API token (wattsched token create)")
     # Submissions use at most as many threads as the pool keeps connections: beyond that the pool would open
     # (and close) an extra database connection per request, which costs more than waiting for a pooled one.
-    pool_size = getattr(daemon.engine.pool, "size", lambda: 5)()
-    db_limiter = anyio.CapacityLimiter(max(2, pool_size))
+    # A thread semaphore, not an anyio limiter: that one binds to the event loop it is first used on.
+    db_slots = threading.BoundedSemaphore(max(2, getattr(daemon.engine.pool, "size", lambda: 5)()))
 
     async def principal(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Principal:
         secret = credentials.credentials if credentials is not None else None
@@ -287,6 +287,10 @@ def create_app(daemon) -> FastAPI:
             key = header_key
 
         def run():
+            with db_slots:
+                return submit_in_thread()
+
+        def submit_in_thread():
             submission = daemon.store.validate(
                 body.get("kind"), body.get("spec", {}), body.get("gpus", 1),
                 _parse_time(body.get("deadline"), "deadline"), body.get("zones"), body.get("interruptible", False),
@@ -299,7 +303,7 @@ def create_app(daemon) -> FastAPI:
             view["user"] = view["user"] or who.user  # a new job's user is not read back: it is the submitter
             return view, created
 
-        view, created = await anyio.to_thread.run_sync(run, limiter=db_limiter)
+        view, created = await run_in_threadpool(run)
         return JSONResponse(view, status_code=201 if created else 200)
 
     @app.get("/v1/jobs", responses=ERRORS, summary="Jobs newest first, filtered, paginated (limit/offset, total)")
@@ -398,7 +402,13 @@ def create_app(daemon) -> FastAPI:
     def status(who: Principal = Depends(principal)) -> dict[str, Any]:
         from importlib.metadata import version
 
-        return {"version": version("wattsched"), **daemon.status(), "you": {"user": who.user, "role": who.role}}
+        status = daemon.status()
+        if not who.is_admin:  # another user's job id on a busy GPU would leak: show only that it is busy
+            busy = [g["busy_job"] for g in status.get("gpus", []) if g.get("busy_job")]
+            own = set(daemon.store.owned(busy, who.user_id)) if busy else set()
+            status["gpus"] = [dict(g, busy_job=g["busy_job"] if not g.get("busy_job") or g["busy_job"] in own
+                                   else "another user's job") for g in status.get("gpus", [])]
+        return {"version": version("wattsched"), **status, "you": {"user": who.user, "role": who.role}}
 
     @app.get("/v1/whoami", responses=ERRORS, summary="The user and role behind the token")
     def whoami(who: Principal = Depends(principal)) -> dict[str, Any]:

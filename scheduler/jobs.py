@@ -292,6 +292,11 @@ class JobStore:
             if session.scalar(query) is None:
                 raise JobNotFound(job_id)
 
+    def owned(self, job_ids: Sequence[str], owner: int) -> list[str]:
+        """Those of ``job_ids`` that belong to user ``owner``."""
+        with self.sessions() as session:
+            return list(session.scalars(select(Job.id).where(Job.id.in_(list(job_ids)), Job.user_id == owner)))
+
     def list(self, state: str | None = None, kind: str | None = None, limit: int = 100,
              offset: int = 0, *, owner: int | None = None, user: str | None = None, zone: str | None = None,
              since: datetime | None = None, until: datetime | None = None) -> tuple[list[Job], int]:

@@ -183,3 +183,14 @@ def test_token_commands_work_on_the_database_directly(db_url, capsys):
     assert main(["token", "list", "--db", db_url, "--all", "--format", "json"]) == 0
     [token] = json.loads(capsys.readouterr().out)
     assert token["revoked_at"] is not None
+
+
+def test_status_does_not_show_other_users_job_ids(app, daemon):
+    alice, bob = as_user(app, daemon, "alice"), as_user(app, daemon, "bob")
+    mine, theirs = alice.post("/v1/jobs", json=JOB).json()["id"], bob.post("/v1/jobs", json=JOB).json()["id"]
+    daemon._set_inventory([{"worker_id": "gpu-0", "node_id": "n", "zone": "DE", "busy_job": mine},
+                           {"worker_id": "gpu-1", "node_id": "n", "zone": "DE", "busy_job": theirs}])
+    gpus = {g["worker_id"]: g["busy_job"] for g in alice.get("/v1/status").json()["gpus"]}
+    assert gpus == {"gpu-0": mine, "gpu-1": "another user's job"}
+    admin = as_user(app, daemon, "root", "admin")
+    assert {g["busy_job"] for g in admin.get("/v1/status").json()["gpus"]} == {mine, theirs}

@@ -13,8 +13,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from scheduler import tables
-from scheduler.cli import main, parse_spec, parse_when
-from test_client import api, free_port_url, isolated_env, served_api  # noqa: F401  (fixtures and helpers)
+from scheduler.cli import main, parse_duration, parse_spec, parse_when
+from test_client import api, free_port_url, isolated_env, real_api, served_api  # noqa: F401  (fixtures, helpers)
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=timezone.utc)
 
@@ -340,3 +340,63 @@ def test_energy_units(energy_j, kwh):
 ])
 def test_format_joules(energy_j, expected):
     assert tables.format_joules(energy_j) == expected
+
+
+# --- against the real API: Slurm-style submit options, hold/release, logs ---------------------------------
+
+
+def test_submit_with_slurm_style_options(real_api, capsys):  # noqa: F811
+    _, url, token = real_api
+    conn = ["--url", url, "--token", token]
+    assert main([*conn, "submit", "diffusion-train", "--format", "json"]) == 0
+    first = json.loads(capsys.readouterr().out)["id"]
+    begin = (datetime.now(timezone.utc) + timedelta(hours=2)).replace(microsecond=0).isoformat()
+    # An absolute time: a relative one (+2h) is another request when run again, and the same key then conflicts.
+    argv = [*conn, "submit", "diffusion-train", "--set", "steps=5", "--not-before", begin, "--time-limit", "1:30:00",
+            "--priority", "3", "--hold", "--depends-on", f"afterok:{first}", "--idempotency-key", "k1",
+            "--format", "json"]
+    assert main(argv) == 0
+    job = json.loads(capsys.readouterr().out)
+    assert job["hold"] and job["priority"] == 3 and job["time_limit_s"] == 5400 and job["depends_on"] == [first]
+    assert job["reason"] == "held by the user"
+    assert main(argv) == 0 and json.loads(capsys.readouterr().out)["id"] == job["id"]  # same key, same job
+
+    assert main([*conn, "status", job["id"]]) == 0
+    out = capsys.readouterr().out
+    assert "held by the user" in out and "1h30m" in out and first in out
+
+    assert main([*conn, "release", job["id"]]) == 0
+    assert capsys.readouterr().out.startswith(f"released job {job['id']}")
+    assert main([*conn, "hold", job["id"], first]) == 0
+    assert capsys.readouterr().out.count("held job") == 2
+    assert main([*conn, "list", "--format", "json", "--user", "alice"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 2
+
+
+def test_logs_prints_the_jobs_stderr(real_api, capsys):  # noqa: F811
+    from pathlib import Path
+
+    _, url, token = real_api
+    conn = ["--url", url, "--token", token]
+    main([*conn, "submit", "diffusion-train", "--format", "json"])
+    job = json.loads(capsys.readouterr().out)
+    Path(job["workdir"]).mkdir(parents=True)
+    (Path(job["workdir"]) / "stderr.log").write_text("loading digits\nstep 1\n")
+    (Path(job["workdir"]) / "events.jsonl").write_text('{"event": "progress"}\n')
+    assert main([*conn, "logs", job["id"]]) == 0
+    assert capsys.readouterr().out == "loading digits\nstep 1\n"
+    main([*conn, "cancel", job["id"]])
+    capsys.readouterr()
+    assert main([*conn, "logs", "-f", "--events", job["id"]]) == 0  # over: follow returns at once
+    assert capsys.readouterr().out == '{"event": "progress"}\n'
+
+
+@pytest.mark.parametrize("text, seconds", [("90m", 5400), ("2h", 7200), ("1d12h", 129600), ("3600", 3600),
+                                           ("1:30:00", 5400), ("1-00:00", 86400), ("10:00", 36000)])
+def test_parse_duration(text, seconds):
+    assert parse_duration(text, "--time-limit") == seconds
+
+
+def test_parse_duration_refuses():
+    with pytest.raises(ValueError, match="--time-limit"):
+        parse_duration("soon", "--time-limit")

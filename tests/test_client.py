@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any, Callable
 
 import pytest
@@ -533,3 +534,83 @@ def test_importing_the_client_stays_light():
     code = ("import scheduler.client, sys; heavy = {'torch', 'ray', 'sqlalchemy', 'fastapi'} & set(sys.modules); "
             "assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --- against the real API (no Ray): idempotent submission, hold/release, logs, tokens ---------------------
+
+
+@pytest.fixture
+def real_api(tmp_path):
+    from fastapi.testclient import TestClient  # noqa: F401  (the app is served for real below)
+
+    from scheduler.api import create_app
+    from scheduler.config import Settings
+    from scheduler.daemon import Daemon
+    from scheduler.db import upgrade
+
+    daemon = Daemon(Settings(data_dir=tmp_path / "daemon", database_url=f"sqlite:///{tmp_path / 'w.db'}"))
+    upgrade(daemon.engine)
+    with LoopbackServer(create_app(daemon)) as server:
+        yield daemon, server.url, daemon.auth.create_token("alice", "admin").secret
+    daemon.engine.dispose()
+
+
+def test_submission_is_idempotent_and_carries_the_new_options(real_api):
+    daemon, url, token = real_api
+    client = Client(url, token)
+    begin = (datetime.now(timezone.utc) + timedelta(days=30)).replace(microsecond=0)
+    first = client.submit("diffusion-train", {"steps": 5}, idempotency_key="nightly-1", priority=5, hold=True,
+                          time_limit_s=600, not_before=begin)
+    again = client.submit("diffusion-train", {"steps": 5}, idempotency_key="nightly-1", priority=5, hold=True,
+                          time_limit_s=600, not_before=begin)
+    assert first.id == again.id and daemon.store.list()[1] == 1
+    assert first.hold and first.priority == 5 and first.time_limit_s == 600 and first.user == "alice"
+    assert first.not_before == begin
+    with pytest.raises(Conflict) as caught:
+        client.submit("diffusion-train", {"steps": 6}, idempotency_key="nightly-1")
+    assert caught.value.field == "idempotency_key"
+    released = client.release(first.id)
+    assert not released.hold and client.hold(first.id).hold
+    assert client.submit("diffusion-train", {"steps": 5}).id != first.id  # a fresh key each call
+    dependent = client.submit("diffusion-train", {}, depends_on=first.id)
+    assert dependent.depends_on == (first.id,)
+
+
+def test_a_submission_is_retried_with_its_key_after_a_connection_error():
+    answer = {"id": "j1", "kind": "diffusion-train", "state": "pending"}
+    with FlakyServer(drops=2, body=answer) as server:
+        job = Client(server.url).submit("diffusion-train", {})
+    assert job.id == "j1" and server.connections == 3
+
+
+def test_logs_stream_until_the_job_is_over(real_api):
+    daemon, url, token = real_api
+    client = Client(url, token)
+    job = client.submit("diffusion-train", {"steps": 5})
+    log = Path(job.raw["workdir"]) / "stderr.log"
+    log.parent.mkdir(parents=True)
+    log.write_text("first line\n")
+    assert "".join(client.logs(job.id)) == "first line\n"
+
+    def write_then_finish():
+        time.sleep(0.3)
+        with log.open("a") as f:
+            f.write("second line\n")
+        time.sleep(0.3)
+        client.cancel(job.id)
+
+    threading.Thread(target=write_then_finish).start()
+    assert "".join(client.logs(job.id, follow=True, timeout=20)) == "first line\nsecond line\n"
+
+
+def test_history_groups_and_tokens_through_the_client(real_api):
+    _, url, token = real_api
+    client = Client(url, token)
+    history = client.history(group_by="user")
+    assert history.group_by == "user" and history.groups == () and history.totals.saving_g is None
+    made = client.create_token("bob")
+    assert made["role"] == "user" and Client(url, made["token"]).whoami()["user"] == "bob"
+    assert {t["user"] for t in client.list_tokens()} == {"alice", "bob"}
+    client.revoke_token(made["id"])
+    with pytest.raises(Unauthorized):
+        Client(url, made["token"]).whoami()
