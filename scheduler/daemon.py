@@ -462,6 +462,23 @@ class Daemon:
         self._scheduler.add_job(self._suspend, "date", run_date=self._at_daemon_time(at_s), args=(job_id, run_id),
                                 id=f"suspend-{job_id}", replace_existing=True)
 
+    def _limit_time(self, job_id: str, run_id: int) -> None:
+        """Stop a job when its runs together reach its time limit (Slurm's --time)."""
+        if self._scheduler is None or not self._scheduler.running:
+            return
+        job = self.store.get(job_id)
+        used_s, _ = self.store.run_seconds([job_id]).get(job_id, (0.0, 0))
+        left_s = max(0.0, job.time_limit_s - used_s)
+        self._scheduler.add_job(self._time_up, "date", run_date=datetime.now(timezone.utc) + timedelta(seconds=left_s),
+                                args=(job_id, run_id), id=f"time-limit-{job_id}", replace_existing=True)
+
+    def _time_up(self, job_id: str, run_id: int) -> None:
+        if self.store.run_is_open(run_id):
+            job = self.store.get(job_id)
+            log.info("job %s reached its time limit", job_id)
+            self.store.request_cancel(job_id, why=f"time limit of {job.time_limit_s:g} s reached")
+            self.controller.cancel_job.remote(job_id)
+
     def _suspend(self, job_id: str, run_id: int) -> None:
         if self.store.run_is_open(run_id):
             log.info("suspending job %s at the end of its planned stretch", job_id)
@@ -486,6 +503,8 @@ class Daemon:
                 gpu.busy_job = job.id
         if decision.until_s is not None and job.interruptible:
             self._suspend_at(job.id, run.id, decision.until_s)
+        if job.time_limit_s:
+            self._limit_time(job.id, run.id)
         self._notify()
 
     # --- events from the controller -------------------------------------------------------------------

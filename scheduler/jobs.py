@@ -32,6 +32,9 @@ MAX_GPUS_PER_JOB = 64
 MAX_ZONE_NAME = 64
 MAX_ZONES = 64
 JOB_REF_PREFIX = "job:"
+CANCELLED_BY_USER = "cancelled by the user"
+#: A running job asked to stop carries this before the reason it will end with, until it has stopped.
+STOPPING = "stopping: "
 JOB_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,32}")  # what a job id may look like (ours: 12 hex digits)
 MAX_TIME_LIMIT_S = 366 * 86400.0  # a year: anything longer is a typo
 MAX_PRIORITY = 1000  # priorities range over [-MAX_PRIORITY, MAX_PRIORITY]; higher starts first
@@ -410,10 +413,11 @@ class JobStore:
 
     # --- changes --------------------------------------------------------------------------------------
 
-    def request_cancel(self, job_id: str, owner: int | None = None) -> tuple[Job, bool]:
+    def request_cancel(self, job_id: str, owner: int | None = None,
+                       why: str = CANCELLED_BY_USER) -> tuple[Job, bool]:
         """Cancel a job. Returns the job and whether a running job must be stopped by the controller.
 
-        owner: only if the job is this user id's (else JobNotFound)."""
+        owner: only if the job is this user id's (else JobNotFound). why: the reason the job ends with."""
         now = self.clock()
         with self.sessions.begin() as session:
             job = session.get(Job, job_id)
@@ -425,9 +429,9 @@ class JobStore:
             must_stop = state == JobState.RUNNING
             if must_stop:
                 job.cancel_requested = True
-                job.reason = "cancel requested; stopping the job"
+                job.reason = STOPPING + why
             else:
-                transition(session, job, JobState.CANCELLED, "cancelled by the user", now)
+                transition(session, job, JobState.CANCELLED, why, now)
         return self.get(job_id), must_stop
 
     def hold(self, job_id: str, owner: int | None = None) -> Job:
@@ -538,7 +542,8 @@ class JobStore:
                 job.result = result
                 transition(session, job, JobState.SUCCEEDED, "finished", now)
             elif status in (RunStatus.CANCELLED, RunStatus.SUSPENDED) and job.cancel_requested:
-                transition(session, job, JobState.CANCELLED, "cancelled by the user", now)
+                why = job.reason[len(STOPPING):] if job.reason.startswith(STOPPING) else CANCELLED_BY_USER
+                transition(session, job, JobState.CANCELLED, why, now)
             elif status == RunStatus.SUSPENDED:
                 transition(session, job, JobState.SUSPENDED, message or "suspended at a checkpoint", now)
             elif status == RunStatus.LOST:

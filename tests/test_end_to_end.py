@@ -102,6 +102,14 @@ def test_cancel_stops_a_running_job_and_keeps_its_partial_energy(daemon, client)
     assert [e.to_state for e in daemon.store.get(job.id).events] == ["pending", "running", "cancelled"]
 
 
+def test_a_time_limit_stops_the_job_and_says_so(daemon, client):
+    job = client.submit("diffusion-train", LONG_TRAIN, time_limit_s=8)
+    job = client.wait(job.id, timeout=90)
+    assert job.state == "cancelled" and job.reason == "time limit of 8 s reached"
+    (run, energy), = energies_of(daemon, job.id)
+    assert 8 <= (run.ended_at - run.started_at).total_seconds() < 30 and energy.gpu_energy_j > 0
+
+
 def test_a_failing_job_reports_why(daemon, client):
     job = client.submit("diffusion-sample", {"checkpoint": "/nonexistent/checkpoint"})
     job = client.wait(job.id, timeout=120)
