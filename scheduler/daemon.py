@@ -440,7 +440,10 @@ class Daemon:
             return f"waiting for its begin time {not_before:%Y-%m-%d %H:%M} UTC"
         unmet = self.store.unmet_dependencies([job]).get(job.id) if getattr(job, "depends_on", None) else None
         if unmet:
-            return "waiting for " + ", ".join(f"job {dep} ({state})" for dep, state in unmet)
+            reason = "waiting for " + ", ".join(f"job {dep} ({state})" for dep, state in unmet)
+            if any(JobState(state).terminal for _, state in unmet):
+                reason += ": a dependency ended without succeeding and can never be met; cancel this job"
+            return reason
         return None
 
     def _at_daemon_time(self, at_s: float) -> datetime:

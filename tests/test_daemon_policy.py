@@ -84,6 +84,11 @@ def test_dependencies_are_waited_for_by_name(daemon):
     assert daemon.store.get(second.id).reason == f"waiting for job {first.id} (pending)"
     daemon.schedule()  # the first job is deferred by now
     assert daemon.store.get(second.id).reason == f"waiting for job {first.id} (deferred)"
+    daemon.store.request_cancel(first.id)
+    daemon.schedule()
+    assert daemon.store.get(second.id).reason == (
+        f"waiting for job {first.id} (cancelled): a dependency ended without succeeding and can never be met; "
+        "cancel this job")
 
 
 def test_only_training_can_be_interruptible(daemon):
