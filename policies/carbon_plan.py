@@ -9,6 +9,7 @@ jobs) takes the cheapest pieces of time first, like a fractional knapsack with e
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -40,33 +41,59 @@ def best_starts(curve: IntensityCurve, earliest_s: float, latest_s: np.ndarray,
     return starts[rows, pick], costs[rows, pick]
 
 
-def best_starts_zones(zc: ZoneCurves, rows: np.ndarray, earliest_s: float, latest_s: np.ndarray, run_s: np.ndarray,
-                      probe_s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``best_starts`` for every zone row at once, on the curves' shared knot grid.
+def edge_costs(zc: ZoneCurves, earliest_s: float, latest_s: np.ndarray, run_s: np.ndarray,
+               probe_s: float) -> np.ndarray:
+    """zones x runs x 3: each run's intensity integral in each of ``zc``'s zones when it starts at ``earliest_s``,
+    at ``max(latest_s, earliest_s)`` and at ``probe_s``."""
+    edges = np.empty((len(run_s), 3))
+    edges[:, 0], edges[:, 1], edges[:, 2] = earliest_s, np.maximum(latest_s, earliest_s), probe_s
+    at = zc.integral_to(None, np.stack((edges, edges + run_s[:, None])))
+    return at[:, 1] - at[:, 0]
 
-    Returns, each zones x caps: the best start, its integral, the integral of a start at ``earliest_s`` and that
-    of a start at ``probe_s``. Row i's candidates are its window's edges, the knots inside it, and the starts
-    that end on a knot; the cost is piecewise linear between them, so the minimum among them is exact.
+
+def best_starts_pairs(zc: ZoneCurves, zone: np.ndarray, earliest_s: float, latest_s: np.ndarray,
+                      run_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``best_starts`` for many (zone row of ``zc``, latest start, run) triples at once, on the shared knot grid.
+
+    For each: the start in ``[earliest_s, latest_s[i]]`` minimising the intensity integral over ``run_s[i]`` seconds
+    in zone ``zone[i]``, and that integral (earliest of equals). The candidates are the window's edges, the knots
+    inside it, and the starts that end on a knot: the cost is piecewise linear between them, so the minimum among
+    them is exact. At a knot the running integral is known, so each candidate needs only its other end looked up.
     """
     latest_s = np.maximum(latest_s, earliest_s)
-    k = zc.knots_s
-    last = len(k) - 1
-    a, b = np.searchsorted(k, (earliest_s, latest_s.max()))
-    c = np.searchsorted(k, earliest_s + run_s, "right")
-    d = np.searchsorted(k, latest_s + run_s)
+    k, n_pieces = zc.knots_s, len(zc.knots_s) - 1
+    cumulative, values = zc.cumulative.ravel(), zc.values.ravel()  # flat: row r's knot i at r * (n_pieces + 1) + i
+    n = len(run_s)
+    a, b = k.searchsorted((earliest_s, latest_s.max()))  # knots in the widest window: k[a:b]
+    c, d = k.searchsorted(np.stack((earliest_s + run_s, latest_s + run_s)))  # run i ends on k[c[i]:d[i]]
     n_end = int((d - c).max(initial=0))
-    ends = k[np.minimum(c[:, None] + np.arange(n_end), last)] - run_s[:, None]
-    shared = np.broadcast_to(k[a:b], (len(run_s), b - a))
-    starts = np.concatenate((np.full((len(run_s), 1), earliest_s), shared, ends, latest_s[:, None]), axis=1)
-    starts = np.minimum(np.maximum(starts, earliest_s), latest_s[:, None])
-    starts = np.concatenate((starts, np.full((len(run_s), 1), probe_s)), axis=1)  # the probe: not a candidate
-    costs = zc.integral_to(rows, starts + run_s[:, None]) - zc.integral_to(rows, starts)
-    now_cost, probe_cost, costs, starts = costs[..., 0], costs[..., -1], costs[..., :-1], starts[:, :-1]
-    best = costs.min(axis=2, keepdims=True)
+    end_index = c[:, None] + np.arange(n_end)
+    end_valid = end_index < d[:, None]
+    np.minimum(end_index, len(k) - 1, out=end_index)
+    run = run_s[:, None]
+    starts = np.concatenate((np.broadcast_to(k[a:b], (n, b - a)), k[end_index] - run,
+                             np.stack((np.full(n, earliest_s), latest_s), axis=1)), axis=1)
+    # the ends of the candidates not on a knot: at a start knot its end, at an end knot its start, at an edge both
+    lookup = np.concatenate((starts[:, :b - a] + run, starts[:, b - a:]), axis=1)
+    lookup = np.concatenate((lookup, starts[:, -2:] + run), axis=1)
+    t = np.minimum(np.maximum(lookup, k[0]), k[-1])
+    piece = np.minimum(np.maximum(k.searchsorted(t, "right") - 1, 0), n_pieces - 1)
+    row = (zone * (n_pieces + 1))[:, None]
+    flat = row + piece
+    looked = cumulative[flat] + (t - k[piece]) * values[(zone * n_pieces)[:, None] + piece]
+    at_knot = np.concatenate((cumulative[row + np.arange(a, b)], cumulative[row + end_index]), axis=1)
+    nb = b - a
+    costs = np.empty_like(starts)
+    np.subtract(looked[:, :nb], at_knot[:, :nb], out=costs[:, :nb])
+    np.subtract(at_knot[:, nb:], looked[:, nb:nb + n_end], out=costs[:, nb:nb + n_end])
+    np.subtract(looked[:, -2:], looked[:, nb + n_end:nb + n_end + 2], out=costs[:, -2:])
+    costs[:, :nb][k[a:b][None, :] > latest_s[:, None]] = np.inf
+    costs[:, nb:nb + n_end][~end_valid] = np.inf
+    best = costs.min(axis=1, keepdims=True)
     near = np.where(costs <= best + TIE_REL * np.abs(best) + 1e-9, starts, np.inf)
-    pick = np.argmin(near, axis=2)[..., None]
-    return (np.take_along_axis(near, pick, axis=2)[..., 0], np.take_along_axis(costs, pick, axis=2)[..., 0],
-            now_cost, probe_cost)
+    pick = np.argmin(near, axis=1)
+    rows = np.arange(n)
+    return near[rows, pick], costs[rows, pick]
 
 
 @dataclass(frozen=True)
@@ -85,23 +112,36 @@ class SlotPlan:
 
     def first_run(self) -> tuple[float, float, int] | None:
         """(start_s, until_s, zone index) of the plan's first stretch in one zone, or None if it plans nothing."""
-        used = np.flatnonzero(self.allotted_s > 0)
-        if len(used) == 0:
+        return self._first_run
+
+    def marginal(self) -> float:
+        """The highest intensity the plan runs at (its last, dearest piece); 0 when it plans nothing."""
+        return self._marginal
+
+    @cached_property
+    def _first_run(self) -> tuple[float, float, int] | None:
+        used = self.allotted_s > 0
+        i = int(np.argmax(used))
+        if not used[i]:
             return None
-        i = int(used[0])
-        start_s, until_s, zone = float(self.knots_s[i]), float(self.knots_s[i]), int(self.zone_index[i])
-        widths = np.diff(self.knots_s)
-        while i < len(widths) and self.allotted_s[i] > 0 and self.zone_index[i] == zone:
-            until_s += float(self.allotted_s[i])
-            if self.allotted_s[i] < widths[i]:
+        knots, allotted, zones = self.knots_s.tolist(), self.allotted_s.tolist(), self.zone_index.tolist()
+        start_s, until_s, zone = knots[i], knots[i], zones[i]
+        while i < len(allotted) and allotted[i] > 0 and zones[i] == zone:
+            until_s += allotted[i]
+            if allotted[i] < knots[i + 1] - knots[i]:
                 break  # a partial piece ends the stretch
             i += 1
         return start_s, until_s, zone
 
+    @cached_property
+    def _marginal(self) -> float:
+        used = self.allotted_s > 0
+        return float(self.values[used].max()) if used.any() else 0.0
+
 
 def slot_plans(zc: ZoneCurves, rows: tuple[int, ...], start_s: float, end_s: np.ndarray, need_s: np.ndarray,
                g_per: np.ndarray) -> list[tuple[int, float, SlotPlan]]:
-    """``SlotGrid.on(zc, rows, start_s, end_s[j])`` and its plan for many jobs at once.
+    """The ``SlotGrid`` of ``rows`` of ``zc`` over ``[start_s, end_s[j]]`` and its plan, for many jobs at once.
 
     need_s[j, i]: the seconds job j needs at its cap i (inf: no such cap); g_per[j, i]: its emissions per unit of
     intensity integral there. For each job: the cap that emits least (-1 when even full speed does not fit, in
@@ -114,7 +154,8 @@ def slot_plans(zc: ZoneCurves, rows: tuple[int, ...], start_s: float, end_s: np.
     n_pieces = b - a + 1  # per job
     pieces = np.minimum(np.maximum(np.arange(a - 1, int(b.max())), 0), len(lowest) - 1)
     values, zone_index = lowest[pieces], where[pieces]  # shared: every window starts at start_s
-    knots = np.concatenate(([start_s], k[np.minimum(np.arange(a, int(b.max()) + 1), len(k) - 1)]))
+    inner = np.arange(a, int(b.max()) + 1)
+    knots = np.concatenate(([start_s], np.where(inner < len(k), k[np.minimum(inner, len(k) - 1)], np.inf)))
     # each job's piece ends: its own end caps the last piece, later pieces have no width
     piece_end = np.minimum(knots[1:][None, :], end_s[:, None])
     widths = np.maximum(piece_end - knots[:-1][None, :], 0.0)
@@ -161,19 +202,6 @@ class SlotGrid:
         self.zone_index = np.argmin(per_zone, axis=0)
         self.values = per_zone[self.zone_index, np.arange(len(mids))]
         self._finish()
-
-    @classmethod
-    def on(cls, zc: ZoneCurves, rows: tuple[int, ...], start_s: float, end_s: float) -> "SlotGrid":
-        """The grid of ``rows`` of ``zc`` over ``[start_s, end_s]`` (the same pieces as from the curves)."""
-        self = cls.__new__(cls)
-        k = zc.knots_s
-        a, b = int(np.searchsorted(k, start_s, "right")), int(np.searchsorted(k, end_s))
-        self.knots_s = np.concatenate(([start_s], k[a:b], [end_s]))
-        lowest, where = zc.cheapest(rows)
-        pieces = np.clip(np.arange(a - 1, b), 0, len(lowest) - 1)  # zc's piece under each of ours
-        self.values, self.zone_index = lowest[pieces], where[pieces]
-        self._finish()
-        return self
 
     def _finish(self) -> None:
         self.widths = np.diff(self.knots_s)

@@ -83,31 +83,43 @@ class ZoneCurves:
 
     def __init__(self, curves):
         self.curves = tuple(curves)
-        knots = self.curves[0].knots_s if len(self.curves) == 1 else \
-            np.unique(np.concatenate([c.knots_s for c in self.curves]))
-        if len(knots) < 2:
-            knots = np.array([knots[0], knots[0] + 1.0])
-        self.knots_s = knots
-        mids = (knots[:-1] + knots[1:]) / 2
-        rows = []
-        for c in self.curves:
-            inside = (mids >= c.knots_s[0]) & (mids <= c.knots_s[-1])
-            rows.append(np.where(inside, c.value_at(mids), 0.0))
-        self.values = np.vstack(rows)
-        self.cumulative = np.concatenate((np.zeros((len(rows), 1)), np.cumsum(self.values * np.diff(knots), axis=1)),
-                                         axis=1)
+        first = self.curves[0].knots_s
+        if len(first) >= 2 and all(c.knots_s is first or np.array_equal(c.knots_s, first) for c in self.curves):
+            # the same knots (one zone, or traces on one clock): the curves' own pieces and integrals
+            self.knots_s = first
+            self.values = np.vstack([c.values[:len(first) - 1] for c in self.curves])
+            self.cumulative = np.vstack([c.cumulative for c in self.curves])
+        else:
+            knots = np.unique(np.concatenate([c.knots_s for c in self.curves]))
+            if len(knots) < 2:
+                knots = np.array([knots[0], knots[0] + 1.0])
+            self.knots_s = knots
+            mids = (knots[:-1] + knots[1:]) / 2
+            rows = []
+            for c in self.curves:
+                inside = (mids >= c.knots_s[0]) & (mids <= c.knots_s[-1])
+                rows.append(np.where(inside, c.value_at(mids), 0.0))
+            self.values = np.vstack(rows)
+            self.cumulative = np.concatenate((np.zeros((len(rows), 1)),
+                                              np.cumsum(self.values * np.diff(knots), axis=1)), axis=1)
         self._cheapest: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray]] = {}
+        self._minima: list[np.ndarray] | None = None
 
     def piece(self, t_s):
         """The index of the piece holding ``t_s`` (arrays welcome), clipped into the grid."""
-        return np.clip(np.searchsorted(self.knots_s, t_s, side="right") - 1, 0, len(self.knots_s) - 2)
+        i = np.searchsorted(self.knots_s, t_s, side="right") - 1
+        return np.minimum(np.maximum(i, 0), len(self.knots_s) - 2)
 
-    def integral_to(self, rows: np.ndarray, t_s: np.ndarray) -> np.ndarray:
-        """The integral from ``knots_s[0]`` to ``t_s`` for each row in ``rows`` (result shape: rows x t_s.shape)."""
-        t_s = np.clip(t_s, self.knots_s[0], self.knots_s[-1])
+    def integral_to(self, rows: np.ndarray | None, t_s: np.ndarray) -> np.ndarray:
+        """The integral from ``knots_s[0]`` to ``t_s`` for each row in ``rows`` (None: every row), shaped
+        rows x t_s.shape."""
+        k = self.knots_s
+        t_s = np.minimum(np.maximum(t_s, k[0]), k[-1])
         i = self.piece(t_s)
+        if rows is None:
+            return np.take(self.cumulative, i, axis=1) + (t_s - k[i]) * np.take(self.values, i, axis=1)
         r = rows.reshape((-1,) + (1,) * t_s.ndim)
-        return self.cumulative[r, i] + (t_s - self.knots_s[i]) * self.values[r, i]
+        return self.cumulative[r, i] + (t_s - k[i]) * self.values[r, i]
 
     def value_at(self, rows: np.ndarray, t_s: float) -> np.ndarray:
         """Each row's intensity at the instant ``t_s``."""
@@ -118,6 +130,25 @@ class ZoneCurves:
         i = int(self.piece(start_s))
         j = max(int(np.searchsorted(self.knots_s, end_s, side="left")), i + 1)
         return self.values[rows, i:j].min(axis=1)
+
+    def lowest_many(self, start_s: float, end_s: np.ndarray) -> np.ndarray:
+        """rows x len(end_s): each row's lowest intensity anywhere in ``[start_s, end_s[j])`` (as ``lowest``)."""
+        i = int(self.piece(start_s))
+        j = np.maximum(np.searchsorted(self.knots_s, end_s, side="left"), i + 1)
+        j = np.minimum(j, len(self.knots_s) - 1)
+        if self._minima is None:  # a sparse table: level l holds the minimum of 2 ** l pieces from each piece on
+            self._minima = [self.values]
+            while 2 ** len(self._minima) <= self.values.shape[1]:
+                prev, half = self._minima[-1], 2 ** (len(self._minima) - 1)
+                self._minima.append(np.minimum(prev[:, :-half], prev[:, half:]))
+        level = np.floor(np.log2(j - i)).astype(int)
+        width = 2 ** level
+        out = np.empty((len(self.values), len(end_s)))
+        for lv in np.unique(level).tolist():
+            sel = level == lv
+            table = self._minima[lv]
+            out[:, sel] = np.minimum(table[:, i][:, None], table[:, j[sel] - width[sel]])
+        return out
 
     def cheapest(self, rows: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
         """Per piece, the lowest value among ``rows`` and the position in ``rows`` that has it (first of equals)."""

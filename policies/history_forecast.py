@@ -23,6 +23,7 @@ from policies.forecast import CarbonForecast, IntensityCurve
 DAY_S = 86400.0
 WEEK_S = 7 * DAY_S
 GRID_S = 1800.0  # issue times and forecast pieces
+LOOKUP_GRID_S = GRID_S / 2  # targets' midpoints: every time a forecast or a fit looks up lies on this grid
 BAND_EDGES_S = np.array([3, 12, 24, 48]) * 3600.0
 FIT_DAYS = 21  # issue times over the last three weeks
 FIT_ISSUE_EVERY_S = 6 * 3600.0
@@ -113,18 +114,46 @@ def fit_weights(times_s: np.ndarray, values: np.ndarray, fit_at_s: float) -> np.
 
 def _lookup(times_s: np.ndarray, values: np.ndarray, at_s: np.ndarray) -> np.ndarray:
     i = np.searchsorted(times_s, at_s, side="right") - 1
-    return values[np.clip(i, 0, len(values) - 1)]
+    return values[np.minimum(np.maximum(i, 0), len(values) - 1)]
 
 
 def _features(times_s: np.ndarray, values: np.ndarray, issued_s: np.ndarray, target_s: np.ndarray) -> np.ndarray:
-    """One row per target: constant, yesterday, week_mean, last_week, anomaly, trend (see the module docstring)."""
+    """One row per target: constant, yesterday, week_mean, last_week, anomaly, trend (see the module docstring).
+
+    Issue times and targets (and so every time looked up) lie on a 15-minute grid: the history is sampled on it
+    once, with its running seven-day sums, and each feature is one index into those (other times fall back to
+    a lookup per feature, with the same result).
+    """
     ahead = target_s - issued_s
     days_back = np.maximum(np.ceil(ahead / DAY_S), 1.0)
     weeks_back = np.maximum(np.ceil(ahead / WEEK_S), 1.0)
+    yesterday_s = target_s - days_back * DAY_S
+    last_week_s = target_s - weeks_back * WEEK_S
+    trend_s = issued_s - 3 * 3600.0
+    day = int(DAY_S // LOOKUP_GRID_S)
+    lo = min(float(yesterday_s.min()), float(issued_s.min()) - DAY_S) - 6 * DAY_S
+    lo = min(lo, float(last_week_s.min()), float(trend_s.min()))
+    n = int((max(float(issued_s.max()), float(yesterday_s.max())) - lo) // LOOKUP_GRID_S) + 1
+    points = np.concatenate((yesterday_s, last_week_s, issued_s, trend_s))
+    steps = (points - lo) / LOOKUP_GRID_S
+    index = steps.astype(np.int64)
+    if lo % LOOKUP_GRID_S or not np.array_equal(index, steps):
+        return _features_looked_up(times_s, values, issued_s, target_s, days_back, weeks_back)
+    grid = _lookup(times_s, values, lo + LOOKUP_GRID_S * np.arange(n))
+    week = grid[6 * day:].copy()  # week[i]: the sum of grid[i + 6 day - m day] for m = 0..6, in that order
+    for m in range(1, 7):
+        week += grid[(6 - m) * day:n - m * day]
+    yesterday_i, last_week_i, level_i, trend_i = index.reshape(4, -1)
+    level = grid[level_i]
+    return np.column_stack([np.ones_like(ahead), grid[yesterday_i], week[yesterday_i - 6 * day] / 7,
+                            grid[last_week_i], level - week[level_i - 7 * day] / 7, level - grid[trend_i]])
+
+
+def _features_looked_up(times_s, values, issued_s, target_s, days_back, weeks_back) -> np.ndarray:
     yesterday = _lookup(times_s, values, target_s - days_back * DAY_S)
     week_mean = np.mean([_lookup(times_s, values, target_s - (days_back + m) * DAY_S) for m in range(7)], axis=0)
     last_week = _lookup(times_s, values, target_s - weeks_back * WEEK_S)
     level = _lookup(times_s, values, issued_s)
     profile_now = np.mean([_lookup(times_s, values, issued_s - m * DAY_S) for m in range(1, 8)], axis=0)
     trend = level - _lookup(times_s, values, issued_s - 3 * 3600.0)
-    return np.column_stack([np.ones_like(ahead), yesterday, week_mean, last_week, level - profile_now, trend])
+    return np.column_stack([np.ones_like(target_s), yesterday, week_mean, last_week, level - profile_now, trend])

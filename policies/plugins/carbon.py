@@ -21,7 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
-from policies.carbon_plan import SlotGrid, SlotPlan, best_starts_zones
+from policies.carbon_plan import SlotPlan, best_starts_pairs, edge_costs, slot_plans
 from policies.forecast import CarbonForecast, IntensityCurve, ZoneCurves, curve_from
 from policies.framework import CycleState, job_draw_w, normalize_lower_is_better
 from policies.history_forecast import HistoryForecast
@@ -36,6 +36,9 @@ WAIT_PROBE_S = 3600.0
 PLANNER = "CarbonPlanner"
 # Jobs planned in one vectorised search (bounds the scratch arrays: jobs x caps x zones x candidate starts).
 RUN_BATCH = 64
+SLOT_BATCH = 32
+# Below this many jobs in a batch, every allowed zone is searched (bounding them costs more than it saves).
+PRUNE_FROM = 2
 
 
 @dataclass
@@ -105,7 +108,8 @@ class CarbonPlanner:
             plannable.append((job, zones))
         if not plannable:
             return
-        horizon_s = max(_deadline(j, now) for j, _ in plannable)
+        # far enough for every window: a late job's runs end after its deadline
+        horizon_s = max(max(_deadline(j, now), now + j.expected_duration_s) for j, _ in plannable)
         needed = set().union(*(zones for _, zones in plannable))
         grid_zones = tuple(z for z in all_zones if z in needed) + tuple(sorted(needed.difference(all_zones)))
         zc = self._zone_curves(forecast, grid_zones, horizon_s)
@@ -115,10 +119,17 @@ class CarbonPlanner:
             for job, plan in zip((j for j, _ in runs[i:i + RUN_BATCH]),
                                  self._run_plans(runs[i:i + RUN_BATCH], now, zc, position)):
                 state.notes[PLANNER, job.job_id] = plan
+        by_zones: dict[tuple[int, ...], list[JobRequest]] = {}
         for job, zones in plannable:
             if job.interruptible:
-                state.notes[PLANNER, job.job_id] = self._slot_plan(job, now, zones, zc,
-                                                                    tuple(position[z] for z in zones))
+                by_zones.setdefault(tuple(position[z] for z in zones), []).append(job)
+        for rows, group in by_zones.items():
+            group.sort(key=lambda j: max(_deadline(j, now), now + j.expected_duration_s))  # alike windows together
+            zones = tuple(grid_zones[r] for r in rows)
+            for i in range(0, len(group), SLOT_BATCH):
+                for job, plan in zip(group[i:i + SLOT_BATCH], self._slot_plans(group[i:i + SLOT_BATCH], now, zones,
+                                                                                zc, rows)):
+                    state.notes[PLANNER, job.job_id] = plan
 
     def _zone_curves(self, forecast: CarbonForecast, zones: tuple[str, ...], horizon_s: float) -> ZoneCurves:
         curves = tuple(curve_from(forecast, z, horizon_s) for z in zones)
@@ -162,21 +173,43 @@ class CarbonPlanner:
         usable = real & ((latest >= now - NOW_EPS_S) | (speeds >= 1.0))  # a slower cap must still meet the deadline
         probe = now + WAIT_PROBE_S
         can_wait = usable & (latest >= probe)
-        every_zone = np.arange(len(zc.curves))
-        starts, integrals, now_integrals, probe_integrals = best_starts_zones(
-            zc, every_zone, now, latest.ravel(), runs.ravel(), probe)
-        shape = (len(every_zone), n_jobs, n_caps)  # zones x jobs x caps
-        starts, integrals = starts.reshape(shape), integrals.reshape(shape)
-        now_g = np.where(usable, g_per * now_integrals.reshape(shape), np.inf)
+        n_zones = len(zc.curves)
+        shape = (n_zones, n_jobs, n_caps)  # zones x jobs x caps
+        # Start now, at the latest and after the probe, in every zone, for the caps that meet the deadline
+        used = np.flatnonzero(usable.ravel())
+        job_of = used // n_caps
+        first_of_job = np.searchsorted(job_of, np.arange(n_jobs))  # every job has its full-speed cap
+        run_u, latest_u, g_u = runs.ravel()[used], latest.ravel()[used], g_per.ravel()[used]
+        edges = edge_costs(zc, now, latest_u, run_u, probe) * g_u[None, :, None]  # zones x used x 3
+        allowed = np.zeros((n_zones, n_jobs), dtype=bool)
+        for j, (_, zones) in enumerate(batch):
+            allowed[[position[z] for z in zones], j] = True
+        search = allowed
+        if n_jobs > PRUNE_FROM:
+            # A zone is searched only where its cleanest moment could match starting now or at the latest in
+            # the job's best zone (a flat curve meets that bound with equality, so equals are searched).
+            start_or_last = np.where(allowed[:, job_of], edges[..., :2].min(axis=2), np.inf)  # zones x used
+            upper = np.minimum.reduceat(start_or_last, first_of_job, axis=1).min(axis=0)  # per job
+            floor = zc.lowest_many(now, np.maximum(deadlines, now + work_s))  # zones x jobs
+            lower = floor * np.minimum.reduceat(g_u * run_u, first_of_job)
+            search = allowed & (lower <= upper * (1 + 1e-9) + 1e-9)
+        pair_zone, pair_row = np.nonzero(search[:, job_of])
+        found_start, found_cost = best_starts_pairs(zc, pair_zone, now, latest_u[pair_row], run_u[pair_row])
+        starts, integrals = np.full(shape, np.inf), np.full(shape, np.inf)
+        starts.reshape(n_zones, -1)[pair_zone, used[pair_row]] = found_start
+        integrals.reshape(n_zones, -1)[pair_zone, used[pair_row]] = found_cost
+        now_g, probe_g = np.full(shape, np.inf), np.full(shape, np.inf)
+        now_g.reshape(n_zones, -1)[:, used] = edges[..., 0]
+        probe_g.reshape(n_zones, -1)[:, used] = edges[..., 2]
         best_g = np.where(usable, g_per * integrals, np.inf)
-        probe_g = np.where(can_wait, g_per * probe_integrals.reshape(shape), np.inf).min(axis=2)  # zones x jobs
+        probe_g = np.where(can_wait, probe_g, np.inf).min(axis=2)  # zones x jobs
         now_i, now_vals = now_g.argmin(axis=2).T.tolist(), now_g.min(axis=2).T.tolist()  # jobs x zones
         best_i = best_g.argmin(axis=2)
         best_vals = best_g.min(axis=2).T.tolist()
-        best_starts = np.take_along_axis(starts, best_i[..., None], axis=2)[..., 0].T.tolist()
+        best_start_at = np.take_along_axis(starts, best_i[..., None], axis=2)[..., 0].T.tolist()
         best_i = best_i.T.tolist()
         probe_g = probe_g.T.tolist()
-        intensity = zc.value_at(every_zone, now).tolist()
+        intensity = zc.values[:, int(zc.piece(now))].tolist()
         plans = []
         for j, (job, zones) in enumerate(batch):
             steps, deadline = tables[j][0], float(deadlines[j])
@@ -198,38 +231,44 @@ class CarbonPlanner:
                 tied = [tied[min(range(len(tied)), key=floors.__getitem__)]]
             if lowest < float("inf"):
                 r = rows[tied[0]]
-                plan.best_cost_g, plan.best_start_s = best_vals[j][r], best_starts[j][r]
+                plan.best_cost_g, plan.best_start_s = best_vals[j][r], best_start_at[j][r]
                 plan.best_zone, plan.best_step = zones[tied[0]], steps[best_i[j][r]]
             # carbon lost per GPU-hour by waiting an hour (inf: it cannot wait that long)
             plan.gain_per_gpu_h = (wait_cost - min(now_vals[j][r] for r in rows)) / (job.gpus * WAIT_PROBE_S / 3600.0)
             plans.append(plan)
         return plans
 
-    def _slot_plan(self, job: JobRequest, now: float, zones: tuple[str, ...], zc: ZoneCurves,
-                   rows: tuple[int, ...]) -> JobPlan:
-        deadline = _deadline(job, now)
-        work_s = job.expected_duration_s
-        plan = JobPlan(must_start=now >= deadline - work_s - NOW_EPS_S, deadline_s=deadline,
-                       latest_start_s=deadline - work_s, zones=zones, best_cost_g=float("inf"))
-        grid = SlotGrid.on(zc, rows, now, max(deadline, now + work_s))
-        draw_w = job_draw_w(job)
-        for z, value in zip(zones, zc.value_at(np.array(rows), now).tolist()):
-            plan.now_intensity[z] = value
-            plan.now_cost_g[z] = (draw_w * value, FULL_POWER)
-        steps, speeds, g_per = self._cap_table(job)
-        costs = g_per * grid.integrals(work_s / speeds)
-        i = int(np.argmin(costs))
-        if np.isfinite(costs[i]):
-            plan.best_cost_g, plan.best_step = float(costs[i]), steps[i]
-            plan.slots = grid.plan(work_s / steps[i].speed)
-        else:  # not even full speed fits: run flat out
-            plan.slots = grid.plan(grid.span_s)
-        first = plan.slots.first_run()
-        plan.best_start_s = first[0] if first else now
-        plan.best_zone = zones[first[2]] if first else zones[0]
-        marginal = float(plan.slots.values[plan.slots.allotted_s > 0].max()) if first else 0.0
-        plan.gain_per_gpu_h = (marginal - min(plan.now_intensity.values())) * (job.power_w or 0.0) / 1000.0
-        return plan
+    def _slot_plans(self, jobs: list[JobRequest], now: float, zones: tuple[str, ...], zc: ZoneCurves,
+                    rows: tuple[int, ...]) -> list[JobPlan]:
+        """The plans of interruptible jobs allowed in the same zones: the cheapest pieces of time, all at once."""
+        tables = [self._cap_table(job) for job in jobs]
+        n_caps = max(len(t[0]) for t in tables)
+        need_s = np.full((len(jobs), n_caps), np.inf)  # a cap a job does not have needs forever
+        g_per = np.ones((len(jobs), n_caps))
+        for j, (job, (_, speeds, g)) in enumerate(zip(jobs, tables)):
+            need_s[j, :len(speeds)], g_per[j, :len(g)] = job.expected_duration_s / speeds, g
+        deadlines = [_deadline(job, now) for job in jobs]
+        ends = np.array([max(d, now + job.expected_duration_s) for job, d in zip(jobs, deadlines)])
+        found = slot_plans(zc, rows, now, ends, need_s, g_per)
+        intensity = zc.value_at(np.array(rows), now).tolist()
+        plans = []
+        for job, deadline, (steps, _, _), (cap, cost, slots) in zip(jobs, deadlines, tables, found):
+            work_s = job.expected_duration_s
+            plan = JobPlan(must_start=now >= deadline - work_s - NOW_EPS_S, deadline_s=deadline,
+                           latest_start_s=deadline - work_s, zones=zones, best_cost_g=float("inf"), slots=slots)
+            draw_w = job_draw_w(job)
+            for z, value in zip(zones, intensity):
+                plan.now_intensity[z] = value
+                plan.now_cost_g[z] = (draw_w * value, FULL_POWER)
+            if cap >= 0:
+                plan.best_cost_g, plan.best_step = cost, steps[cap]
+            first = slots.first_run()  # else: not even full speed fits, and the plan runs flat out
+            plan.best_start_s = first[0] if first else now
+            plan.best_zone = zones[first[2]] if first else zones[0]
+            marginal = slots.marginal() if first else 0.0
+            plan.gain_per_gpu_h = (marginal - min(intensity)) * (job.power_w or 0.0) / 1000.0
+            plans.append(plan)
+        return plans
 
 
 def _deadline(job: JobRequest, now: float) -> float:
@@ -311,9 +350,7 @@ class CarbonWindow:
 
     def _permit_slots(self, plan: JobPlan, zone: str, now: float) -> Status:
         if plan.best_start_s <= now + NOW_EPS_S:
-            slots = plan.slots
-            marginal = float(slots.values[slots.allotted_s > 0].max())
-            if plan.best_zone == zone or plan.now_intensity[zone] <= marginal:
+            if plan.best_zone == zone or plan.now_intensity[zone] <= plan.slots.marginal():
                 return SUCCESS
             return Status(Code.UNSCHEDULABLE, self.name, f"waiting for room in zone {plan.best_zone}",
                           retry_at_s=plan.latest_start_s)
