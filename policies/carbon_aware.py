@@ -6,11 +6,13 @@ from policies.framework import Profile, ProfilePolicy
 from policies.plugins import assemble
 
 
-def carbon_aware_profile(history_model: bool = True, min_saving_fraction: float = 0.0) -> Profile:
+def carbon_aware_profile(history_model: bool = True, min_saving_fraction: float = 0.0,
+                         min_stretch_s: float = 0.0) -> Profile:
     """The ``carbon-aware`` profile (see ``policies.plugins.carbon`` for what each plugin decides).
 
     history_model: with a history-only forecast, forecast from daily/weekly profiles and the recent level
     instead of replaying yesterday. min_saving_fraction: wait only for at least this share of saving.
+    min_stretch_s: the shortest stretch an interruptible job runs before it may be suspended again.
     """
     return assemble(
         "carbon-aware", pre_filters=("CarbonPlanner",), queue_sort="UrgencyFirst",
@@ -19,7 +21,8 @@ def carbon_aware_profile(history_model: bool = True, min_saving_fraction: float 
         scorers=(("CarbonOverRun", 1.0), ("ZoneOrder", 1e-6)),
         permits=("CarbonWindow",), cap_chooser="CarbonCap",
         config={"CarbonPlanner": {"history_model": history_model},
-                "CarbonWindow": {"min_saving_fraction": min_saving_fraction}})
+                "CarbonWindow": {"min_saving_fraction": min_saving_fraction},
+                "CarbonCap": {"min_stretch_s": min_stretch_s}})
 
 
 class CarbonAwarePolicy(ProfilePolicy):
@@ -27,5 +30,6 @@ class CarbonAwarePolicy(ProfilePolicy):
 
     name = "carbon-aware"
 
-    def __init__(self, history_model: bool = True, min_saving_fraction: float = 0.0) -> None:
-        super().__init__(carbon_aware_profile(history_model, min_saving_fraction))
+    def __init__(self, history_model: bool = True, min_saving_fraction: float = 0.0,
+                 min_stretch_s: float = 0.0) -> None:
+        super().__init__(carbon_aware_profile(history_model, min_saving_fraction, min_stretch_s))

@@ -6,6 +6,7 @@ Every field says what it is and what its default means. Nothing is read at impor
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -48,6 +49,9 @@ class Settings:
     default_zone: str = "DE"
     #: Name of the scheduling policy (see policies.registry).
     policy: str = "fifo"
+    #: Options of the policy, as JSON in WATTSCHED_POLICY_OPTIONS; for carbon-aware, e.g. {"min_stretch_s": 300}
+    #: (the shortest stretch an interruptible job runs before it may be suspended again).
+    policy_options: dict = field(default_factory=dict)
     #: Seconds between scheduling ticks; submits and finishes also tick at once.
     tick_interval_s: float = 5.0
     #: Seconds between power samples taken by the workers' meters.
@@ -94,6 +98,10 @@ class Settings:
                     values[f.name] = int(raw)
                 elif isinstance(current, float):
                     values[f.name] = float(raw)
+                elif isinstance(current, dict):
+                    values[f.name] = json.loads(raw)
+                    if not isinstance(values[f.name], dict):
+                        raise ValueError
                 elif isinstance(current, tuple):
                     values[f.name] = tuple(z.strip() for z in raw.split(",") if z.strip())
                 else:

@@ -54,7 +54,10 @@ class Daemon:
     def __init__(self, settings: Settings, clock: Clock = utc_now, signal: CarbonSignal | None = None):
         self.settings = settings
         self.clock = clock
-        self.policy = create_policy(settings.policy)
+        try:
+            self.policy = create_policy(settings.policy, **settings.policy_options)
+        except TypeError as exc:  # an option the policy does not take
+            raise ConfigError(f"WATTSCHED_POLICY_OPTIONS: {exc}") from None
         self.engine = make_engine(settings.resolved_database_url)
         self.store = JobStore(make_session_factory(self.engine), clock, settings.jobs_dir)
         self.signal = signal or self._build_signal()

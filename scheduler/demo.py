@@ -31,6 +31,9 @@ POLL_S = 0.5
 DEMO_SECONDS_PER_HOUR = 2.5
 #: The grid's hour of day when the demo starts: just before the evening peak, when waiting pays.
 DEMO_START_HOUR = 16.0
+#: The shortest stretch an interruptible job runs before it may be suspended again (each resume restarts a
+#: process and loads a checkpoint: several seconds here).
+DEMO_MIN_STRETCH_S = 15.0
 #: How long the flexible jobs may take (real seconds): about one compressed day.
 DEMO_SLACK_S = 90.0
 
@@ -93,7 +96,7 @@ def main(args=None) -> int:
     settings = Settings.from_env()
     data_dir = Path(tempfile.mkdtemp(prefix="wattsched-demo-"))
     settings = replace(settings, data_dir=data_dir, database_url="", port=0, ray_address="", policy="carbon-aware",
-                       carbon_config="")
+                       policy_options={"min_stretch_s": DEMO_MIN_STRETCH_S}, carbon_config="")
     print("wattsched demo")
     print(f"  local Ray with {settings.logical_gpus} logical GPUs in zones {', '.join(settings.logical_zones)}: "
           f"no GPU hardware, so GPU energy comes from the simulated meter ({settings.logical_gpu_type} figures)")

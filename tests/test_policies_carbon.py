@@ -88,6 +88,24 @@ def test_interruptible_runs_in_the_clean_hours_only():
     assert isinstance(running, Start) and running.until_s == pytest.approx(4 * H)
 
 
+def test_a_minimum_stretch_keeps_resumes_from_being_wasted():
+    # the plan's first stretch is one hour; with a 90-minute minimum it runs 90 minutes before a suspension
+    snapshot = Snapshot(now_s=0.0, waiting=(job(duration_h=3, interruptible=True),), gpus=(),
+                        pools=(ZonePool("DE", 4, 4), ZonePool("FR", 4, 4)),
+                        forecast=TableForecast(0.0, DIRTY_THEN_CLEAN))
+    first = create_policy("carbon-aware", min_stretch_s=1.5 * H).decide(snapshot)[0]
+    assert isinstance(first, Start) and first.until_s == pytest.approx(1.5 * H)
+    # a minimum reaching past the deadline means no suspension at all
+    whole = create_policy("carbon-aware", min_stretch_s=8 * H).decide(snapshot)[0]
+    assert isinstance(whole, Start) and whole.until_s is None
+
+
+def test_waits_read_in_units_people_use():
+    from policies.plugins.carbon import _span
+
+    assert [_span(s) for s in (45, 600, 7200)] == ["45 s", "10 min", "2.0 h"]
+
+
 def test_power_cap_when_it_lowers_emissions_and_keeps_the_deadline():
     flat = {"DE": [300] * 8}
     loose = decide([job(profile=SLOW, deadline_h=None, duration_h=1)], hourly=flat)["j"]

@@ -342,9 +342,8 @@ class CarbonWindow:
                 return Status(Code.UNSCHEDULABLE, self.name, f"waiting for room in zone {plan.best_zone}",
                               retry_at_s=plan.latest_start_s)
             return SUCCESS
-        wait_h = (plan.best_start_s - now) / 3600.0
         return Status(Code.WAIT, self.name,
-                      f"carbon: waiting {wait_h:.1f} h to start in zone {plan.best_zone} "
+                      f"carbon: waiting {_span(plan.best_start_s - now)} to start in zone {plan.best_zone} "
                       f"(forecast {plan.best_cost_g / 1000:.3f} kg vs {now_g / 1000:.3f} kg now)",
                       retry_at_s=plan.best_start_s)
 
@@ -354,19 +353,37 @@ class CarbonWindow:
                 return SUCCESS
             return Status(Code.UNSCHEDULABLE, self.name, f"waiting for room in zone {plan.best_zone}",
                           retry_at_s=plan.latest_start_s)
-        wait_h = (plan.best_start_s - now) / 3600.0
         return Status(Code.WAIT, self.name,
-                      f"carbon: suspended for {wait_h:.1f} h until a cleaner window in zone {plan.best_zone} "
+                      f"carbon: waiting {_span(plan.best_start_s - now)} for a cleaner window in zone {plan.best_zone} "
                       f"({plan.slots.values[plan.slots.allotted_s > 0].min():.0f} g/kWh vs "
                       f"{plan.now_intensity[plan.best_zone]:.0f} now)",
                       retry_at_s=plan.best_start_s)
 
 
+def _span(seconds: float) -> str:
+    """A wait as people say it: 45 s, 12 min, 2.0 h."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 class CarbonCap:
     """CapChooser: the plan's cap when it fits the power budget, else the cleanest one that fits and still
-    meets the deadline; interruptible jobs stop when their planned stretch ends."""
+    meets the deadline; interruptible jobs stop when their planned stretch ends.
+
+    min_stretch_s: an interruptible job runs at least this long before it is suspended again. Real jobs pay for
+    every resume (a process start, a checkpoint load), which the plan does not see; the simulator's jobs do
+    not, so its default is 0.
+    """
 
     name = "CarbonCap"
+
+    def __init__(self, min_stretch_s: float = 0.0) -> None:
+        if min_stretch_s < 0:
+            raise ValueError(f"min_stretch_s must be >= 0, got {min_stretch_s}")
+        self.min_stretch_s = min_stretch_s
 
     def choose(self, state: CycleState, job: JobRequest, zone: str) -> tuple[CapStep, float | None, str]:
         plan = plan_of(state, job)
@@ -378,8 +395,10 @@ class CarbonCap:
         if plan.slots is not None:
             step = plan.best_step
             first = plan.slots.first_run()
-            if not plan.must_start and first is not None and first[1] < plan.deadline_s - NOW_EPS_S:
-                until_s = first[1]
+            if not plan.must_start and first is not None:
+                until_s = max(first[1], now + self.min_stretch_s)
+                if until_s >= plan.deadline_s - NOW_EPS_S:
+                    until_s = None
         else:
             step = plan.now_cost_g[zone][1]
         if plan.must_start or job_draw_w(job, step) > budget:

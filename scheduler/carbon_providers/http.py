@@ -141,6 +141,7 @@ class HttpClient:
         request = HttpRequest("GET", self.base_url + path, dict(params or {}), dict(headers or {}), basic_auth,
                               self._timeout_s)
         failure: ProviderUnavailable | None = None
+        wait_s = 0.0  # before the next attempt: the backoff, or what a 429's Retry-After asked for
         for attempt in range(self._retry.attempts):
             if attempt:
                 self._sleep(wait_s)
