@@ -44,6 +44,13 @@ def test_fifo_table(name, cluster, waiting, expected):
             assert isinstance(d, Wait) and not d.deferred and d.reason, name
 
 
+def test_priority_goes_before_arrival():
+    one_gpu = gpus(("de0", "n1", "DE", False))
+    urgent = JobRequest(job_id="urgent", gpus=1, submitted_s=9, priority=5)
+    decisions = {d.job_id: d for d in create_policy("fifo").decide(Snapshot(0.0, (job("early", 1), urgent), one_gpu))}
+    assert isinstance(decisions["urgent"], Start) and isinstance(decisions["early"], Wait)
+
+
 def test_waiting_reasons_say_why():
     busy = gpus(("de0", "n1", "DE", True))
     reason = lambda j: create_policy("fifo").decide(Snapshot(0.0, (j,), busy))[0].reason  # noqa: E731

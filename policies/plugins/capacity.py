@@ -48,12 +48,12 @@ class PowerBudget:
 
 
 class ArrivalOrder:
-    """QueueSort: first submitted, first considered."""
+    """QueueSort: higher priority first (users' ``--priority``; traces have none), then first submitted."""
 
     name = "ArrivalOrder"
 
     def sort(self, state: CycleState, jobs: Sequence[JobRequest]) -> list[JobRequest]:
-        return sorted(jobs, key=lambda j: (j.submitted_s, j.job_id))
+        return sorted(jobs, key=lambda j: (-j.priority, j.submitted_s, j.job_id))
 
 
 class ZoneOrder:
