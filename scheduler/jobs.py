@@ -420,9 +420,7 @@ class JobStore:
         owner: only if the job is this user id's (else JobNotFound). why: the reason the job ends with."""
         now = self.clock()
         with self.sessions.begin() as session:
-            job = session.get(Job, job_id)
-            if job is None or (owner is not None and job.user_id != owner):
-                raise JobNotFound(job_id)
+            job = _owned_job(session, job_id, owner)
             state = JobState(job.state)
             if state.terminal:
                 raise InvalidTransition(f"job {job_id} is already {state.value}")
@@ -438,9 +436,7 @@ class JobStore:
         """Keep a waiting job from starting until it is released (Slurm's ``scontrol hold``)."""
         now = self.clock()
         with self.sessions.begin() as session:
-            job = session.get(Job, job_id)
-            if job is None or (owner is not None and job.user_id != owner):
-                raise JobNotFound(job_id)
+            job = _owned_job(session, job_id, owner)
             state = JobState(job.state)
             if not state.waiting or job.cancel_requested:
                 raise InvalidTransition(f"job {job_id} is {state.value}; only a waiting job can be held")
@@ -454,9 +450,7 @@ class JobStore:
         """Let a held job be scheduled again."""
         now = self.clock()
         with self.sessions.begin() as session:
-            job = session.get(Job, job_id)
-            if job is None or (owner is not None and job.user_id != owner):
-                raise JobNotFound(job_id)
+            job = _owned_job(session, job_id, owner)
             if not job.held:
                 raise InvalidTransition(f"job {job_id} is not held")
             job.held = False
@@ -599,6 +593,14 @@ class JobStore:
                 query.order_by(Job.started_at, Job.id).options(selectinload(Job.runs).selectinload(Run.energy),
                                                                 selectinload(Job.user))
             ).all())
+
+
+def _owned_job(session: Session, job_id: str, owner: int | None) -> Job:
+    """The job, if it exists and (when ``owner`` is given) is that user's; another user's job is 'not found'."""
+    job = session.get(Job, job_id)
+    if job is None or (owner is not None and job.user_id != owner):
+        raise JobNotFound(job_id)
+    return job
 
 
 def _first_line(message: str | None) -> str:
