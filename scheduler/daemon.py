@@ -75,7 +75,6 @@ class Daemon:
         self._server_thread: threading.Thread | None = None
         self._inventory: list[GpuInfo] = []
         self._sample_marks: dict[int, tuple[float, float | None]] = {}  # run -> first, last kept
-        self._started_ray = False
 
     def _build_signal(self) -> CarbonSignal:
         """The configured providers' signal, or the built-in synthetic one when none is configured."""
@@ -133,7 +132,6 @@ class Daemon:
                 # address="local": always a new instance, never a cluster that happens to run on this machine
                 ray.init(address="local", num_gpus=gpus, namespace="wattsched", include_dashboard=False,
                          log_to_driver=False)
-            self._started_ray = True
         self.controller = get_or_create_controller(self._controller_options())
 
     def _controller_options(self) -> dict[str, Any]:
