@@ -91,7 +91,16 @@ class Daemon:
         self.settings.jobs_dir.mkdir(parents=True, exist_ok=True)
         self._connect_ray()
         self.sync_workers()
-        self._event_thread = threading.Thread(target=self._event_loop, name="wattsched-events", daemon=True)
+        after = 0
+        while True:  # what happened while no daemon listened, before deciding what was lost
+            before = after
+            after, _ = self._drain_events(after, 0.0)
+            if after == before:
+                break
+        if lost := self.reconcile():
+            log.warning("%d run(s) were lost while the daemon was away; their jobs are queued again", lost)
+        self._event_thread = threading.Thread(target=self._event_loop, args=(after,), name="wattsched-events",
+                                              daemon=True)
         self._event_thread.start()
         self._tick_thread = threading.Thread(target=self._tick_loop, name="wattsched-tick", daemon=True)
         self._tick_thread.start()
@@ -513,31 +522,53 @@ class Daemon:
 
     # --- events from the controller -------------------------------------------------------------------
 
-    def _event_loop(self) -> None:
-        import ray
-
-        after = 0
+    def _event_loop(self, after: int) -> None:
         while not self._stopping.is_set():
             try:
-                events = ray.get(self.controller.fetch_events.remote(after, EVENT_POLL_S))
+                after, finished = self._drain_events(after, EVENT_POLL_S)
             except Exception as exc:  # Ray shutting down or the controller restarting
                 if self._stopping.is_set():
                     return
                 log.warning("fetching events from the controller failed: %s", exc)
                 self._stopping.wait(EVENT_POLL_S)
                 continue
-            finished = False
-            for seq, event in events:
-                try:
-                    finished |= self.handle_event(event)
-                except Exception:
-                    log.exception("could not record event %s", event.get("type"))
-                after = seq
-            if events:
-                self.controller.ack_events.remote(after)
             if finished:
                 self._notify()
                 self.trigger_tick()
+
+    def _drain_events(self, after: int, timeout_s: float) -> tuple[int, bool]:
+        """Record the controller's events after sequence number ``after`` (waiting up to ``timeout_s`` for the
+        first), acknowledge them; returns the last sequence number seen and whether a run finished."""
+        import ray
+
+        events = ray.get(self.controller.fetch_events.remote(after, timeout_s))
+        finished = False
+        for seq, event in events:
+            try:
+                finished |= self.handle_event(event)
+            except Exception:
+                log.exception("could not record event %s", event.get("type"))
+            after = seq
+        if events:
+            self.controller.ack_events.remote(after)
+        return after, finished
+
+    def reconcile(self) -> int:
+        """Requeue runs the database thinks are running but the controller does not (it or its node restarted).
+
+        Call only after the controller's pending events are recorded, so that a run that finished while no
+        daemon listened is recorded as finished, not lost. Returns how many runs were lost.
+        """
+        import ray
+
+        running = {int(r["run_id"]) for r in ray.get(self.controller.running.remote())}
+        lost = 0
+        for run in self.store.running_runs():
+            if run.id not in running:
+                self.store.finish_run(run.id, RunStatus.LOST, None,
+                                      "the controller no longer runs it (it or its node restarted)", None, None)
+                lost += 1
+        return lost
 
     def handle_event(self, event: dict[str, Any]) -> bool:
         """Record one worker event; True when a run finished (the cluster has room again)."""

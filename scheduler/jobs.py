@@ -535,7 +535,7 @@ class JobStore:
             if status == RunStatus.SUCCEEDED:
                 job.result = result
                 transition(session, job, JobState.SUCCEEDED, "finished", now)
-            elif status in (RunStatus.CANCELLED, RunStatus.SUSPENDED) and job.cancel_requested:
+            elif status in (RunStatus.CANCELLED, RunStatus.SUSPENDED, RunStatus.LOST) and job.cancel_requested:
                 why = job.reason[len(STOPPING):] if job.reason.startswith(STOPPING) else CANCELLED_BY_USER
                 transition(session, job, JobState.CANCELLED, why, now)
             elif status == RunStatus.SUSPENDED:

@@ -133,6 +133,20 @@ def test_an_interruptible_job_is_suspended_at_a_checkpoint_and_resumed(daemon, c
     assert 0 < job.result["resumed_from_step"] < 400 and job.result["steps_done"] == 400
 
 
+def test_runs_the_controller_does_not_know_are_requeued(daemon, client):
+    store = daemon.store
+    job = store.submit(store.validate("diffusion-train", TINY_TRAIN, hold=True))  # held: no tick takes it
+    # a run the database believes in, as if its controller had died with it
+    store.start_run(job.id, "gone-node", "DE", ["gone-gpu"], None, "started before a crash")
+    assert daemon.reconcile() == 1
+    assert store.get(job.id).state == "pending" and "queued again" in store.get(job.id).reason
+    daemon.release(job.id)
+    job = client.wait(job.id, timeout=120)
+    assert job.state == "succeeded"
+    assert [r.status for r in store.get(job.id).runs] == ["lost", "succeeded"]
+    assert daemon.reconcile() == 0
+
+
 def test_a_restarted_daemon_reattaches_and_records_jobs_that_ran_meanwhile(daemon):
     """The controller is detached: jobs outlive the daemon, and a new daemon picks up their events."""
     from scheduler.client import Client

@@ -111,6 +111,14 @@ def test_cancel_pending_is_immediate_and_running_is_requested(store):
         store.request_cancel("missing")
 
 
+def test_a_lost_run_of_a_job_being_cancelled_ends_cancelled(store):
+    job = store.submit(store.validate("diffusion-train", TRAIN))
+    run = store.start_run(job.id, "n", "DE", ["w"], None, "go")
+    store.request_cancel(job.id)
+    store.finish_run(run.id, RunStatus.LOST, None, "node died", None, None)
+    assert store.get(job.id).state == "cancelled"
+
+
 def test_lost_run_requeues_and_failed_run_keeps_the_error(store):
     job = store.submit(store.validate("diffusion-train", TRAIN))
     run = store.start_run(job.id, "n", "DE", ["w"], None, "go")
