@@ -64,6 +64,9 @@ class Settings:
     meter_mode: str = "auto"
     #: Power caps on physical GPUs are only worked out and logged unless this is false (setting them needs root).
     power_cap_dry_run: bool = True
+    #: PROFILES.csv (the simulator's format: profile,cap_fraction,speed,power_fraction) of how jobs run under
+    #: power caps; a profile named after a job kind (diffusion-train) lets the policy cap that kind's jobs.
+    power_profiles: str = ""
     #: TOML/JSON file mapping zones to carbon providers (see scheduler/carbon_providers/config.py); empty uses
     #: the built-in synthetic signal.
     carbon_config: str = ""

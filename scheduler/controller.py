@@ -232,8 +232,12 @@ class Controller:
         worker_ids: list[str],
         workdir: str,
         power_cap_w: float | None = None,
+        speed: float = 1.0,
     ) -> None:
         """Start a job on idle workers of one node; the first runs it with all their GPUs, the others are held.
+
+        power_cap_w: the GPUs' power cap (None: their default); speed: the job's expected pace under it (from its
+        power profile), which logical GPUs impose on the job process.
 
         Returns once the lead worker has taken the job; its outcome arrives as events. Raises ControllerError
         when a worker is unknown, busy or on another node, or the lead refuses the job.
@@ -266,6 +270,7 @@ class Controller:
             "workdir": str(workdir),
             "gpu_ids": gpu_ids,
             "power_cap_w": power_cap_w,
+            "speed": speed,
         }
         try:
             ray.get(lead.handle.start.remote(job), timeout=self.options["worker_call_timeout_s"])

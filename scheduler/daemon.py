@@ -29,7 +29,7 @@ from scheduler.job_state import JobState, RunStatus
 from scheduler.jobs import JobStore, Submission
 from policies.decisions import Start, Wait
 from policies.registry import create_policy
-from policies.snapshot import GpuSlot, JobRequest, Snapshot
+from policies.snapshot import GpuSlot, JobRequest, PowerProfile, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,7 @@ class Daemon:
         self.engine = make_engine(settings.resolved_database_url)
         self.store = JobStore(make_session_factory(self.engine), clock, settings.jobs_dir)
         self.signal = signal or self._build_signal()
+        self.profiles = self._load_profiles()
         self.controller = None
         self.url: str | None = None
         self.token: str | None = None
@@ -75,6 +76,14 @@ class Daemon:
         self._server_thread: threading.Thread | None = None
         self._inventory: list[GpuInfo] = []
         self._sample_marks: dict[int, tuple[float, float | None]] = {}  # run -> first, last kept
+
+    def _load_profiles(self) -> dict[str, PowerProfile]:
+        """Power profiles by job kind (empty: jobs always run at full power)."""
+        if not self.settings.power_profiles:
+            return {}
+        from scheduler.simulation.inputs import load_profiles
+
+        return load_profiles(self.settings.power_profiles)
 
     def _build_signal(self) -> CarbonSignal:
         """The configured providers' signal, or the built-in synthetic one when none is configured."""
@@ -401,7 +410,7 @@ class Daemon:
                        deadline_s=to_unix_s(j.deadline_at) if j.deadline_at else None,
                        interruptible=j.interruptible, kind=j.kind, priority=j.priority,
                        expected_duration_s=estimator.duration_s(j.kind, j.spec, j.progress, own_runs.get(j.id)),
-                       power_w=estimator.power_w(j.kind),
+                       power_w=estimator.power_w(j.kind), power_profile=self.profiles.get(j.kind),
                        started_s=to_unix_s(j.started_at) if j.started_at else None)
             for j in jobs
         )
@@ -475,6 +484,12 @@ class Daemon:
         self._scheduler.add_job(self._suspend, "date", run_date=self._at_daemon_time(at_s), args=(job_id, run_id),
                                 id=f"suspend-{job_id}", replace_existing=True)
 
+    def _speed_at(self, kind: str, cap_fraction: float) -> float:
+        """How fast a job of ``kind`` runs at ``cap_fraction`` (1 at full power), from its power profile."""
+        profile = self.profiles.get(kind)
+        steps = [s for s in (profile.steps if profile else ()) if abs(s.cap_fraction - cap_fraction) < 1e-9]
+        return steps[0].speed if steps else 1.0
+
     def _limit_time(self, job_id: str, run_id: int) -> None:
         """Stop a job when its runs together reach its time limit (Slurm's --time)."""
         if self._scheduler is None or not self._scheduler.running:
@@ -506,7 +521,8 @@ class Daemon:
                                    decision.power_cap_w, f"{reason} on node {decision.node_id[:8]}")
         try:
             ray.get(self.controller.start_job.remote(
-                job.id, run.id, job.kind, job.spec, list(decision.gpu_ids), job.workdir, decision.power_cap_w))
+                job.id, run.id, job.kind, job.spec, list(decision.gpu_ids), job.workdir, decision.power_cap_w,
+                self._speed_at(job.kind, decision.cap_fraction)))
         except Exception as exc:  # the controller refused (worker busy or gone): keep the job queued
             log.warning("could not start job %s: %s", job.id, exc)
             self.store.abort_run(run.id, _one_line(exc))

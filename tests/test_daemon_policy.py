@@ -126,3 +126,28 @@ def test_signal_forecast_gives_policies_history_and_forecast_not_the_provider():
     assert forecast.intensity("DE", now_s + 10 * 3600) == 500.0  # clipped to now: no peeking
     times, values = forecast.history("DE", now_s - 3 * 3600, now_s + 3600)
     assert times[-1] <= now_s and set(values) == {500.0}
+
+
+class FlatSignal(DipSignal):
+    def intensity_g_per_kwh(self, zone, at_s):
+        return 300.0
+
+
+def test_a_power_profile_for_a_kind_lets_the_policy_cap_its_jobs(tmp_path):
+    profiles = tmp_path / "profiles.csv"
+    profiles.write_text("profile,cap_fraction,speed,power_fraction\n"
+                        "diffusion-train,1,1,1\ndiffusion-train,0.5,0.8,0.5\n")
+    settings = replace(Settings(data_dir=tmp_path, database_url=f"sqlite:///{tmp_path / 'w.db'}"),
+                       policy="carbon-aware", power_profiles=str(profiles))
+    daemon = Daemon(settings, clock=lambda: NOW, signal=FlatSignal(NOW.timestamp()))
+    upgrade(daemon.engine)
+    daemon._set_inventory([{"worker_id": "w0", "node_id": "node-a", "zone": "DE", "max_power_w": 400.0}])
+    try:
+        submit(daemon, deadline=NOW + timedelta(hours=6))
+        (decision,) = daemon.policy.decide(daemon.snapshot())
+        # at half power it runs at 0.8x speed for 0.5x the draw: 37.5 % less energy, and the deadline holds
+        assert decision.cap_fraction == 0.5 and decision.power_cap_w == 200.0
+        assert "50% power cap" in decision.reason
+        assert daemon._speed_at("diffusion-train", 0.5) == 0.8 and daemon._speed_at("diffusion-sample", 0.5) == 1.0
+    finally:
+        daemon.engine.dispose()

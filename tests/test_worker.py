@@ -218,3 +218,18 @@ def test_power_cap_on_a_logical_gpu_clips_the_simulated_draw(workers, sink, tmp_
                for s in e["samples"]]
     assert samples and max(s[1] for s in samples) <= 100.0 + 1e-6  # GPU power never above the cap
     assert ray.get(workers[0].busy.remote()) is None
+
+
+def test_a_paced_job_on_a_logical_gpu_still_cancels_promptly(workers, sink, tmp_path):
+    """A capped job's process is stopped part of the time; a cancel must still get through at once."""
+    paced = {**job("paced", "diffusion-train", LONG_TRAIN_SPEC, tmp_path / "paced"), "power_cap_w": 200.0,
+             "speed": 0.5}
+    ray.get(workers[0].start.remote(paced))
+    progressed = ray.get(
+        sink.wait_for.remote("paced", lambda e: e["type"] == "progress" and e["progress"], TIMEOUT_S))
+    assert progressed is not None, ray.get(sink.of.remote("paced"))
+    asked = time.monotonic()
+    assert ray.get(workers[0].cancel.remote("paced")) is True
+    done = finished(sink, "paced")
+    assert done["exit_status"] == "cancelled" and done["exit_code"] == 143  # it checkpointed: not killed
+    assert time.monotonic() - asked < 10

@@ -48,6 +48,9 @@ log = logging.getLogger(__name__)
 ZONE_LABEL = "wattsched.io/zone"
 
 #: What a worker's ``options`` may hold, each with its default.
+#: Seconds of one run-and-pause cycle when a logical GPU's job is paced to its power cap.
+PACE_PERIOD_S = 1.0
+
 #: How a stop the scheduler asked for is reported in the ``finished`` event.
 STOP_OUTCOMES = ("cancelled", "suspended")
 
@@ -354,6 +357,9 @@ class GpuWorker:
                 "power_cap": power_cap,
             }
         )
+        speed = float(job.get("speed") or 1.0)
+        if power_cap and power_cap["mode"] == "simulated" and speed < 1.0:
+            threading.Thread(target=self._pace, args=(run, speed), name=f"pace-{run.job_id}", daemon=True).start()
         reader = threading.Thread(target=self._read_stdout, args=(run, workdir / "events.jsonl"), daemon=True)
         reader.start()
         threading.Thread(target=self._monitor, args=(run, reader), name=f"monitor-{run.job_id}", daemon=True).start()
@@ -371,6 +377,25 @@ class GpuWorker:
         results = run.capper.apply(cap_w)
         return {"requested_w": cap_w, "applied_w": min(r.applied_w for r in results),
                 "mode": "dry-run" if run.capper.dry_run else "nvml"}
+
+    def _pace(self, run: _Run, speed: float) -> None:
+        """Make a job on a logical GPU run at ``speed`` x its pace, as a capped GPU would (its power profile).
+
+        The job process is stopped for ``1 - speed`` of every period (SIGSTOP/SIGCONT), so its real progress,
+        and through its utilisation the simulated meter, follow the cap. It always ends continued, so that a
+        cancel's SIGTERM is handled.
+        """
+        run_s, pause_s = speed * PACE_PERIOD_S, (1.0 - speed) * PACE_PERIOD_S
+        stop = threading.Event()
+        try:
+            while run.proc.poll() is None and not run.cancel_requested:
+                stop.wait(run_s)
+                _signal_group(run.proc, signal.SIGSTOP)
+                stop.wait(pause_s)
+                _signal_group(run.proc, signal.SIGCONT)
+        finally:
+            if run.proc.poll() is None:
+                _signal_group(run.proc, signal.SIGCONT)
 
     def _abort_launch(self, run: _Run, reason: str) -> None:
         """Clean up a launch that failed part-way and report the job as failed."""
