@@ -44,6 +44,15 @@ class IntensityCurve:
         widths = np.diff(self.knots_s)
         self.cumulative = np.concatenate(([0.0], np.cumsum(self.values * widths)))
 
+    @classmethod
+    def from_parts(cls, knots_s: np.ndarray, values: np.ndarray, cumulative: np.ndarray) -> "IntensityCurve":
+        """The curve with pieces ``knots_s[i]..knots_s[i+1]`` at ``values[i]`` and its running integral already
+        computed (``cumulative[i]``: the integral up to ``knots_s[i]``); the arrays are kept, not copied."""
+        curve = cls.__new__(cls)
+        curve.knots_s, curve.values, curve.cumulative = knots_s, values, cumulative
+        curve.times_s, curve.end_s = knots_s[:-1], float(knots_s[-1])
+        return curve
+
     def integral(self, start_s, end_s):
         """The integral of intensity from ``start_s`` to ``end_s`` (arrays welcome), g/kWh x s."""
         return np.interp(end_s, self.knots_s, self.cumulative) - np.interp(start_s, self.knots_s, self.cumulative)
@@ -71,6 +80,13 @@ def curve_from(forecast: CarbonForecast, zone: str, end_s: float) -> IntensityCu
         return forecast.curve(zone, end_s)
     times, values = forecast.forecast(zone, forecast.now_s, end_s)
     return IntensityCurve(times, values, end_s)
+
+
+def curves_from(forecast: CarbonForecast, zones: tuple[str, ...], end_s: float) -> tuple[IntensityCurve, ...]:
+    """``curve_from`` for each of ``zones``; a forecast that offers ``curves(zones, end_s)`` builds them together."""
+    if hasattr(forecast, "curves"):
+        return tuple(forecast.curves(zones, max(end_s, forecast.now_s + 1.0)))
+    return tuple(curve_from(forecast, zone, end_s) for zone in zones)
 
 
 class ZoneCurves:
@@ -102,8 +118,27 @@ class ZoneCurves:
             self.values = np.vstack(rows)
             self.cumulative = np.concatenate((np.zeros((len(rows), 1)),
                                               np.cumsum(self.values * np.diff(knots), axis=1)), axis=1)
+        self._merge_flat()
         self._cheapest: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray]] = {}
         self._minima: list[np.ndarray] | None = None
+
+    def _merge_flat(self) -> None:
+        """Drop the knots where no row's value changes: the same curves in fewer pieces, so the searches over
+        pieces and knots (start times, cheapest pieces) have fewer candidates. A forecast on a finer grid than its
+        signal (30-minute pieces of hourly history) has many such knots. The integrals are the same up to
+        rounding."""
+        values = self.values
+        if values.shape[1] < 2:
+            return
+        keep = np.empty(values.shape[1], dtype=bool)
+        keep[0] = True
+        np.any(values[:, 1:] != values[:, :-1], axis=0, out=keep[1:])
+        if keep.all():
+            return
+        knots = np.append(keep, True)
+        self.knots_s = self.knots_s[knots]
+        self.values = values[:, keep]
+        self.cumulative = self.cumulative[:, knots]
 
     def piece(self, t_s):
         """The index of the piece holding ``t_s`` (arrays welcome), clipped into the grid."""

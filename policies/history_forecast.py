@@ -29,6 +29,7 @@ FIT_DAYS = 21  # issue times over the last three weeks
 FIT_ISSUE_EVERY_S = 6 * 3600.0
 FIT_HORIZON_S = 3 * DAY_S
 HISTORY_S = FIT_DAYS * DAY_S + FIT_HORIZON_S + 2 * WEEK_S  # what one fit or forecast may look back on
+FEATURES_BACK_S = WEEK_S + DAY_S  # what a forecast's features may look back on (a week), with a margin
 MIN_EXAMPLES = 50
 # Forecasts reach at least this far, so one computed curve serves every job planned in the same grid step.
 MIN_HORIZON_S = 4 * DAY_S
@@ -62,27 +63,43 @@ class HistoryForecast:
 
     def curve(self, zone: str, end_s: float) -> IntensityCurve:
         """The forecast for ``zone`` from now to at least ``end_s``; the same curve serves a whole grid step."""
-        issued_s = np.floor(self.now_s / GRID_S) * GRID_S
-        cached = self._curves.get(zone)
-        if cached is not None and cached[0] == issued_s and cached[1].end_s >= end_s:
-            return cached[1]  # cumulative integrals are offsets: a curve from before now serves any later window
-        end_s = max(end_s, issued_s + MIN_HORIZON_S)
-        times_s, values = self.source.history(zone, issued_s - HISTORY_S, issued_s)
-        weights = self._fit(zone, times_s, values, int(issued_s // DAY_S))
-        targets = issued_s + GRID_S * np.arange(1, int(np.ceil((end_s - issued_s) / GRID_S)) + 1)
-        x = _features(times_s, values, np.full(len(targets), issued_s), targets - GRID_S / 2)
-        bands = np.searchsorted(BAND_EDGES_S, targets - GRID_S / 2 - issued_s)
-        predicted = np.maximum(np.einsum("ij,ij->i", x, weights[bands]), 0.0)
-        now_value = self.source.intensity(zone, self.now_s)
-        curve = IntensityCurve(np.concatenate(([issued_s], targets[:-1])), predicted, targets[-1])
-        curve.values[0] = now_value  # the piece we are in: its value is known
-        curve.cumulative = np.concatenate(([0.0], np.cumsum(curve.values * np.diff(curve.knots_s))))
-        self._curves[zone] = (issued_s, curve)
-        return curve
+        return self.curves((zone,), end_s)[0]
 
-    def _fit(self, zone: str, times_s: np.ndarray, values: np.ndarray, day: int) -> np.ndarray:
+    def curves(self, zones: tuple[str, ...], end_s: float) -> list[IntensityCurve]:
+        """``curve`` for each of ``zones``; the zones not yet forecast in this grid step are forecast together, in
+        one vectorised evaluation, on one shared knot grid."""
+        issued_s = np.floor(self.now_s / GRID_S) * GRID_S
+        missing = []
+        for zone in zones:
+            cached = self._curves.get(zone)
+            # cumulative integrals are offsets: a curve from before now serves any later window
+            if cached is None or cached[0] != issued_s or cached[1].end_s < end_s:
+                missing.append(zone)
+        if missing:
+            self._forecast_zones(tuple(dict.fromkeys(missing)), issued_s, max(end_s, issued_s + MIN_HORIZON_S))
+        return [self._curves[zone][1] for zone in zones]
+
+    def _forecast_zones(self, zones: tuple[str, ...], issued_s: float, end_s: float) -> None:
+        day = int(issued_s // DAY_S)
+        weights = np.stack([self._fit(zone, issued_s, day) for zone in zones])
+        # the features look back at most a week before the issue time (before the history, its first value holds)
+        histories = [self.source.history(zone, issued_s - FEATURES_BACK_S, issued_s) for zone in zones]
+        targets = issued_s + GRID_S * np.arange(1, int(np.ceil((end_s - issued_s) / GRID_S)) + 1)
+        mids = targets - GRID_S / 2
+        x = _features_zones(histories, issued_s, mids)  # zones x targets x features
+        bands = np.searchsorted(BAND_EDGES_S, mids - issued_s)
+        predicted = np.maximum(np.einsum("zij,zij->zi", x, weights[:, bands]), 0.0)
+        predicted[:, 0] = [self.source.intensity(zone, self.now_s) for zone in zones]  # the piece we are in: known
+        knots = np.concatenate(([issued_s], targets))
+        cumulative = np.concatenate((np.zeros((len(zones), 1)), np.cumsum(predicted * np.diff(knots), axis=1)),
+                                    axis=1)
+        for r, zone in enumerate(zones):
+            self._curves[zone] = (issued_s, IntensityCurve.from_parts(knots, predicted[r], cumulative[r]))
+
+    def _fit(self, zone: str, issued_s: float, day: int) -> np.ndarray:
         key = (zone, day)
         if key not in self._weights:
+            times_s, values = self.source.history(zone, issued_s - HISTORY_S, issued_s)
             self._weights[key] = fit_weights(times_s, values, day * DAY_S)
         return self._weights[key]
 
@@ -147,6 +164,40 @@ def _features(times_s: np.ndarray, values: np.ndarray, issued_s: np.ndarray, tar
     level = grid[level_i]
     return np.column_stack([np.ones_like(ahead), grid[yesterday_i], week[yesterday_i - 6 * day] / 7,
                             grid[last_week_i], level - week[level_i - 7 * day] / 7, level - grid[trend_i]])
+
+
+def _features_zones(histories: list[tuple[np.ndarray, np.ndarray]], issued_s: float,
+                    target_s: np.ndarray) -> np.ndarray:
+    """``_features`` of several zones' histories for one issue time and the same targets: zones x targets x 6.
+
+    On the 15-minute grid the zones share every index, so their sampled histories stack into one array and each
+    feature is one indexing of it (same arithmetic as ``_features``, so the same values)."""
+    issued = np.full(len(target_s), issued_s)
+    ahead = target_s - issued
+    days_back = np.maximum(np.ceil(ahead / DAY_S), 1.0)
+    weeks_back = np.maximum(np.ceil(ahead / WEEK_S), 1.0)
+    yesterday_s = target_s - days_back * DAY_S
+    last_week_s = target_s - weeks_back * WEEK_S
+    trend_s = issued - 3 * 3600.0
+    day = int(DAY_S // LOOKUP_GRID_S)
+    lo = min(float(yesterday_s.min()), issued_s - DAY_S) - 6 * DAY_S
+    lo = min(lo, float(last_week_s.min()), float(trend_s.min()))
+    n = int((max(issued_s, float(yesterday_s.max())) - lo) // LOOKUP_GRID_S) + 1
+    points = np.concatenate((yesterday_s, last_week_s, issued, trend_s))
+    steps = (points - lo) / LOOKUP_GRID_S
+    index = steps.astype(np.int64)
+    if lo % LOOKUP_GRID_S or not np.array_equal(index, steps):
+        return np.stack([_features(t, v, issued, target_s) for t, v in histories])
+    at = lo + LOOKUP_GRID_S * np.arange(n)
+    grid = np.stack([_lookup(t, v, at) for t, v in histories])
+    week = grid[:, 6 * day:].copy()  # as in _features, row by row
+    for m in range(1, 7):
+        week += grid[:, (6 - m) * day:n - m * day]
+    yesterday_i, last_week_i, level_i, trend_i = index.reshape(4, -1)
+    level = grid[:, level_i]
+    return np.stack([np.ones((len(histories), len(target_s))), grid[:, yesterday_i],
+                     week[:, yesterday_i - 6 * day] / 7, grid[:, last_week_i], level - week[:, level_i - 7 * day] / 7,
+                     level - grid[:, trend_i]], axis=-1)
 
 
 def _features_looked_up(times_s, values, issued_s, target_s, days_back, weeks_back) -> np.ndarray:
