@@ -5,7 +5,7 @@ import pytest
 
 from policies.carbon_plan import SlotGrid, best_starts, best_starts_pairs, edge_costs, slot_plans
 from policies.forecast import IntensityCurve, ZoneCurves
-from policies.history_forecast import _features, _features_looked_up, DAY_S, WEEK_S
+from policies.history_forecast import _features, _features_looked_up, _features_zones, DAY_S, WEEK_S
 
 
 def random_curves(rng, n_zones=3, n_knots=200):
@@ -74,3 +74,27 @@ def test_features_on_the_grid_match_a_lookup_per_feature():
     slow = _features_looked_up(times, values, issued, target, np.maximum(np.ceil(ahead / DAY_S), 1.0),
                                np.maximum(np.ceil(ahead / WEEK_S), 1.0))
     assert np.array_equal(_features(times, values, issued, target), slow)
+
+
+def test_features_of_several_zones_match_one_zone_at_a_time():
+    rng = np.random.default_rng(1)
+    histories = []
+    for _ in range(3):
+        times = np.sort(rng.choice(np.arange(0, 60 * DAY_S, 900.0), 3000, replace=False))
+        histories.append((times, rng.uniform(0, 500, 3000)))
+    for issued in (45 * DAY_S, 45 * DAY_S + 1800, 45 * DAY_S + 17):  # the last is off the grid: the fallback
+        target = issued + 1800 * np.arange(1, 200) - 900
+        want = np.stack([_features(t, v, np.full(len(target), issued), target) for t, v in histories])
+        assert np.array_equal(_features_zones(histories, issued, target), want)
+
+
+def test_zone_curves_merge_flat_knots_without_changing_integrals():
+    from policies.forecast import IntensityCurve, ZoneCurves
+    knots = np.arange(0, 48 * 1800.0 + 1, 1800.0)
+    hourly = np.repeat(np.random.default_rng(2).uniform(0, 500, (2, 24)), 2, axis=1)
+    curves = [IntensityCurve(knots[:-1], row, knots[-1]) for row in hourly]
+    zc = ZoneCurves(curves)
+    assert len(zc.knots_s) == 25
+    t = np.linspace(0, knots[-1], 97)
+    for r, c in enumerate(curves):
+        assert np.allclose(zc.integral_to(np.array([r]), t)[0], c.integral(0.0, t), rtol=1e-12)
