@@ -478,8 +478,9 @@ def get_or_create_controller(
             get_if_exists=True,  # two daemons starting at once get the same controller
             num_cpus=0,
             max_concurrency=MAX_CONCURRENCY,
-            # On the head node: losing it loses the cluster anyway, whereas a GPU node may come and go.
-            scheduling_strategy=NodeAffinitySchedulingStrategy(_head_node_id(), soft=True),
+            # On the head node: losing it loses the cluster anyway, whereas a GPU node may come and go. Hard
+            # affinity: a soft one was seen to place it on a GPU node now and then (and lose it with that node).
+            scheduling_strategy=NodeAffinitySchedulingStrategy(_head_node_id(), soft=False),
         )
         .remote(options)
     )

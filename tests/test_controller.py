@@ -252,6 +252,9 @@ class TestTwoNodes:
 
     def test_a_lost_node_loses_its_job_and_its_workers(self, two_nodes, tmp_path):
         cluster, controller, nodes = two_nodes
+        # the controller lives on the head node, so losing a GPU node cannot take it along
+        where = ray.get(controller.__ray_call__.remote(lambda self: ray.get_runtime_context().get_node_id()))
+        assert where == cluster.head_node.node_id
         events = Events(controller)
         de_worker = next(w for w in ray.get(controller.inventory.remote()) if w["zone"] == "DE")["worker_id"]
         start(controller, "doomed", "diffusion-train", LONG_TRAIN_SPEC, [de_worker], tmp_path / "doomed")
