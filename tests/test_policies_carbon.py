@@ -100,6 +100,21 @@ def test_a_minimum_stretch_keeps_resumes_from_being_wasted():
     assert isinstance(whole, Start) and whole.until_s is None
 
 
+def test_priority_decides_who_gets_scarce_room_unless_a_deadline_is_at_stake():
+    urgent = JobRequest(job_id="vip", gpus=1, submitted_s=0.0, zones=("FR",), priority=5,
+                        expected_duration_s=H, power_w=300.0)
+    plain = JobRequest(job_id="plain", gpus=1, submitted_s=0.0, zones=("FR",), expected_duration_s=H, power_w=300.0)
+    d = decide([plain, urgent], free={"DE": 0, "FR": 1}, hourly={"DE": [400] * 8, "FR": [300] * 8})
+    assert isinstance(d["vip"], Start) and isinstance(d["plain"], Wait)
+    due = JobRequest(job_id="due", gpus=1, submitted_s=0.0, zones=("FR",), deadline_s=H,
+                     expected_duration_s=H, power_w=300.0)
+    # a job without a deadline is due as if started now: a 2-hour one is less pressing than a deadline in 1 hour
+    long_vip = JobRequest(job_id="vip", gpus=1, submitted_s=0.0, zones=("FR",), priority=5,
+                          expected_duration_s=2 * H, power_w=300.0)
+    d = decide([long_vip, due], free={"DE": 0, "FR": 1}, hourly={"DE": [400] * 8, "FR": [300] * 8})
+    assert isinstance(d["due"], Start) and isinstance(d["vip"], Wait)
+
+
 def test_waits_read_in_units_people_use():
     from policies.plugins.carbon import _span
 

@@ -283,7 +283,8 @@ def plan_of(state: CycleState, job: JobRequest) -> JobPlan | None:
 
 
 class UrgencyFirst:
-    """QueueSort: slack exhausted first (earliest deadline first), then most carbon lost per GPU-hour waited."""
+    """QueueSort: slack exhausted first (earliest deadline first: deadlines are promises; priority breaks ties),
+    then higher priority (users' ``--priority``; traces have none), then most carbon lost per GPU-hour waited."""
 
     name = "UrgencyFirst"
 
@@ -291,10 +292,10 @@ class UrgencyFirst:
         def key(job: JobRequest):
             plan = plan_of(state, job)
             if plan is None:
-                return (1, 0.0, job.submitted_s, job.job_id)
+                return (1, -job.priority, 0.0, job.submitted_s, job.job_id)
             if plan.must_start:
-                return (0, plan.deadline_s, job.submitted_s, job.job_id)
-            return (1, -plan.gain_per_gpu_h, job.submitted_s, job.job_id)
+                return (0, plan.deadline_s, -job.priority, job.submitted_s, job.job_id)
+            return (1, -job.priority, -plan.gain_per_gpu_h, job.submitted_s, job.job_id)
 
         return sorted(jobs, key=key)
 
