@@ -47,3 +47,17 @@ def db_url(request, tmp_path):
     with admin.begin() as connection:
         connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
     admin.dispose()
+
+
+@pytest.fixture
+def daemon(db_url, tmp_path):
+    """A daemon on an upgraded database, not started (no Ray): tests drive its store and serve its API with
+    FastAPI's test client. Modules that need a running daemon define their own ``daemon`` fixture."""
+    from scheduler.config import Settings
+    from scheduler.daemon import Daemon
+    from scheduler.db import upgrade
+
+    daemon = Daemon(Settings(data_dir=tmp_path, database_url=db_url))
+    upgrade(daemon.engine)
+    yield daemon
+    daemon.engine.dispose()

@@ -4,18 +4,6 @@ import pytest
 from fastapi.testclient import TestClient
 
 from scheduler.api import create_app
-from scheduler.config import Settings
-from scheduler.daemon import Daemon
-from scheduler.db import upgrade
-
-
-@pytest.fixture
-def daemon(db_url, tmp_path):
-    """A daemon on an upgraded database, not started (no Ray): its API is served by the test client."""
-    daemon = Daemon(Settings(data_dir=tmp_path, database_url=db_url))
-    upgrade(daemon.engine)
-    yield daemon
-    daemon.engine.dispose()
 
 
 @pytest.fixture

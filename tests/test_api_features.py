@@ -12,20 +12,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from scheduler.api import MAX_BODY_BYTES, create_app
-from scheduler.config import Settings
-from scheduler.daemon import Daemon
-from scheduler.db import upgrade
 from scheduler.job_state import RunStatus
 
 JOB = {"kind": "diffusion-train", "spec": {"steps": 5}}
-
-
-@pytest.fixture
-def daemon(db_url, tmp_path):
-    daemon = Daemon(Settings(data_dir=tmp_path, database_url=db_url))
-    upgrade(daemon.engine)
-    yield daemon
-    daemon.engine.dispose()
 
 
 @pytest.fixture

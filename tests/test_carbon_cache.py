@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from fakes import FakeClock
 
 from scheduler.carbon_providers.base import ACTUAL, FORECAST, IntensityPoint, ProviderUnavailable
 from scheduler.carbon_providers.cache import CarbonCache
@@ -14,14 +15,6 @@ from scheduler.db import make_engine, make_session_factory, upgrade
 
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=timezone.utc)
 H = timedelta(hours=1)
-
-
-class FakeClock:
-    def __init__(self, now=T0):
-        self.now = now
-
-    def __call__(self):
-        return self.now
 
 
 @pytest.fixture

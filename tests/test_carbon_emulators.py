@@ -12,6 +12,7 @@ import logging
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from fakes import FakeClock
 from carbon_emulators import ElectricityMapsEmulator, UkCarbonEmulator, WattTimeEmulator, grid_g_per_kwh
 from sqlalchemy import func, select
 
@@ -27,17 +28,6 @@ from scheduler.db.models import CarbonIntensity
 T0 = datetime(2026, 3, 2, 12, 7, tzinfo=timezone.utc)
 EM_TOKEN = "em-secret-token"
 WT_PASSWORD = "wt-secret-password"
-
-
-class FakeClock:
-    def __init__(self, now=T0):
-        self.now = now
-
-    def __call__(self):
-        return self.now
-
-    def advance(self, **delta):
-        self.now += timedelta(**delta)
 
 
 class Sleeps(list):
@@ -57,7 +47,7 @@ def sessions(tmp_path):
 
 @pytest.fixture
 def clock():
-    return FakeClock()
+    return FakeClock(T0)
 
 
 @pytest.fixture

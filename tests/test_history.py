@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from fakes import FakeClock
 from fastapi.testclient import TestClient
 
 from scheduler.api import create_app
@@ -19,14 +20,6 @@ from scheduler.db.models import RunEnergy
 from scheduler.job_state import RunStatus
 
 DAY1 = datetime(2026, 6, 1, 10, tzinfo=timezone.utc)
-
-
-class FakeClock:
-    def __init__(self, at: datetime):
-        self.at = at
-
-    def __call__(self) -> datetime:
-        return self.at
 
 
 # (user, kind, zone, day offset, gpu J, cpu J, emissions g, counterfactual g or None)
@@ -44,11 +37,11 @@ def seed_history(daemon: Daemon, clock: FakeClock) -> dict[str, str]:
         if daemon.auth.user_id(user) is None:
             daemon.auth.create_token(user)
         user_id = daemon.auth.user_id(user)
-        clock.at = DAY1 + timedelta(days=day, minutes=i)
+        clock.now = DAY1 + timedelta(days=day, minutes=i)
         submission = daemon.store.validate(kind, {"steps": 5} if kind == "diffusion-train" else {"checkpoint": "/x"})
         job = daemon.store.submit(submission, user_id)
         run = daemon.store.start_run(job.id, "node-1", zone, [f"gpu-{i % 2}"], None, f"running in {zone}")
-        clock.at += timedelta(seconds=100)
+        clock.now += timedelta(seconds=100)
         energy = RunEnergy(gpu_energy_j=gpu_j, cpu_energy_j=cpu_j, gpu_method="simulated", cpu_method="estimate",
                            avg_power_w=(gpu_j + cpu_j) / 100, peak_power_w=100.0, duration_s=100.0,
                            intensity_g_per_kwh=grams / ((gpu_j + cpu_j) / 3.6e6), emissions_g=grams,
@@ -66,7 +59,7 @@ def seeded(db_url, tmp_path):
     daemon = Daemon(Settings(data_dir=tmp_path, database_url=db_url), clock=clock)
     upgrade(daemon.engine)
     ids = seed_history(daemon, clock)
-    clock.at = DAY1 + timedelta(days=3)
+    clock.now = DAY1 + timedelta(days=3)
     admin = TestClient(create_app(daemon),
                        headers={"Authorization": f"Bearer {daemon.auth.create_token('root', 'admin').secret}"})
     yield daemon, admin, ids

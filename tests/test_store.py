@@ -3,6 +3,7 @@
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from fakes import FakeClock
 
 from scheduler.db import make_engine, make_session_factory, upgrade
 from scheduler.db.models import RunEnergy
@@ -13,19 +14,11 @@ from scheduler.jobs import JobStore
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
 
 
-class FakeClock:
-    def __init__(self, now=T0):
-        self.now = now
-
-    def __call__(self):
-        return self.now
-
-
 @pytest.fixture
 def store(db_url, tmp_path):
     engine = make_engine(db_url)
     upgrade(engine)
-    yield JobStore(make_session_factory(engine), FakeClock(), tmp_path / "jobs")
+    yield JobStore(make_session_factory(engine), FakeClock(T0), tmp_path / "jobs")
     engine.dispose()
 
 
