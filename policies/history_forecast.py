@@ -134,6 +134,39 @@ def _lookup(times_s: np.ndarray, values: np.ndarray, at_s: np.ndarray) -> np.nda
     return values[np.minimum(np.maximum(i, 0), len(values) - 1)]
 
 
+def _grid_plan(issued_s: np.ndarray, target_s: np.ndarray):
+    """Where each feature's look-up falls on the 15-minute grid: (first time, grid length, four index rows), or
+    None when some time is off the grid."""
+    ahead = target_s - issued_s
+    days_back = np.maximum(np.ceil(ahead / DAY_S), 1.0)
+    weeks_back = np.maximum(np.ceil(ahead / WEEK_S), 1.0)
+    yesterday_s = target_s - days_back * DAY_S
+    last_week_s = target_s - weeks_back * WEEK_S
+    trend_s = issued_s - 3 * 3600.0
+    lo = min(float(yesterday_s.min()), float(issued_s.min()) - DAY_S) - 6 * DAY_S
+    lo = min(lo, float(last_week_s.min()), float(trend_s.min()))
+    n = int((max(float(issued_s.max()), float(yesterday_s.max())) - lo) // LOOKUP_GRID_S) + 1
+    steps = (np.concatenate((yesterday_s, last_week_s, issued_s, trend_s)) - lo) / LOOKUP_GRID_S
+    index = steps.astype(np.int64)
+    if lo % LOOKUP_GRID_S or not np.array_equal(index, steps):
+        return None
+    return lo, n, index.reshape(4, -1)
+
+
+def _grid_features(grid: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """The six features from histories sampled on the grid (zones x grid points): zones x targets x 6."""
+    day = int(DAY_S // LOOKUP_GRID_S)
+    n = grid.shape[1]
+    week = grid[:, 6 * day:].copy()  # week[:, i]: the sum of grid[:, i + 6 day - m day] for m = 0..6, in order
+    for m in range(1, 7):
+        week += grid[:, (6 - m) * day:n - m * day]
+    yesterday_i, last_week_i, level_i, trend_i = index
+    level = grid[:, level_i]
+    return np.stack([np.ones((grid.shape[0], index.shape[1])), grid[:, yesterday_i],
+                     week[:, yesterday_i - 6 * day] / 7, grid[:, last_week_i], level - week[:, level_i - 7 * day] / 7,
+                     level - grid[:, trend_i]], axis=-1)
+
+
 def _features(times_s: np.ndarray, values: np.ndarray, issued_s: np.ndarray, target_s: np.ndarray) -> np.ndarray:
     """One row per target: constant, yesterday, week_mean, last_week, anomaly, trend (see the module docstring).
 
@@ -141,29 +174,14 @@ def _features(times_s: np.ndarray, values: np.ndarray, issued_s: np.ndarray, tar
     once, with its running seven-day sums, and each feature is one index into those (other times fall back to
     a lookup per feature, with the same result).
     """
-    ahead = target_s - issued_s
-    days_back = np.maximum(np.ceil(ahead / DAY_S), 1.0)
-    weeks_back = np.maximum(np.ceil(ahead / WEEK_S), 1.0)
-    yesterday_s = target_s - days_back * DAY_S
-    last_week_s = target_s - weeks_back * WEEK_S
-    trend_s = issued_s - 3 * 3600.0
-    day = int(DAY_S // LOOKUP_GRID_S)
-    lo = min(float(yesterday_s.min()), float(issued_s.min()) - DAY_S) - 6 * DAY_S
-    lo = min(lo, float(last_week_s.min()), float(trend_s.min()))
-    n = int((max(float(issued_s.max()), float(yesterday_s.max())) - lo) // LOOKUP_GRID_S) + 1
-    points = np.concatenate((yesterday_s, last_week_s, issued_s, trend_s))
-    steps = (points - lo) / LOOKUP_GRID_S
-    index = steps.astype(np.int64)
-    if lo % LOOKUP_GRID_S or not np.array_equal(index, steps):
-        return _features_looked_up(times_s, values, issued_s, target_s, days_back, weeks_back)
+    plan = _grid_plan(issued_s, target_s)
+    if plan is None:
+        ahead = target_s - issued_s
+        return _features_looked_up(times_s, values, issued_s, target_s, np.maximum(np.ceil(ahead / DAY_S), 1.0),
+                                   np.maximum(np.ceil(ahead / WEEK_S), 1.0))
+    lo, n, index = plan
     grid = _lookup(times_s, values, lo + LOOKUP_GRID_S * np.arange(n))
-    week = grid[6 * day:].copy()  # week[i]: the sum of grid[i + 6 day - m day] for m = 0..6, in that order
-    for m in range(1, 7):
-        week += grid[(6 - m) * day:n - m * day]
-    yesterday_i, last_week_i, level_i, trend_i = index.reshape(4, -1)
-    level = grid[level_i]
-    return np.column_stack([np.ones_like(ahead), grid[yesterday_i], week[yesterday_i - 6 * day] / 7,
-                            grid[last_week_i], level - week[level_i - 7 * day] / 7, level - grid[trend_i]])
+    return _grid_features(grid[None, :], index)[0]
 
 
 def _features_zones(histories: list[tuple[np.ndarray, np.ndarray]], issued_s: float,
@@ -171,33 +189,14 @@ def _features_zones(histories: list[tuple[np.ndarray, np.ndarray]], issued_s: fl
     """``_features`` of several zones' histories for one issue time and the same targets: zones x targets x 6.
 
     On the 15-minute grid the zones share every index, so their sampled histories stack into one array and each
-    feature is one indexing of it (same arithmetic as ``_features``, so the same values)."""
+    feature is one indexing of it (the same arithmetic as ``_features``, so the same values)."""
     issued = np.full(len(target_s), issued_s)
-    ahead = target_s - issued
-    days_back = np.maximum(np.ceil(ahead / DAY_S), 1.0)
-    weeks_back = np.maximum(np.ceil(ahead / WEEK_S), 1.0)
-    yesterday_s = target_s - days_back * DAY_S
-    last_week_s = target_s - weeks_back * WEEK_S
-    trend_s = issued - 3 * 3600.0
-    day = int(DAY_S // LOOKUP_GRID_S)
-    lo = min(float(yesterday_s.min()), issued_s - DAY_S) - 6 * DAY_S
-    lo = min(lo, float(last_week_s.min()), float(trend_s.min()))
-    n = int((max(issued_s, float(yesterday_s.max())) - lo) // LOOKUP_GRID_S) + 1
-    points = np.concatenate((yesterday_s, last_week_s, issued, trend_s))
-    steps = (points - lo) / LOOKUP_GRID_S
-    index = steps.astype(np.int64)
-    if lo % LOOKUP_GRID_S or not np.array_equal(index, steps):
+    plan = _grid_plan(issued, target_s)
+    if plan is None:
         return np.stack([_features(t, v, issued, target_s) for t, v in histories])
+    lo, n, index = plan
     at = lo + LOOKUP_GRID_S * np.arange(n)
-    grid = np.stack([_lookup(t, v, at) for t, v in histories])
-    week = grid[:, 6 * day:].copy()  # as in _features, row by row
-    for m in range(1, 7):
-        week += grid[:, (6 - m) * day:n - m * day]
-    yesterday_i, last_week_i, level_i, trend_i = index.reshape(4, -1)
-    level = grid[:, level_i]
-    return np.stack([np.ones((len(histories), len(target_s))), grid[:, yesterday_i],
-                     week[:, yesterday_i - 6 * day] / 7, grid[:, last_week_i], level - week[:, level_i - 7 * day] / 7,
-                     level - grid[:, trend_i]], axis=-1)
+    return _grid_features(np.stack([_lookup(t, v, at) for t, v in histories]), index)
 
 
 def _features_looked_up(times_s, values, issued_s, target_s, days_back, weeks_back) -> np.ndarray:
