@@ -29,7 +29,7 @@ from scheduler.job_state import JobState, RunStatus
 from scheduler.jobs import JobStore, Submission
 from policies.decisions import Start, Wait
 from policies.registry import create_policy
-from policies.snapshot import GpuSlot, JobRequest, PowerProfile, Snapshot
+from policies.snapshot import FULL_POWER, CapStep, GpuSlot, JobRequest, PowerProfile, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -484,11 +484,12 @@ class Daemon:
         self._scheduler.add_job(self._suspend, "date", run_date=self._at_daemon_time(at_s), args=(job_id, run_id),
                                 id=f"suspend-{job_id}", replace_existing=True)
 
-    def _speed_at(self, kind: str, cap_fraction: float) -> float:
-        """How fast a job of ``kind`` runs at ``cap_fraction`` (1 at full power), from its power profile."""
+    def _cap_step(self, kind: str, cap_fraction: float) -> CapStep:
+        """How a job of ``kind`` runs at ``cap_fraction`` (its speed and draw), from its power profile; full
+        power when the profile has no such step."""
         profile = self.profiles.get(kind)
         steps = [s for s in (profile.steps if profile else ()) if abs(s.cap_fraction - cap_fraction) < 1e-9]
-        return steps[0].speed if steps else 1.0
+        return steps[0] if steps else FULL_POWER
 
     def _limit_time(self, job_id: str, run_id: int) -> None:
         """Stop a job when its runs together reach its time limit (Slurm's --time)."""
@@ -517,12 +518,13 @@ class Daemon:
 
         job = self.store.get(decision.job_id)
         reason = decision.reason or f"running in zone {decision.zone}"
+        step = self._cap_step(job.kind, decision.cap_fraction)
         run = self.store.start_run(job.id, decision.node_id, decision.zone, decision.gpu_ids,
-                                   decision.power_cap_w, f"{reason} on node {decision.node_id[:8]}")
+                                   decision.power_cap_w, f"{reason} on node {decision.node_id[:8]}", step)
         try:
             ray.get(self.controller.start_job.remote(
                 job.id, run.id, job.kind, job.spec, list(decision.gpu_ids), job.workdir, decision.power_cap_w,
-                self._speed_at(job.kind, decision.cap_fraction)))
+                step.speed))
         except Exception as exc:  # the controller refused (worker busy or gone): keep the job queued
             log.warning("could not start job %s: %s", job.id, exc)
             self.store.abort_run(run.id, _one_line(exc))
@@ -645,15 +647,22 @@ class Daemon:
         """A run's emissions, and its fifo counterfactual's.
 
         The counterfactual is what the run would have emitted had its job started at submission in its home
-        zone (its first allowed zone, else the default zone), its runs back to back: the same energy profile,
-        shifted, charged at the intensities that occurred there and then. Jobs run at full power here, so the
-        energy itself is the same.
+        zone (its first allowed zone, else the default zone), its runs back to back, at full power, charged at
+        the intensities that occurred there and then. A run capped to a step of its power profile (``speed`` x
+        full speed at ``power_fraction`` x full power) would have done the same work at full power in ``speed``
+        x the time at ``1 / power_fraction`` x the draw: its energy profile is compressed by ``speed`` about its
+        start, scaled by ``speed / power_fraction``, and shifted. An uncapped run's profile is only shifted.
         """
         place = self.store.counterfactual_placement(run_id)
         started_s = float(started_s or place.started_s)
         emissions = integrate_emissions(points, total_j, self.signal, place.zone, started_s)
         shift_s = place.counterfactual_start_s - started_s
-        counterfactual = integrate_emissions([(t + shift_s, e) for t, e in points], total_j, self.signal,
+        # The compression is written as a correction to the shift, so that an uncapped run's figure is bit for
+        # bit what the shift alone gives (x - 0.0 and x * 1.0 are exact).
+        saved = 1.0 - place.speed
+        scale = place.speed / place.power_fraction
+        full_power = [(t + shift_s - (t - started_s) * saved, e * scale) for t, e in points]
+        counterfactual = integrate_emissions(full_power, total_j * scale, self.signal,
                                              place.home_zone or self.settings.default_zone,
                                              place.counterfactual_start_s)
         return emissions, counterfactual.emissions_g

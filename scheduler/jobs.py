@@ -25,6 +25,7 @@ from scheduler.db.models import Job, JobEvent, PowerSample, Run, RunEnergy
 from scheduler.estimates import FinishedRun
 from scheduler.errors import InvalidRequest, InvalidTransition, JobNotFound, WattschedError
 from scheduler.job_state import JobState, RunStatus
+from policies.snapshot import FULL_POWER, CapStep
 from workers.errors import SpecError
 from workers.job_specs import KINDS, TRAIN, parse_spec
 
@@ -56,12 +57,15 @@ class KeyReused(WattschedError):
 
 @dataclass(frozen=True)
 class CounterfactualPlacement:
-    """A run's zone and start (Unix s), its job's home zone (None: not given) and fifo's start for the run."""
+    """A run's zone and start (Unix s), its job's home zone (None: not given) and fifo's start for the run, and
+    the speed and power fraction of the cap it ran at (1 and 1: full power)."""
 
     zone: str
     started_s: float
     home_zone: str | None
     counterfactual_start_s: float
+    speed: float = 1.0
+    power_fraction: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -470,8 +474,8 @@ class JobStore:
             transition(session, job, target, reason, self.clock())
 
     def start_run(self, job_id: str, node_id: str, zone: str, gpu_ids: Sequence[str],
-                  power_cap_w: float | None, reason: str) -> Run:
-        """Mark a job running and open a new run for it."""
+                  power_cap_w: float | None, reason: str, cap_step: CapStep = FULL_POWER) -> Run:
+        """Mark a job running and open a new run for it; ``cap_step``: how the job runs at that cap."""
         now = self.clock()
         with self.sessions.begin() as session:
             job = session.get(Job, job_id)
@@ -479,7 +483,8 @@ class JobStore:
                 raise JobNotFound(job_id)
             attempt = 1 + (session.scalar(select(func.max(Run.attempt)).where(Run.job_id == job_id)) or 0)
             run = Run(job_id=job_id, attempt=attempt, node_id=node_id, zone=zone, gpu_ids=list(gpu_ids),
-                      power_cap_w=power_cap_w, started_at=now, status=RunStatus.RUNNING.value)
+                      power_cap_w=power_cap_w, cap_speed=cap_step.speed, cap_power_fraction=cap_step.power_fraction,
+                      started_at=now, status=RunStatus.RUNNING.value)
             session.add(run)
             transition(session, job, JobState.RUNNING, reason, now)
             session.flush()
@@ -567,11 +572,13 @@ class JobStore:
         with self.sessions() as session:
             run = session.get(Run, run_id)
             job = run.job
-            before_s = sum((r.ended_at - r.started_at).total_seconds() for r in job.runs
+            # fifo runs the earlier runs back to back at full power: each lasts its cap speed x what it took
+            before_s = sum((r.ended_at - r.started_at).total_seconds() * r.cap_speed for r in job.runs
                            if r.attempt < run.attempt and r.ended_at is not None)
             return CounterfactualPlacement(
                 zone=run.zone, started_s=run.started_at.timestamp(), home_zone=(job.zones or [None])[0],
-                counterfactual_start_s=job.submitted_at.timestamp() + before_s)
+                counterfactual_start_s=job.submitted_at.timestamp() + before_s, speed=run.cap_speed,
+                power_fraction=run.cap_power_fraction)
 
     # --- history --------------------------------------------------------------------------------------
 

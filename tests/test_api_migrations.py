@@ -1,5 +1,5 @@
-"""Migration 0002 (job options, idempotency keys, counterfactual emissions) on real SQLite and PostgreSQL:
-up from 0001 with data in place, down again, and the schema it makes matches the models."""
+"""Migrations 0002 (job options, idempotency keys, counterfactual emissions) and 0003 (a run's cap step) on
+real SQLite and PostgreSQL: up with data in place, down again, and the schema they make matches the models."""
 
 from __future__ import annotations
 
@@ -54,6 +54,32 @@ def test_0002_upgrades_a_0001_database_with_jobs_and_downgrades(db_url):
     assert "held" not in columns(engine, "jobs") and "counterfactual_emissions_g" not in columns(engine, "run_energy")
     with engine.connect() as connection:
         assert connection.execute(text("SELECT count(*) FROM jobs")).scalar() == 1
+    upgrade(engine)
+    engine.dispose()
+
+
+def test_0003_records_full_power_for_runs_made_before_it_and_downgrades(db_url):
+    from alembic import command
+
+    engine = make_engine(db_url)
+    upgrade(engine, "0002")
+    with engine.begin() as connection:
+        connection.execute(text(
+            "INSERT INTO jobs (id, kind, spec, gpus, zones, interruptible, priority, state, reason, "
+            "cancel_requested, submitted_at, workdir) VALUES ('j1', 'diffusion-train', '{}', 1, '[]', false, 0, "
+            "'running', 'go', false, :now, '/tmp/j1')"), {"now": NOW})
+        connection.execute(text(
+            "INSERT INTO runs (id, job_id, attempt, node_id, zone, gpu_ids, power_cap_w, started_at, status) "
+            "VALUES (1, 'j1', 1, 'n', 'DE', '[\"gpu-0\"]', 200, :now, 'running')"), {"now": NOW})
+
+    upgrade(engine)
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT cap_speed, cap_power_fraction FROM runs")).one() == (1.0, 1.0)
+
+    command.downgrade(alembic_config(engine), "0002")
+    assert not {"cap_speed", "cap_power_fraction"} & columns(engine, "runs")
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT power_cap_w FROM runs")).scalar() == 200.0
     upgrade(engine)
     engine.dispose()
 

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from policies.snapshot import FULL_POWER, CapStep
 from scheduler.carbon import IntensityReading, SignalForecast, ZoneStatus
 from scheduler.config import Settings
 from scheduler.daemon import Daemon
@@ -148,6 +149,7 @@ def test_a_power_profile_for_a_kind_lets_the_policy_cap_its_jobs(tmp_path):
         # at half power it runs at 0.8x speed for 0.5x the draw: 37.5 % less energy, and the deadline holds
         assert decision.cap_fraction == 0.5 and decision.power_cap_w == 200.0
         assert "50% power cap" in decision.reason
-        assert daemon._speed_at("diffusion-train", 0.5) == 0.8 and daemon._speed_at("diffusion-sample", 0.5) == 1.0
+        assert daemon._cap_step("diffusion-train", 0.5) == CapStep(0.5, 0.8, 0.5)
+        assert daemon._cap_step("diffusion-sample", 0.5) == FULL_POWER
     finally:
         daemon.engine.dispose()

@@ -1,8 +1,13 @@
-"""Emissions charged at forecast intensities are recomputed once actuals cover the run."""
+"""Emissions charged at forecast intensities are recomputed once actuals cover the run; each run's fifo
+counterfactual is at full power, capped or not."""
 
 from datetime import datetime, timezone
 
-from scheduler.carbon import IntensityReading, ZoneStatus
+import pytest
+from fakes import FakeClock
+
+from policies.snapshot import FULL_POWER, CapStep
+from scheduler.carbon import IntensityReading, ZoneStatus, integrate_emissions
 from scheduler.config import Settings
 from scheduler.daemon import Daemon
 from scheduler.db import upgrade
@@ -88,4 +93,101 @@ def test_each_run_records_its_fifo_counterfactual(db_url, tmp_path):
     assert energy.emissions_g == 100.0
     # fifo: started at submission (t0) in the home zone FR, the same hour of energy at 500 g/kWh
     assert energy.counterfactual_emissions_g == 500.0
+    daemon.engine.dispose()
+
+
+class EarlyStepSignal(SwitchableSignal):
+    """500 g/kWh for the first 40 minutes after T0, 100 g/kWh after: forecasts until actuals 'arrive', which
+    are twice those."""
+
+    def reading(self, zone, at_s):
+        value = 500.0 if at_s < T0.timestamp() + 2400 else 100.0
+        at = datetime.fromtimestamp(at_s, timezone.utc)
+        if self.actuals:
+            return IntensityReading(zone, at, 2 * value, "em", "actual")
+        return IntensityReading(zone, at, value, "em", "forecast")
+
+
+HALF_CAP = CapStep(0.5, 0.8, 0.5)  # at half the cap: 0.8x full speed at half the draw
+
+
+def run_an_hour_after_waiting_two(daemon, clock, cap_step):
+    """A job submitted at T0 (home zone FR) waits two hours, then runs one hour in DE at ``cap_step`` drawing
+    1 kWh, half of it in each half hour; returns the energy points its emissions integrate."""
+    store = daemon.store
+    job = store.submit(store.validate("diffusion-train", {"steps": 5}, zones=["FR", "DE"]))
+    t0 = T0.timestamp()
+    clock.advance(hours=2)
+    run = store.start_run(job.id, "n", "DE", ["w"], 200.0, "carbon: started", cap_step)
+    clock.advance(hours=1)
+    daemon.handle_event({"type": "finished", "run_id": run.id, "exit_status": "succeeded", "exit_code": 0,
+                         "result": {}, "samples": [[t0 + 9000, 1000.0, 0.0, 1.8e6, 0.0],
+                                                    [t0 + 10800, 1000.0, 0.0, 3.6e6, 0.0]],
+                         "energy": {"gpu_energy_j": 3.6e6, "cpu_energy_j": 0.0, "gpu_method": "simulated",
+                                    "cpu_method": "estimate", "avg_power_w": 1000.0, "peak_power_w": 1000.0,
+                                    "duration_s": 3600.0, "started_s": t0 + 7200}})
+    return job.id, [(t0 + 9000, 1.8e6), (t0 + 10800, 3.6e6)]
+
+
+def shifted_only(points, signal):
+    """The counterfactual before caps counted: the run's own profile moved to submission, same energy."""
+    return integrate_emissions([(t - 7200.0, e) for t, e in points], 3.6e6, signal, "FR", T0.timestamp()).emissions_g
+
+
+# cap step, counterfactual on the forecast and on the actuals (g). Uncapped: the hour shifted to T0, 0.5 kWh
+# at 500 and 0.5 kWh at 100 g/kWh. Capped: at full power the work takes 0.8 h (48 min) and 1.6 kWh, 0.8 kWh
+# in each 24 minutes, all before the step at 40 minutes: 1.6 kWh at 500 g/kWh.
+CASES = [(FULL_POWER, 300.0, 600.0), (HALF_CAP, 800.0, 1600.0)]
+
+
+@pytest.mark.parametrize("cap_step, forecast_g, actual_g", CASES, ids=["uncapped", "half-cap"])
+def test_the_counterfactual_is_at_full_power_and_finalisation_keeps_it(db_url, tmp_path, cap_step, forecast_g,
+                                                                          actual_g):
+    clock, signal = FakeClock(T0), EarlyStepSignal()
+    profiles = tmp_path / "profiles.csv"
+    profiles.write_text("profile,cap_fraction,speed,power_fraction\n"
+                        "diffusion-train,1,1,1\ndiffusion-train,0.5,0.8,0.5\n")
+    settings = Settings(data_dir=tmp_path, database_url=db_url, power_profiles=str(profiles))
+    daemon = Daemon(settings, clock=clock, signal=signal)
+    upgrade(daemon.engine)
+    job_id, points = run_an_hour_after_waiting_two(daemon, clock, cap_step)
+    energy = daemon.store.get(job_id).runs[0].energy
+    assert energy.emissions_g == pytest.approx(100.0)  # what it drew, where and when it ran
+    assert energy.counterfactual_emissions_g == pytest.approx(forecast_g)
+    if cap_step == FULL_POWER:
+        assert energy.counterfactual_emissions_g == shifted_only(points, signal)  # exactly as before
+    else:
+        assert energy.counterfactual_emissions_g != pytest.approx(shifted_only(points, signal))
+    daemon.engine.dispose()
+
+    # A restarted daemon without the profiles finalises with the cap step the run recorded.
+    restarted = Daemon(Settings(data_dir=tmp_path, database_url=db_url), clock=clock, signal=signal)
+    signal.actuals = True
+    assert restarted.finalise_emissions() == 1
+    energy = restarted.store.get(job_id).runs[0].energy
+    assert (energy.emissions_g, energy.carbon_basis) == (pytest.approx(200.0), "actual")
+    assert energy.counterfactual_emissions_g == pytest.approx(actual_g)
+    if cap_step == FULL_POWER:
+        assert energy.counterfactual_emissions_g == shifted_only(points, signal)
+    restarted.engine.dispose()
+
+
+def test_fifo_runs_earlier_capped_runs_back_to_back_at_full_power(db_url, tmp_path):
+    clock = FakeClock(T0)
+    daemon = Daemon(Settings(data_dir=tmp_path, database_url=db_url), clock=clock, signal=StepSignal())
+    upgrade(daemon.engine)
+    store = daemon.store
+    job = store.submit(store.validate("diffusion-train", {"steps": 5}))
+    clock.advance(hours=2)
+    first = store.start_run(job.id, "n", "DE", ["w"], 200.0, "go", HALF_CAP)
+    clock.advance(hours=1)
+    store.finish_run(first.id, RunStatus.LOST, None, "node n died", None, None)
+    clock.advance(hours=1)
+    second = store.start_run(job.id, "n2", "DE", ["w2"], None, "go again")
+    place = store.counterfactual_placement(second.id)
+    # the capped hour takes 48 minutes at full power; the second run follows it at full power itself
+    assert place.counterfactual_start_s == pytest.approx(T0.timestamp() + 0.8 * 3600)
+    assert (place.speed, place.power_fraction) == (1.0, 1.0)
+    assert (store.counterfactual_placement(first.id).speed,
+            store.counterfactual_placement(first.id).power_fraction) == (0.8, 0.5)
     daemon.engine.dispose()

@@ -170,6 +170,11 @@ class Run(Base):
     zone: Mapped[str] = mapped_column(String(64), index=True)
     gpu_ids: Mapped[list[Any]]  # worker ids of the GPUs used
     power_cap_w: Mapped[float | None] = mapped_column(Float)
+    # The cap step it ran at (policies.snapshot.CapStep): cap_speed x full speed, drawing cap_power_fraction x
+    # full power; 1 and 1 at full power. Kept, not looked up in the power profiles, so the fifo counterfactual
+    # (at full power) is the same after a restart or a change of profiles.
+    cap_speed: Mapped[float] = mapped_column(Float, default=1.0)
+    cap_power_fraction: Mapped[float] = mapped_column(Float, default=1.0)
     started_at: Mapped[datetime]
     ended_at: Mapped[datetime | None]
     status: Mapped[str] = mapped_column(String(20))  # scheduler.job_state.RunStatus
