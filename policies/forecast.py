@@ -7,9 +7,13 @@ with its running integral so that "emissions of a run from a to b" is two interp
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Protocol
 
 import numpy as np
+
+# Up to this many windows, ``ZoneCurves.lowest_many`` takes a minimum over each window's pieces directly.
+FEW_WINDOWS = 4
 
 
 class CarbonForecast(Protocol):
@@ -119,6 +123,8 @@ class ZoneCurves:
             self.cumulative = np.concatenate((np.zeros((len(rows), 1)),
                                               np.cumsum(self.values * np.diff(knots), axis=1)), axis=1)
         self._merge_flat()
+        # row-major, so that a row's pieces are contiguous and flat views of the tables cost nothing
+        self.values, self.cumulative = np.ascontiguousarray(self.values), np.ascontiguousarray(self.cumulative)
         self._cheapest: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray]] = {}
         self._minima: list[np.ndarray] | None = None
 
@@ -139,6 +145,16 @@ class ZoneCurves:
         self.knots_s = self.knots_s[knots]
         self.values = values[:, keep]
         self.cumulative = self.cumulative[:, knots]
+
+    @cached_property
+    def integral_error(self) -> float:
+        """A bound on the rounding error of the difference of two ``integral_to`` values (g/kWh x s).
+
+        Running integrals over long spans are large (a trace padded far back), while a short run's integral is
+        their small difference, so comparisons of such differences need this much slack.
+        """
+        return 8 * np.finfo(float).eps * (float(np.abs(self.cumulative).max())
+                                          + float(np.abs(self.knots_s).max() * np.abs(self.values).max()))
 
     def piece(self, t_s):
         """The index of the piece holding ``t_s`` (arrays welcome), clipped into the grid."""
@@ -171,6 +187,8 @@ class ZoneCurves:
         i = int(self.piece(start_s))
         j = np.maximum(np.searchsorted(self.knots_s, end_s, side="left"), i + 1)
         j = np.minimum(j, len(self.knots_s) - 1)
+        if len(end_s) <= FEW_WINDOWS:  # a slice each is cheaper than the table
+            return np.stack([self.values[:, i:end].min(axis=1) for end in j.tolist()], axis=1)
         if self._minima is None:  # a sparse table: level l holds the minimum of 2 ** l pieces from each piece on
             self._minima = [self.values]
             while 2 ** len(self._minima) <= self.values.shape[1]:

@@ -59,9 +59,22 @@ def test_lowest_many_matches_lowest():
     every = np.arange(4)
     for _ in range(100):
         start = rng.uniform(0, 1e5)
-        ends = start + rng.uniform(1, 3e4, 6)
+        ends = start + rng.uniform(1, 3e4, int(rng.integers(1, 9)))  # few windows (slices) and many (the table)
         want = np.stack([zc.lowest(every, start, end) for end in ends], axis=1)
         assert np.array_equal(zc.lowest_many(start, ends), want)
+
+
+def test_integral_error_bounds_the_rounding_of_short_runs_far_from_the_curves_start():
+    values = np.random.default_rng(1).uniform(50, 600, 5000)
+    curve = IntensityCurve(np.concatenate(([-1e9], np.arange(1.0, 5000.0) * 3600.0)), values, 5000 * 3600.0)
+    zc = ZoneCurves([curve])
+    starts = np.random.default_rng(2).uniform(0, 4999 * 3600.0, 2000)
+    looked = zc.integral_to(None, np.stack((starts, starts + 60.0)))[0]
+    exact = np.array([float(curve.value_at(t)) * 60.0 for t in starts])  # pieces are an hour: 60 s lies in one
+    inside = (np.floor(starts / 3600.0) == np.floor((starts + 60.0) / 3600.0)) & (starts >= 3600.0)
+    error = np.abs(looked[1] - looked[0] - exact)[inside]
+    assert error.max() > 1e-9 * exact[inside].min()  # rounding a relative tolerance does not cover
+    assert error.max() <= zc.integral_error
 
 
 def test_features_on_the_grid_match_a_lookup_per_feature():

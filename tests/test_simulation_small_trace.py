@@ -120,3 +120,18 @@ def test_wattsched_simulate_is_the_same_command(tmp_path, capsys):
     assert wattsched(["simulate", "--cluster", str(DATA / "cluster.toml"), "--jobs", str(tmp_path / "none.csv"),
                       "--policy", "fifo"]) == 1
     assert "none.csv" in capsys.readouterr().err
+
+
+def test_short_jobs_late_in_a_long_trace_are_planned_whatever_the_rounding():
+    """Running integrals a year long (and padded 1e9 s back) round by far more than a 60 s job's cost; the planner
+    must still search each job's own cheapest zone, not prune it on rounding (it once left such jobs planless)."""
+    from scheduler.simulation.inputs import Cluster, Job, Zone
+
+    hours = np.arange(0.0, 400 * 24 * 3600.0, 3600.0)
+    flat = np.full(len(hours), 145.37)  # flat: each job's lower bound equals its cost of starting now
+    cluster = Cluster(0.0, (Zone("DE", 1000, hours, flat),))
+    jobs = [Job(f"j{i}-{k}", 3.0e7 + 1000.7 * i, 60.0, 8, 300.0, 3.0e7 + 1000.7 * i + 60.0 + 86400.0, False,
+                ("DE",), "", "train", 2) for i in range(200) for k in range(3)]  # 3 at once: a batch
+    result = simulate(cluster, jobs, "carbon-aware", "perfect")
+    assert result["summary"]["completed"] == len(jobs)
+    assert check_result(result, cluster, jobs, {}) == []

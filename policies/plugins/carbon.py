@@ -37,8 +37,6 @@ PLANNER = "CarbonPlanner"
 # Jobs planned in one vectorised search (bounds the scratch arrays: jobs x caps x zones x candidate starts).
 RUN_BATCH = 64
 SLOT_BATCH = 32
-# Below this many jobs in a batch, every allowed zone is searched (bounding them costs more than it saves).
-PRUNE_FROM = 2
 
 
 @dataclass
@@ -184,16 +182,16 @@ class CarbonPlanner:
         allowed = np.zeros((n_zones, n_jobs), dtype=bool)
         for j, (_, zones) in enumerate(batch):
             allowed[[position[z] for z in zones], j] = True
-        search = allowed
-        if n_jobs > PRUNE_FROM:
-            # A zone is searched only where its cleanest moment could match starting now or at the latest in
-            # the job's best zone (a flat curve meets that bound with equality, so equals are searched).
-            start_or_last = np.where(allowed[:, job_of], edges[..., :2].min(axis=2), np.inf)  # zones x used
-            upper = np.minimum.reduceat(start_or_last, first_of_job, axis=1).min(axis=0)  # per job
-            floor = zc.lowest_many(now, np.maximum(deadlines, now + work_s))  # zones x jobs
-            lower = floor * np.minimum.reduceat(g_u * run_u, first_of_job)
-            search = allowed & (lower <= upper * (1 + 1e-9) + 1e-9)
-        pair_zone, pair_row = np.nonzero(search[:, job_of])
+        # Search a (zone, cap) only where its cleanest moment could match the cheapest known start of the job
+        # (now or at the latest, in any zone and cap): an exact bound, so nothing that could win is skipped. The
+        # known costs are differences of running integrals that may be large (a year of intensity) and round by
+        # more than their own size allows, hence the margin; the pair that gave the bound is always searched.
+        known = np.where(allowed[:, job_of], edges[..., :2].min(axis=2), np.inf)  # zones x used
+        upper = np.minimum.reduceat(known.min(axis=0), first_of_job)[job_of]  # per used, its job's bound
+        floor = zc.lowest_many(now, np.maximum(deadlines, now + work_s))[:, job_of]  # zones x used
+        margin = upper * 1e-9 + g_u * zc.integral_error + 1e-9
+        search = (known <= upper) | (allowed[:, job_of] & (floor * (g_u * run_u) <= upper + margin))
+        pair_zone, pair_row = np.nonzero(search)
         found_start, found_cost = best_starts_pairs(zc, pair_zone, now, latest_u[pair_row], run_u[pair_row])
         starts, integrals = np.full(shape, np.inf), np.full(shape, np.inf)
         starts.reshape(n_zones, -1)[pair_zone, used[pair_row]] = found_start
