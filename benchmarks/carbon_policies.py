@@ -1,6 +1,6 @@
 """fifo vs carbon-aware on real carbon, job and power traces from ../shared/data (skipped when it is absent).
 
-    .venv/bin/python benchmarks/carbon_policies.py [--jobs 5000] [--perf] [--data PATH]
+    .venv/bin/python benchmarks/carbon_policies.py [--jobs 5000] [--perf] [--only NAME] [--data PATH]
 
 Scenarios:
 - ``DE/FR/GB-2020``: one zone each (Let's Wait Awhile 2020 traces), GAIA's pai-100k arrivals and lengths
@@ -8,6 +8,17 @@ Scenarios:
   + 24 h, not interruptible, no caps, 100,000 GPUs (never congested).
 - ``3-zone-2020``: DE, FR and GB together, home zones in turn, any zone allowed, half the jobs interruptible,
   every job on a power profile from the Zeus V100 sweeps (medians over workloads, per power limit).
+- ``caps-<gpu>-DE-2020`` (a40, p100, rtx6000, v100): power capping only. The DE-2020 jobs, each on that GPU's
+  Zeus profile, with deadline = submission + length / (slowest speed in the profile): the lowest cap just fits.
+  There is no 24 h slack, but a job at full power may still wait length x (1 / slowest speed - 1); the
+  "best possible at full power" row is that time shifting alone, without caps.
+- ``alibaba-DE-2020`` and ``alibaba-3-zone-2020``: the GPU pods of Alibaba's openb trace (cluster-trace-gpu-v2023,
+  about 149 days; t = 0 mapped to 2020-01-01), pods with GPUs and a scheduled time (about 6,200, all phases;
+  32 still running at the trace's end count until then), at most ``--jobs`` of them sampled (seeded).
+  Submission = creation, length = deletion - scheduling (at least 60 s), GPUs = num_gpu, 300 W per GPU, scaled
+  by gpu_milli / 1000 for a shared GPU (num_gpu 1, gpu_milli < 1000, counted as one whole GPU), deadline =
+  submission + length + 24 h, not interruptible, no caps, 100,000 GPUs per zone. The 3-zone variant puts
+  home zones DE, FR, GB in turn and allows any zone.
 - ``--perf``: the full pai-100k year (about 100,000 jobs) on five zones (Electricity Maps DE, FR, GB, ES, NO-NO1,
   Oct 2021 - Sep 2022; the last weeks hold the last value, as the contract says) with 200 GPUs each.
 
@@ -20,6 +31,8 @@ forecast as given ("same time yesterday"), without its own history model.
 from __future__ import annotations
 
 import argparse
+import csv
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -54,16 +67,47 @@ def gaia_jobs(path: Path, n: int | None, zones: tuple[str, ...], any_zone: bool,
               profile: str, seed: int = 0) -> list[Job]:
     data = np.loadtxt(path, delimiter=",", skiprows=1)
     rng = np.random.default_rng(seed)
-    if n is not None and n < len(data):
-        data = data[np.sort(rng.choice(len(data), n, replace=False))]
+    data = data[_sample(len(data), n, rng)]
     jobs = []
     for i, (arrival_h, length_h, cpus) in enumerate(data):
         submit, duration = arrival_h * 3600.0, max(length_h * 3600.0, 60.0)
-        home = zones[i % len(zones)]
-        allowed = (home,) + tuple(z for z in zones if z != home) if any_zone else (home,)
         jobs.append(Job(f"j{i}", submit, duration, int(min(max(cpus, 1), 8)), POWER_W, submit + duration + SLACK_S,
-                        bool(rng.random() < interruptible_share), allowed, profile, "train", i + 2))
+                        bool(rng.random() < interruptible_share), _allowed(zones, i, any_zone), profile, "train",
+                        i + 2))
     return jobs
+
+
+def alibaba_jobs(path: Path, n: int | None, zones: tuple[str, ...], seed: int = 0) -> list[Job]:
+    """openb pods with GPUs and a scheduled time; a shared GPU (gpu_milli < 1000) is one GPU drawing that share."""
+    with path.open(newline="") as handle:
+        pods = [(line, r) for line, r in enumerate(csv.DictReader(handle), start=2)
+                if int(r["num_gpu"]) >= 1 and r["scheduled_time"] and r["deletion_time"]]
+    jobs = []
+    for i, k in enumerate(_sample(len(pods), n, np.random.default_rng(seed))):
+        line, r = pods[k]
+        submit = float(r["creation_time"])
+        duration = max(float(r["deletion_time"]) - float(r["scheduled_time"]), 60.0)
+        share = min(int(r["gpu_milli"]), 1000) / 1000 if int(r["num_gpu"]) == 1 else 1.0
+        jobs.append(Job(r["name"], submit, duration, int(r["num_gpu"]), POWER_W * share, submit + duration + SLACK_S,
+                        False, _allowed(zones, i, True), "", "pod", line))
+    return jobs
+
+
+def _sample(total: int, n: int | None, rng: np.random.Generator) -> np.ndarray:
+    """Indices of ``n`` of ``total`` rows drawn without replacement, in file order (all when n is None or more)."""
+    return np.sort(rng.choice(total, n, replace=False)) if n is not None and n < total else np.arange(total)
+
+
+def _allowed(zones: tuple[str, ...], i: int, any_zone: bool) -> tuple[str, ...]:
+    home = zones[i % len(zones)]
+    return (home,) + tuple(z for z in zones if z != home) if any_zone else (home,)
+
+
+def caps_only(jobs: list[Job], profile: PowerProfile) -> list[Job]:
+    """The jobs on ``profile`` with just the time to finish at its slowest cap (from submission)."""
+    slowest = min(step.speed for step in profile.steps)
+    return [dataclasses.replace(j, profile=profile.name, deadline_s=j.submit_s + j.duration_s / slowest)
+            for j in jobs]
 
 
 def zeus_profile(path: Path, name: str) -> PowerProfile:
@@ -134,13 +178,21 @@ def _cheapest_pieces(knots, vals, zones, start, end, need_s) -> float:
 
 
 def run_scenario(name: str, cluster: Cluster, jobs: list[Job], profiles: dict[str, PowerProfile], runs=RUNS,
-                 check: bool = True) -> list[dict]:
+                 check: bool = True, references: tuple[tuple[str, dict[str, PowerProfile]], ...] = ()) -> list[dict]:
+    """Prints a table row per run, then the best possible and, per ``references``, the best possible with
+    other profiles (e.g. full power only) as a share of the best possible. A run that raises is a row that says
+    so (``crashed``), and the other runs go on."""
     feasible = {j.job_id for j in jobs if j.feasible}
     best = best_possible_kg(jobs, cluster, profiles) if runs is RUNS else None
     rows, fifo_kg = [], None
     for label, policy, forecast, config in runs:
         began = time.perf_counter()
-        result = simulate(cluster, jobs, policy, forecast, 0, profiles, **config)
+        try:
+            result = simulate(cluster, jobs, policy, forecast, 0, profiles, **config)
+        except Exception as exc:  # a policy bug is a finding to show, not a reason to lose the other runs
+            rows.append({"scenario": name, "run": label, "jobs": len(jobs), "crashed": repr(exc)})
+            print(f"| {name} | {label} | {len(jobs)} | | | | | | | crashed: {exc!r} |", flush=True)
+            continue
         wall = time.perf_counter() - began
         by_id = {j.job_id: j for j in jobs}
         misses = sum(1 for e in result["jobs"] if e["job_id"] in feasible and e["completed_s"] is not None
@@ -157,10 +209,16 @@ def run_scenario(name: str, cluster: Cluster, jobs: list[Job], profiles: dict[st
                 row["share_of_best"] = (fifo_kg - s["emissions_kg"]) / (fifo_kg - best)
         rows.append(row)
         print(_format(row), flush=True)
-    if best is not None:
-        print(f"| {name} | best possible (each job alone) | | {best:.1f} | | {1 - best / fifo_kg:.1%} | 100% | | | |",
-              flush=True)
+    if best is not None and fifo_kg:
+        _print_best(name, "best possible (each job alone)", best, fifo_kg, "100%")
+        for label, other in references:
+            kg = best_possible_kg(jobs, cluster, other)
+            _print_best(name, label, kg, fifo_kg, f"{(fifo_kg - kg) / (fifo_kg - best):.1%}" if fifo_kg > best else "")
     return rows
+
+
+def _print_best(name: str, label: str, kg: float, fifo_kg: float, share: str) -> None:
+    print(f"| {name} | {label} | | {kg:.1f} | | {1 - kg / fifo_kg:.1%} | {share} | | | |", flush=True)
 
 
 HEADER = ("| scenario | run | jobs | emissions kg | energy kWh | reduction vs fifo | share of best | "
@@ -177,7 +235,8 @@ def _format(r: dict) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--jobs", type=int, default=5000, help="jobs sampled per 2020 scenario")
+    parser.add_argument("--jobs", type=int, default=5000,
+                        help="jobs sampled per 2020 scenario (Alibaba: at most this many pods)")
     parser.add_argument("--perf", action="store_true", help="also run the 100k-job, five-zone year")
     parser.add_argument("--only", help="run only scenarios whose name contains this")
     args = parser.parse_args(argv)
@@ -186,19 +245,37 @@ def main(argv=None) -> int:
     if not (lww.is_dir() and gaia.is_dir() and zeus.is_dir()):
         print(f"skipped: the reference data is not at {args.data} (pass --data)")
         return 0
+    alibaba = args.data / "jobs/alibaba-gpu/openb_pod_list_default.csv"
+    if not alibaba.is_file():
+        print(f"skipped: alibaba-* (no Alibaba pod trace at {alibaba})")
     files = {"DE": "ger_ci.csv", "FR": "fr_ci.csv", "GB": "gb_ci.csv"}
+
+    def wanted(scenario: str) -> bool:
+        return not args.only or args.only in scenario
+
+    def zones_2020(names) -> Cluster:
+        return Cluster(START_2020, tuple(zone(lww / files[n], n, 100_000, START_2020) for n in names))
+
+    rows = []
     print(HEADER)
-    for name, file in files.items():
-        scenario = f"{name}-2020"
-        if args.only and args.only not in scenario:
-            continue
-        cluster = Cluster(START_2020, (zone(lww / file, name, 100_000, START_2020),))
-        run_scenario(scenario, cluster, gaia_jobs(gaia / "pai-100k.csv", args.jobs, (name,), False, 0.0, ""), {})
-    if not args.only or args.only in "3-zone-2020":
-        cluster = Cluster(START_2020, tuple(zone(lww / f, n, 100_000, START_2020) for n, f in files.items()))
+    for name in files:
+        if wanted(f"{name}-2020"):
+            jobs = gaia_jobs(gaia / "pai-100k.csv", args.jobs, (name,), False, 0.0, "")
+            rows += run_scenario(f"{name}-2020", zones_2020((name,)), jobs, {})
+    if wanted("3-zone-2020"):
         profiles = {"v100": zeus_profile(zeus / "v100.csv", "v100")}
         jobs = gaia_jobs(gaia / "pai-100k.csv", args.jobs, tuple(files), True, 0.5, "v100")
-        run_scenario("3-zone-2020", cluster, jobs, profiles)
+        rows += run_scenario("3-zone-2020", zones_2020(files), jobs, profiles)
+    for gpu in ("a40", "p100", "rtx6000", "v100"):
+        if wanted(f"caps-{gpu}-DE-2020"):
+            profile = zeus_profile(zeus / f"{gpu}.csv", gpu)
+            jobs = caps_only(gaia_jobs(gaia / "pai-100k.csv", args.jobs, ("DE",), False, 0.0, ""), profile)
+            full_power = {gpu: PowerProfile(gpu, (CapStep(1.0, 1.0, 1.0),))}
+            rows += run_scenario(f"caps-{gpu}-DE-2020", zones_2020(("DE",)), jobs, {gpu: profile},
+                                 references=(("best possible at full power (shift only)", full_power),))
+    for names, scenario in ((("DE",), "alibaba-DE-2020"), (tuple(files), "alibaba-3-zone-2020")):
+        if alibaba.is_file() and wanted(scenario):
+            rows += run_scenario(scenario, zones_2020(names), alibaba_jobs(alibaba, args.jobs, names), {})
     if args.perf:
         em = args.data / "carbon/electricitymaps-47-zones-2021-2022"
         zones = tuple(zone(em / f"{z}.csv", z, 200, START_2021_10) for z in ("DE", "FR", "GB", "ES", "NO-NO1"))
@@ -207,8 +284,8 @@ def main(argv=None) -> int:
         jobs = gaia_jobs(gaia / "pai-100k.csv", None, tuple(z.name for z in zones), True, 0.3, "v100")
         perf_runs = (("fifo", "fifo", "perfect", {}), ("carbon-aware perfect", "carbon-aware", "perfect", {}),
                      ("carbon-aware persistence", "carbon-aware", "persistence", {}))
-        run_scenario("perf-5-zone-year", cluster, jobs, profiles, runs=perf_runs, check=True)
-    return 0
+        rows += run_scenario("perf-5-zone-year", cluster, jobs, profiles, runs=perf_runs, check=True)
+    return 1 if any("crashed" in r for r in rows) else 0
 
 
 if __name__ == "__main__":
