@@ -43,9 +43,11 @@ class ClusterView:
         for pool in snapshot.pools:
             self.free.setdefault(pool.zone, {})[pool.zone] = pool.free_gpus
             self.largest_node[pool.zone] = max(self.largest_node.get(pool.zone, 0), pool.gpus)
+        # the most free GPUs on one node of each zone: asked for every job and zone, changed only by take()
+        self._most_free = {zone: max(map(_count, nodes.values()), default=0) for zone, nodes in self.free.items()}
 
     def fits(self, zone: str, gpus: int) -> bool:
-        return any(_count(free) >= gpus for free in self.free.get(zone, {}).values())
+        return self._most_free.get(zone, 0) >= gpus
 
     def free_gpus(self, zone: str) -> int:
         return sum(_count(free) for free in self.free.get(zone, {}).values())
@@ -57,10 +59,12 @@ class ClusterView:
             if isinstance(free, int):
                 if free >= gpus:
                     nodes[node_id] = free - gpus
+                    self._most_free[zone] = max(map(_count, nodes.values()))
                     return node_id, ()
             elif len(free) >= gpus:
                 taken = tuple(free[:gpus])
                 del free[:gpus]
+                self._most_free[zone] = max(map(_count, nodes.values()))
                 return node_id, taken
         raise ValueError(f"zone {zone} has no node with {gpus} free GPUs")  # callers check fits() first
 
