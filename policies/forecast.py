@@ -36,6 +36,13 @@ class CarbonForecast(Protocol):
     def forecast(self, zone: str, start_s: float, end_s: float) -> tuple[np.ndarray, np.ndarray]:
         """Forecast values over ``[start_s, end_s]`` (``start_s >= now_s``), in the same shape as ``history``."""
 
+    def curve(self, zone: str, end_s: float) -> IntensityCurve:
+        """The forecast for ``zone`` as a curve valid from ``now_s`` (it may begin earlier) to at least ``end_s``
+        (``end_s > now_s``); ``ForecastBase`` builds it from ``forecast``."""
+
+    def curves(self, zones: tuple[str, ...], end_s: float) -> list[IntensityCurve]:
+        """``curve`` for each of ``zones``."""
+
 
 class IntensityCurve:
     """A piecewise-constant intensity over ``[times_s[0], end_s]`` and its integral (g/kWh x s)."""
@@ -73,24 +80,20 @@ class IntensityCurve:
         return float(self.values[i:j].min())
 
 
-def curve_from(forecast: CarbonForecast, zone: str, end_s: float) -> IntensityCurve:
-    """The forecast for ``zone`` from its ``now_s`` to ``end_s`` as a curve.
-
-    A forecast may offer ``curve(zone, end_s)`` itself (a curve valid from now to at least ``end_s``, possibly
-    starting earlier): the simulator's do, so that one curve serves many decisions.
+class ForecastBase:
+    """What every ``CarbonForecast`` offers beyond its signal, for implementations to inherit: ``curve`` built from
+    ``forecast``, and ``curves`` from ``curve``. One that can hand out one curve for many decisions (the
+    simulator's) overrides ``curve``; one that forecasts zones together (``HistoryForecast``) overrides ``curves``.
     """
-    end_s = max(end_s, forecast.now_s + 1.0)
-    if hasattr(forecast, "curve"):
-        return forecast.curve(zone, end_s)
-    times, values = forecast.forecast(zone, forecast.now_s, end_s)
-    return IntensityCurve(times, values, end_s)
 
+    now_s: float
 
-def curves_from(forecast: CarbonForecast, zones: tuple[str, ...], end_s: float) -> tuple[IntensityCurve, ...]:
-    """``curve_from`` for each of ``zones``; a forecast that offers ``curves(zones, end_s)`` builds them together."""
-    if hasattr(forecast, "curves"):
-        return tuple(forecast.curves(zones, max(end_s, forecast.now_s + 1.0)))
-    return tuple(curve_from(forecast, zone, end_s) for zone in zones)
+    def curve(self, zone: str, end_s: float) -> IntensityCurve:
+        times, values = self.forecast(zone, self.now_s, end_s)
+        return IntensityCurve(times, values, end_s)
+
+    def curves(self, zones: tuple[str, ...], end_s: float) -> list[IntensityCurve]:
+        return [self.curve(zone, end_s) for zone in zones]
 
 
 class ZoneCurves:

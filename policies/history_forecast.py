@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from policies.forecast import CarbonForecast, IntensityCurve
+from policies.forecast import CarbonForecast, ForecastBase, IntensityCurve
 
 DAY_S = 86400.0
 WEEK_S = 7 * DAY_S
@@ -38,7 +38,7 @@ N_FEATURES = 6  # constant, yesterday, week_mean, last_week, anomaly, trend
 PERSISTENCE = np.array([0.0, 1.0, 0.0, 0.0, 0.0, 0.0])
 
 
-class HistoryForecast:
+class HistoryForecast(ForecastBase):
     """A ``CarbonForecast`` whose ``forecast`` comes from a model of ``source``'s history (never its forecast)."""
 
     history_only = False

@@ -14,6 +14,7 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
+from policies.forecast import ForecastBase
 from scheduler.clock import Clock, from_unix_s, utc_now
 
 SYNTHETIC_SOURCE = "synthetic"
@@ -215,7 +216,7 @@ def cleanest_window(readings: Sequence[IntensityReading], duration_s: float) -> 
     return Window(start, start + timedelta(seconds=duration_s), float(means[best]))
 
 
-class SignalForecast:
+class SignalForecast(ForecastBase):
     """A ``policies.forecast.CarbonForecast`` over the daemon's carbon signal, as known at ``now_s``.
 
     Policies see actuals up to now and the signal's forecast after it, never the provider. One instance serves

@@ -4,13 +4,14 @@ import numpy as np
 import pytest
 
 from policies.decisions import Start, Wait
+from policies.forecast import ForecastBase
 from policies.registry import create_policy
 from policies.snapshot import CapStep, JobRequest, PowerProfile, Snapshot, ZonePool
 
 H = 3600.0
 
 
-class TableForecast:
+class TableForecast(ForecastBase):
     """A forecast from hourly values per zone; it is what the policy sees, history and future alike."""
 
     history_only = False

@@ -22,7 +22,7 @@ from typing import Sequence
 import numpy as np
 
 from policies.carbon_plan import SlotPlan, best_starts_pairs, edge_costs, slot_plans
-from policies.forecast import CarbonForecast, IntensityCurve, ZoneCurves, curves_from
+from policies.forecast import CarbonForecast, IntensityCurve, ZoneCurves
 from policies.framework import CycleState, job_draw_w, normalize_lower_is_better
 from policies.history_forecast import HistoryForecast
 from policies.snapshot import FULL_POWER, CapStep, JobRequest
@@ -130,7 +130,7 @@ class CarbonPlanner:
                     state.notes[PLANNER, job.job_id] = plan
 
     def _zone_curves(self, forecast: CarbonForecast, zones: tuple[str, ...], horizon_s: float) -> ZoneCurves:
-        curves = curves_from(forecast, zones, horizon_s)
+        curves = tuple(forecast.curves(zones, max(horizon_s, forecast.now_s + 1.0)))
         cached = self._grids.get(zones)
         if cached is not None and len(cached[0]) == len(curves) and all(a is b for a, b in zip(cached[0], curves)):
             return cached[1]

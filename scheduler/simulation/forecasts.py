@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from policies.forecast import IntensityCurve
+from policies.forecast import ForecastBase, IntensityCurve
 from scheduler.simulation.errors import ForecastPeek, InputError
 from scheduler.simulation.inputs import Cluster
 
@@ -44,7 +44,7 @@ class ZoneSignal:
         return np.concatenate(([start_s], self.times_s[i + 1:j])), self.values[i:j]
 
 
-class TraceForecast:
+class TraceForecast(ForecastBase):
     """The base of the modes: history straight from the traces, up to ``now_s`` only."""
 
     history_only = False
