@@ -3,7 +3,8 @@
 It is a Ray driver hosting the REST API, an APScheduler 3 scheduler (the scheduling tick, reconciliation with
 the controller) and the event thread that records what the workers report. The daemon is the only writer of
 the database. Submits and finishes run the tick at once, so an idle cluster starts work without waiting for
-the next interval.
+the next interval. The grids' carbon signal (``GridCarbon``) and the emissions charged to runs
+(``RunEmissions``) are the daemon's own, in modules of their own.
 """
 
 from __future__ import annotations
@@ -18,15 +19,17 @@ from datetime import datetime, timedelta, timezone
 from functools import cached_property
 from typing import Any
 
-from scheduler.carbon import CarbonSignal, Emissions, SignalForecast, SyntheticSignal, integrate_emissions
+from scheduler.carbon import CarbonSignal
 from scheduler.clock import Clock, from_unix_s, to_unix_s, utc_now
 from scheduler.config import Settings
 from scheduler.db.engine import make_engine, make_session_factory, upgrade
-from scheduler.db.models import Gpu, Node, RunEnergy
+from scheduler.db.models import Gpu, Node
 from scheduler.errors import ConfigError, ControllerError, InvalidTransition
-from scheduler.estimates import WorkEstimator
+from scheduler.estimates import RecentRuns
+from scheduler.grid_carbon import GridCarbon, configured_signal
 from scheduler.job_state import JobState, RunStatus
 from scheduler.jobs import JobStore, Submission
+from scheduler.run_emissions import RunEmissions
 from policies.decisions import Start, Wait
 from policies.registry import create_policy
 from policies.snapshot import FULL_POWER, CapStep, GpuSlot, JobRequest, PowerProfile, Snapshot
@@ -60,8 +63,11 @@ class Daemon:
             raise ConfigError(f"WATTSCHED_POLICY_OPTIONS: {exc}") from None
         self.engine = make_engine(settings.resolved_database_url)
         self.store = JobStore(make_session_factory(self.engine), clock, settings.jobs_dir)
-        self.signal = signal or self._build_signal()
+        self.signal = signal or configured_signal(settings, self.store.sessions, clock)
+        self.grid_carbon = GridCarbon(self.signal, clock)
+        self.run_emissions = RunEmissions(self.store, self.signal, settings.default_zone)
         self.profiles = self._load_profiles()
+        self.recent_runs = RecentRuns(self.store.recent_finished_runs)
         self.controller = None
         self.url: str | None = None
         self.token: str | None = None
@@ -85,18 +91,13 @@ class Daemon:
 
         return load_profiles(self.settings.power_profiles)
 
-    def _build_signal(self) -> CarbonSignal:
-        """The configured providers' signal, or the built-in synthetic one when none is configured."""
-        if not self.settings.carbon_config:
-            return SyntheticSignal(clock=self.clock)
-        from scheduler.carbon_providers import CarbonConfig, build_signal
-
-        return build_signal(CarbonConfig.from_file(self.settings.carbon_config), self.store.sessions, self.clock)
-
     # --- life cycle -----------------------------------------------------------------------------------
 
     def start(self, serve_api: bool = True) -> Daemon:
         upgrade(self.engine)
+        # Loaded now, before the event and tick threads exist: a first load in the tick thread while the event
+        # thread records a finish could learn that run twice, or not at all.
+        self.recent_runs.estimator()
         self.settings.jobs_dir.mkdir(parents=True, exist_ok=True)
         self._connect_ray()
         self.sync_workers()
@@ -168,9 +169,7 @@ class Daemon:
                                 id=TICK_JOB_ID, coalesce=True)
         self._scheduler.add_job(self.sync_workers, "interval", seconds=30, id="sync-workers",
                                 max_instances=1, coalesce=True)
-        from scheduler.carbon_providers import ProviderSignal
-
-        if isinstance(self.signal, ProviderSignal):  # keep the providers' cache fresh, starting right away
+        if self.grid_carbon.needs_refresh:  # keep the providers' cache fresh, starting right away
             self._scheduler.add_job(self.refresh_carbon, "interval", seconds=self.settings.carbon_refresh_s,
                                     id="carbon-refresh", max_instances=1, coalesce=True,
                                     next_run_time=datetime.now(timezone.utc))
@@ -303,58 +302,26 @@ class Daemon:
             "database": self.engine.dialect.name,
             "gpus": [dict(g.raw, busy_job=g.busy_job) for g in self._inventory],
             "queue": self.store.count_by_state(),
-            "carbon": [
-                {"zone": st.zone, "source": st.source, "state": st.state, "reason": st.reason, "age_s": st.age_s}
-                for st in (self.signal.status(z) for z in sorted({g.zone for g in self._inventory}))
-            ],
+            "carbon": self.grid_carbon.health(sorted(self._zones())),
         }
 
     # --- carbon ---------------------------------------------------------------------------------------
 
     def refresh_carbon(self) -> None:
         """Refresh every zone's carbon data from its provider, then finalise emissions that used forecasts."""
-        from scheduler.carbon_providers import refresh_zones
-
-        for outcome in refresh_zones(self.signal, self.clock):
-            if outcome.error:
-                log.warning("carbon signal for zone %s: %s", outcome.zone, outcome.error)
+        self.grid_carbon.refresh()
         self.finalise_emissions()
 
     def finalise_emissions(self) -> int:
         """Recompute emissions of runs charged at forecast values once actuals cover them; returns how many."""
-        changed = 0
-        for energy, run in self.store.runs_with_basis("forecast"):
-            samples = [(to_unix_s(s.at), s.gpu_energy_j + s.cpu_energy_j) for s in self.store.stored_samples(run.id)]
-            emissions, counterfactual_g = self._emissions(run.id, samples, energy.gpu_energy_j + energy.cpu_energy_j)
-            if emissions.basis != "forecast":
-                self.store.update_emissions(energy.id, emissions, counterfactual_g)
-                changed += 1
-        return changed
+        return self.run_emissions.finalise()
 
     def carbon(self, zone: str | None = None, duration_s: float | None = None,
                horizon_s: float = 48 * 3600.0) -> list[dict[str, Any]]:
-        """Each zone's current intensity, signal health and forecast, and the cleanest window for a job."""
-        from scheduler.carbon import cleanest_window
-
-        zones = [zone] if zone else sorted({g.zone for g in self._inventory} | set(getattr(self.signal, "zones", ())))
-        now_s = to_unix_s(self.clock())
-        views = []
-        for z in zones:
-            status = self.signal.status(z)
-            current = self.signal.reading(z, now_s)
-            forecast = self.signal.forecast(z, horizon_s)
-            window = cleanest_window(forecast, duration_s) if duration_s else None
-            views.append({
-                "zone": z, "state": status.state, "reason": status.reason, "age_s": status.age_s,
-                "source": current.source, "basis": current.basis, "intensity_g_per_kwh": current.intensity_g_per_kwh,
-                "signal_index_percent": status.signal_index_percent,
-                "forecast": [{"at": r.at.isoformat(), "intensity_g_per_kwh": r.intensity_g_per_kwh,
-                              "basis": r.basis} for r in forecast],
-                "cleanest_window": None if window is None else {
-                    "start": window.start.isoformat(), "end": window.end.isoformat(),
-                    "mean_g_per_kwh": window.mean_g_per_kwh},
-            })
-        return views
+        """Each zone's current intensity, signal health and forecast, and the cleanest window for a job; every
+        zone of the cluster and of the carbon configuration unless ``zone`` names one."""
+        zones = [zone] if zone else sorted(self._zones() | self.grid_carbon.zones)
+        return self.grid_carbon.views(zones, duration_s, horizon_s)
 
     # --- scheduling -----------------------------------------------------------------------------------
 
@@ -398,12 +365,16 @@ class Daemon:
         self._inventory = [GpuInfo(i["worker_id"], i["node_id"], i["zone"], i.get("busy_job"), i)
                            for i in inventory]
 
+    def _zones(self) -> set[str]:
+        """The zones of the cluster's GPUs."""
+        return {g.zone for g in self._inventory}
+
     def snapshot(self, jobs: list | None = None) -> Snapshot:
         """What the policy sees now: waiting jobs with their expected length and draw, GPUs, carbon forecast."""
         now = self.clock()
         now_s = to_unix_s(now)
         jobs = self.store.waiting() if jobs is None else jobs
-        estimator = WorkEstimator(self.store.recent_finished_runs())
+        estimator = self.recent_runs.estimator()
         own_runs = self.store.run_seconds([j.id for j in jobs if j.started_at is not None])
         waiting = tuple(
             JobRequest(job_id=j.id, gpus=j.gpus, submitted_s=to_unix_s(j.submitted_at), zones=tuple(j.zones or ()),
@@ -416,10 +387,9 @@ class Daemon:
         )
         gpus = tuple(GpuSlot(g.worker_id, g.node_id, g.zone, busy=g.busy_job is not None,
                              max_power_w=g.raw.get("max_power_w")) for g in self._inventory)
-        zones = {g.zone for g in self._inventory}
-        intensity = {z: self.signal.intensity_g_per_kwh(z, now_s) for z in zones}
-        return Snapshot(now_s=now_s, waiting=waiting, gpus=gpus, intensity_g_per_kwh=intensity,
-                        forecast=SignalForecast(self.signal, now_s))
+        return Snapshot(now_s=now_s, waiting=waiting, gpus=gpus,
+                        intensity_g_per_kwh=self.grid_carbon.intensities(self._zones(), now_s),
+                        forecast=self.grid_carbon.forecast(now_s))
 
     def tick(self) -> None:
         """One scheduling decision round: snapshot, policy, apply."""
@@ -603,12 +573,15 @@ class Daemon:
         self.store.add_samples(run_id, self._thin(run_id, samples, keep_last=True))
         self._sample_marks.pop(run_id, None)
         status = _run_status(event.get("exit_status"))
-        energy = self._run_energy(run_id, event.get("energy") or {}, samples)
+        energy = self.run_emissions.energy_record(run_id, event.get("energy") or {}, samples)
         try:
             self.store.finish_run(run_id, status, event.get("exit_code"), event.get("error"), energy,
                                   event.get("result"))
         except InvalidTransition as exc:
             log.warning("run %s finished but its job cannot record it: %s", run_id, exc)
+        else:
+            if status is RunStatus.SUCCEEDED and (run := self.store.finished_run(run_id)) is not None:
+                self.recent_runs.add(run)
         return True
 
     def _thin(self, run_id: int, samples: list[list[float]], keep_last: bool = False) -> list[list[float]]:
@@ -626,46 +599,6 @@ class Daemon:
             self._sample_marks[run_id] = (first_s, last_s)
         return kept
 
-    def _run_energy(self, run_id: int, energy: dict[str, Any], final_samples: list[list[float]]) -> RunEnergy | None:
-        if not energy:
-            return None
-        stored = [(to_unix_s(s.at), s.gpu_energy_j + s.cpu_energy_j) for s in self.store.stored_samples(run_id)]
-        points = sorted(set(stored) | {(s[0], s[3] + s[4]) for s in final_samples})
-        total_j = float(energy.get("gpu_energy_j", 0.0)) + float(energy.get("cpu_energy_j", 0.0))
-        emissions, counterfactual_g = self._emissions(run_id, points, total_j, energy.get("started_s"))
-        return RunEnergy(
-            gpu_energy_j=float(energy.get("gpu_energy_j", 0.0)), cpu_energy_j=float(energy.get("cpu_energy_j", 0.0)),
-            gpu_method=energy.get("gpu_method", "unknown"), cpu_method=energy.get("cpu_method", "unknown"),
-            avg_power_w=float(energy.get("avg_power_w", 0.0)), peak_power_w=float(energy.get("peak_power_w", 0.0)),
-            duration_s=float(energy.get("duration_s", 0.0)), intensity_g_per_kwh=emissions.intensity_g_per_kwh,
-            emissions_g=emissions.emissions_g, carbon_source=emissions.source, carbon_basis=emissions.basis,
-            counterfactual_emissions_g=counterfactual_g,
-        )
-
-    def _emissions(self, run_id: int, points: list[tuple[float, float]], total_j: float,
-                   started_s: float | None = None) -> tuple[Emissions, float]:
-        """A run's emissions, and its fifo counterfactual's.
-
-        The counterfactual is what the run would have emitted had its job started at submission in its home
-        zone (its first allowed zone, else the default zone), its runs back to back, at full power, charged at
-        the intensities that occurred there and then. A run capped to a step of its power profile (``speed`` x
-        full speed at ``power_fraction`` x full power) would have done the same work at full power in ``speed``
-        x the time at ``1 / power_fraction`` x the draw: its energy profile is compressed by ``speed`` about its
-        start, scaled by ``speed / power_fraction``, and shifted. An uncapped run's profile is only shifted.
-        """
-        place = self.store.counterfactual_placement(run_id)
-        started_s = float(started_s or place.started_s)
-        emissions = integrate_emissions(points, total_j, self.signal, place.zone, started_s)
-        shift_s = place.counterfactual_start_s - started_s
-        # The compression is written as a correction to the shift, so that an uncapped run's figure is bit for
-        # bit what the shift alone gives (x - 0.0 and x * 1.0 are exact).
-        saved = 1.0 - place.speed
-        scale = place.speed / place.power_fraction
-        full_power = [(t + shift_s - (t - started_s) * saved, e * scale) for t, e in points]
-        counterfactual = integrate_emissions(full_power, total_j * scale, self.signal,
-                                             place.home_zone or self.settings.default_zone,
-                                             place.counterfactual_start_s)
-        return emissions, counterfactual.emissions_g
 
 def _run_status(exit_status: str | None) -> RunStatus:
     try:

@@ -4,13 +4,16 @@ Carbon-aware placement needs both (a window is only "clean" for a job of a given
 regular: a training job's time is close to proportional to its optimizer steps, a sampling job's to its images x
 denoising steps. So the estimate is units of work x the median seconds per unit of recent runs of that kind, plus
 the process start-up; with no history yet, nominal rates stand in (and are replaced as soon as runs finish).
+The daemon keeps the recent runs in memory (``RecentRuns``), so scheduling does not read them again each tick.
 """
 
 from __future__ import annotations
 
 import statistics
+from collections import deque
 from dataclasses import dataclass
-from typing import Any, Iterable
+from itertools import islice
+from typing import Any, Callable, Iterable
 
 #: Seconds per unit of work before any run has been seen: nominal, for a small model on one CPU thread.
 NOMINAL_S_PER_UNIT = {"diffusion-train": 0.15, "diffusion-sample": 0.004}
@@ -18,6 +21,8 @@ NOMINAL_S_PER_UNIT = {"diffusion-train": 0.15, "diffusion-sample": 0.004}
 NOMINAL_STARTUP_S = 6.0
 #: Estimates are stretched by this much: running late risks a deadline, running early only some saving.
 SAFETY_FACTOR = 1.25
+#: How many of the latest succeeded runs (of all kinds) estimates learn from.
+RECENT_RUNS = 200
 
 
 def work_units(kind: str, spec: dict[str, Any], result: dict[str, Any] | None = None) -> float | None:
@@ -86,3 +91,32 @@ class WorkEstimator:
     def power_w(self, kind: str) -> float:
         """Expected average draw per GPU (W)."""
         return self._power_w.get(kind, self._default_power_w)
+
+
+class RecentRuns:
+    """The latest succeeded runs, newest first, and the ``WorkEstimator`` learned from them, kept in memory.
+
+    ``load`` reads the latest runs from the database, newest first; it is called once, on first use. Each run
+    that succeeds afterwards is passed to ``add``, so the estimator stays the one a fresh load would give.
+    """
+
+    def __init__(self, load: Callable[[], Iterable[FinishedRun]], limit: int = RECENT_RUNS):
+        self._load = load
+        self._limit = limit
+        self._runs: deque[FinishedRun] | None = None
+        self._estimator: WorkEstimator | None = None
+
+    def estimator(self) -> WorkEstimator:
+        """The estimator learned from the latest runs (loaded now if this is the first use)."""
+        if self._runs is None:
+            self._runs = deque(islice(self._load(), self._limit), maxlen=self._limit)
+            self._estimator = WorkEstimator(self._runs)
+        return self._estimator
+
+    def add(self, run: FinishedRun) -> None:
+        """Learn from a run that has just succeeded; the oldest run beyond the limit is forgotten."""
+        if self._runs is None:
+            return  # nothing loaded yet: the first use will load this run with the others
+        self._runs.appendleft(run)
+        # A new estimator rather than an update in place: a tick holding the old one sees one consistent view.
+        self._estimator = WorkEstimator(self._runs)

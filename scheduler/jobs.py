@@ -14,15 +14,15 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import Select, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from scheduler.clock import Clock, from_unix_s
 from scheduler.db.models import Job, JobEvent, PowerSample, Run, RunEnergy
-from scheduler.estimates import FinishedRun
+from scheduler.estimates import RECENT_RUNS, FinishedRun
 from scheduler.errors import InvalidRequest, InvalidTransition, JobNotFound, WattschedError
 from scheduler.job_state import JobState, RunStatus
 from policies.snapshot import FULL_POWER, CapStep
@@ -378,14 +378,24 @@ class JobStore:
                 unmet[job.id] = pending
         return unmet
 
-    def recent_finished_runs(self, limit: int = 200) -> list[FinishedRun]:
-        """The latest succeeded runs with their energy, which duration and power estimates learn from."""
+    def recent_finished_runs(self, limit: int = RECENT_RUNS) -> list[FinishedRun]:
+        """The latest succeeded runs with their energy, newest first, which duration and power estimates learn
+        from."""
+        return self._finished_runs(lambda query: query.order_by(Run.ended_at.desc()).limit(limit))
+
+    def finished_run(self, run_id: int) -> FinishedRun | None:
+        """A run as estimates learn from it; None unless it succeeded and its energy is recorded."""
+        found = self._finished_runs(lambda query: query.where(Run.id == run_id))
+        return found[0] if found else None
+
+    def _finished_runs(self, narrow: Callable[[Select], Select]) -> list[FinishedRun]:
+        """Succeeded runs with their energy, as ``narrow`` orders and limits them."""
         with self.sessions() as session:
-            rows = session.execute(
+            rows = session.execute(narrow(
                 select(Job.kind, Job.spec, Job.result, Job.gpus, RunEnergy.duration_s, RunEnergy.gpu_energy_j)
                 .join(Run, Run.job_id == Job.id).join(RunEnergy, RunEnergy.run_id == Run.id)
-                .where(Run.status == RunStatus.SUCCEEDED.value).order_by(Run.ended_at.desc()).limit(limit)
-            ).all()
+                .where(Run.status == RunStatus.SUCCEEDED.value)
+            )).all()
         return [FinishedRun(kind, spec, result, duration_s, gpu_j, gpus)
                 for kind, spec, result, gpus, duration_s, gpu_j in rows]
 
