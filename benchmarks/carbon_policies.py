@@ -8,6 +8,9 @@ Scenarios:
   + 24 h, not interruptible, no caps, 100,000 GPUs (never congested).
 - ``3-zone-2020``: DE, FR and GB together, home zones in turn, any zone allowed, half the jobs interruptible,
   every job on a power profile from the Zeus V100 sweeps (medians over workloads, per power limit).
+- ``tight-3-zone-2020``: the same jobs on 8 GPUs per zone under a cluster power budget of 16 GPUs at full power
+  (4.8 kW): congested at peaks (fifo's own peak wants 39 GPUs), so jobs compete for clean slots and power.
+  "Best possible" (each job alone) is then a bound, not a reachable target.
 - ``caps-<gpu>-DE-2020`` (a40, p100, rtx6000, v100): power capping only. The DE-2020 jobs, each on that GPU's
   Zeus profile, with deadline = submission + length / (slowest speed in the profile): the lowest cap just fits.
   There is no 24 h slack, but a job at full power may still wait length x (1 / slowest speed - 1); the
@@ -53,6 +56,9 @@ START_2020 = 1577836800.0  # 2020-01-01T00:00:00Z
 START_2021_10 = 1633651200.0  # 2021-10-08T00:00:00Z
 SLACK_S = 24 * 3600.0
 POWER_W = 300.0
+# tight-3-zone-2020: 8 GPUs per zone (the largest job fits one zone) and power for 16 of the 24 at full power
+TIGHT_GPUS = 8
+TIGHT_BUDGET_W = 16 * POWER_W
 RUNS = (("fifo", "fifo", "perfect", {}), ("carbon-aware perfect", "carbon-aware", "perfect", {}),
         ("carbon-aware persistence", "carbon-aware", "persistence", {}),
         ("naive same-time-yesterday", "carbon-aware", "persistence", {"history_model": False}))
@@ -253,8 +259,8 @@ def main(argv=None) -> int:
     def wanted(scenario: str) -> bool:
         return not args.only or args.only in scenario
 
-    def zones_2020(names) -> Cluster:
-        return Cluster(START_2020, tuple(zone(lww / files[n], n, 100_000, START_2020) for n in names))
+    def zones_2020(names, gpus: int = 100_000, budget_w: float | None = None) -> Cluster:
+        return Cluster(START_2020, tuple(zone(lww / files[n], n, gpus, START_2020) for n in names), budget_w)
 
     rows = []
     print(HEADER)
@@ -266,6 +272,10 @@ def main(argv=None) -> int:
         profiles = {"v100": zeus_profile(zeus / "v100.csv", "v100")}
         jobs = gaia_jobs(gaia / "pai-100k.csv", args.jobs, tuple(files), True, 0.5, "v100")
         rows += run_scenario("3-zone-2020", zones_2020(files), jobs, profiles)
+    if wanted("tight-3-zone-2020"):
+        profiles = {"v100": zeus_profile(zeus / "v100.csv", "v100")}
+        jobs = gaia_jobs(gaia / "pai-100k.csv", args.jobs, tuple(files), True, 0.5, "v100")
+        rows += run_scenario("tight-3-zone-2020", zones_2020(files, TIGHT_GPUS, TIGHT_BUDGET_W), jobs, profiles)
     for gpu in ("a40", "p100", "rtx6000", "v100"):
         if wanted(f"caps-{gpu}-DE-2020"):
             profile = zeus_profile(zeus / f"{gpu}.csv", gpu)

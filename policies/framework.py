@@ -183,9 +183,14 @@ class ProfilePolicy:
             if not status.ok:
                 return Wait(job.job_id, status.reason, deferred=status.code is Code.WAIT, retry_at_s=status.retry_at_s)
         step, until_s, why = self.profile.cap_chooser.choose(state, job, zone)
+        draw_w = job_draw_w(job, step)
+        if state.budget_left_w is not None and draw_w > state.budget_left_w + 1e-9:
+            # the budget is a hard limit: filters admit a job whose lowest cap fits, but the chooser may need more
+            return Wait(job.job_id, f"waiting for power: the budget has {max(state.budget_left_w, 0):.0f} W left, "
+                                    f"the job draws {draw_w:.0f} W at a {step.cap_fraction:.0%} cap")
         node_id, gpu_ids = state.cluster.take(zone, job.gpus)
         if state.budget_left_w is not None:
-            state.budget_left_w -= job_draw_w(job, step)
+            state.budget_left_w -= draw_w
         cap_w = _cap_w(state.snapshot, gpu_ids, step)
         return Start(job.job_id, node_id, zone, gpu_ids, power_cap_w=cap_w, reason=why,
                      cap_fraction=step.cap_fraction, until_s=until_s)

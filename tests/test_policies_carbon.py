@@ -138,6 +138,16 @@ def test_power_budget_caps_or_holds():
     assert isinstance(capped, Start) and capped.cap_fraction == 0.5
 
 
+def test_a_job_due_now_without_power_for_full_speed_runs_as_fast_as_the_budget_allows():
+    flat = {"DE": [300] * 8}
+    slowest = PowerProfile("three", (CapStep(1.0, 1.0, 1.0), CapStep(0.7, 0.9, 0.7), CapStep(0.4, 0.7, 0.4)))
+    # due now (1 h of work, deadline in 1 h): only full speed is on time, but 600 W of budget is left of 1000
+    due = decide([job(gpus=3, profile=slowest, deadline_h=1)], hourly=flat, budget_w=1000, draw_w=400)["j"]
+    assert isinstance(due, Start) and due.cap_fraction == 0.4  # 360 W fits, 630 W (the 0.7 cap) does not
+    held = decide([job(gpus=3, profile=slowest, deadline_h=1)], hourly=flat, budget_w=1000, draw_w=700)["j"]
+    assert isinstance(held, Wait) and "power" in held.reason  # not even the lowest cap fits: never over budget
+
+
 def test_contention_urgent_first_then_most_carbon_lost_by_waiting():
     jobs = [job("relaxed", zones=("DE",), deadline_h=8, submitted_s=-10),
             job("urgent", zones=("DE",), duration_h=2, deadline_h=2)]

@@ -11,7 +11,7 @@ from policies.framework import ClusterView, normalize_lower_is_better
 from policies.history_forecast import HistoryForecast
 from policies.plugins import assemble, plugin_registry
 from policies.registry import create_policy
-from policies.snapshot import GpuSlot, JobRequest, Snapshot, ZonePool
+from policies.snapshot import CapStep, GpuSlot, JobRequest, PowerProfile, Snapshot, ZonePool
 from policies.status import Code, Status
 
 
@@ -58,6 +58,15 @@ def test_fifo_on_pools_and_the_power_budget():
     a, b = create_policy("fifo").decide(snapshot)
     assert isinstance(a, Start) and a.node_id == "DE" and a.gpu_ids == ()
     assert isinstance(b, Wait) and b.reason.startswith("waiting for power")
+
+
+def test_fifo_never_starts_a_job_over_the_budget_that_only_its_lowest_cap_fits():
+    slow = PowerProfile("slow", (CapStep(1.0, 1.0, 1.0), CapStep(0.5, 0.8, 0.5)))
+    job = JobRequest("a", 2, 0.0, power_w=300.0, power_profile=slow)  # 600 W at full power, 300 W at the cap
+    snapshot = Snapshot(0.0, (job,), gpus=(), pools=(ZonePool("DE", 4, 4),), power_budget_w=1000.0,
+                        power_draw_w=500.0)
+    (decision,) = create_policy("fifo").decide(snapshot)  # fifo runs at full power: 600 W > 500 W left
+    assert isinstance(decision, Wait) and decision.reason.startswith("waiting for power") and "600 W" in decision.reason
 
 
 def test_best_start_and_cheapest_slots_are_exact():

@@ -410,9 +410,13 @@ class CarbonCap:
 
     @staticmethod
     def _fallback(job: JobRequest, now: float, deadline: float, budget: float, must_start: bool) -> CapStep | None:
-        """The least-drawing cap that fits the budget and meets the deadline from now; full power when late."""
+        """Within the budget: the least-drawing cap that meets the deadline from now (full speed when the slack
+        is gone), else the fastest cap (late either way); None when no cap fits the budget."""
         work_s = job.expected_duration_s or 0.0
-        fitting = [s for s in steps_of(job) if job_draw_w(job, s) <= budget and now + work_s / s.speed <= deadline]
+        within = [s for s in steps_of(job) if job_draw_w(job, s) <= budget]
+        fitting = [s for s in within if now + work_s / s.speed <= deadline]
         if must_start:
             fitting = [s for s in fitting if s.speed >= 1.0] or fitting
-        return min(fitting, key=lambda s: s.power_fraction / s.speed, default=None)
+        if fitting:
+            return min(fitting, key=lambda s: s.power_fraction / s.speed)
+        return max(within, key=lambda s: s.speed, default=None)
