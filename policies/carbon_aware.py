@@ -19,7 +19,7 @@ def carbon_aware_profile(history_model: bool = True, min_saving_fraction: float 
         filters=("NodeCapacity", "PowerBudget"),
         # the listed zone order only breaks ties between equally clean zones
         scorers=(("CarbonOverRun", 1.0), ("ZoneOrder", 1e-6)),
-        permits=("CarbonWindow",), cap_chooser="CarbonCap",
+        permits=("CarbonWindow",), cap_chooser="CarbonCap", preemptors=("Preempt",),
         config={"CarbonPlanner": {"history_model": history_model},
                 "CarbonWindow": {"min_saving_fraction": min_saving_fraction},
                 "CarbonCap": {"min_stretch_s": min_stretch_s}})

@@ -1,4 +1,5 @@
-"""What a policy answers: start a job on given GPUs, or let it wait, with the reason a user reads."""
+"""What a policy answers: start a job on given GPUs, let it wait, or suspend a running one, with the reason a user
+reads."""
 
 from __future__ import annotations
 
@@ -40,4 +41,13 @@ class Wait:
     retry_at_s: float | None = None
 
 
-Decision = Start | Wait
+@dataclass(frozen=True)
+class Suspend:
+    """Suspend running ``job_id`` now, to make room or power for a job that is due (interruptible jobs only: it
+    stops at a checkpoint and waits again). A policy lists it before the start it makes room for."""
+
+    job_id: str
+    reason: str
+
+
+Decision = Start | Wait | Suspend

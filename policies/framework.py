@@ -4,7 +4,8 @@ One cycle, for one snapshot::
 
     PreFilter (all waiting jobs: compute per-job scratch, e.g. carbon plans, into the CycleState)
     QueueSort (who goes first when room is scarce)
-    for each job:   Filter (which zones could take it now?) -> Score (normalised 0..100, weighted) -> best zone
+    for each job:   Preempt (a job that is due may suspend running ones that can afford a pause)
+                    -> Filter (which zones could take it now?) -> Score (normalised 0..100, weighted) -> best zone
                     -> Permit (start now, or wait on purpose for a better moment)
                     -> CapChooser (at which power cap) -> Reserve (take the GPUs and the power in the CycleState)
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence
 
-from policies.decisions import Decision, Start, Wait
+from policies.decisions import Decision, Start, Suspend, Wait
 from policies.snapshot import FULL_POWER, CapStep, JobRequest, Snapshot
 from policies.status import Code, Status
 
@@ -68,6 +69,13 @@ class ClusterView:
                 return node_id, taken
         raise ValueError(f"zone {zone} has no node with {gpus} free GPUs")  # callers check fits() first
 
+    def release(self, zone: str, node_id: str, gpus: int, gpu_ids: tuple[str, ...] = ()) -> None:
+        """Give back the GPUs of a job suspended during the cycle (``gpu_ids`` on listed GPUs, else a count)."""
+        nodes = self.free.setdefault(zone, {})
+        free = nodes.get(node_id, 0 if not gpu_ids else [])
+        nodes[node_id] = free + gpus if isinstance(free, int) else free + list(gpu_ids)
+        self._most_free[zone] = max(map(_count, nodes.values()))
+
 
 def _count(free: list[str] | int) -> int:
     return free if isinstance(free, int) else len(free)
@@ -81,6 +89,7 @@ class CycleState:
     cluster: ClusterView
     budget_left_w: float | None
     notes: dict[tuple[str, str], Any] = field(default_factory=dict)  # (plugin, job id) -> anything
+    suspended: list[Suspend] = field(default_factory=list)  # running jobs suspended this cycle, in order
 
     @property
     def now_s(self) -> float:
@@ -118,6 +127,14 @@ class ScorePlugin(Protocol):
         """A score per zone in ``[0, MAX_SCORE]``, higher is better (see ``normalize_lower_is_better``)."""
 
 
+class PreemptPlugin(Protocol):
+    name: str
+
+    def preempt(self, state: CycleState, job: JobRequest, zones: tuple[str, ...]) -> None:
+        """Before ``job`` is placed: suspend running jobs to make room or power for it, if it needs them (recorded
+        in ``CycleState.suspended``, with their GPUs and power given back to the cycle)."""
+
+
 class PermitPlugin(Protocol):
     name: str
 
@@ -153,6 +170,7 @@ class Profile:
     scorers: tuple[tuple[ScorePlugin, float], ...] = ()
     pre_filters: tuple[PreFilterPlugin, ...] = ()
     permits: tuple[PermitPlugin, ...] = ()
+    preemptors: tuple[PreemptPlugin, ...] = ()
 
 
 class ProfilePolicy:
@@ -169,10 +187,17 @@ class ProfilePolicy:
         for plugin in self.profile.pre_filters:
             plugin.pre_filter(state, jobs)
         all_zones = snapshot.zones()
-        return [self._decide_one(state, job, job.zones or all_zones)
-                for job in self.profile.queue_sort.sort(state, jobs)]
+        decisions: list[Decision] = []
+        for job in self.profile.queue_sort.sort(state, jobs):
+            decision = self._decide_one(state, job, job.zones or all_zones)
+            decisions.extend(state.suspended)  # before the start they make room for
+            state.suspended.clear()
+            decisions.append(decision)
+        return decisions
 
     def _decide_one(self, state: CycleState, job: JobRequest, zones: tuple[str, ...]) -> Decision:
+        for plugin in self.profile.preemptors:
+            plugin.preempt(state, job, zones)
         for plugin in self.profile.filters:
             zones, status = plugin.filter(state, job, zones)
             if not zones:

@@ -7,7 +7,7 @@ cluster. Times are seconds on the caller's clock (``now_s``); a policy never rea
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 if TYPE_CHECKING:
     from policies.forecast import CarbonForecast
@@ -84,6 +84,25 @@ class GpuSlot:
 
 
 @dataclass(frozen=True)
+class RunningJob:
+    """A job running now, as a policy weighs suspending it for a job that is due.
+
+    draw_w: what it draws now on all its GPUs; remaining_s: the work it has left, in seconds at full speed (None:
+    unknown); gpu_ids: its GPUs (empty on a pool).
+    """
+
+    job_id: str
+    zone: str
+    node_id: str
+    gpus: int
+    draw_w: float
+    interruptible: bool
+    deadline_s: float | None
+    remaining_s: float | None
+    gpu_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """The world as a policy may see it at ``now_s``.
 
@@ -92,6 +111,8 @@ class Snapshot:
     intensity_g_per_kwh: the current carbon intensity of each zone that has a signal.
     forecast: the carbon forecast a policy may consult (``policies.forecast.CarbonForecast``), or None.
     power_budget_w: the cluster-wide limit on the summed GPU draw, or None; power_draw_w: the draw now.
+    running: the jobs running now, for policies that may suspend one (empty: none may be suspended); a caller
+    may hand a lazy sequence, built only if a policy looks.
     """
 
     now_s: float
@@ -102,6 +123,7 @@ class Snapshot:
     forecast: CarbonForecast | None = None
     power_budget_w: float | None = None
     power_draw_w: float = 0.0
+    running: Sequence[RunningJob] = ()
 
     def zones(self) -> tuple[str, ...]:
         """Every zone that has a GPU, in the order GPUs (then pools) are listed."""

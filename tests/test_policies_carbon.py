@@ -165,3 +165,36 @@ def test_without_a_forecast_it_behaves_like_fifo():
                         intensity_g_per_kwh={"DE": 400.0, "FR": 50.0})
     d = create_policy("carbon-aware").decide(snapshot)[0]
     assert isinstance(d, Start) and d.zone == "FR"  # the cleaner zone now, by the current intensity
+
+
+def test_a_due_job_suspends_running_interruptible_jobs_that_can_afford_it():
+    from policies.decisions import Suspend
+    from policies.snapshot import RunningJob
+
+    flat = {"DE": [300] * 30}
+    due = job("due", gpus=2, deadline_h=1)  # 1 h of work, due in 1 h: it must start now
+
+    def running(job_id, gpus=1, interruptible=True, deadline_h=20.0, remaining_h=2.0):
+        return RunningJob(job_id, "DE", "DE", gpus, gpus * 300.0, interruptible, deadline_h * H, remaining_h * H)
+
+    def decide_with(jobs, others, free, budget_w=None, draw_w=0.0):
+        snapshot = Snapshot(now_s=0.0, waiting=tuple(jobs), gpus=(), pools=(ZonePool("DE", 4, free),),
+                            forecast=TableForecast(0.0, flat), power_budget_w=budget_w, power_draw_w=draw_w,
+                            running=tuple(others))
+        return create_policy("carbon-aware").decide(snapshot)
+
+    # room: one GPU free, two needed; of the paused-able, the one with most slack goes, and before the start
+    others = [running("tight", deadline_h=3.5), running("loose", deadline_h=20), running("fixed", interruptible=False)]
+    decisions = decide_with([due], others, free=1)
+    assert [type(d).__name__ for d in decisions] == ["Suspend", "Start"] and decisions[0].job_id == "loose"
+    assert "due" in decisions[0].reason
+    # "tight" has 1.5 h of slack (>= the due job's hour) and "loose" 18 h: power for 600 W takes both, most slack first
+    decisions = decide_with([due], others, free=4, budget_w=900.0, draw_w=900.0)
+    assert [d.job_id for d in decisions if isinstance(d, Suspend)] == ["loose", "tight"]
+    assert isinstance(decisions[-1], Start) and decisions[-1].cap_fraction == 1.0
+    # not enough can be paused: nothing is suspended, the job waits
+    decisions = decide_with([due], [running("tight", deadline_h=1.5), others[2]], free=1)
+    assert [type(d).__name__ for d in decisions] == ["Wait"]
+    # a job with slack left is never a reason to suspend anyone
+    decisions = decide_with([job("relaxed", gpus=2, deadline_h=10)], others, free=1)
+    assert not any(isinstance(d, Suspend) for d in decisions)

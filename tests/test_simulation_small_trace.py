@@ -135,3 +135,38 @@ def test_short_jobs_late_in_a_long_trace_are_planned_whatever_the_rounding():
     result = simulate(cluster, jobs, "carbon-aware", "perfect")
     assert result["summary"]["completed"] == len(jobs)
     assert check_result(result, cluster, jobs, {}) == []
+
+
+def test_a_due_job_preempts_an_interruptible_one_and_both_meet_their_deadlines():
+    from scheduler.simulation.inputs import Cluster, Job, Zone
+
+    hours = np.arange(0.0, 48 * 3600.0, 3600.0)
+    cluster = Cluster(0.0, (Zone("DE", 1, hours, np.full(len(hours), 300.0)),))  # one GPU, a flat signal
+    long = Job("long", 0.0, 4 * 3600.0, 1, 300.0, 40 * 3600.0, True, ("DE",), "", "train", 2)
+    due = Job("due", 3600.0, 3600.0, 1, 300.0, 2 * 3600.0, False, ("DE",), "", "train", 3)  # no slack at all
+    result = simulate(cluster, [long, due], "carbon-aware", "perfect")
+    assert check_result(result, cluster, [long, due], {}) == []
+    by_id = {e["job_id"]: e for e in result["jobs"]}
+    assert by_id["due"]["completed_s"] == pytest.approx(2 * 3600.0)  # started on arrival: "long" made room
+    assert [(s["start_s"], s["end_s"]) for s in by_id["long"]["segments"]] == [(0.0, 3600.0), (7200.0, 5 * 3600.0)]
+    fifo = simulate(cluster, [long, due], "fifo", "perfect")
+    assert {e["job_id"]: e["completed_s"] for e in fifo["jobs"]}["due"] == pytest.approx(5 * 3600.0)  # late
+
+
+def test_the_simulator_refuses_to_suspend_a_job_that_is_not_running():
+    from policies.decisions import Suspend
+    from scheduler.simulation.engine import Simulation
+    from scheduler.simulation.errors import PolicyViolation
+    from scheduler.simulation.forecasts import make_forecast
+    from scheduler.simulation.inputs import Cluster, Job, Zone
+
+    class Rogue:
+        name = "rogue"
+
+        def decide(self, snapshot):
+            return [Suspend(j.job_id, "because") for j in snapshot.waiting]
+
+    cluster = Cluster(0.0, (Zone("DE", 1, np.array([0.0]), np.array([300.0])),))
+    jobs = [Job("j", 0.0, 60.0, 1, 300.0, None, True, ("DE",), "", "train", 2)]
+    with pytest.raises(PolicyViolation, match="rogue suspended j, which is not a running interruptible job"):
+        Simulation(cluster, jobs, {}, Rogue(), make_forecast("perfect", cluster)).run()

@@ -7,6 +7,7 @@ from typing import Any, Mapping
 from policies.framework import Profile
 from policies.plugins.capacity import ArrivalOrder, FullPower, NodeCapacity, PowerBudget, ZoneOrder
 from policies.plugins.carbon import CarbonCap, CarbonOverRun, CarbonPlanner, CarbonWindow, UrgencyFirst
+from policies.plugins.preemption import Preempt
 from policies.registry import Registry
 
 
@@ -14,14 +15,15 @@ def plugin_registry() -> Registry:
     """A registry of every built-in plugin class by its ``name``."""
     registry = Registry(kind="plugin")
     for plugin in (ArrivalOrder, FullPower, NodeCapacity, PowerBudget, ZoneOrder,
-                   CarbonPlanner, UrgencyFirst, CarbonOverRun, CarbonWindow, CarbonCap):
+                   CarbonPlanner, UrgencyFirst, CarbonOverRun, CarbonWindow, CarbonCap, Preempt):
         registry.register(plugin.name, plugin)
     return registry
 
 
 def assemble(name: str, *, queue_sort: str, cap_chooser: str, filters: tuple[str, ...] = (),
              scorers: tuple[tuple[str, float], ...] = (), pre_filters: tuple[str, ...] = (),
-             permits: tuple[str, ...] = (), config: Mapping[str, Mapping[str, Any]] | None = None) -> Profile:
+             permits: tuple[str, ...] = (), preemptors: tuple[str, ...] = (),
+             config: Mapping[str, Mapping[str, Any]] | None = None) -> Profile:
     """A profile from plugin names; ``config`` maps a plugin name to the keyword arguments it is built with."""
     registry, config = plugin_registry(), config or {}
 
@@ -30,4 +32,5 @@ def assemble(name: str, *, queue_sort: str, cap_chooser: str, filters: tuple[str
 
     return Profile(name=name, queue_sort=make(queue_sort), cap_chooser=make(cap_chooser),
                    filters=tuple(map(make, filters)), scorers=tuple((make(p), w) for p, w in scorers),
-                   pre_filters=tuple(map(make, pre_filters)), permits=tuple(map(make, permits)))
+                   pre_filters=tuple(map(make, pre_filters)), permits=tuple(map(make, permits)),
+                   preemptors=tuple(map(make, preemptors)))

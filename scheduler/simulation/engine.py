@@ -12,9 +12,11 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass, field
 
-from policies.decisions import Start, Wait
+from collections.abc import Sequence
+
+from policies.decisions import Start, Suspend, Wait
 from policies.registry import Policy
-from policies.snapshot import FULL_POWER, CapStep, JobRequest, PowerProfile, Snapshot, ZonePool
+from policies.snapshot import FULL_POWER, CapStep, JobRequest, PowerProfile, RunningJob, Snapshot, ZonePool
 from scheduler.simulation.errors import PolicyViolation
 from scheduler.simulation.forecasts import TraceForecast
 from scheduler.simulation.inputs import Cluster, Job
@@ -68,6 +70,7 @@ class Simulation:
         self._heap: list[tuple[float, int, int, int, int]] = []  # (time, kind, seq, job index, token)
         self._seq = 0
         self._blocked: dict[int, None] = {}  # waiting for room, in the order they started waiting
+        self._running: dict[int, None] = {}  # running now
 
     def _push(self, t: float, kind: int, index: int) -> None:
         self._seq += 1
@@ -104,6 +107,7 @@ class Simulation:
         """End the running segment at ``now``; True when the job is complete."""
         seg = run.segments[-1]
         seg.end_s = now
+        self._running.pop(self._by_id[run.job.job_id], None)
         run.remaining_s -= (now - run.running_since_s) * seg.step.speed
         run.token += 1
         self.free[seg.zone] += run.job.gpus
@@ -119,12 +123,15 @@ class Simulation:
         self.forecast.now_s = now
         pools = tuple(ZonePool(z.name, z.gpus, self.free[z.name]) for z in self.cluster.zones)
         snapshot = Snapshot(now_s=now, waiting=tuple(self.runs[i].request() for i in offered), gpus=(), pools=pools,
-                            forecast=self.forecast, power_budget_w=self.cluster.budget_w, power_draw_w=self.draw_w)
+                            forecast=self.forecast, power_budget_w=self.cluster.budget_w, power_draw_w=self.draw_w,
+                            running=RunningView(self, now))
         answered = set()
         for decision in self.policy.decide(snapshot):
             index = self._by_id[decision.job_id]
             answered.add(index)
-            if isinstance(decision, Start):
+            if isinstance(decision, Suspend):
+                self._suspend(self.runs[index], index, now)
+            elif isinstance(decision, Start):
                 self._start(self.runs[index], index, decision, now)
             elif isinstance(decision, Wait):
                 self.runs[index].token += 1
@@ -135,6 +142,13 @@ class Simulation:
         for index in offered:
             if index not in answered:
                 self._blocked[index] = None
+
+    def _suspend(self, run: JobRun, index: int, now: float) -> None:
+        if index not in self._running or not run.job.interruptible:
+            raise PolicyViolation(f"{self.policy.name} suspended {run.job.job_id}, which is not a running "
+                                  "interruptible job")
+        if not self._stop(run, now):
+            self._blocked[index] = None  # waiting again: offered when room is freed
 
     def _start(self, run: JobRun, index: int, decision: Start, now: float) -> None:
         job = run.job
@@ -158,6 +172,7 @@ class Simulation:
             run.segments.append(Segment(now, decision.zone, step))
         run.token += 1
         run.running_since_s = now
+        self._running[index] = None
         end = now + run.remaining_s / step.speed
         if decision.until_s is not None and decision.until_s < end:
             end = max(decision.until_s, now)
@@ -172,3 +187,29 @@ class Simulation:
                 return step
         raise PolicyViolation(f"{self.policy.name} chose cap {cap_fraction} for {run.job.job_id}, "
                               "which its profile does not list")
+
+
+class RunningView(Sequence):
+    """The jobs running at ``now_s`` as ``RunningJob``s, built only if a policy looks (most cycles never do)."""
+
+    def __init__(self, sim: Simulation, now_s: float):
+        self._sim, self._now_s = sim, now_s
+        self._jobs: list[RunningJob] | None = None
+
+    def _built(self) -> list[RunningJob]:
+        if self._jobs is None:
+            self._jobs = []
+            for index in self._sim._running:
+                run = self._sim.runs[index]
+                job, seg = run.job, run.segments[-1]
+                done_s = (self._now_s - run.running_since_s) * seg.step.speed
+                self._jobs.append(RunningJob(job.job_id, seg.zone, seg.zone, job.gpus,
+                                             job.gpus * job.power_w * seg.step.power_fraction, job.interruptible,
+                                             job.deadline_s, max(run.remaining_s - done_s, 0.0)))
+        return self._jobs
+
+    def __len__(self) -> int:
+        return len(self._built())
+
+    def __getitem__(self, i):
+        return self._built()[i]
