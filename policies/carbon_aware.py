@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from policies.framework import Profile, ProfilePolicy
 from policies.plugins import assemble
+from policies.plugins.carbon import ROOM_MARGIN_S
 
 
 def carbon_aware_profile(history_model: bool = True, min_saving_fraction: float = 0.0,
-                         min_stretch_s: float = 0.0) -> Profile:
+                         min_stretch_s: float = 0.0, room_margin_s: float = ROOM_MARGIN_S) -> Profile:
     """The ``carbon-aware`` profile (see ``policies.plugins.carbon`` for what each plugin decides).
 
     history_model: with a history-only forecast, forecast from daily/weekly profiles and the recent level
     instead of replaying yesterday. min_saving_fraction: wait only for at least this share of saving.
     min_stretch_s: the shortest stretch an interruptible job runs before it may be suspended again.
+    room_margin_s: how much slack a job keeps when it waits for room in its cleanest zone.
     """
     return assemble(
         "carbon-aware", pre_filters=("CarbonPlanner",), queue_sort="UrgencyFirst",
@@ -21,7 +23,7 @@ def carbon_aware_profile(history_model: bool = True, min_saving_fraction: float 
         scorers=(("CarbonOverRun", 1.0), ("ZoneOrder", 1e-6)),
         permits=("CarbonWindow",), cap_chooser="CarbonCap", preemptors=("Preempt",),
         config={"CarbonPlanner": {"history_model": history_model},
-                "CarbonWindow": {"min_saving_fraction": min_saving_fraction},
+                "CarbonWindow": {"min_saving_fraction": min_saving_fraction, "room_margin_s": room_margin_s},
                 "CarbonCap": {"min_stretch_s": min_stretch_s}})
 
 
@@ -31,5 +33,5 @@ class CarbonAwarePolicy(ProfilePolicy):
     name = "carbon-aware"
 
     def __init__(self, history_model: bool = True, min_saving_fraction: float = 0.0,
-                 min_stretch_s: float = 0.0) -> None:
-        super().__init__(carbon_aware_profile(history_model, min_saving_fraction, min_stretch_s))
+                 min_stretch_s: float = 0.0, room_margin_s: float = ROOM_MARGIN_S) -> None:
+        super().__init__(carbon_aware_profile(history_model, min_saving_fraction, min_stretch_s, room_margin_s))

@@ -79,6 +79,22 @@ def test_time_and_space(name, jobs, kwargs, expected):
         assert isinstance(d, Wait) and not d.deferred and "waiting for a free GPU" in d.reason, (name, d)
 
 
+def test_a_full_clean_zone_is_waited_for_only_while_the_slack_keeps_a_margin():
+    clean_fr = {"DE": [400] * 30, "FR": [100] * 30}
+    # 1 h of work due in 8 h: latest start at 7 h; FR (clean) is full, DE has room
+    waiting = decide([job(zones=("FR", "DE"))], free={"DE": 4, "FR": 0}, hourly=clean_fr)["j"]
+    assert isinstance(waiting, Wait) and not waiting.deferred and waiting.reason == "waiting for room in zone FR"
+    assert waiting.retry_at_s == pytest.approx(5 * H)  # the latest start less the two-hour margin
+    late = decide([job(zones=("FR", "DE"))], free={"DE": 4, "FR": 0}, hourly=clean_fr, now_s=5 * H)["j"]
+    assert isinstance(late, Start) and late.zone == "DE"  # no more betting on room in FR
+    snapshot = Snapshot(now_s=5 * H, waiting=(job(zones=("FR", "DE")),), gpus=(),
+                        pools=(ZonePool("DE", 4, 4), ZonePool("FR", 4, 0)), forecast=TableForecast(5 * H, clean_fr))
+    bold = create_policy("carbon-aware", room_margin_s=0.0).decide(snapshot)[0]
+    assert isinstance(bold, Wait) and bold.retry_at_s == pytest.approx(7 * H)  # no margin: to the latest start
+    with pytest.raises(ValueError, match="room_margin_s"):
+        create_policy("carbon-aware", room_margin_s=-1.0)
+
+
 def test_interruptible_runs_in_the_clean_hours_only():
     # 3 h of work within 8 h; clean hours 2-4 (2 h): the third hour is the cheapest dirty one (400, the first)
     first = decide([job(duration_h=3, interruptible=True)])["j"]

@@ -33,6 +33,8 @@ S_PER_KWH_W = 3.6e6  # W x s per kWh
 NOW_EPS_S = 1e-6
 # How long "waiting" lasts when ranking who loses most by waiting.
 WAIT_PROBE_S = 3600.0
+# A job waits for room in its cleanest zone only while its latest start is at least this far off (CarbonWindow).
+ROOM_MARGIN_S = 2 * 3600.0
 PLANNER = "CarbonPlanner"
 # Jobs planned in one vectorised search (bounds the scratch arrays: jobs x caps x zones x candidate starts).
 RUN_BATCH = 64
@@ -318,12 +320,18 @@ class CarbonWindow:
     """Permit: hold a job back while the plan says a later moment emits less (never past its latest start).
 
     min_saving_fraction: wait only when the saving is at least this share of starting now (0: any saving).
+    room_margin_s: a job whose cleanest zone is full waits for room there only while its latest start is at least
+    this far off; with less slack it starts in a zone that has room. Waiting to the very last moment is a bet that
+    room frees in time: on a congested cluster it loses, and then every other zone and the power are taken too.
     """
 
     name = "CarbonWindow"
 
-    def __init__(self, min_saving_fraction: float = 0.0):
+    def __init__(self, min_saving_fraction: float = 0.0, room_margin_s: float = ROOM_MARGIN_S):
+        if room_margin_s < 0:
+            raise ValueError(f"room_margin_s must be >= 0, got {room_margin_s}")
         self.min_saving_fraction = min_saving_fraction
+        self.room_margin_s = room_margin_s
 
     def permit(self, state: CycleState, job: JobRequest, zone: str) -> Status:
         plan = plan_of(state, job)
@@ -336,22 +344,26 @@ class CarbonWindow:
         if plan.best_start_s <= now + NOW_EPS_S or now_g - plan.best_cost_g <= self.min_saving_fraction * now_g:
             if plan.best_start_s <= now + NOW_EPS_S and plan.best_zone != zone \
                     and now_g > plan.now_cost_g[plan.best_zone][0] * (1 + self.min_saving_fraction) + 1e-12:
-                # the cleanest zone is full now: wait for room there rather than run dirtier elsewhere,
-                # but no longer than the slack allows
-                return Status(Code.UNSCHEDULABLE, self.name, f"waiting for room in zone {plan.best_zone}",
-                              retry_at_s=plan.latest_start_s)
+                # the cleanest zone is full now: wait for room there rather than run dirtier elsewhere
+                return self._wait_for_room(plan, now)
             return SUCCESS
         return Status(Code.WAIT, self.name,
                       f"carbon: waiting {_span(plan.best_start_s - now)} to start in zone {plan.best_zone} "
                       f"(forecast {plan.best_cost_g / 1000:.3f} kg vs {now_g / 1000:.3f} kg now)",
                       retry_at_s=plan.best_start_s)
 
+    def _wait_for_room(self, plan: JobPlan, now: float) -> Status:
+        """Wait for room in the plan's zone until the margin before the latest start (then start elsewhere)."""
+        give_up_s = plan.latest_start_s - self.room_margin_s
+        if now >= give_up_s - NOW_EPS_S:
+            return SUCCESS
+        return Status(Code.UNSCHEDULABLE, self.name, f"waiting for room in zone {plan.best_zone}", retry_at_s=give_up_s)
+
     def _permit_slots(self, plan: JobPlan, zone: str, now: float) -> Status:
         if plan.best_start_s <= now + NOW_EPS_S:
             if plan.best_zone == zone or plan.now_intensity[zone] <= plan.slots.marginal():
                 return SUCCESS
-            return Status(Code.UNSCHEDULABLE, self.name, f"waiting for room in zone {plan.best_zone}",
-                          retry_at_s=plan.latest_start_s)
+            return self._wait_for_room(plan, now)
         return Status(Code.WAIT, self.name,
                       f"carbon: waiting {_span(plan.best_start_s - now)} for a cleaner window in zone {plan.best_zone} "
                       f"({plan.slots.values[plan.slots.allotted_s > 0].min():.0f} g/kWh vs "
