@@ -5,6 +5,10 @@ the controller) and the event thread that records what the workers report. The d
 the database. Submits and finishes run the tick at once, so an idle cluster starts work without waiting for
 the next interval. The grids' carbon signal (``GridCarbon``) and the emissions charged to runs
 (``RunEmissions``) are the daemon's own, in modules of their own.
+
+Every call to the controller goes through a ``ControllerLink``: when the controller actor is lost while the daemon
+runs, the event thread gets or creates it again and reattaches as at start (its runs the new controller does not
+know are requeued).
 """
 
 from __future__ import annotations
@@ -22,9 +26,10 @@ from typing import Any
 from scheduler.carbon import CarbonSignal
 from scheduler.clock import Clock, from_unix_s, to_unix_s, utc_now
 from scheduler.config import Settings
+from scheduler.controller_link import ControllerLink
 from scheduler.db.engine import make_engine, make_session_factory, upgrade
 from scheduler.db.models import Gpu, Node
-from scheduler.errors import ConfigError, ControllerError, InvalidTransition
+from scheduler.errors import ConfigError, ControllerError, ControllerUnavailable, InvalidTransition
 from scheduler.estimates import RecentRuns
 from scheduler.grid_carbon import GridCarbon, configured_signal
 from scheduler.job_state import JobState, RunStatus
@@ -38,6 +43,9 @@ log = logging.getLogger(__name__)
 
 TICK_JOB_ID = "tick"
 EVENT_POLL_S = 1.0
+#: Why runs the controller does not know are requeued: at daemon start, and after the controller was lost.
+LOST_WHILE_AWAY = "the controller no longer runs it (it or its node restarted)"
+LOST_WITH_CONTROLLER = "the controller restarted and lost this run"
 
 
 @dataclass
@@ -68,7 +76,7 @@ class Daemon:
         self.run_emissions = RunEmissions(self.store, self.signal, settings.default_zone)
         self.profiles = self._load_profiles()
         self.recent_runs = RecentRuns(self.store.recent_finished_runs)
-        self.controller = None
+        self.controller = ControllerLink(self._get_or_create_controller)
         self.url: str | None = None
         self.token: str | None = None
         self._tick_lock = threading.Lock()
@@ -81,6 +89,7 @@ class Daemon:
         self._server = None
         self._server_thread: threading.Thread | None = None
         self._inventory: list[GpuInfo] = []
+        self._attached_epoch: str | None = None  # the controller whose runs the database was last reconciled with
         self._sample_marks: dict[int, tuple[float, float | None]] = {}  # run -> first, last kept
 
     def _load_profiles(self) -> dict[str, PowerProfile]:
@@ -100,14 +109,8 @@ class Daemon:
         self.recent_runs.estimator()
         self.settings.jobs_dir.mkdir(parents=True, exist_ok=True)
         self._connect_ray()
-        self.sync_workers()
-        after = 0
-        while True:  # what happened while no daemon listened, before deciding what was lost
-            before = after
-            after, _ = self._drain_events(after, 0.0)
-            if after == before:
-                break
-        if lost := self.reconcile():
+        after, lost = self._attach(0, LOST_WHILE_AWAY)
+        if lost:
             log.warning("%d run(s) were lost while the daemon was away; their jobs are queued again", lost)
         self._event_thread = threading.Thread(target=self._event_loop, args=(after,), name="wattsched-events",
                                               daemon=True)
@@ -139,8 +142,6 @@ class Daemon:
     def _connect_ray(self) -> None:
         import ray
 
-        from scheduler.controller import get_or_create_controller
-
         if not ray.is_initialized():
             if self.settings.ray_address:
                 ray.init(address=self.settings.ray_address, namespace="wattsched", log_to_driver=False)
@@ -151,7 +152,32 @@ class Daemon:
                 # address="local": always a new instance, never a cluster that happens to run on this machine
                 ray.init(address="local", num_gpus=gpus, namespace="wattsched", include_dashboard=False,
                          log_to_driver=False)
-        self.controller = get_or_create_controller(self._controller_options())
+        self.controller.connect()
+
+    def _get_or_create_controller(self):
+        """The controller's handle, created with this daemon's options when there is none (at start, and
+        when a lost controller is got back)."""
+        from scheduler.controller import get_or_create_controller
+
+        return get_or_create_controller(self._controller_options())
+
+    def _attach(self, after: int, lost_reason: str) -> tuple[int, int]:
+        """Catch up with the controller behind the link: its workers, the events it holds after ``after``,
+        then requeue the runs it does not know. Returns the last event number seen and how many runs were lost.
+
+        Holds the tick lock: a run a tick opens in the database before the controller starts it would
+        otherwise look lost.
+        """
+        with self._tick_lock:
+            self.sync_workers()
+            while True:  # what happened while no daemon listened, before deciding what was lost
+                before = after
+                after, _ = self._drain_events(after, 0.0)
+                if after == before:
+                    break
+            lost = self.reconcile(lost_reason)
+        self._attached_epoch = self.controller.epoch
+        return after, lost
 
     def _controller_options(self) -> dict[str, Any]:
         s = self.settings
@@ -167,7 +193,7 @@ class Daemon:
         self._scheduler = BackgroundScheduler(timezone=timezone.utc)
         self._scheduler.add_job(self.trigger_tick, "interval", seconds=self.settings.tick_interval_s,
                                 id=TICK_JOB_ID, coalesce=True)
-        self._scheduler.add_job(self.sync_workers, "interval", seconds=30, id="sync-workers",
+        self._scheduler.add_job(self._sync_workers_if_connected, "interval", seconds=30, id="sync-workers",
                                 max_instances=1, coalesce=True)
         if self.grid_carbon.needs_refresh:  # keep the providers' cache fresh, starting right away
             self._scheduler.add_job(self.refresh_carbon, "interval", seconds=self.settings.carbon_refresh_s,
@@ -258,7 +284,7 @@ class Daemon:
         """Cancel a job; ``owner``: only if it is that user id's (else JobNotFound)."""
         job, must_stop = self.store.request_cancel(job_id, owner)
         if must_stop:
-            self.controller.cancel_job.remote(job_id)
+            self.controller.send("cancel_job", job_id)
         else:
             self._notify()
         return job
@@ -303,6 +329,7 @@ class Daemon:
             "gpus": [dict(g.raw, busy_job=g.busy_job) for g in self._inventory],
             "queue": self.store.count_by_state(),
             "carbon": self.grid_carbon.health(sorted(self._zones())),
+            "controller": self.controller.health(),
         }
 
     # --- carbon ---------------------------------------------------------------------------------------
@@ -337,13 +364,19 @@ class Daemon:
                 return
             try:
                 self.tick()
+            except ControllerUnavailable:
+                pass  # logged once when the outage began; the tick after the controller is back catches up
             except Exception:  # a tick must never kill the loop; the next one retries
                 log.exception("scheduling tick failed")
 
-    def sync_workers(self) -> None:
-        import ray
+    def _sync_workers_if_connected(self) -> None:
+        try:
+            self.sync_workers()
+        except ControllerUnavailable:
+            pass  # getting the controller back syncs its workers
 
-        inventory = ray.get(self.controller.sync_workers.remote())
+    def sync_workers(self) -> None:
+        inventory = self.controller.call("sync_workers")
         self._set_inventory(inventory)
         now = self.clock()
         with self.store.sessions.begin() as session:
@@ -396,9 +429,7 @@ class Daemon:
         if self._stopping.is_set():
             return
         with self._tick_lock:
-            import ray
-
-            self._set_inventory(ray.get(self.controller.inventory.remote()))
+            self._set_inventory(self.controller.call("inventory"))
             self.schedule()
 
     def schedule(self) -> None:
@@ -476,26 +507,23 @@ class Daemon:
             job = self.store.get(job_id)
             log.info("job %s reached its time limit", job_id)
             self.store.request_cancel(job_id, why=f"time limit of {job.time_limit_s:g} s reached")
-            self.controller.cancel_job.remote(job_id)
+            self.controller.send("cancel_job", job_id)
 
     def _suspend(self, job_id: str, run_id: int) -> None:
         if self.store.run_is_open(run_id):
             log.info("suspending job %s at the end of its planned stretch", job_id)
-            self.controller.cancel_job.remote(job_id, "suspended")
+            self.controller.send("cancel_job", job_id, "suspended")
 
     def _start(self, decision: Start) -> None:
-        import ray
-
         job = self.store.get(decision.job_id)
         reason = decision.reason or f"running in zone {decision.zone}"
         step = self._cap_step(job.kind, decision.cap_fraction)
         run = self.store.start_run(job.id, decision.node_id, decision.zone, decision.gpu_ids,
                                    decision.power_cap_w, f"{reason} on node {decision.node_id[:8]}", step)
         try:
-            ray.get(self.controller.start_job.remote(
-                job.id, run.id, job.kind, job.spec, list(decision.gpu_ids), job.workdir, decision.power_cap_w,
-                step.speed))
-        except Exception as exc:  # the controller refused (worker busy or gone): keep the job queued
+            self.controller.call("start_job", job.id, run.id, job.kind, job.spec, list(decision.gpu_ids), job.workdir,
+                                 decision.power_cap_w, step.speed)
+        except Exception as exc:  # the controller refused (worker busy or gone) or is lost: keep the job queued
             log.warning("could not start job %s: %s", job.id, exc)
             self.store.abort_run(run.id, _one_line(exc))
             return
@@ -511,10 +539,20 @@ class Daemon:
     # --- events from the controller -------------------------------------------------------------------
 
     def _event_loop(self, after: int) -> None:
+        attached = self.controller.generation  # the controller handle the daemon has caught up with
         while not self._stopping.is_set():
             try:
+                if self.controller.unavailable:
+                    self._stopping.wait(self.controller.retry_in_s())
+                    self.controller.reacquire()
+                    continue
+                if self.controller.generation != attached:
+                    after, attached = self._reattach(after), self.controller.generation
+                    continue
                 after, finished = self._drain_events(after, EVENT_POLL_S)
-            except Exception as exc:  # Ray shutting down or the controller restarting
+            except ControllerUnavailable:
+                continue  # the link logged it once; the next round gets the controller back
+            except Exception as exc:  # Ray shutting down
                 if self._stopping.is_set():
                     return
                 log.warning("fetching events from the controller failed: %s", exc)
@@ -524,12 +562,21 @@ class Daemon:
                 self._notify()
                 self.trigger_tick()
 
+    def _reattach(self, after: int) -> int:
+        """Catch up with a controller got back after an outage; returns the last event number seen."""
+        new = self.controller.epoch != self._attached_epoch
+        # A new controller numbers its events from 1; the same one (unreachable for a while) kept them.
+        after, lost = self._attach(0 if new else after, LOST_WITH_CONTROLLER)
+        if lost:
+            log.warning("%d run(s) were lost with the controller; their jobs are queued again", lost)
+        self._notify()
+        self.trigger_tick()
+        return after
+
     def _drain_events(self, after: int, timeout_s: float) -> tuple[int, bool]:
         """Record the controller's events after sequence number ``after`` (waiting up to ``timeout_s`` for the
         first), acknowledge them; returns the last sequence number seen and whether a run finished."""
-        import ray
-
-        events = ray.get(self.controller.fetch_events.remote(after, timeout_s))
+        events = self.controller.call("fetch_events", after, timeout_s)
         finished = False
         for seq, event in events:
             try:
@@ -538,23 +585,21 @@ class Daemon:
                 log.exception("could not record event %s", event.get("type"))
             after = seq
         if events:
-            self.controller.ack_events.remote(after)
+            self.controller.send("ack_events", after)
         return after, finished
 
-    def reconcile(self) -> int:
-        """Requeue runs the database thinks are running but the controller does not (it or its node restarted).
+    def reconcile(self, reason: str = LOST_WHILE_AWAY) -> int:
+        """Requeue runs the database thinks are running but the controller does not (it or its node restarted);
+        ``reason`` is what their jobs say.
 
         Call only after the controller's pending events are recorded, so that a run that finished while no
         daemon listened is recorded as finished, not lost. Returns how many runs were lost.
         """
-        import ray
-
-        running = {int(r["run_id"]) for r in ray.get(self.controller.running.remote())}
+        running = {int(r["run_id"]) for r in self.controller.call("running")}
         lost = 0
         for run in self.store.running_runs():
             if run.id not in running:
-                self.store.finish_run(run.id, RunStatus.LOST, None,
-                                      "the controller no longer runs it (it or its node restarted)", None, None)
+                self.store.finish_run(run.id, RunStatus.LOST, None, reason, None, None)
                 lost += 1
         return lost
 

@@ -9,6 +9,7 @@
     ├── InvalidRequest      a submission or query is malformed (names the field)
     ├── InvalidTransition   a job cannot go from its state to the one asked
     └── ControllerError     the Ray controller is missing or refused an operation
+        └── ControllerUnavailable   the controller actor is lost or not answering; the daemon is getting it back
 """
 
 from __future__ import annotations
@@ -46,3 +47,7 @@ class InvalidTransition(WattschedError):
 
 class ControllerError(WattschedError):
     pass
+
+
+class ControllerUnavailable(ControllerError):
+    """The controller actor died or does not answer; a running daemon gets it back (scheduler.controller_link)."""

@@ -12,7 +12,7 @@
 - deferred: the policy holds it back on purpose (a cleaner window is coming within its deadline).
 - running: a run (attempt or resumed segment) is executing on a worker.
 - suspended: an interruptible job stopped at a checkpoint, to resume later.
-- running -> pending: the worker or its node was lost; the job is queued again.
+- running -> pending: its run was lost (its worker, node or controller died); the job is queued again.
 
 ``scheduler.jobs.JobStore.transition`` is the one place that enforces this table and records each change with
 its reason.

@@ -556,7 +556,7 @@ class JobStore:
             elif status == RunStatus.SUSPENDED:
                 transition(session, job, JobState.SUSPENDED, message or "suspended at a checkpoint", now)
             elif status == RunStatus.LOST:
-                transition(session, job, JobState.PENDING, f"node lost ({message}); queued again", now)
+                transition(session, job, JobState.PENDING, f"{_first_line(message)}; queued again", now)
             else:
                 job.error = message
                 transition(session, job, JobState.FAILED, f"failed: {_first_line(message)}", now)

@@ -302,13 +302,16 @@ def _render_groups(history: History) -> str:
 
 
 def render_status(status: dict[str, Any]) -> str:
-    """The daemon's status: version, policy, database, carbon source, queue counts and its GPUs."""
+    """The daemon's status: version, policy, database, controller, carbon source, queue counts and its GPUs."""
     queue = status.get("queue") or {}
     lines = [
         f"wattsched {status.get('version', '?')}  policy {status.get('policy', '?')}  "
         f"database {status.get('database', '?')}",
         "queue: " + (", ".join(f"{n} {state}" for state, n in queue.items()) or "empty"),
     ]
+    if controller := status.get("controller"):
+        outage = f" since {controller['since']}: {controller.get('reason')}" if controller.get("since") else ""
+        lines.append(f"controller: {controller.get('state', '?')}{outage}")
     for zone in status.get("carbon") or []:
         health = zone.get("state", "?") + (f": {zone['reason']}" if zone.get("reason") else "")
         lines.append(f"carbon {zone.get('zone')}: {zone.get('source')} ({health})")

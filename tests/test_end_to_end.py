@@ -6,51 +6,12 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from scheduler.config import Settings
+from daemon_fixtures import client, daemon, wait_until_running  # noqa: F401  (fixtures)
 from scheduler.db.models import PowerSample, Run, RunEnergy
-
-ray = pytest.importorskip("ray")
 
 TINY_TRAIN = {"image_size": 8, "steps": 12, "batch_size": 8, "channels": [8, 16], "checkpoint_every": 6,
               "num_train_timesteps": 50}
 LONG_TRAIN = {**TINY_TRAIN, "steps": 100000, "checkpoint_every": 1000}
-
-
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory):
-    from scheduler.controller import shutdown_controller
-    from scheduler.daemon import Daemon
-
-    if ray.is_initialized():
-        ray.shutdown()
-    settings = replace(Settings.from_env(environ={}), data_dir=tmp_path_factory.mktemp("wattsched"), port=0,
-                       logical_gpus=2, sample_interval_s=0.2)
-    daemon = Daemon(settings).start()
-    yield daemon
-    daemon.stop()
-    shutdown_controller()
-    ray.shutdown()
-
-
-@pytest.fixture
-def client(daemon):
-    from scheduler.client import Client
-
-    return Client(url=daemon.url, token=daemon.token)
-
-
-def wait_until_running(client, job):
-    """Poll (with the long-poll endpoint as the pause) until the job runs and has reported progress."""
-    from scheduler.client import WaitTimeout
-
-    while not (job.state == "running" and job.raw.get("progress")):
-        assert job.state in ("pending", "running"), job.raw
-        try:
-            client.wait(job.id, timeout=0.5)
-        except WaitTimeout:
-            pass
-        job = client.get(job.id)
-    return job
 
 
 def energies_of(daemon, job_id):

@@ -108,3 +108,40 @@ def test_sigterm_stops_training_with_a_checkpoint_to_resume_from(tmp_path):
 
     resumed = train(parse_spec(TRAIN, {**spec, "steps": done_steps + 2}), workdir)
     assert (resumed["resumed_from_step"], resumed["steps_done"]) == (done_steps, done_steps + 2)
+
+
+def test_a_second_process_of_a_job_waits_until_the_first_has_exited(tmp_path):
+    # A job requeued after its run was lost may start while the lost run's process still runs: never both at once.
+    workdir = tmp_path / "w"
+    long_spec = {**TINY, "steps": 1_000_000, "checkpoint_every": 1_000_000}
+    first = subprocess.Popen(job_command(tmp_path, TRAIN, long_spec, workdir, "first.json"),
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    later = []
+    try:
+        assert json.loads(first.stdout.readline())["event"] == "progress"  # it trains, so it holds the workdir
+
+        def start_waiting(name):
+            process = subprocess.Popen(job_command(tmp_path, TRAIN, {**TINY, "steps": 3}, workdir, name),
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            later.append(process)
+            for line in process.stderr:
+                if f"waiting for process {first.pid}," in line:
+                    return process
+            raise AssertionError(f"{name} did not wait; exit code {process.wait()}")
+
+        stopped = start_waiting("stopped.json")  # asked to stop while it waits: it gives up
+        stopped.send_signal(signal.SIGTERM)
+        assert stopped.wait(timeout=TIMEOUT_S) == 1
+        assert "stopped while waiting" in json.loads(stopped.stdout.read().splitlines()[-1])["message"]
+
+        second = start_waiting("second.json")
+        assert second.poll() is None and first.poll() is None
+        first.kill()  # as Ray kills the process of a dead worker; its lock goes with it
+        out, _ = second.communicate(timeout=TIMEOUT_S)
+        assert second.returncode == 0
+        assert json.loads(out.splitlines()[-1])["result"]["steps_done"] == 3
+    finally:
+        for process in (first, *later):
+            if process.poll() is None:
+                process.kill()
+            process.wait()

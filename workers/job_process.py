@@ -12,22 +12,29 @@ Protocol: stdout carries only JSON objects, one per line, flushed as they happen
 Exit codes: 0 finished; 1 failed (traceback on stderr); 143 stopped by SIGTERM: training wrote a checkpoint
 first and the result line says where, sampling wrote the batches it had finished. A second SIGTERM kills
 at once. Whatever the libraries print goes to stderr, as do the logs.
+
+One process of a job at a time: the process locks its workdir (``.job.lock``) and one that finds it locked waits
+for the holder to exit. A job requeued because its run was lost (its controller or worker died) may start again
+while the lost run's process is still stopping; the new run then resumes from what that one left.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import logging
 import os
 import signal
 import sys
+import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-from workers.errors import SpecError
+from workers.errors import JobFailed, SpecError
 from workers.job_specs import TRAIN, parse_spec
 
 EXIT_OK = 0
@@ -35,6 +42,12 @@ EXIT_FAILED = 1
 #: 128 + SIGTERM: what a shell reports for a process ended by SIGTERM, so both ways of stopping read alike.
 EXIT_STOPPED = 128 + signal.SIGTERM
 _JOB_KEYS = ("kind", "spec", "workdir")
+#: The file in a job's workdir that the job's running process holds locked.
+LOCK_FILE = ".job.lock"
+#: Seconds between two looks at whether an earlier process of the job has released the workdir.
+LOCK_POLL_S = 0.2
+
+log = logging.getLogger(__name__)
 
 
 class StopFlag:
@@ -73,11 +86,41 @@ def run_job(
     spec = parse_spec(job["kind"], job["spec"])
     workdir = Path(job["workdir"])
     workdir.mkdir(parents=True, exist_ok=True)
-    # Imported only now: torch and diffusers take seconds to import, and SIGTERM is already handled by then.
-    from workers.diffusion import sample, train
+    with workdir_lock(workdir, should_stop):
+        # Imported only now: torch and diffusers take seconds to import, and SIGTERM is already handled by then.
+        from workers.diffusion import sample, train
 
-    run = train if job["kind"] == TRAIN else sample
-    return run(spec, workdir, report, should_stop)
+        run = train if job["kind"] == TRAIN else sample
+        return run(spec, workdir, report, should_stop)
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir: Path, should_stop: Callable[[], bool]) -> Iterator[None]:
+    """Hold the job's workdir for this process, first waiting while another process of the job holds it.
+
+    A POSIX lock, because it dies with its process however that ends (SIGKILL included) and forked helpers
+    (data loaders) do not inherit it. Raises JobFailed when ``should_stop`` answers True while waiting.
+    """
+    fd = os.open(workdir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        logged = False
+        while True:
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:  # held by another process (EAGAIN or EACCES, depending on the system)
+                if should_stop():
+                    raise JobFailed("stopped while waiting for an earlier process of this job to exit") from None
+                if not logged:
+                    holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+                    log.info("waiting for process %s, an earlier run of this job, to exit", holder)
+                    logged = True
+                time.sleep(LOCK_POLL_S)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)  # who holds it, for the message above and for people
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _claim_stdout() -> TextIO:
