@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from policies.framework import Profile, ProfilePolicy
 from policies.plugins import assemble
-from policies.plugins.carbon import ROOM_MARGIN_S
+from policies.plugins.carbon import RESUME_MARGIN_S, ROOM_MARGIN_S
 
 
 def carbon_aware_profile(history_model: bool = True, min_saving_fraction: float = 0.0,
-                         min_stretch_s: float = 0.0, room_margin_s: float = ROOM_MARGIN_S) -> Profile:
+                         min_stretch_s: float = 0.0, room_margin_s: float = ROOM_MARGIN_S,
+                         resume_margin_s: float = RESUME_MARGIN_S) -> Profile:
     """The ``carbon-aware`` profile (see ``policies.plugins.carbon`` for what each plugin decides).
 
     history_model: with a history-only forecast, forecast from daily/weekly profiles and the recent level
     instead of replaying yesterday. min_saving_fraction: wait only for at least this share of saving.
     min_stretch_s: the shortest stretch an interruptible job runs before it may be suspended again.
     room_margin_s: how much slack a job keeps when it waits for room in its cleanest zone.
+    resume_margin_s: how much slack an interruptible job keeps when it is suspended, to resume in.
     """
     return assemble(
         "carbon-aware", pre_filters=("CarbonPlanner",), queue_sort="UrgencyFirst",
@@ -24,7 +26,7 @@ def carbon_aware_profile(history_model: bool = True, min_saving_fraction: float 
         permits=("CarbonWindow",), cap_chooser="CarbonCap", preemptors=("Preempt",),
         config={"CarbonPlanner": {"history_model": history_model},
                 "CarbonWindow": {"min_saving_fraction": min_saving_fraction, "room_margin_s": room_margin_s},
-                "CarbonCap": {"min_stretch_s": min_stretch_s}})
+                "CarbonCap": {"min_stretch_s": min_stretch_s, "resume_margin_s": resume_margin_s}})
 
 
 class CarbonAwarePolicy(ProfilePolicy):
@@ -33,5 +35,7 @@ class CarbonAwarePolicy(ProfilePolicy):
     name = "carbon-aware"
 
     def __init__(self, history_model: bool = True, min_saving_fraction: float = 0.0,
-                 min_stretch_s: float = 0.0, room_margin_s: float = ROOM_MARGIN_S) -> None:
-        super().__init__(carbon_aware_profile(history_model, min_saving_fraction, min_stretch_s, room_margin_s))
+                 min_stretch_s: float = 0.0, room_margin_s: float = ROOM_MARGIN_S,
+                 resume_margin_s: float = RESUME_MARGIN_S) -> None:
+        super().__init__(carbon_aware_profile(history_model, min_saving_fraction, min_stretch_s, room_margin_s,
+                                              resume_margin_s))

@@ -117,6 +117,20 @@ def test_a_minimum_stretch_keeps_resumes_from_being_wasted():
     assert isinstance(whole, Start) and whole.until_s is None
 
 
+def test_an_interruptible_job_is_suspended_only_with_an_hour_of_slack_left_to_resume_in():
+    # 3 h of work by 3.9 h: the clean hours 2-3.9 and 1.1 h of dirty ones first; after that stretch only
+    # 3.9 - 1.1 - 1.9 = 0.9 h of slack would be left, so it runs straight through
+    snapshot = Snapshot(now_s=0.0, waiting=(job(duration_h=3, deadline_h=3.9, interruptible=True),), gpus=(),
+                        pools=(ZonePool("DE", 4, 4), ZonePool("FR", 4, 4)),
+                        forecast=TableForecast(0.0, DIRTY_THEN_CLEAN))
+    straight = create_policy("carbon-aware").decide(snapshot)[0]
+    assert isinstance(straight, Start) and straight.until_s is None
+    bold = create_policy("carbon-aware", resume_margin_s=0.0).decide(snapshot)[0]
+    assert isinstance(bold, Start) and bold.until_s == pytest.approx(1.1 * H)
+    with pytest.raises(ValueError, match="resume_margin_s"):
+        create_policy("carbon-aware", resume_margin_s=-1.0)
+
+
 def test_priority_decides_who_gets_scarce_room_unless_a_deadline_is_at_stake():
     urgent = JobRequest(job_id="vip", gpus=1, submitted_s=0.0, zones=("FR",), priority=5,
                         expected_duration_s=H, power_w=300.0)

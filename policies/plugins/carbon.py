@@ -35,6 +35,8 @@ NOW_EPS_S = 1e-6
 WAIT_PROBE_S = 3600.0
 # A job waits for room in its cleanest zone only while its latest start is at least this far off (CarbonWindow).
 ROOM_MARGIN_S = 2 * 3600.0
+# An interruptible job is suspended only if it keeps at least this much slack to resume in (CarbonCap).
+RESUME_MARGIN_S = 3600.0
 PLANNER = "CarbonPlanner"
 # Jobs planned in one vectorised search (bounds the scratch arrays: jobs x caps x zones x candidate starts).
 RUN_BATCH = 64
@@ -387,14 +389,18 @@ class CarbonCap:
     min_stretch_s: an interruptible job runs at least this long before it is suspended again. Real jobs pay for
     every resume (a process start, a checkpoint load), which the plan does not see; the simulator's jobs do
     not, so its default is 0.
+    resume_margin_s: a job is suspended only if it would keep at least this much slack (at full speed) after the
+    stretch: it has to find room and power again to resume, which on a congested cluster takes time.
     """
 
     name = "CarbonCap"
 
-    def __init__(self, min_stretch_s: float = 0.0) -> None:
-        if min_stretch_s < 0:
-            raise ValueError(f"min_stretch_s must be >= 0, got {min_stretch_s}")
+    def __init__(self, min_stretch_s: float = 0.0, resume_margin_s: float = RESUME_MARGIN_S) -> None:
+        for name, value in (("min_stretch_s", min_stretch_s), ("resume_margin_s", resume_margin_s)):
+            if value < 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
         self.min_stretch_s = min_stretch_s
+        self.resume_margin_s = resume_margin_s
 
     def choose(self, state: CycleState, job: JobRequest, zone: str) -> tuple[CapStep, float | None, str]:
         plan = plan_of(state, job)
@@ -408,8 +414,9 @@ class CarbonCap:
             first = plan.slots.first_run()
             if not plan.must_start and first is not None:
                 until_s = max(first[1], now + self.min_stretch_s)
-                if until_s >= plan.deadline_s - NOW_EPS_S:
-                    until_s = None
+                left_s = (job.expected_duration_s or 0.0) - (until_s - now) * step.speed  # work after the stretch
+                if until_s >= plan.deadline_s - NOW_EPS_S or plan.deadline_s - until_s - left_s < self.resume_margin_s:
+                    until_s = None  # too little slack to bet on finding room again: run to the end
         else:
             step = plan.now_cost_g[zone][1]
         if plan.must_start or job_draw_w(job, step) > budget:
