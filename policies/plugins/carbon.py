@@ -103,10 +103,14 @@ class CarbonPlanner:
             if not job.expected_duration_s or job.power_w is None:
                 continue
             zones = tuple(z for z in (job.zones or all_zones) if cluster.largest_node.get(z, 0) >= job.gpus)
-            if not zones or not any(cluster.fits(z, job.gpus) for z in zones):
-                continue  # no room for it anywhere this cycle: it waits whatever its plan
-            if budget_w is not None and min(job_draw_w(job, s) for s in steps_of(job)) > budget_w + 1e-9:
-                continue  # nor power
+            if not zones:
+                continue
+            # without room or power this cycle a job waits whatever its plan, unless it is due: it may make room
+            due = job.deadline_s is not None and now >= job.deadline_s - job.expected_duration_s - NOW_EPS_S
+            if not due and not any(cluster.fits(z, job.gpus) for z in zones):
+                continue
+            if not due and budget_w is not None and min(job_draw_w(job, s) for s in steps_of(job)) > budget_w + 1e-9:
+                continue
             plannable.append((job, zones))
         if not plannable:
             return
