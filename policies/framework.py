@@ -23,6 +23,7 @@ from policies.snapshot import FULL_POWER, CapStep, JobRequest, Snapshot
 from policies.status import Code, Status
 
 MAX_SCORE = 100.0
+DUE_EPS_S = 1e-6  # "due now" allows for float sums of event times
 
 
 class ClusterView:
@@ -44,7 +45,7 @@ class ClusterView:
         for pool in snapshot.pools:
             self.free.setdefault(pool.zone, {})[pool.zone] = pool.free_gpus
             self.largest_node[pool.zone] = max(self.largest_node.get(pool.zone, 0), pool.gpus)
-        # the most free GPUs on one node of each zone: asked for every job and zone, changed only by take()
+        # the most free GPUs on one node of each zone: asked for every job and zone, changed by take() and release()
         self._most_free = {zone: max(map(_count, nodes.values()), default=0) for zone, nodes in self.free.items()}
 
     def fits(self, zone: str, gpus: int) -> bool:
@@ -99,6 +100,12 @@ class CycleState:
 def job_draw_w(job: JobRequest, step: CapStep = FULL_POWER) -> float:
     """What a job draws on all its GPUs at ``step`` (W); 0 when its power is unknown."""
     return job.gpus * (job.power_w or 0.0) * step.power_fraction
+
+
+def is_due(job: JobRequest, now_s: float) -> bool:
+    """Whether a job with a deadline must start now, at full speed, to meet it (its slack is gone)."""
+    return (job.deadline_s is not None and bool(job.expected_duration_s)
+            and now_s >= job.deadline_s - job.expected_duration_s - DUE_EPS_S)
 
 
 class PreFilterPlugin(Protocol):

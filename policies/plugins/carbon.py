@@ -23,7 +23,7 @@ import numpy as np
 
 from policies.carbon_plan import SlotPlan, best_starts_pairs, edge_costs, slot_plans
 from policies.forecast import CarbonForecast, IntensityCurve, ZoneCurves
-from policies.framework import CycleState, job_draw_w, normalize_lower_is_better
+from policies.framework import CycleState, is_due, job_draw_w, normalize_lower_is_better
 from policies.history_forecast import HistoryForecast
 from policies.snapshot import FULL_POWER, CapStep, JobRequest
 from policies.status import SUCCESS, Code, Status
@@ -105,12 +105,10 @@ class CarbonPlanner:
             zones = tuple(z for z in (job.zones or all_zones) if cluster.largest_node.get(z, 0) >= job.gpus)
             if not zones:
                 continue
-            # without room or power this cycle a job waits whatever its plan, unless it is due: it may make room
-            due = job.deadline_s is not None and now >= job.deadline_s - job.expected_duration_s - NOW_EPS_S
-            if not due and not any(cluster.fits(z, job.gpus) for z in zones):
-                continue
-            if not due and budget_w is not None and min(job_draw_w(job, s) for s in steps_of(job)) > budget_w + 1e-9:
-                continue
+            no_room = not any(cluster.fits(z, job.gpus) for z in zones)
+            no_power = budget_w is not None and min(job_draw_w(job, s) for s in steps_of(job)) > budget_w + 1e-9
+            if (no_room or no_power) and not is_due(job, now):
+                continue  # it waits whatever its plan; one that is due may make room (Preempt)
             plannable.append((job, zones))
         if not plannable:
             return

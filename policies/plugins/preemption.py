@@ -8,10 +8,8 @@ checkpoint (they wait again and resume later), as Kubernetes preempts pods of lo
 from __future__ import annotations
 
 from policies.decisions import Suspend
-from policies.framework import CycleState, job_draw_w
+from policies.framework import CycleState, is_due, job_draw_w
 from policies.snapshot import JobRequest, RunningJob
-
-DUE_EPS_S = 1e-6  # "due now" allows for float sums of event times
 
 
 class Preempt:
@@ -27,9 +25,9 @@ class Preempt:
     name = "Preempt"
 
     def preempt(self, state: CycleState, job: JobRequest, zones: tuple[str, ...]) -> None:
-        now, run_s = state.now_s, job.expected_duration_s
-        if job.deadline_s is None or not run_s or now < job.deadline_s - run_s - DUE_EPS_S:
-            return  # not due: it can wait for room
+        if not is_due(job, state.now_s):
+            return  # it can wait for room
+        run_s = job.expected_duration_s
         room = any(state.cluster.fits(z, job.gpus) for z in zones)
         short_w = 0.0 if state.budget_left_w is None else job_draw_w(job) - state.budget_left_w
         if room and short_w <= 1e-9 or not state.snapshot.running:
