@@ -95,6 +95,22 @@ def test_a_full_clean_zone_is_waited_for_only_while_the_slack_keeps_a_margin():
         create_policy("carbon-aware", room_margin_s=-1.0)
 
 
+def test_a_wait_on_a_forecast_learned_from_history_is_looked_at_again_halfway():
+    clean_at_6 = {"DE": [400] * 6 + [100] * 2 + [400] * 20}
+
+    def deferral(history_only):
+        forecast = TableForecast(0.0, clean_at_6)
+        forecast.history_only = history_only
+        snapshot = Snapshot(now_s=0.0, waiting=(job(deadline_h=10),), gpus=(), pools=(ZonePool("DE", 4, 4),),
+                            forecast=forecast)
+        (decision,) = create_policy("carbon-aware", history_model=False).decide(snapshot)
+        assert isinstance(decision, Wait) and decision.deferred and "waiting 6.0 h" in decision.reason
+        return decision.retry_at_s
+
+    assert deferral(False) == pytest.approx(6 * H)  # an exact forecast: the best start stands
+    assert deferral(True) == pytest.approx(3 * H)  # one that may improve as the hour nears: halfway
+
+
 def test_interruptible_runs_in_the_clean_hours_only():
     # 3 h of work within 8 h; clean hours 2-4 (2 h): the third hour is the cheapest dirty one (400, the first)
     first = decide([job(duration_h=3, interruptible=True)])["j"]

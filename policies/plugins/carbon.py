@@ -37,6 +37,8 @@ WAIT_PROBE_S = 3600.0
 ROOM_MARGIN_S = 2 * 3600.0
 # An interruptible job is suspended only if it keeps at least this much slack to resume in (CarbonCap).
 RESUME_MARGIN_S = 3600.0
+# The shortest wait before a job deferred on a history-only forecast is reconsidered (CarbonWindow).
+RECHECK_MIN_S = 3600.0
 PLANNER = "CarbonPlanner"
 # Jobs planned in one vectorised search (bounds the scratch arrays: jobs x caps x zones x candidate starts).
 RUN_BATCH = 64
@@ -343,7 +345,7 @@ class CarbonWindow:
         if plan is None or plan.must_start:
             return SUCCESS
         if plan.slots is not None:
-            return self._permit_slots(plan, zone, now)
+            return self._permit_slots(state, plan, zone)
         now_g = plan.now_cost_g[zone][0]
         if plan.best_start_s <= now + NOW_EPS_S or now_g - plan.best_cost_g <= self.min_saving_fraction * now_g:
             if plan.best_start_s <= now + NOW_EPS_S and plan.best_zone != zone \
@@ -354,7 +356,7 @@ class CarbonWindow:
         return Status(Code.WAIT, self.name,
                       f"carbon: waiting {_span(plan.best_start_s - now)} to start in zone {plan.best_zone} "
                       f"(forecast {plan.best_cost_g / 1000:.3f} kg vs {now_g / 1000:.3f} kg now)",
-                      retry_at_s=plan.best_start_s)
+                      retry_at_s=_look_again_at(state, plan.best_start_s))
 
     def _wait_for_room(self, plan: JobPlan, now: float) -> Status:
         """Wait for room in the plan's zone until the margin before the latest start (then start elsewhere)."""
@@ -363,7 +365,8 @@ class CarbonWindow:
             return SUCCESS
         return Status(Code.UNSCHEDULABLE, self.name, f"waiting for room in zone {plan.best_zone}", retry_at_s=give_up_s)
 
-    def _permit_slots(self, plan: JobPlan, zone: str, now: float) -> Status:
+    def _permit_slots(self, state: CycleState, plan: JobPlan, zone: str) -> Status:
+        now = state.now_s
         if plan.best_start_s <= now + NOW_EPS_S:
             if plan.best_zone == zone or plan.now_intensity[zone] <= plan.slots.marginal():
                 return SUCCESS
@@ -372,7 +375,16 @@ class CarbonWindow:
                       f"carbon: waiting {_span(plan.best_start_s - now)} for a cleaner window in zone {plan.best_zone} "
                       f"({plan.slots.values[plan.slots.allotted_s > 0].min():.0f} g/kWh vs "
                       f"{plan.now_intensity[plan.best_zone]:.0f} now)",
-                      retry_at_s=plan.best_start_s)
+                      retry_at_s=_look_again_at(state, plan.best_start_s))
+
+
+def _look_again_at(state: CycleState, start_s: float) -> float:
+    """When to reconsider a job deferred to ``start_s``: then, or, on a forecast learned from history, halfway
+    there (at least an hour on), since such a forecast improves as the hour nears and may move the best start."""
+    forecast, now = state.snapshot.forecast, state.now_s
+    if forecast is None or not forecast.history_only:
+        return start_s
+    return min(start_s, now + max(RECHECK_MIN_S, (start_s - now) / 2))
 
 
 def _span(seconds: float) -> str:
