@@ -21,7 +21,7 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from functools import cached_property
-from typing import Any
+from typing import Any, Sequence
 
 from scheduler.carbon import CarbonSignal
 from scheduler.clock import Clock, from_unix_s, to_unix_s, utc_now
@@ -35,9 +35,10 @@ from scheduler.grid_carbon import GridCarbon, configured_signal
 from scheduler.job_state import JobState, RunStatus
 from scheduler.jobs import JobStore, Submission
 from scheduler.run_emissions import RunEmissions
-from policies.decisions import Start, Wait
+from scheduler.running import RunningJobs
+from policies.decisions import Start, Suspend, Wait
 from policies.registry import create_policy
-from policies.snapshot import FULL_POWER, CapStep, GpuSlot, JobRequest, PowerProfile, Snapshot
+from policies.snapshot import FULL_POWER, CapStep, GpuSlot, JobRequest, PowerProfile, RunningJob, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -403,7 +404,8 @@ class Daemon:
         return {g.zone for g in self._inventory}
 
     def snapshot(self, jobs: list | None = None) -> Snapshot:
-        """What the policy sees now: waiting jobs with their expected length and draw, GPUs, carbon forecast."""
+        """What the policy sees now: waiting jobs with their expected length and draw, GPUs, carbon forecast, and
+        the running jobs (read only if the policy looks, to weigh suspending one for a job that is due)."""
         now = self.clock()
         now_s = to_unix_s(now)
         jobs = self.store.waiting() if jobs is None else jobs
@@ -422,7 +424,8 @@ class Daemon:
                              max_power_w=g.raw.get("max_power_w")) for g in self._inventory)
         return Snapshot(now_s=now_s, waiting=waiting, gpus=gpus,
                         intensity_g_per_kwh=self.grid_carbon.intensities(self._zones(), now_s),
-                        forecast=self.grid_carbon.forecast(now_s))
+                        forecast=self.grid_carbon.forecast(now_s),
+                        running=RunningJobs(self.store, self._inventory, estimator, now))
 
     def tick(self) -> None:
         """One scheduling decision round: snapshot, policy, apply."""
@@ -441,9 +444,18 @@ class Daemon:
                 self.store.set_waiting(job.id, blocked, deferred=False)
             else:
                 ready.append(job)
-        for decision in self.policy.decide(self.snapshot(ready)):
-            if isinstance(decision, Start):
-                self._start(decision)
+        snapshot = self.snapshot(ready)
+        stopping: dict[str, str] = {}  # GPU id -> the job suspended on it this tick
+        for decision in self.policy.decide(snapshot):
+            if isinstance(decision, Suspend):
+                stopping.update(dict.fromkeys(self._preempt(decision, snapshot.running), decision.job_id))
+            elif isinstance(decision, Start):
+                waits_for = next((stopping[g] for g in decision.gpu_ids if g in stopping), None)
+                if waits_for is None:
+                    self._start(decision)
+                else:  # its GPUs free only once that job has checkpointed and exited; its finish ticks again
+                    self.store.set_waiting(decision.job_id, f"waiting for job {waits_for} to stop at a checkpoint",
+                                           deferred=False)
             elif isinstance(decision, Wait):
                 reason = decision.reason
                 if decision.retry_at_s is not None:
@@ -508,6 +520,21 @@ class Daemon:
             log.info("job %s reached its time limit", job_id)
             self.store.request_cancel(job_id, why=f"time limit of {job.time_limit_s:g} s reached")
             self.controller.send("cancel_job", job_id)
+
+    def _preempt(self, decision: Suspend, running: Sequence[RunningJob]) -> tuple[str, ...]:
+        """Stop a running interruptible job at a checkpoint, as the policy asks, to make room for a job that is
+        due; it waits again with the policy's reason once stopped. Returns the GPUs it holds until then."""
+        job = next((r for r in running if r.job_id == decision.job_id), None)
+        if job is None or not job.interruptible:
+            log.warning("policy %s asked to suspend job %s, which is not a running interruptible job; ignored",
+                        self.policy.name, decision.job_id)
+            return ()
+        if self.store.request_suspend(job.job_id, decision.reason):
+            log.info("suspending job %s: %s", job.job_id, decision.reason)
+            self.controller.send("cancel_job", job.job_id, "suspended")
+        # else it has just ended or its user is cancelling it: either way the tick its finish triggers places the
+        # due job
+        return job.gpu_ids
 
     def _suspend(self, job_id: str, run_id: int) -> None:
         if self.store.run_is_open(run_id):

@@ -69,6 +69,24 @@ class CounterfactualPlacement:
 
 
 @dataclass(frozen=True)
+class OpenRun:
+    """A job running now with what the scheduler needs to weigh suspending it: its request and latest progress,
+    the cap power fraction of its open run, and the seconds its runs have run (the open one until now) and how
+    many runs that is (for ``WorkEstimator.duration_s``)."""
+
+    job_id: str
+    kind: str
+    spec: dict[str, Any]
+    progress: dict[str, Any] | None
+    gpus: int
+    interruptible: bool
+    deadline_at: datetime | None
+    cap_power_fraction: float
+    run_s: float
+    runs: int
+
+
+@dataclass(frozen=True)
 class Submission:
     """A validated request to run a job."""
 
@@ -420,6 +438,38 @@ class JobStore:
         with self.sessions() as session:
             return list(session.scalars(select(Run).where(Run.status == RunStatus.RUNNING.value)).all())
 
+    def running_jobs(self, now: datetime) -> list[OpenRun]:
+        """The jobs with an open run, in one query, with their open run's cap and their runs' seconds until
+        ``now``."""
+        open_jobs = select(Run.job_id).where(Run.status == RunStatus.RUNNING.value)
+        with self.sessions() as session:
+            rows = session.execute(
+                select(Job.id, Job.kind, Job.spec, Job.progress, Job.gpus, Job.interruptible, Job.deadline_at,
+                       Run.status, Run.started_at, Run.ended_at, Run.cap_power_fraction)
+                .join(Run, Run.job_id == Job.id).where(Job.id.in_(open_jobs)).order_by(Job.id, Run.attempt)
+            ).all()
+        runs: dict[str, list] = {}
+        for row in rows:
+            runs.setdefault(row.id, []).append(row)
+        found = []
+        for job_id, job_runs in runs.items():
+            current = next(r for r in reversed(job_runs) if r.status == RunStatus.RUNNING.value)
+            run_s = sum(max(((r.ended_at or now) - r.started_at).total_seconds(), 0.0) for r in job_runs)
+            found.append(OpenRun(job_id, current.kind, current.spec, current.progress, current.gpus,
+                                 current.interruptible, current.deadline_at, current.cap_power_fraction, run_s,
+                                 len(job_runs)))
+        return found
+
+    def request_suspend(self, job_id: str, why: str) -> bool:
+        """Record that a running job is being stopped at a checkpoint, and ``why``: the reason it will wait with
+        once its run has ended ``suspended``. False when it no longer runs or its user is cancelling it."""
+        with self.sessions.begin() as session:
+            job = session.get(Job, job_id)
+            if job is None or job.state != JobState.RUNNING.value or job.cancel_requested:
+                return False
+            job.reason = STOPPING + why
+            return True
+
     def count_by_state(self) -> dict[str, int]:
         with self.sessions() as session:
             rows = session.execute(select(Job.state, func.count()).group_by(Job.state)).all()
@@ -554,7 +604,9 @@ class JobStore:
                 why = job.reason[len(STOPPING):] if job.reason.startswith(STOPPING) else CANCELLED_BY_USER
                 transition(session, job, JobState.CANCELLED, why, now)
             elif status == RunStatus.SUSPENDED:
-                transition(session, job, JobState.SUSPENDED, message or "suspended at a checkpoint", now)
+                # a suspension the scheduler asked for with a reason (request_suspend) keeps it
+                why = job.reason[len(STOPPING):] if job.reason.startswith(STOPPING) else None
+                transition(session, job, JobState.SUSPENDED, why or message or "suspended at a checkpoint", now)
             elif status == RunStatus.LOST:
                 transition(session, job, JobState.PENDING, f"{_first_line(message)}; queued again", now)
             else:

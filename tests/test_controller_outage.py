@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 import uuid
 
 import pytest
 
 ray = pytest.importorskip("ray")
 
-from daemon_fixtures import client, daemon, wait_until_running  # noqa: E402, F401  (fixtures)
+from daemon_fixtures import TINY_TRAIN, client, daemon, poll, wait_until_running  # noqa: E402, F401  (fixtures)
 from scheduler.controller import get_controller, get_or_create_controller, shutdown_controller  # noqa: E402
 from scheduler.controller_link import RETRY_FIRST_S, RETRY_MAX_S, ControllerLink, controller_lost  # noqa: E402
 from scheduler.daemon import LOST_WITH_CONTROLLER  # noqa: E402
@@ -24,8 +23,6 @@ from scheduler.tables import render_status  # noqa: E402
 
 pytestmark = pytest.mark.ray
 
-TINY_TRAIN = {"image_size": 8, "steps": 12, "batch_size": 8, "channels": [8, 16], "checkpoint_every": 6,
-              "num_train_timesteps": 50}
 # A few seconds of training (about 10 ms a step here): still running when the controller is killed.
 SECONDS_TRAIN = {**TINY_TRAIN, "steps": 500, "checkpoint_every": 1000}
 TIMEOUT_S = 60
@@ -74,15 +71,6 @@ def kill(handle) -> None:
         return False
 
     poll(dead, what="the killed controller is dead")
-
-
-def poll(condition, timeout_s: float = TIMEOUT_S, what: str = "condition"):
-    """condition()'s first true value, looked at every 50 ms; fails after timeout_s."""
-    deadline = time.monotonic() + timeout_s
-    while not (value := condition()):
-        assert time.monotonic() < deadline, f"{what}: not within {timeout_s} s"
-        time.sleep(0.05)
-    return value
 
 
 def test_only_the_loss_of_the_actor_itself_is_an_outage():

@@ -1,6 +1,7 @@
 """The daemon's scheduling round with the carbon-aware policy: snapshot from the database, decisions applied.
 
-No Ray here: the inventory is set by hand and no job is started (each case makes the policy wait).
+No Ray here: the inventory is set by hand and runs are opened and closed through the store; where a decision
+reaches the controller, a recording double stands in for it.
 """
 
 from dataclasses import replace
@@ -8,12 +9,15 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from policies.snapshot import FULL_POWER, CapStep
+from fakes import FakeClock
+from policies.decisions import Suspend
+from policies.snapshot import FULL_POWER, CapStep, RunningJob
 from scheduler.carbon import IntensityReading, SignalForecast, ZoneStatus
 from scheduler.config import Settings
 from scheduler.daemon import Daemon
 from scheduler.db import upgrade
 from scheduler.estimates import NOMINAL_S_PER_UNIT, NOMINAL_STARTUP_S, SAFETY_FACTOR, FinishedRun, WorkEstimator
+from scheduler.job_state import RunStatus
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
 
@@ -44,7 +48,7 @@ class DipSignal:
 def daemon(tmp_path):
     settings = replace(Settings(data_dir=tmp_path, database_url=f"sqlite:///{tmp_path / 'w.db'}"),
                        policy="carbon-aware")
-    daemon = Daemon(settings, clock=lambda: NOW, signal=DipSignal(NOW.timestamp()))
+    daemon = Daemon(settings, clock=FakeClock(NOW), signal=DipSignal(NOW.timestamp()))
     upgrade(daemon.engine)
     daemon._set_inventory([{"worker_id": "w0", "node_id": "node-a", "zone": "DE", "max_power_w": 400.0}])
     yield daemon
@@ -153,3 +157,103 @@ def test_a_power_profile_for_a_kind_lets_the_policy_cap_its_jobs(tmp_path):
         assert daemon._cap_step("diffusion-sample", 0.5) == FULL_POWER
     finally:
         daemon.engine.dispose()
+
+
+class RecordingController:
+    """Stands in for the controller link: records what the daemon calls and sends."""
+
+    def __init__(self):
+        self.calls = []
+
+    def call(self, method, *args):
+        self.calls.append((method, *args))
+
+    def send(self, method, *args):
+        self.calls.append((method, *args))
+
+
+def gpu(worker_id, busy_job=None):
+    return {"worker_id": worker_id, "node_id": "node-a", "zone": "DE", "busy_job": busy_job, "max_power_w": 400.0}
+
+
+def run_on(daemon, job, worker_id, step=FULL_POWER):
+    return daemon.store.start_run(job.id, "node-a", "DE", [worker_id], None, "running in zone DE", step)
+
+
+def test_the_snapshot_lists_running_jobs_with_draw_at_their_cap_work_left_and_gpus_read_only_when_looked_at(
+        daemon, monkeypatch):
+    long = submit(daemon, deadline=NOW + timedelta(days=1), interruptible=True)
+    rigid = daemon.store.submit(daemon.store.validate("diffusion-train", {"steps": 10}))
+    gone = submit(daemon)  # its run is open in the database, but the controller has let its GPU go
+    run = run_on(daemon, long, "w0", CapStep(0.5, 0.8, 0.5))
+    run_on(daemon, rigid, "w1")
+    run_on(daemon, gone, "w2")
+    daemon.store.add_progress(run.id, {"step": 40, "total": 100}, [])
+    daemon._set_inventory([gpu("w0", long.id), gpu("w1", rigid.id), gpu("w2")])
+    daemon.clock.advance(seconds=16)
+    reads = []
+    monkeypatch.setattr(daemon.store, "running_jobs", lambda now, read=daemon.store.running_jobs: reads.append(now)
+                        or read(now))
+
+    running = daemon.snapshot().running
+    assert reads == []  # most ticks never look
+    by_id = {r.job_id: r for r in running}
+    assert reads == [NOW + timedelta(seconds=16)]
+    # 300 W a GPU (nothing learned yet) at the 50 % cap's half draw; 40 steps in its 16 s (6 s of start-up) give
+    # it 0.25 s a step for the 60 left; the rigid job has not reported progress: 10 steps at the nominal rate
+    assert by_id == {
+        long.id: RunningJob(long.id, "DE", "node-a", 1, 150.0, True, (NOW + timedelta(days=1)).timestamp(),
+                            pytest.approx(SAFETY_FACTOR * (NOMINAL_STARTUP_S + 60 * 0.25)), ("w0",)),
+        rigid.id: RunningJob(rigid.id, "DE", "node-a", 1, 300.0, False, None, pytest.approx(
+            SAFETY_FACTOR * (NOMINAL_STARTUP_S + 10 * NOMINAL_S_PER_UNIT["diffusion-train"])), ("w1",)),
+    }
+    assert len(running) == 2 and reads == [NOW + timedelta(seconds=16)]  # read once
+
+
+def test_a_due_job_suspends_an_interruptible_one_and_starts_once_it_has_stopped_at_a_checkpoint(daemon):
+    daemon.controller = controller = RecordingController()
+    long = submit(daemon, deadline=NOW + timedelta(days=1), interruptible=True)
+    run = run_on(daemon, long, "w0")
+    daemon._set_inventory([gpu("w0", long.id)])
+    spec = {"steps": 100}
+    expected_s = daemon.recent_runs.estimator().duration_s("diffusion-train", spec)
+    due = submit(daemon, deadline=NOW + timedelta(seconds=expected_s))  # no slack: it must start now
+
+    daemon.schedule()
+    assert controller.calls == [("cancel_job", long.id, "suspended")]
+    why = f"suspended at a checkpoint to make room for job {due.id}, which is due; it resumes later"
+    assert daemon.store.get(long.id).reason == "stopping: " + why
+    # the GPU is not free until the long job has checkpointed and exited: the due job is not sent to it yet
+    due_now = daemon.store.get(due.id)
+    assert (due_now.state, due_now.reason, due_now.runs) == (
+        "pending", f"waiting for job {long.id} to stop at a checkpoint", [])
+
+    daemon.store.finish_run(run.id, RunStatus.SUSPENDED, 0, None, None, None)
+    assert (daemon.store.get(long.id).state, daemon.store.get(long.id).reason) == ("suspended", why)
+    daemon._set_inventory([gpu("w0")])
+    daemon.schedule()  # the tick the long job's finish triggers
+    assert controller.calls[1][:3] == ("start_job", due.id, daemon.store.get(due.id).runs[0].id)
+    assert daemon.store.get(due.id).state == "running"
+    assert daemon.store.get(long.id).state == "suspended"
+
+
+class SuspendEverything:
+    """A policy that asks to suspend every running job, whatever it is."""
+
+    name = "suspend-everything"
+
+    def decide(self, snapshot):
+        return [Suspend(r.job_id, "because") for r in snapshot.running]
+
+
+def test_only_running_interruptible_jobs_are_suspended_whatever_the_policy_asks(daemon, caplog):
+    daemon.controller = controller = RecordingController()
+    daemon.policy = SuspendEverything()
+    rigid, flexible = submit(daemon), submit(daemon, deadline=NOW + timedelta(days=1), interruptible=True)
+    run_on(daemon, rigid, "w0")
+    run_on(daemon, flexible, "w1")
+    daemon._set_inventory([gpu("w0", rigid.id), gpu("w1", flexible.id)])
+    daemon.schedule()
+    assert controller.calls == [("cancel_job", flexible.id, "suspended")]
+    assert f"asked to suspend job {rigid.id}, which is not a running interruptible job; ignored" in caplog.text
+    assert daemon.store.get(rigid.id).reason == "running in zone DE"

@@ -6,11 +6,9 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from daemon_fixtures import client, daemon, wait_until_running  # noqa: F401  (fixtures)
+from daemon_fixtures import TINY_TRAIN, client, daemon, wait_until_running  # noqa: F401  (fixtures)
 from scheduler.db.models import PowerSample, Run, RunEnergy
 
-TINY_TRAIN = {"image_size": 8, "steps": 12, "batch_size": 8, "channels": [8, 16], "checkpoint_every": 6,
-              "num_train_timesteps": 50}
 LONG_TRAIN = {**TINY_TRAIN, "steps": 100000, "checkpoint_every": 1000}
 
 

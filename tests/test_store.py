@@ -9,7 +9,8 @@ from scheduler.db import make_engine, make_session_factory, upgrade
 from scheduler.db.models import RunEnergy
 from scheduler.errors import InvalidRequest, InvalidTransition, JobNotFound
 from scheduler.job_state import RunStatus
-from scheduler.jobs import JobStore
+from scheduler.jobs import JobStore, OpenRun
+from policies.snapshot import CapStep
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
 
@@ -110,6 +111,38 @@ def test_a_lost_run_of_a_job_being_cancelled_ends_cancelled(store):
     store.request_cancel(job.id)
     store.finish_run(run.id, RunStatus.LOST, None, "node died", None, None)
     assert store.get(job.id).state == "cancelled"
+
+
+def test_running_jobs_are_read_with_their_open_runs_cap_and_the_seconds_of_all_their_runs(store):
+    job = store.submit(store.validate("diffusion-train", TRAIN, interruptible=True, deadline=T0 + timedelta(days=1)))
+    idle = store.submit(store.validate("diffusion-train", TRAIN))
+    first = store.start_run(job.id, "n", "DE", ["w"], None, "go")
+    store.clock.advance(seconds=10)
+    store.finish_run(first.id, RunStatus.SUSPENDED, 0, None, None, None)
+    store.clock.advance(seconds=10)
+    second = store.start_run(job.id, "n", "DE", ["w"], 150.0, "go on", CapStep(0.5, 0.8, 0.5))
+    store.add_progress(second.id, {"step": 4, "total": 10}, [])
+    store.clock.advance(seconds=30)
+    (found,) = store.running_jobs(store.clock())
+    assert found == OpenRun(job.id, "diffusion-train", store.get(job.id).spec, {"step": 4, "total": 10}, 1, True,
+                            T0 + timedelta(days=1), 0.5, run_s=40.0, runs=2)
+    assert idle.id != found.job_id
+
+
+def test_a_suspension_asked_with_a_reason_ends_with_it_and_a_cancel_still_wins(store):
+    job = store.submit(store.validate("diffusion-train", TRAIN, interruptible=True))
+    assert not store.request_suspend(job.id, "to make room")  # not running
+    run = store.start_run(job.id, "n", "DE", ["w"], None, "go")
+    assert store.request_suspend(job.id, "to make room for job x")
+    assert store.get(job.id).reason == "stopping: to make room for job x"
+    store.finish_run(run.id, RunStatus.SUSPENDED, 0, None, None, None)
+    assert (store.get(job.id).state, store.get(job.id).reason) == ("suspended", "to make room for job x")
+
+    run = store.start_run(job.id, "n", "DE", ["w"], None, "go on")
+    store.request_cancel(job.id)
+    assert not store.request_suspend(job.id, "to make room for job y")
+    store.finish_run(run.id, RunStatus.SUSPENDED, 0, None, None, None)
+    assert (store.get(job.id).state, store.get(job.id).reason) == ("cancelled", "cancelled by the user")
 
 
 def test_lost_run_requeues_and_failed_run_keeps_the_error(store):

@@ -1,0 +1,50 @@
+"""Preemption live: on one logical GPU, a job that is due suspends a running interruptible job at a checkpoint and
+runs; the suspended job then resumes and finishes. A real daemon, real Ray, real job processes."""
+
+from datetime import timedelta
+
+import pytest
+
+from daemon_fixtures import JOB_TIMEOUT_S, TINY_TRAIN, client, poll, running_daemon, wait_until_running  # noqa: F401
+from scheduler.carbon import DailyCycle, SyntheticSignal
+from scheduler.clock import utc_now
+
+pytestmark = pytest.mark.ray
+
+# long enough to be running when the due job comes (about 10 ms a step), short enough to finish soon after
+LONG_TRAIN = {**TINY_TRAIN, "steps": 800, "checkpoint_every": 1000}
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory):
+    # a flat signal: no cleaner hour to wait for, so carbon-aware starts each job as soon as it has room
+    flat = SyntheticSignal(cycles={"DE": DailyCycle(300.0, 0.0, 0.0)})
+    with running_daemon(tmp_path_factory.mktemp("wattsched"), signal=flat, logical_gpus=1, logical_zones=("DE",),
+                        policy="carbon-aware") as daemon:
+        yield daemon
+
+
+def test_a_due_job_suspends_an_interruptible_one_which_resumes_after_it(daemon, client):
+    store = daemon.store
+    long = client.submit("diffusion-train", LONG_TRAIN, deadline=utc_now() + timedelta(days=1), interruptible=True)
+    wait_until_running(client, long)
+    # no slack: the estimator's own duration for it (nominal rates: no run of the kind has finished yet)
+    expected_s = daemon.recent_runs.estimator().duration_s("diffusion-train", TINY_TRAIN)
+    due = client.submit("diffusion-train", TINY_TRAIN, deadline=utc_now() + timedelta(seconds=expected_s))
+
+    first = poll(lambda: (run := store.get(long.id).runs[0]).status != "running" and run, what="the long job stops")
+    assert first.status == "suspended"
+    why = f"suspended at a checkpoint to make room for job {due.id}, which is due; it resumes later"
+    assert [e.reason for e in store.get(long.id).events if e.to_state == "suspended"] == [why]
+
+    due = client.wait(due.id, timeout=JOB_TIMEOUT_S)
+    assert due.state == "succeeded", due.raw
+    long = client.wait(long.id, timeout=JOB_TIMEOUT_S)
+    assert long.state == "succeeded", long.raw
+    assert [e.to_state for e in store.get(long.id).events] == ["pending", "running", "suspended", "running",
+                                                               "succeeded"]
+    (due_run,), runs = store.get(due.id).runs, store.get(long.id).runs
+    assert [r.status for r in runs] == ["suspended", "succeeded"]
+    # one GPU: the due job ran between the long job's two runs, which resumed from its checkpoint
+    assert runs[0].ended_at <= due_run.started_at and due_run.ended_at <= runs[1].started_at
+    assert 0 < long.result["resumed_from_step"] < 800 and long.result["steps_done"] == 800
