@@ -38,7 +38,7 @@ ROOM_MARGIN_S = 2 * 3600.0
 # An interruptible job is suspended only if it keeps at least this much slack to resume in (CarbonCap).
 RESUME_MARGIN_S = 3600.0
 # The shortest wait before a job deferred on a history-only forecast is reconsidered (CarbonWindow).
-RECHECK_MIN_S = 3600.0
+RECHECK_MIN_S = 3 * 3600.0
 PLANNER = "CarbonPlanner"
 # Jobs planned in one vectorised search (bounds the scratch arrays: jobs x caps x zones x candidate starts).
 RUN_BATCH = 64
@@ -380,7 +380,7 @@ class CarbonWindow:
 
 def _look_again_at(state: CycleState, start_s: float) -> float:
     """When to reconsider a job deferred to ``start_s``: then, or, on a forecast learned from history, halfway
-    there (at least an hour on), since such a forecast improves as the hour nears and may move the best start."""
+    there (at least three hours on), since such a forecast improves as the hour nears and may move the best start."""
     forecast, now = state.snapshot.forecast, state.now_s
     if forecast is None or not forecast.history_only:
         return start_s
