@@ -20,19 +20,25 @@ def columns(engine, table):
     return {c["name"] for c in inspect(engine).get_columns(table)}
 
 
+def insert_job_and_run(connection, state: str, power_cap_w: float | None = None) -> None:
+    """Job j1 with its run 1, both in ``state``, written with the columns every schema version has."""
+    connection.execute(text(
+        "INSERT INTO jobs (id, kind, spec, gpus, zones, interruptible, priority, state, reason, "
+        "cancel_requested, submitted_at, workdir) VALUES ('j1', 'diffusion-train', '{}', 1, '[]', false, 0, "
+        ":state, 'why', false, :now, '/tmp/j1')"), {"state": state, "now": NOW})
+    connection.execute(text(
+        "INSERT INTO runs (id, job_id, attempt, node_id, zone, gpu_ids, power_cap_w, started_at, status) "
+        "VALUES (1, 'j1', 1, 'n', 'DE', '[\"gpu-0\"]', :cap, :now, :state)"),
+        {"cap": power_cap_w, "now": NOW, "state": state})
+
+
 def test_0002_upgrades_a_0001_database_with_jobs_and_downgrades(db_url):
     from alembic import command
 
     engine = make_engine(db_url)
     upgrade(engine, "0001")
     with engine.begin() as connection:
-        connection.execute(text(
-            "INSERT INTO jobs (id, kind, spec, gpus, zones, interruptible, priority, state, reason, "
-            "cancel_requested, submitted_at, workdir) VALUES ('j1', 'diffusion-train', '{}', 1, '[]', false, 0, "
-            "'succeeded', 'finished', false, :now, '/tmp/j1')"), {"now": NOW})
-        connection.execute(text(
-            "INSERT INTO runs (id, job_id, attempt, node_id, zone, gpu_ids, started_at, status) "
-            "VALUES (1, 'j1', 1, 'n', 'DE', '[\"gpu-0\"]', :now, 'succeeded')"), {"now": NOW})
+        insert_job_and_run(connection, "succeeded")
         connection.execute(text(
             "INSERT INTO run_energy (run_id, gpu_energy_j, cpu_energy_j, gpu_method, cpu_method, avg_power_w, "
             "peak_power_w, duration_s, emissions_g) VALUES (1, 10, 1, 'simulated', 'estimate', 1, 1, 11, 0.5)"))
@@ -64,13 +70,7 @@ def test_0003_records_full_power_for_runs_made_before_it_and_downgrades(db_url):
     engine = make_engine(db_url)
     upgrade(engine, "0002")
     with engine.begin() as connection:
-        connection.execute(text(
-            "INSERT INTO jobs (id, kind, spec, gpus, zones, interruptible, priority, state, reason, "
-            "cancel_requested, submitted_at, workdir) VALUES ('j1', 'diffusion-train', '{}', 1, '[]', false, 0, "
-            "'running', 'go', false, :now, '/tmp/j1')"), {"now": NOW})
-        connection.execute(text(
-            "INSERT INTO runs (id, job_id, attempt, node_id, zone, gpu_ids, power_cap_w, started_at, status) "
-            "VALUES (1, 'j1', 1, 'n', 'DE', '[\"gpu-0\"]', 200, :now, 'running')"), {"now": NOW})
+        insert_job_and_run(connection, "running", power_cap_w=200.0)
 
     upgrade(engine)
     with engine.connect() as connection:
