@@ -64,6 +64,9 @@ class Settings:
     meter_mode: str = "auto"
     #: Power caps on physical GPUs are only worked out and logged unless this is false (setting them needs root).
     power_cap_dry_run: bool = True
+    #: Cluster-wide limit on the summed GPU draw (W) that the policy keeps to, counting each job at its kind's
+    #: estimated draw and its cap; 0 means no limit.
+    power_budget_w: float = 0.0
     #: PROFILES.csv (the simulator's format: profile,cap_fraction,speed,power_fraction) of how jobs run under
     #: power caps; a profile named after a job kind (diffusion-train) lets the policy cap that kind's jobs.
     power_profiles: str = ""
@@ -112,4 +115,7 @@ class Settings:
             except ValueError:
                 raise ConfigError(f"{name}={raw!r} is not a valid {type(current).__name__}") from None
         settings = replace(base, **values)
-        return replace(settings, **overrides) if overrides else settings
+        settings = replace(settings, **overrides) if overrides else settings
+        if settings.power_budget_w < 0:
+            raise ConfigError(f"{ENV_PREFIX}POWER_BUDGET_W={settings.power_budget_w:g} must be >= 0 (0: no limit)")
+        return settings

@@ -405,7 +405,8 @@ class Daemon:
 
     def snapshot(self, jobs: list | None = None) -> Snapshot:
         """What the policy sees now: waiting jobs with their expected length and draw, GPUs, carbon forecast, and
-        the running jobs (read only if the policy looks, to weigh suspending one for a job that is due)."""
+        the running jobs (read only if the policy looks, to weigh suspending one for a job that is due, or when a
+        power budget is set, to count their draw against it)."""
         now = self.clock()
         now_s = to_unix_s(now)
         jobs = self.store.waiting() if jobs is None else jobs
@@ -422,10 +423,13 @@ class Daemon:
         )
         gpus = tuple(GpuSlot(g.worker_id, g.node_id, g.zone, busy=g.busy_job is not None,
                              max_power_w=g.raw.get("max_power_w")) for g in self._inventory)
+        running = RunningJobs(self.store, self._inventory, estimator, now)
+        budget_w = self.settings.power_budget_w or None
         return Snapshot(now_s=now_s, waiting=waiting, gpus=gpus,
                         intensity_g_per_kwh=self.grid_carbon.intensities(self._zones(), now_s),
-                        forecast=self.grid_carbon.forecast(now_s),
-                        running=RunningJobs(self.store, self._inventory, estimator, now))
+                        forecast=self.grid_carbon.forecast(now_s), running=running, power_budget_w=budget_w,
+                        # the draw is what the running jobs are estimated to draw, as waiting jobs are counted
+                        power_draw_w=sum(r.draw_w for r in running) if budget_w else 0.0)
 
     def tick(self) -> None:
         """One scheduling decision round: snapshot, policy, apply."""

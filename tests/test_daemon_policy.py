@@ -237,6 +237,37 @@ def test_a_due_job_suspends_an_interruptible_one_and_starts_once_it_has_stopped_
     assert daemon.store.get(long.id).state == "suspended"
 
 
+def test_a_power_budget_counts_the_running_jobs_draw_and_holds_back_what_would_exceed_it(tmp_path):
+    settings = replace(Settings(data_dir=tmp_path, database_url=f"sqlite:///{tmp_path / 'w.db'}"), policy="fifo",
+                       power_budget_w=450.0)
+    daemon = Daemon(settings, clock=FakeClock(NOW), signal=DipSignal(NOW.timestamp()))
+    upgrade(daemon.engine)
+    daemon.controller = controller = RecordingController()
+    first = submit(daemon)
+    run_on(daemon, first, "w0")
+    daemon._set_inventory([gpu("w0", first.id), gpu("w1")])
+    second = submit(daemon)
+
+    snapshot = daemon.snapshot()
+    assert (snapshot.power_budget_w, snapshot.power_draw_w) == (450.0, 300.0)  # 300 W a GPU: nothing learned yet
+    daemon.schedule()
+    assert controller.calls == []  # a free GPU, but 300 W more would make 600 W
+    assert daemon.store.get(second.id).reason.startswith("waiting for power: the budget has 150 W left")
+    daemon.engine.dispose()
+
+
+@pytest.mark.parametrize("environ,message", [
+    ({"WATTSCHED_POWER_BUDGET_W": "-5"}, "WATTSCHED_POWER_BUDGET_W=-5 must be >= 0 (0: no limit)"),
+    ({"WATTSCHED_POWER_BUDGET_W": "lots"}, "WATTSCHED_POWER_BUDGET_W='lots' is not a valid float"),
+])
+def test_a_bad_power_budget_is_refused_naming_the_variable(environ, message):
+    from scheduler.config import ConfigError
+
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env(environ)
+    assert str(raised.value) == message
+
+
 class SuspendEverything:
     """A policy that asks to suspend every running job, whatever it is."""
 
