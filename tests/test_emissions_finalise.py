@@ -72,24 +72,30 @@ class StepSignal(SwitchableSignal):
         return IntensityReading(zone, datetime.fromtimestamp(at_s, timezone.utc), value, "em", "actual")
 
 
-def test_each_run_records_its_fifo_counterfactual(db_url, tmp_path):
-    now = [T0]
-    daemon = Daemon(Settings(data_dir=tmp_path, database_url=db_url), clock=lambda: now[0], signal=StepSignal())
-    upgrade(daemon.engine)
+def run_an_hour_after_waiting_two(daemon, clock, cap_step):
+    """A job submitted at T0 (home zone FR) waits two hours, then runs one hour in DE at ``cap_step`` drawing
+    1 kWh, half of it in each half hour; returns the energy points its emissions integrate."""
     store = daemon.store
     job = store.submit(store.validate("diffusion-train", {"steps": 5}, zones=["FR", "DE"]))
     t0 = T0.timestamp()
-    # waited two hours for the clean period, then ran one hour drawing 1 kWh
-    now[0] = datetime.fromtimestamp(t0 + 7200, timezone.utc)
-    run = store.start_run(job.id, "n", "DE", ["w"], None, "carbon: started")
-    now[0] = datetime.fromtimestamp(t0 + 10800, timezone.utc)
+    clock.advance(hours=2)
+    run = store.start_run(job.id, "n", "DE", ["w"], 200.0, "carbon: started", cap_step)
+    clock.advance(hours=1)
     daemon.handle_event({"type": "finished", "run_id": run.id, "exit_status": "succeeded", "exit_code": 0,
                          "result": {}, "samples": [[t0 + 9000, 1000.0, 0.0, 1.8e6, 0.0],
                                                     [t0 + 10800, 1000.0, 0.0, 3.6e6, 0.0]],
                          "energy": {"gpu_energy_j": 3.6e6, "cpu_energy_j": 0.0, "gpu_method": "simulated",
                                     "cpu_method": "estimate", "avg_power_w": 1000.0, "peak_power_w": 1000.0,
                                     "duration_s": 3600.0, "started_s": t0 + 7200}})
-    energy = store.get(job.id).runs[0].energy
+    return job.id, [(t0 + 9000, 1.8e6), (t0 + 10800, 3.6e6)]
+
+
+def test_each_run_records_its_fifo_counterfactual(db_url, tmp_path):
+    clock = FakeClock(T0)
+    daemon = Daemon(Settings(data_dir=tmp_path, database_url=db_url), clock=clock, signal=StepSignal())
+    upgrade(daemon.engine)
+    job_id, _ = run_an_hour_after_waiting_two(daemon, clock, FULL_POWER)
+    energy = daemon.store.get(job_id).runs[0].energy
     assert energy.emissions_g == 100.0
     # fifo: started at submission (t0) in the home zone FR, the same hour of energy at 500 g/kWh
     assert energy.counterfactual_emissions_g == 500.0
@@ -109,24 +115,6 @@ class EarlyStepSignal(SwitchableSignal):
 
 
 HALF_CAP = CapStep(0.5, 0.8, 0.5)  # at half the cap: 0.8x full speed at half the draw
-
-
-def run_an_hour_after_waiting_two(daemon, clock, cap_step):
-    """A job submitted at T0 (home zone FR) waits two hours, then runs one hour in DE at ``cap_step`` drawing
-    1 kWh, half of it in each half hour; returns the energy points its emissions integrate."""
-    store = daemon.store
-    job = store.submit(store.validate("diffusion-train", {"steps": 5}, zones=["FR", "DE"]))
-    t0 = T0.timestamp()
-    clock.advance(hours=2)
-    run = store.start_run(job.id, "n", "DE", ["w"], 200.0, "carbon: started", cap_step)
-    clock.advance(hours=1)
-    daemon.handle_event({"type": "finished", "run_id": run.id, "exit_status": "succeeded", "exit_code": 0,
-                         "result": {}, "samples": [[t0 + 9000, 1000.0, 0.0, 1.8e6, 0.0],
-                                                    [t0 + 10800, 1000.0, 0.0, 3.6e6, 0.0]],
-                         "energy": {"gpu_energy_j": 3.6e6, "cpu_energy_j": 0.0, "gpu_method": "simulated",
-                                    "cpu_method": "estimate", "avg_power_w": 1000.0, "peak_power_w": 1000.0,
-                                    "duration_s": 3600.0, "started_s": t0 + 7200}})
-    return job.id, [(t0 + 9000, 1.8e6), (t0 + 10800, 3.6e6)]
 
 
 def shifted_only(points, signal):
