@@ -13,32 +13,12 @@ from functools import cached_property
 
 import numpy as np
 
-from policies.forecast import IntensityCurve, ZoneCurves
+from policies.forecast import ZoneCurves
 
 # Allotments shorter than this are rounding left-overs, not stretches worth starting a job for.
 MIN_ALLOTTED_S = 1e-3
 # Starts whose emissions are within this relative hair of the best count as equally good: take the earliest.
 TIE_REL = 1e-9
-
-
-def best_starts(curve: IntensityCurve, earliest_s: float, latest_s: np.ndarray,
-                run_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For each pair (``latest_s[i]``, ``run_s[i]``): the start in ``[earliest_s, latest_s[i]]`` minimising the
-    intensity integral over ``run_s[i]`` seconds, and that integral (earliest of equals). One pass for all caps."""
-    latest_s = np.maximum(latest_s, earliest_s)
-    k = curve.knots_s
-    a, b = np.searchsorted(k, (earliest_s, latest_s.max()))
-    c, d = np.searchsorted(k, (earliest_s + run_s.min(), latest_s.max() + run_s.max()))
-    shared = np.concatenate(([earliest_s], k[a:b], (k[c:d][None, :] - run_s[:, None]).ravel()))
-    # every row gets every candidate, clipped into its own window (a clipped one is just a window edge)
-    starts = np.concatenate((np.broadcast_to(shared, (len(run_s), len(shared))), latest_s[:, None]), axis=1)
-    starts = np.minimum(np.maximum(starts, earliest_s), latest_s[:, None])
-    costs = curve.integral(starts, starts + run_s[:, None])
-    best = costs.min(axis=1, keepdims=True)
-    near = np.where(costs <= best + TIE_REL * np.abs(best) + 1e-9, starts, np.inf)
-    pick = np.argmin(near, axis=1)
-    rows = np.arange(len(run_s))
-    return starts[rows, pick], costs[rows, pick]
 
 
 def edge_costs(zc: ZoneCurves, earliest_s: float, latest_s: np.ndarray, run_s: np.ndarray,
@@ -188,47 +168,3 @@ def slot_plans(zc: ZoneCurves, rows: tuple[int, ...], start_s: float, end_s: np.
         out.append((cap if ok else -1, float(best_cost[j]),
                     SlotPlan(plan_knots, values[:m], zone_index[:m], allotted[j, :m], float(integrals[j]))))
     return out
-
-
-class SlotGrid:
-    """The cheapest zone's intensity over every piece of a window, shared by the searches for each cap."""
-
-    def __init__(self, curves: list[IntensityCurve], start_s: float, end_s: float):
-        inner = [c.knots_s[np.searchsorted(c.knots_s, start_s, "right"):np.searchsorted(c.knots_s, end_s)]
-                 for c in curves]
-        self.knots_s = np.unique(np.concatenate([[start_s, end_s], *inner]))
-        mids = (self.knots_s[:-1] + self.knots_s[1:]) / 2
-        per_zone = np.vstack([c.value_at(mids) for c in curves])
-        self.zone_index = np.argmin(per_zone, axis=0)
-        self.values = per_zone[self.zone_index, np.arange(len(mids))]
-        self._finish()
-
-    def _finish(self) -> None:
-        self.widths = np.diff(self.knots_s)
-        self._order = np.argsort(self.values, kind="stable")  # ties: earlier pieces first
-        self._filled_s = np.cumsum(self.widths[self._order])
-        self._spent = np.cumsum((self.widths * self.values)[self._order])  # integral of the cheapest pieces
-
-    @property
-    def span_s(self) -> float:
-        return float(self.knots_s[-1] - self.knots_s[0])
-
-    def integrals(self, needed_s: np.ndarray) -> np.ndarray:
-        """The integral of the cheapest ``needed_s[i]`` seconds, for each i (inf where the window is too short)."""
-        n = np.minimum(np.searchsorted(self._filled_s, needed_s - 1e-9), len(self._order) - 1)
-        before_s = np.where(n > 0, self._filled_s[n - 1], 0.0)
-        before = np.where(n > 0, self._spent[n - 1], 0.0)
-        total = before + (needed_s - before_s) * self.values[self._order[n]]
-        return np.where(needed_s > self.span_s + 1e-6, np.inf, total)
-
-    def plan(self, needed_s: float) -> SlotPlan | None:
-        """The cheapest pieces adding up to ``needed_s`` seconds, or None when the window is too short."""
-        if needed_s > self.span_s + 1e-6:
-            return None
-        n = int(np.searchsorted(self._filled_s, needed_s - 1e-9))
-        allotted = np.zeros_like(self.widths)
-        allotted[self._order[:n]] = self.widths[self._order[:n]]
-        if n < len(self._order):
-            allotted[self._order[n]] = needed_s - (self._filled_s[n - 1] if n else 0.0)
-        allotted[allotted < MIN_ALLOTTED_S] = 0.0
-        return SlotPlan(self.knots_s, self.values, self.zone_index, allotted, float(allotted @ self.values))

@@ -73,12 +73,6 @@ class IntensityCurve:
         i = np.searchsorted(self.times_s, t_s, side="right") - 1
         return self.values[np.maximum(i, 0)]  # before the first time, the first value holds
 
-    def lowest(self, start_s: float, end_s: float) -> float:
-        """The lowest intensity anywhere in ``[start_s, end_s)``."""
-        i = max(int(np.searchsorted(self.times_s, start_s, side="right")) - 1, 0)
-        j = max(int(np.searchsorted(self.times_s, end_s, side="left")), i + 1)
-        return float(self.values[i:j].min())
-
 
 class ForecastBase:
     """What every ``CarbonForecast`` offers beyond its signal, for implementations to inherit: ``curve`` built from

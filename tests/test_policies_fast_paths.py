@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from policies.carbon_plan import SlotGrid, best_starts, best_starts_pairs, edge_costs, slot_plans
+from plain_plans import SlotGrid, best_starts
+from policies.carbon_plan import best_starts_pairs, edge_costs, slot_plans
 from policies.forecast import IntensityCurve, ZoneCurves
 from policies.history_forecast import _features, _features_looked_up, _features_zones, DAY_S, WEEK_S
 

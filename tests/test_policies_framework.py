@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from policies.carbon_plan import SlotGrid, best_starts
+from plain_plans import SlotGrid, best_starts
 from policies.decisions import Start, Wait
 from policies.errors import DuplicatePlugin, UnknownPlugin
 from policies.forecast import IntensityCurve
