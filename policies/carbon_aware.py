@@ -10,7 +10,8 @@ from policies.plugins.carbon import RESUME_MARGIN_S, ROOM_MARGIN_S
 def carbon_aware_profile(history_model: bool = True, min_saving_fraction: float = 0.0,
                          min_stretch_s: float = 0.0, room_margin_s: float = ROOM_MARGIN_S,
                          resume_margin_s: float = RESUME_MARGIN_S) -> Profile:
-    """The ``carbon-aware`` profile (see ``policies.plugins.carbon`` for what each plugin decides).
+    """The ``carbon-aware`` profile (see ``policies.plugins.carbon`` for what each plugin decides, and
+    ``policies.plugins.holds`` for the room big jobs keep to meet their deadlines).
 
     history_model: with a history-only forecast, forecast from daily/weekly profiles and the recent level
     instead of replaying yesterday. min_saving_fraction: wait only for at least this share of saving.
@@ -19,8 +20,8 @@ def carbon_aware_profile(history_model: bool = True, min_saving_fraction: float 
     resume_margin_s: how much slack an interruptible job keeps when it is suspended, to resume in.
     """
     return assemble(
-        "carbon-aware", pre_filters=("CarbonPlanner",), queue_sort="UrgencyFirst",
-        filters=("NodeCapacity", "PowerBudget"),
+        "carbon-aware", pre_filters=("CarbonPlanner", "DeadlineHolds"), queue_sort="UrgencyFirst",
+        filters=("NodeCapacity", "PowerBudget", "DeadlineHolds"),
         # the listed zone order only breaks ties between equally clean zones
         scorers=(("CarbonOverRun", 1.0), ("ZoneOrder", 1e-6)),
         permits=("CarbonWindow",), cap_chooser="CarbonCap", preemptors=("Preempt",),

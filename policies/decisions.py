@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from policies.snapshot import Hold
+
 
 @dataclass(frozen=True)
 class Start:
@@ -32,13 +34,15 @@ class Wait:
 
     deferred: True when the policy holds the job back on purpose (a cleaner window is coming), False when it
     simply cannot run yet (no room). ``reason`` is shown to the user as it is. retry_at_s: when a deferred job
-    should be offered again (None: whenever the cluster changes).
+    should be offered again (None: whenever the cluster changes). hold: the room the job keeps meanwhile, which the
+    caller hands back in later snapshots until the job is offered again (None: none).
     """
 
     job_id: str
     reason: str
     deferred: bool = False
     retry_at_s: float | None = None
+    hold: Hold | None = None
 
 
 @dataclass(frozen=True)

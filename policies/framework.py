@@ -2,7 +2,7 @@
 
 One cycle, for one snapshot::
 
-    PreFilter (all waiting jobs: compute per-job scratch, e.g. carbon plans, into the CycleState)
+    PreFilter (all waiting jobs: compute per-job scratch, e.g. carbon plans and holds, into the CycleState)
     QueueSort (who goes first when room is scarce)
     for each job:   Preempt (a job that is due may suspend running ones that can afford a pause)
                     -> Filter (which zones could take it now?) -> Score (normalised 0..100, weighted) -> best zone
@@ -11,15 +11,19 @@ One cycle, for one snapshot::
 
 Plugins answer with a ``Status`` (code, plugin name, reason), never with exceptions. A policy is a ``Profile``:
 a name and the plugin instances at each extension point.
+
+The state lives one cycle, except for holds (``policies.snapshot.Hold``): room a waiting job keeps for later. A
+job's hold leaves with its ``Wait`` and comes back in the snapshots that do not offer the job again, so a caller
+that offers only some jobs per cycle (the simulator) still has every hold respected.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, NamedTuple, Protocol, Sequence
 
 from policies.decisions import Decision, Start, Suspend, Wait
-from policies.snapshot import FULL_POWER, CapStep, JobRequest, Snapshot
+from policies.snapshot import FULL_POWER, CapStep, Hold, JobRequest, Snapshot
 from policies.status import Code, Status
 
 MAX_SCORE = 100.0
@@ -40,11 +44,14 @@ class ClusterView:
             if not gpu.busy:
                 ids.append(gpu.gpu_id)
             sizes[gpu.zone, gpu.node_id] = sizes.get((gpu.zone, gpu.node_id), 0) + 1
+        self.size: dict[str, int] = {}  # GPUs per zone, busy or not
         for (zone, _), size in sizes.items():
             self.largest_node[zone] = max(self.largest_node.get(zone, 0), size)
+            self.size[zone] = self.size.get(zone, 0) + size
         for pool in snapshot.pools:
             self.free.setdefault(pool.zone, {})[pool.zone] = pool.free_gpus
             self.largest_node[pool.zone] = max(self.largest_node.get(pool.zone, 0), pool.gpus)
+            self.size[pool.zone] = self.size.get(pool.zone, 0) + pool.gpus
         # the most free GPUs on one node of each zone: asked for every job and zone, changed by take() and release()
         self._most_free = {zone: max(map(_count, nodes.values()), default=0) for zone, nodes in self.free.items()}
 
@@ -82,15 +89,32 @@ def _count(free: list[str] | int) -> int:
     return free if isinstance(free, int) else len(free)
 
 
+class Started(NamedTuple):
+    """A job started during the cycle, as later jobs' plans must count it: where, until when, how much."""
+
+    zone: str
+    end_s: float
+    gpus: int
+    draw_w: float
+
+
 @dataclass
 class CycleState:
-    """Scratch shared by the plugins during one cycle: the snapshot, the room left, and per-job notes."""
+    """Scratch shared by the plugins during one cycle: the snapshot, the room left, and per-job notes.
+
+    holds: the room waiting jobs keep (the snapshot's, then those plugins make for the jobs offered now; a job's
+    hold goes when it starts, and goes back to the caller with its ``Wait``). started: the jobs started so far;
+    stopped: the ids of the running jobs suspended so far.
+    """
 
     snapshot: Snapshot
     cluster: ClusterView
     budget_left_w: float | None
-    notes: dict[tuple[str, str], Any] = field(default_factory=dict)  # (plugin, job id) -> anything
+    notes: dict[tuple, Any] = field(default_factory=dict)  # (plugin, job id, ...) -> anything
     suspended: list[Suspend] = field(default_factory=list)  # running jobs suspended this cycle, in order
+    holds: dict[str, Hold] = field(default_factory=dict)  # job id -> its hold
+    started: list[Started] = field(default_factory=list)
+    stopped: set[str] = field(default_factory=set)
 
     @property
     def now_s(self) -> float:
@@ -100,6 +124,14 @@ class CycleState:
 def job_draw_w(job: JobRequest, step: CapStep = FULL_POWER) -> float:
     """What a job draws on all its GPUs at ``step`` (W); 0 when its power is unknown."""
     return job.gpus * (job.power_w or 0.0) * step.power_fraction
+
+
+def _latest_start(job: JobRequest, now_s: float) -> float | None:
+    """When a job with a deadline falls due (None: no deadline, or it is due already)."""
+    if job.deadline_s is None or not job.expected_duration_s:
+        return None
+    latest_s = job.deadline_s - job.expected_duration_s
+    return latest_s if latest_s > now_s + DUE_EPS_S else None
 
 
 def is_due(job: JobRequest, now_s: float) -> bool:
@@ -189,7 +221,8 @@ class ProfilePolicy:
 
     def decide(self, snapshot: Snapshot) -> list[Decision]:
         state = CycleState(snapshot, ClusterView(snapshot),
-                           None if snapshot.power_budget_w is None else snapshot.power_budget_w - snapshot.power_draw_w)
+                           None if snapshot.power_budget_w is None else snapshot.power_budget_w - snapshot.power_draw_w,
+                           holds={h.job_id: h for h in snapshot.holds})
         jobs = list(snapshot.waiting)
         for plugin in self.profile.pre_filters:
             plugin.pre_filter(state, jobs)
@@ -198,7 +231,15 @@ class ProfilePolicy:
         for job in self.profile.queue_sort.sort(state, jobs):
             decision = self._decide_one(state, job, job.zones or all_zones)
             decisions.extend(state.suspended)  # before the start they make room for
+            state.stopped.update(s.job_id for s in state.suspended)
             state.suspended.clear()
+            hold = state.holds.pop(job.job_id, None)
+            if isinstance(decision, Wait) and hold is not None:
+                state.holds[job.job_id] = hold
+                retry_at_s = decision.retry_at_s
+                if hold.start_s > state.now_s and (retry_at_s is None or retry_at_s > hold.start_s):
+                    retry_at_s = hold.start_s  # from then on it starts as soon as it can
+                decision = replace(decision, hold=hold, retry_at_s=retry_at_s)
             decisions.append(decision)
         return decisions
 
@@ -208,7 +249,8 @@ class ProfilePolicy:
         for plugin in self.profile.filters:
             zones, status = plugin.filter(state, job, zones)
             if not zones:
-                return Wait(job.job_id, status.reason)
+                # offered again when room frees, and when its slack runs out (it may then preempt)
+                return Wait(job.job_id, status.reason, retry_at_s=status.retry_at_s or _latest_start(job, state.now_s))
         zone = self._best_zone(state, job, zones)
         for plugin in self.profile.permits:
             status = plugin.permit(state, job, zone)
@@ -223,6 +265,9 @@ class ProfilePolicy:
         node_id, gpu_ids = state.cluster.take(zone, job.gpus)
         if state.budget_left_w is not None:
             state.budget_left_w -= draw_w
+        work_s = job.expected_duration_s
+        end_s = state.now_s + work_s / step.speed if work_s is not None else float("inf")
+        state.started.append(Started(zone, end_s if until_s is None else min(end_s, until_s), job.gpus, draw_w))
         cap_w = _cap_w(state.snapshot, gpu_ids, step)
         return Start(job.job_id, node_id, zone, gpu_ids, power_cap_w=cap_w, reason=why,
                      cap_fraction=step.cap_fraction, until_s=until_s)

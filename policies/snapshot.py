@@ -88,7 +88,8 @@ class RunningJob:
     """A job running now, as a policy weighs suspending it for a job that is due.
 
     draw_w: what it draws now on all its GPUs; remaining_s: the work it has left, in seconds at full speed (None:
-    unknown); gpu_ids: its GPUs (empty on a pool).
+    unknown); gpu_ids: its GPUs (empty on a pool); end_s: when it is expected to give its GPUs back (at its cap, or
+    at a planned suspension; None: unknown).
     """
 
     job_id: str
@@ -100,6 +101,22 @@ class RunningJob:
     deadline_s: float | None
     remaining_s: float | None
     gpu_ids: tuple[str, ...] = ()
+    end_s: float | None = None
+
+
+@dataclass(frozen=True)
+class Hold:
+    """Room a waiting job keeps for itself: ``gpus`` GPUs in one of ``zones`` and ``draw_w`` of the power budget
+    from ``start_s`` to ``end_s``, so that other jobs started before then leave it free (see
+    ``policies.plugins.holds``). A policy asks for it with a ``Wait``; the caller hands it back in later snapshots
+    that do not offer the job again."""
+
+    job_id: str
+    zones: tuple[str, ...]
+    start_s: float
+    end_s: float
+    gpus: int
+    draw_w: float
 
 
 @dataclass(frozen=True)
@@ -113,6 +130,8 @@ class Snapshot:
     power_budget_w: the cluster-wide limit on the summed GPU draw, or None; power_draw_w: the draw now.
     running: the jobs running now, for policies that may suspend one (empty: none may be suspended); a caller
     may hand a lazy sequence, built only if a policy looks.
+    holds: the room kept by waiting jobs that are not in ``waiting`` (a caller that offers every waiting job in
+    every snapshot, as the daemon does, leaves it empty: the policy makes its holds afresh).
     """
 
     now_s: float
@@ -124,6 +143,7 @@ class Snapshot:
     power_budget_w: float | None = None
     power_draw_w: float = 0.0
     running: Sequence[RunningJob] = ()
+    holds: tuple[Hold, ...] = ()
 
     def zones(self) -> tuple[str, ...]:
         """Every zone that has a GPU, in the order GPUs (then pools) are listed."""

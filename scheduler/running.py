@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 
 class RunningJobs(Sequence[RunningJob]):
     """The jobs running at ``now``, read from the store only if a policy looks: one only does when a due job lacks
-    room, so most ticks never pay for the query.
+    room, when waiting jobs hold room (``policies.plugins.holds``) or when a power budget is set, so most ticks
+    never pay for the query.
 
     A job is listed with the GPUs the controller's inventory shows it holding; a run the database still thinks
     open but whose job has left its GPUs (its finish not yet recorded) is left out, as it has nothing to free.
@@ -44,9 +45,11 @@ class RunningJobs(Sequence[RunningJob]):
         # as for waiting jobs: the kind's per-GPU draw, here at the cap the run was started at
         draw_w = self._estimator.power_w(run.kind) * run.gpus * run.cap_power_fraction
         remaining_s = self._estimator.duration_s(run.kind, run.spec, run.progress, (run.run_s, run.runs))
+        # its end as far as known: the work left at full speed (a capped run takes longer)
+        end_s = to_unix_s(self._now) + remaining_s if remaining_s is not None else None
         return RunningJob(run.job_id, gpus[0].zone, gpus[0].node_id, run.gpus, draw_w, run.interruptible,
                           to_unix_s(run.deadline_at) if run.deadline_at else None, remaining_s,
-                          tuple(g.worker_id for g in gpus))
+                          tuple(g.worker_id for g in gpus), end_s=end_s)
 
     def __len__(self) -> int:
         return len(self._built())

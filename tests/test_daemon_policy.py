@@ -200,12 +200,16 @@ def test_the_snapshot_lists_running_jobs_with_draw_at_their_cap_work_left_and_gp
     by_id = {r.job_id: r for r in running}
     assert reads == [NOW + timedelta(seconds=16)]
     # 300 W a GPU (nothing learned yet) at the 50 % cap's half draw; 40 steps in its 16 s (6 s of start-up) give
-    # it 0.25 s a step for the 60 left; the rigid job has not reported progress: 10 steps at the nominal rate
+    # it 0.25 s a step for the 60 left; the rigid job has not reported progress: 10 steps at the nominal rate.
+    # Each is expected to end when that work is done (at full speed)
+    now_s = (NOW + timedelta(seconds=16)).timestamp()
+    long_left_s = SAFETY_FACTOR * (NOMINAL_STARTUP_S + 60 * 0.25)
+    rigid_left_s = SAFETY_FACTOR * (NOMINAL_STARTUP_S + 10 * NOMINAL_S_PER_UNIT["diffusion-train"])
     assert by_id == {
         long.id: RunningJob(long.id, "DE", "node-a", 1, 150.0, True, (NOW + timedelta(days=1)).timestamp(),
-                            pytest.approx(SAFETY_FACTOR * (NOMINAL_STARTUP_S + 60 * 0.25)), ("w0",)),
-        rigid.id: RunningJob(rigid.id, "DE", "node-a", 1, 300.0, False, None, pytest.approx(
-            SAFETY_FACTOR * (NOMINAL_STARTUP_S + 10 * NOMINAL_S_PER_UNIT["diffusion-train"])), ("w1",)),
+                            pytest.approx(long_left_s), ("w0",), end_s=pytest.approx(now_s + long_left_s)),
+        rigid.id: RunningJob(rigid.id, "DE", "node-a", 1, 300.0, False, None, pytest.approx(rigid_left_s), ("w1",),
+                             end_s=pytest.approx(now_s + rigid_left_s)),
     }
     assert len(running) == 2 and reads == [NOW + timedelta(seconds=16)]  # read once
 

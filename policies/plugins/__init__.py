@@ -7,6 +7,7 @@ from typing import Any, Mapping
 from policies.framework import Profile
 from policies.plugins.capacity import ArrivalOrder, FullPower, NodeCapacity, PowerBudget, ZoneOrder
 from policies.plugins.carbon import CarbonCap, CarbonOverRun, CarbonPlanner, CarbonWindow, UrgencyFirst
+from policies.plugins.holds import DeadlineHolds
 from policies.plugins.preemption import Preempt
 from policies.registry import Registry
 
@@ -15,7 +16,7 @@ def plugin_registry() -> Registry:
     """A registry of every built-in plugin class by its ``name``."""
     registry = Registry(kind="plugin")
     for plugin in (ArrivalOrder, FullPower, NodeCapacity, PowerBudget, ZoneOrder,
-                   CarbonPlanner, UrgencyFirst, CarbonOverRun, CarbonWindow, CarbonCap, Preempt):
+                   CarbonPlanner, UrgencyFirst, CarbonOverRun, CarbonWindow, CarbonCap, Preempt, DeadlineHolds):
         registry.register(plugin.name, plugin)
     return registry
 

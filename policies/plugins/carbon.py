@@ -25,6 +25,7 @@ from policies.carbon_plan import SlotPlan, best_starts_pairs, edge_costs, slot_p
 from policies.forecast import CarbonForecast, IntensityCurve, ZoneCurves
 from policies.framework import CycleState, is_due, job_draw_w, normalize_lower_is_better
 from policies.history_forecast import HistoryForecast
+from policies.plugins.holds import allowed_steps
 from policies.snapshot import FULL_POWER, CapStep, JobRequest
 from policies.status import SUCCESS, Code, Status
 
@@ -344,6 +345,9 @@ class CarbonWindow:
         now = state.now_s
         if plan is None or plan.must_start:
             return SUCCESS
+        hold = state.holds.get(job.job_id)
+        if hold is not None and now >= hold.start_s - NOW_EPS_S:
+            return SUCCESS  # its hold has begun: it starts while the room is there (see policies.plugins.holds)
         if plan.slots is not None:
             return self._permit_slots(state, plan, zone)
         now_g = plan.now_cost_g[zone][0]
@@ -429,12 +433,16 @@ class CarbonCap:
             if not plan.must_start and first is not None:
                 until_s = max(first[1], now + self.min_stretch_s)
                 left_s = (job.expected_duration_s or 0.0) - (until_s - now) * step.speed  # work after the stretch
-                if until_s >= plan.deadline_s - NOW_EPS_S or plan.deadline_s - until_s - left_s < self.resume_margin_s:
-                    until_s = None  # too little slack to bet on finding room again: run to the end
+                if until_s >= plan.deadline_s - NOW_EPS_S or plan.deadline_s - until_s - left_s < self.resume_margin_s \
+                        or job.job_id in state.holds:
+                    # too little slack to bet on finding room again, or a big job (it holds room) that would have to
+                    # find a drained node again: run to the end
+                    until_s = None
         else:
             step = plan.now_cost_g[zone][1]
-        if plan.must_start or job_draw_w(job, step) > budget:
-            step = self._fallback(job, now, plan.deadline_s, budget, must_start=plan.must_start) or step
+        allowed = allowed_steps(state, job, zone)
+        if plan.must_start or job_draw_w(job, step) > budget or allowed is not None and step not in allowed:
+            step = self._fallback(job, now, plan.deadline_s, budget, plan.must_start, allowed) or step
             until_s = None if plan.must_start else until_s
         why = "deadline: slack exhausted, " if plan.must_start else "carbon: "
         cap = "" if step.cap_fraction >= 1.0 else f" at a {step.cap_fraction:.0%} power cap"
@@ -442,11 +450,13 @@ class CarbonCap:
                                f"({plan.now_intensity.get(zone, float('nan')):.0f} g/kWh now)")
 
     @staticmethod
-    def _fallback(job: JobRequest, now: float, deadline: float, budget: float, must_start: bool) -> CapStep | None:
-        """Within the budget: the least-drawing cap that meets the deadline from now (full speed when the slack
-        is gone), else the fastest cap (late either way); None when no cap fits the budget."""
+    def _fallback(job: JobRequest, now: float, deadline: float, budget: float, must_start: bool,
+                  allowed: tuple[CapStep, ...] | None = None) -> CapStep | None:
+        """Within the budget (and among ``allowed``, the caps that keep other jobs' holds): the least-drawing cap
+        that meets the deadline from now (full speed when the slack is gone), else the fastest cap (late either
+        way); None when no cap fits the budget."""
         work_s = job.expected_duration_s or 0.0
-        within = [s for s in steps_of(job) if job_draw_w(job, s) <= budget]
+        within = [s for s in allowed or steps_of(job) if job_draw_w(job, s) <= budget]
         fitting = [s for s in within if now + work_s / s.speed <= deadline]
         if must_start:
             fitting = [s for s in fitting if s.speed >= 1.0] or fitting

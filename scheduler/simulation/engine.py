@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from policies.decisions import Start, Suspend, Wait
 from policies.registry import Policy
-from policies.snapshot import FULL_POWER, CapStep, JobRequest, PowerProfile, RunningJob, Snapshot, ZonePool
+from policies.snapshot import FULL_POWER, CapStep, Hold, JobRequest, PowerProfile, RunningJob, Snapshot, ZonePool
 from scheduler.simulation.errors import PolicyViolation
 from scheduler.simulation.forecasts import TraceForecast
 from scheduler.simulation.inputs import Cluster, Job
@@ -47,6 +47,7 @@ class JobRun:
     token: int = 0  # bumped on every change, so stale events are ignored
     completed_s: float | None = None
     running_since_s: float = 0.0  # start of the current stretch (a resumed segment may begin earlier)
+    stop_s: float = 0.0  # when the current stretch ends (completion or planned suspension)
 
     def request(self) -> JobRequest:
         job = self.job
@@ -71,6 +72,7 @@ class Simulation:
         self._seq = 0
         self._blocked: dict[int, None] = {}  # waiting for room, in the order they started waiting
         self._running: dict[int, None] = {}  # running now
+        self._holds: dict[int, Hold] = {}  # the room waiting jobs keep, from their last Wait
 
     def _push(self, t: float, kind: int, index: int) -> None:
         self._seq += 1
@@ -122,9 +124,13 @@ class Simulation:
         self.decision_rounds += 1
         self.forecast.now_s = now
         pools = tuple(ZonePool(z.name, z.gpus, self.free[z.name]) for z in self.cluster.zones)
+        holds = ()
+        if self._holds:
+            offered_now = set(offered)
+            holds = tuple(h for i, h in self._holds.items() if i not in offered_now)
         snapshot = Snapshot(now_s=now, waiting=tuple(self.runs[i].request() for i in offered), gpus=(), pools=pools,
                             forecast=self.forecast, power_budget_w=self.cluster.budget_w, power_draw_w=self.draw_w,
-                            running=RunningView(self, now))
+                            running=RunningView(self, now), holds=holds)
         answered = set()
         for decision in self.policy.decide(snapshot):
             index = self._by_id[decision.job_id]
@@ -132,8 +138,13 @@ class Simulation:
             if isinstance(decision, Suspend):
                 self._suspend(self.runs[index], index, now)
             elif isinstance(decision, Start):
+                self._holds.pop(index, None)
                 self._start(self.runs[index], index, decision, now)
             elif isinstance(decision, Wait):
+                if decision.hold is not None:
+                    self._holds[index] = decision.hold
+                else:
+                    self._holds.pop(index, None)
                 self.runs[index].token += 1
                 if decision.retry_at_s is not None and decision.retry_at_s > now:
                     self._push(decision.retry_at_s, _RETRY, index)
@@ -176,6 +187,7 @@ class Simulation:
         end = now + run.remaining_s / step.speed
         if decision.until_s is not None and decision.until_s < end:
             end = max(decision.until_s, now)
+        run.stop_s = end
         self._push(end, _STOP, index)
 
     def _step(self, run: JobRun, cap_fraction: float) -> CapStep:
@@ -205,7 +217,7 @@ class RunningView(Sequence):
                 done_s = (self._now_s - run.running_since_s) * seg.step.speed
                 self._jobs.append(RunningJob(job.job_id, seg.zone, seg.zone, job.gpus,
                                              job.gpus * job.power_w * seg.step.power_fraction, job.interruptible,
-                                             job.deadline_s, max(run.remaining_s - done_s, 0.0)))
+                                             job.deadline_s, max(run.remaining_s - done_s, 0.0), end_s=run.stop_s))
         return self._jobs
 
     def __len__(self) -> int:

@@ -1,0 +1,150 @@
+"""Holds: room kept for big jobs at their latest start, so that a deadline that can be met is met.
+
+Carbon-aware planning defers work to clean hours, and whenever a zone has a free GPU a small job may take it. A
+job that needs most of a node starts only once that node drains, which on a busy cluster may not happen before
+its latest start: the carbon plan, made for each job alone, cannot see that. So, as backfilling schedulers
+reserve room for the jobs at the head of their queue (EASY backfill), a big waiting job with a deadline holds its
+GPUs and its power from its latest start at full speed to its deadline, in whichever of its zones has room then.
+Other jobs start only where they leave every hold that could be kept still keepable.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from policies.framework import CycleState, is_due, job_draw_w
+from policies.snapshot import FULL_POWER, CapStep, Hold, JobRequest
+from policies.status import SUCCESS, Code, Status
+
+EPS_W = 1e-9
+
+
+class DeadlineHolds:
+    """PreFilter: a hold for each offered job with a deadline that needs more than ``min_node_share`` of the
+    largest node its zones have.
+
+    Filter: the zones where a job that is not due may start now and leave every hold that could be kept keepable.
+    The holds are placed in the order they begin, each in the zone with most room then (counting the running
+    jobs expected to run past it, the jobs started earlier in the cycle and the holds placed before it), and
+    within the power budget. A job is counted at its slowest cap; where that would lose a hold, the caps that keep
+    them are noted for the cap chooser (``allowed_steps``). A hold that begins after the job's own latest start may steer the job to another zone but not keep
+    it waiting (earliest latest start first, as EDF): by then the job is due and starts whatever is held.
+    """
+
+    name = "DeadlineHolds"
+
+    def __init__(self, min_node_share: float = 0.5):
+        if not 0.0 <= min_node_share <= 1.0:
+            raise ValueError(f"min_node_share must be between 0 and 1, got {min_node_share}")
+        self.min_node_share = min_node_share
+
+    def pre_filter(self, state: CycleState, jobs: Sequence[JobRequest]) -> None:
+        all_zones = state.snapshot.zones()
+        for job in jobs:
+            work_s = job.expected_duration_s
+            if job.deadline_s is None or work_s is None:
+                continue
+            zones = tuple(z for z in job.zones or all_zones
+                          if state.cluster.largest_node.get(z, 0) >= job.gpus)
+            largest = max((state.cluster.largest_node[z] for z in zones), default=0)
+            if zones and job.gpus > self.min_node_share * largest:
+                # from its latest start at its slowest cap: the least power, and time left to find room
+                slowest = min(job.power_profile.steps if job.power_profile else (FULL_POWER,), key=lambda s: s.speed)
+                start_s = min(max(state.now_s, job.deadline_s - work_s / slowest.speed), job.deadline_s)
+                state.holds[job.job_id] = Hold(job.job_id, zones, start_s, max(job.deadline_s, start_s + work_s),
+                                               job.gpus, job_draw_w(job, slowest))
+
+    def filter(self, state: CycleState, job: JobRequest, zones: tuple[str, ...]) -> tuple[tuple[str, ...], Status]:
+        now = state.now_s
+        if not state.holds or is_due(job, now):
+            return zones, SUCCESS  # a job that is due cannot wait for anyone
+        work_s = job.expected_duration_s
+        steps = job.power_profile.steps if job.power_profile else (FULL_POWER,)
+        slowest = min(steps, key=lambda s: s.speed)
+        end_s = now + work_s / slowest.speed if work_s is not None else float("inf")
+        holds = sorted((h for h in state.holds.values() if h.job_id != job.job_id), key=lambda h: (h.start_s, h.job_id))
+        if not any(max(h.start_s, now) < end_s for h in holds):
+            return zones, SUCCESS
+        book = _Book(state)
+        keepable = book.kept(holds)
+        ahead = [h for h in holds if max(h.start_s, now) < end_s and h.job_id in keepable]
+        if not ahead:
+            return zones, SUCCESS
+        lost, allowed = {}, {}
+        for zone in zones:
+            lost[zone] = self._lost(book, holds, ahead, job, zone, FULL_POWER if work_s is None else slowest, now)
+            if lost[zone] and work_s is not None and len(steps) > 1:
+                # faster caps end sooner: the job may still start here at the caps that keep the holds
+                fits = tuple(s for s in steps if not self._lost(book, holds, ahead, job, zone, s, now))
+                if fits:
+                    allowed[zone], lost[zone] = fits, []
+        for zone, fits in allowed.items():
+            state.notes[self.name, job.job_id, zone] = fits
+        kept = tuple(z for z in zones if not lost[z])
+        if len(kept) == len(zones):
+            return zones, SUCCESS
+        latest_s = job.deadline_s - work_s if job.deadline_s is not None and work_s is not None else float("inf")
+        if not kept:
+            # only holds that begin before the job's latest start may keep it waiting
+            kept = tuple(z for z in zones if all(h.start_s >= latest_s for h in lost[z]))
+            if kept:
+                return kept, SUCCESS
+        first = min((h for z in zones for h in lost[z]), key=lambda h: h.start_s)
+        when = "now" if first.start_s <= now else f"within {(first.start_s - now) / 3600:.1f} h"
+        return kept, Status(Code.UNSCHEDULABLE, self.name,
+                            f"waiting: starting now would take the room or power held for job {first.job_id}, "
+                            f"which must start {when} to meet its deadline", retry_at_s=latest_s)
+
+    @staticmethod
+    def _lost(book: _Book, holds: list[Hold], ahead: list[Hold], job: JobRequest, zone: str, step: CapStep,
+              now: float) -> list[Hold]:
+        """The holds of ``ahead`` that could no longer be kept if ``job`` started in ``zone`` at ``step`` now."""
+        end_s = now + job.expected_duration_s / step.speed if job.expected_duration_s is not None else float("inf")
+        kept = book.kept(holds, (zone, end_s, job.gpus, job_draw_w(job, step)))
+        return [h for h in ahead if h.job_id not in kept and max(h.start_s, now) < end_s]
+
+
+def allowed_steps(state: CycleState, job: JobRequest, zone: str) -> tuple[CapStep, ...] | None:
+    """The caps at which ``job`` may start in ``zone`` and keep the holds (None: any cap)."""
+    return state.notes.get((DeadlineHolds.name, job.job_id, zone))
+
+
+class _Book:
+    """The room and power held by the running jobs and the jobs started this cycle, and until when (a job of
+    unknown end: always), and which holds can be kept around them."""
+
+    def __init__(self, state: CycleState):
+        self.now_s = state.now_s
+        self.size = state.cluster.size
+        self.budget_w = state.snapshot.power_budget_w
+        self.by_zone: dict[str, list[tuple[float, int]]] = {}
+        self.draws: list[tuple[float, float]] = []
+        jobs = [(r.zone, float("inf") if r.end_s is None else r.end_s, r.gpus, r.draw_w)
+                for r in state.snapshot.running if r.job_id not in state.stopped]
+        for zone, end_s, gpus, draw_w in jobs + state.started:
+            self.by_zone.setdefault(zone, []).append((end_s, gpus))
+            self.draws.append((end_s, draw_w))
+
+    def kept(self, holds: list[Hold], extra: tuple[str, float, int, float] | None = None) -> set[str]:
+        """The ids of the ``holds`` (in the order they begin) that can be kept, each placed in the zone with most
+        room when it begins; ``extra``: a job (zone, end, GPUs, draw) to count as started now."""
+        placed: list[tuple[str, float, int, float]] = []  # (zone, end, GPUs, draw) of the holds kept
+        kept = set()
+        for h in holds:
+            t = max(h.start_s, self.now_s)
+            if self.budget_w is not None:
+                then_w = (sum(d for end_s, d in self.draws if end_s > t) + sum(p[3] for p in placed if p[1] > t)
+                          + (extra[3] if extra is not None and extra[1] > t else 0.0))
+                if then_w + h.draw_w > self.budget_w + EPS_W:
+                    continue
+            best, room = None, h.gpus - 1
+            for zone in h.zones:
+                free = (self.size.get(zone, 0) - sum(g for end_s, g in self.by_zone.get(zone, ()) if end_s > t)
+                        - sum(p[2] for p in placed if p[0] == zone and p[1] > t)
+                        - (extra[2] if extra is not None and extra[0] == zone and extra[1] > t else 0))
+                if free > room:
+                    best, room = zone, free
+            if best is not None:
+                placed.append((best, h.end_s, h.gpus, h.draw_w))
+                kept.add(h.job_id)
+        return kept
