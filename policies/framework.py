@@ -249,8 +249,9 @@ class ProfilePolicy:
         for plugin in self.profile.filters:
             zones, status = plugin.filter(state, job, zones)
             if not zones:
-                # offered again when room frees, and when its slack runs out (it may then preempt)
-                return Wait(job.job_id, status.reason, retry_at_s=status.retry_at_s or _latest_start(job, state.now_s))
+                # offered again when room frees and, where it may then preempt, when its slack runs out
+                due_at_s = _latest_start(job, state.now_s) if self.profile.preemptors else None
+                return Wait(job.job_id, status.reason, retry_at_s=status.retry_at_s or due_at_s)
         zone = self._best_zone(state, job, zones)
         for plugin in self.profile.permits:
             status = plugin.permit(state, job, zone)
