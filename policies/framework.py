@@ -263,6 +263,13 @@ class ProfilePolicy:
             # the budget is a hard limit: filters admit a job whose lowest cap fits, but the chooser may need more
             return Wait(job.job_id, f"waiting for power: the budget has {max(state.budget_left_w, 0):.0f} W left, "
                                     f"the job draws {draw_w:.0f} W at a {step.cap_fraction:.0%} cap")
+        due_at_s = _latest_start(job, state.now_s)
+        if state.budget_left_w is not None and due_at_s is not None \
+                and state.now_s + job.expected_duration_s / step.speed > job.deadline_s + DUE_EPS_S:
+            # the budget leaves only caps too slow for its deadline: while it has slack, wait for power rather
+            # than start late for sure (when it falls due it may preempt)
+            return Wait(job.job_id, f"waiting for power: at the {step.cap_fraction:.0%} cap the budget allows now "
+                                    "the job would miss its deadline", retry_at_s=due_at_s)
         node_id, gpu_ids = state.cluster.take(zone, job.gpus)
         if state.budget_left_w is not None:
             state.budget_left_w -= draw_w

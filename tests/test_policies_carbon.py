@@ -184,6 +184,17 @@ def test_power_budget_caps_or_holds():
     assert isinstance(capped, Start) and capped.cap_fraction == 0.5
 
 
+def test_a_job_with_slack_waits_for_power_rather_than_start_at_a_cap_too_slow_for_its_deadline():
+    flat = {"DE": [300] * 8}
+    # 400 W left: only the half-power cap (300 W) fits, and it needs 1.25 h of the 1.1 h the job has
+    tight = decide([job(gpus=2, profile=SLOW, deadline_h=1.1)], hourly=flat, budget_w=1000, draw_w=600)["j"]
+    assert isinstance(tight, Wait) and "would miss its deadline" in tight.reason and not tight.deferred
+    assert tight.retry_at_s == pytest.approx(0.1 * H)  # when it falls due, and may preempt
+    due = decide([job(gpus=2, profile=SLOW, deadline_h=1.1)], hourly=flat, budget_w=1000, draw_w=600,
+                 now_s=0.1 * H)["j"]
+    assert isinstance(due, Start) and due.cap_fraction == 0.5  # due: as fast as the budget allows
+
+
 def test_a_job_due_now_without_power_for_full_speed_runs_as_fast_as_the_budget_allows():
     flat = {"DE": [300] * 8}
     slowest = PowerProfile("three", (CapStep(1.0, 1.0, 1.0), CapStep(0.7, 0.9, 0.7), CapStep(0.4, 0.7, 0.4)))

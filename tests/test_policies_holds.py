@@ -44,8 +44,9 @@ def test_a_big_job_that_must_wait_keeps_a_hold_from_its_latest_start_at_its_slow
     (wait,) = policy().decide(snapshot(job("B", 8, 1.0, deadline_h=5.0, power_profile=SLOW),
                                        pools=(("A", 8, 2),), running=(busy,)))
     assert isinstance(wait, Wait)
-    # at its slowest cap (half speed) it needs 2 h: it holds from 3 h, drawing 0.4 x 8 x 300 W
-    assert wait.hold == Hold("B", ("A",), 3 * H, 5 * H, 8, 960.0)
+    # at its slowest cap (half speed) it needs 2 h: it holds from 3 h, with its full draw (8 x 300 W) in case it
+    # finds room only later and must run faster
+    assert wait.hold == Hold("B", ("A",), 3 * H, 5 * H, 8, 2400.0)
     assert wait.retry_at_s == 3 * H  # looked at again when its hold begins
 
 
@@ -135,3 +136,4 @@ def test_in_the_simulator_a_deferred_big_job_meets_its_deadline_only_with_holds(
         assert done == {"B": 4.5 * H, "S": 8.5 * H}
     else:
         assert done["B"] > 5 * H
+

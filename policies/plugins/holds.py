@@ -21,7 +21,7 @@ EPS_W = 1e-9
 
 class DeadlineHolds:
     """PreFilter: a hold for each offered job with a deadline that needs more than ``min_node_share`` of the
-    largest node its zones have.
+    largest node its zones have: its GPUs and its full draw, from its latest start at its slowest cap.
 
     Filter: the zones where a job that is not due may start now and leave every hold that could be kept keepable.
     The holds are placed in the order they begin, each in the zone with most room then (counting the running
@@ -48,11 +48,12 @@ class DeadlineHolds:
                           if state.cluster.largest_node.get(z, 0) >= job.gpus)
             largest = max((state.cluster.largest_node[z] for z in zones), default=0)
             if zones and job.gpus > self.min_node_share * largest:
-                # from its latest start at its slowest cap: the least power, and time left to find room
+                # from its latest start at its slowest cap (time left to find room), with the power it needs at full
+                # speed (it may find room only later, and then need to run faster)
                 slowest = min(job.power_profile.steps if job.power_profile else (FULL_POWER,), key=lambda s: s.speed)
                 start_s = min(max(state.now_s, job.deadline_s - work_s / slowest.speed), job.deadline_s)
                 state.holds[job.job_id] = Hold(job.job_id, zones, start_s, max(job.deadline_s, start_s + work_s),
-                                               job.gpus, job_draw_w(job, slowest))
+                                               job.gpus, job_draw_w(job))
 
     def filter(self, state: CycleState, job: JobRequest, zones: tuple[str, ...]) -> tuple[tuple[str, ...], Status]:
         now = state.now_s
@@ -74,8 +75,10 @@ class DeadlineHolds:
         for zone in zones:
             lost[zone] = self._lost(book, holds, ahead, job, zone, FULL_POWER if work_s is None else slowest, now)
             if lost[zone] and work_s is not None and len(steps) > 1:
-                # faster caps end sooner: the job may still start here at the caps that keep the holds
-                fits = tuple(s for s in steps if not self._lost(book, holds, ahead, job, zone, s, now))
+                # faster caps end sooner: the job may still start here at the caps that keep the holds (and its
+                # own deadline, where one can)
+                timely = [s for s in steps if job.deadline_s is None or now + work_s / s.speed <= job.deadline_s]
+                fits = tuple(s for s in timely or steps if not self._lost(book, holds, ahead, job, zone, s, now))
                 if fits:
                     allowed[zone], lost[zone] = fits, []
         for zone, fits in allowed.items():
