@@ -126,18 +126,22 @@ def job_draw_w(job: JobRequest, step: CapStep = FULL_POWER) -> float:
     return job.gpus * (job.power_w or 0.0) * step.power_fraction
 
 
-def _latest_start(job: JobRequest, now_s: float) -> float | None:
-    """When a job with a deadline falls due (None: no deadline, or it is due already)."""
+def latest_start_s(job: JobRequest) -> float | None:
+    """The latest moment a job can start at full speed and meet its deadline (None: no deadline or no estimate)."""
     if job.deadline_s is None or not job.expected_duration_s:
         return None
-    latest_s = job.deadline_s - job.expected_duration_s
-    return latest_s if latest_s > now_s + DUE_EPS_S else None
+    return job.deadline_s - job.expected_duration_s
 
 
 def is_due(job: JobRequest, now_s: float) -> bool:
     """Whether a job with a deadline must start now, at full speed, to meet it (its slack is gone)."""
-    return (job.deadline_s is not None and bool(job.expected_duration_s)
-            and now_s >= job.deadline_s - job.expected_duration_s - DUE_EPS_S)
+    latest_s = latest_start_s(job)
+    return latest_s is not None and now_s >= latest_s - DUE_EPS_S
+
+
+def _due_at(job: JobRequest, now_s: float) -> float | None:
+    """When a job that still has slack falls due (None: no deadline, or it is due already)."""
+    return None if is_due(job, now_s) else latest_start_s(job)
 
 
 class PreFilterPlugin(Protocol):
@@ -250,7 +254,7 @@ class ProfilePolicy:
             zones, status = plugin.filter(state, job, zones)
             if not zones:
                 # offered again when room frees and, where it may then preempt, when its slack runs out
-                due_at_s = _latest_start(job, state.now_s) if self.profile.preemptors else None
+                due_at_s = _due_at(job, state.now_s) if self.profile.preemptors else None
                 return Wait(job.job_id, status.reason, retry_at_s=status.retry_at_s or due_at_s)
         zone = self._best_zone(state, job, zones)
         for plugin in self.profile.permits:
@@ -263,7 +267,7 @@ class ProfilePolicy:
             # the budget is a hard limit: filters admit a job whose lowest cap fits, but the chooser may need more
             return Wait(job.job_id, f"waiting for power: the budget has {max(state.budget_left_w, 0):.0f} W left, "
                                     f"the job draws {draw_w:.0f} W at a {step.cap_fraction:.0%} cap")
-        due_at_s = _latest_start(job, state.now_s)
+        due_at_s = _due_at(job, state.now_s)
         if state.budget_left_w is not None and due_at_s is not None \
                 and state.now_s + job.expected_duration_s / step.speed > job.deadline_s + DUE_EPS_S:
             # the budget leaves only caps too slow for its deadline: while it has slack, wait for power rather

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from policies.framework import CycleState, is_due, job_draw_w
+from policies.framework import CycleState, is_due, job_draw_w, latest_start_s
 from policies.snapshot import FULL_POWER, CapStep, Hold, JobRequest
 from policies.status import SUCCESS, Code, Status
 
@@ -86,7 +86,8 @@ class DeadlineHolds:
         kept = tuple(z for z in zones if not lost[z])
         if len(kept) == len(zones):
             return zones, SUCCESS
-        latest_s = job.deadline_s - work_s if job.deadline_s is not None and work_s is not None else float("inf")
+        latest_s = latest_start_s(job)
+        latest_s = float("inf") if latest_s is None else latest_s
         if not kept:
             # only holds that begin before the job's latest start may keep it waiting
             kept = tuple(z for z in zones if all(h.start_s >= latest_s for h in lost[z]))
