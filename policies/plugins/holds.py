@@ -1,11 +1,14 @@
-"""Holds: room kept for big jobs at their latest start, so that a deadline that can be met is met.
+"""Holds: room kept for big jobs before their latest start, so that a deadline that can be met is met.
 
 Carbon-aware planning defers work to clean hours, and whenever a zone has a free GPU a small job may take it. A
 job that needs most of a node starts only once that node drains, which on a busy cluster may not happen before
 its latest start: the carbon plan, made for each job alone, cannot see that. So, as backfilling schedulers
 reserve room for the jobs at the head of their queue (EASY backfill), a big waiting job with a deadline holds its
-GPUs and its power from its latest start at full speed to its deadline, in whichever of its zones has room then.
-Other jobs start only where they leave every hold that could be kept still keepable.
+GPUs and its power from the latest moment it could start at its slowest cap to its deadline, in whichever of its
+zones has room then. Other jobs start only where they leave every hold that could be kept still keepable.
+
+Room is counted per zone, which is exact where a zone is one node (the simulator's pools); on zones of several
+nodes a hold can be kept in count yet split over nodes.
 """
 
 from __future__ import annotations
@@ -27,8 +30,9 @@ class DeadlineHolds:
     The holds are placed in the order they begin, each in the zone with most room then (counting the running
     jobs expected to run past it, the jobs started earlier in the cycle and the holds placed before it), and
     within the power budget. A job is counted at its slowest cap; where that would lose a hold, the caps that keep
-    them are noted for the cap chooser (``allowed_steps``). A hold that begins after the job's own latest start may steer the job to another zone but not keep
-    it waiting (earliest latest start first, as EDF): by then the job is due and starts whatever is held.
+    them are noted for the cap chooser (``allowed_steps``). A hold that begins after the job's own latest start
+    may steer the job to another zone but not keep it waiting (earliest latest start first, as EDF): by then the
+    job is due and starts whatever is held.
     """
 
     name = "DeadlineHolds"
