@@ -121,6 +121,11 @@ class CycleState:
         return self.snapshot.now_s
 
 
+def steps_of(job: JobRequest) -> tuple[CapStep, ...]:
+    """The caps a job may run at (full power only when it has no power profile)."""
+    return job.power_profile.steps if job.power_profile else (FULL_POWER,)
+
+
 def job_draw_w(job: JobRequest, step: CapStep = FULL_POWER) -> float:
     """What a job draws on all its GPUs at ``step`` (W); 0 when its power is unknown."""
     return job.gpus * (job.power_w or 0.0) * step.power_fraction

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from policies.framework import MAX_SCORE, CycleState, job_draw_w
+from policies.framework import MAX_SCORE, CycleState, job_draw_w, steps_of
 from policies.snapshot import FULL_POWER, CapStep, JobRequest
 from policies.status import SUCCESS, Code, Status
 
@@ -35,8 +35,7 @@ class PowerBudget:
     def filter(self, state: CycleState, job: JobRequest, zones: tuple[str, ...]) -> tuple[tuple[str, ...], Status]:
         if state.budget_left_w is None:
             return zones, SUCCESS
-        steps = job.power_profile.steps if job.power_profile else (FULL_POWER,)
-        need_w = min(job_draw_w(job, s) for s in steps)
+        need_w = min(job_draw_w(job, s) for s in steps_of(job))
         if need_w <= state.budget_left_w + 1e-9:
             return zones, SUCCESS
         budget_w = state.snapshot.power_budget_w

@@ -23,7 +23,7 @@ import numpy as np
 
 from policies.carbon_plan import SlotPlan, best_starts_pairs, edge_costs, slot_plans
 from policies.forecast import CarbonForecast, IntensityCurve, ZoneCurves
-from policies.framework import CycleState, is_due, job_draw_w, normalize_lower_is_better
+from policies.framework import CycleState, is_due, job_draw_w, normalize_lower_is_better, steps_of
 from policies.history_forecast import HistoryForecast
 from policies.plugins.holds import allowed_steps
 from policies.snapshot import FULL_POWER, CapStep, JobRequest
@@ -62,10 +62,6 @@ class JobPlan:
     slots: SlotPlan | None = None  # interruptible jobs
     now_intensity: dict[str, float] = field(default_factory=dict)
     gain_per_gpu_h: float = 0.0
-
-
-def steps_of(job: JobRequest) -> tuple[CapStep, ...]:
-    return job.power_profile.steps if job.power_profile else (FULL_POWER,)
 
 
 class CarbonPlanner:

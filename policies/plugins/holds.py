@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from policies.framework import CycleState, is_due, job_draw_w, latest_start_s
+from policies.framework import CycleState, is_due, job_draw_w, latest_start_s, steps_of
 from policies.snapshot import FULL_POWER, CapStep, Hold, JobRequest
 from policies.status import SUCCESS, Code, Status
 
@@ -54,7 +54,7 @@ class DeadlineHolds:
             if zones and job.gpus > self.min_node_share * largest:
                 # from its latest start at its slowest cap (time left to find room), with the power it needs at full
                 # speed (it may find room only later, and then need to run faster)
-                slowest = min(job.power_profile.steps if job.power_profile else (FULL_POWER,), key=lambda s: s.speed)
+                slowest = min(steps_of(job), key=lambda s: s.speed)
                 start_s = min(max(state.now_s, job.deadline_s - work_s / slowest.speed), job.deadline_s)
                 state.holds[job.job_id] = Hold(job.job_id, zones, start_s, max(job.deadline_s, start_s + work_s),
                                                job.gpus, job_draw_w(job))
@@ -64,7 +64,7 @@ class DeadlineHolds:
         if not state.holds or is_due(job, now):
             return zones, SUCCESS  # a job that is due cannot wait for anyone
         work_s = job.expected_duration_s
-        steps = job.power_profile.steps if job.power_profile else (FULL_POWER,)
+        steps = steps_of(job)
         slowest = min(steps, key=lambda s: s.speed)
         end_s = now + work_s / slowest.speed if work_s is not None else float("inf")
         holds = sorted((h for h in state.holds.values() if h.job_id != job.job_id), key=lambda h: (h.start_s, h.job_id))
