@@ -120,12 +120,14 @@ class SlotPlan:
 
 
 def slot_plans(zc: ZoneCurves, rows: tuple[int, ...], start_s: float, end_s: np.ndarray, need_s: np.ndarray,
-               g_per: np.ndarray) -> list[tuple[int, float, SlotPlan]]:
+               g_per: np.ndarray, present_margin: float = 0.0) -> list[tuple[int, float, SlotPlan]]:
     """The ``SlotGrid`` of ``rows`` of ``zc`` over ``[start_s, end_s[j]]`` and its plan, for many jobs at once.
 
     need_s[j, i]: the seconds job j needs at its cap i (inf: no such cap); g_per[j, i]: its emissions per unit of
     intensity integral there. For each job: the cap that emits least (-1 when even full speed does not fit, in
-    which case the plan runs flat out over the whole window), that emission, and the plan.
+    which case the plan runs flat out over the whole window), that emission, and the plan. present_margin
+    (g/kWh): the piece we are in is ranked as if this much cleaner than it is, so later pieces are taken before it
+    only when they are cleaner by more; emissions are counted at its real value.
     """
     k = zc.knots_s
     lowest, where = zc.cheapest(rows)
@@ -139,7 +141,11 @@ def slot_plans(zc: ZoneCurves, rows: tuple[int, ...], start_s: float, end_s: np.
     # each job's piece ends: its own end caps the last piece, later pieces have no width
     piece_end = np.minimum(knots[1:][None, :], end_s[:, None])
     widths = np.maximum(piece_end - knots[:-1][None, :], 0.0)
-    order = np.argsort(values, kind="stable")  # ties: earlier pieces first; a job's own pieces keep this order
+    rank = values
+    if present_margin and len(values):
+        rank = values.copy()
+        rank[0] -= present_margin
+    order = np.argsort(rank, kind="stable")  # ties: earlier pieces first; a job's own pieces keep this order
     sorted_w, sorted_v = widths[:, order], values[order]
     filled = np.cumsum(sorted_w, axis=1)
     spent = np.cumsum(sorted_w * sorted_v, axis=1)

@@ -111,6 +111,30 @@ def test_a_wait_on_a_forecast_learned_from_history_is_looked_at_again_halfway():
     assert deferral(True) == pytest.approx(3 * H)  # one that may improve as the hour nears: halfway
 
 
+@pytest.mark.parametrize("interruptible", [False, True])
+def test_on_a_learned_forecast_a_gain_below_the_data_resolution_is_not_waited_for(interruptible):
+    """A zone that barely moves (27-27.3 g/kWh for 50 days): the model predicts a hair below a measured present,
+    which used to defer a job half an hour at a time until its slack was gone."""
+    now_h = 50 * 24
+    hourly = [27.0 + 0.3 * ((i * 7) % 5) / 4 for i in range(60 * 24)]
+
+    def decision(present, **config):
+        forecast = TableForecast(now_h * H, {"NO": hourly[:now_h] + [present] + hourly[now_h + 1:]})
+        forecast.history_only = True
+        snapshot = Snapshot(now_s=now_h * H, waiting=(job(duration_h=3, deadline_h=now_h + 20, zones=("NO",),
+                                                          interruptible=interruptible),),
+                            gpus=(), pools=(ZonePool("NO", 4, 4),), forecast=forecast)
+        return create_policy("carbon-aware", **config).decide(snapshot)[0]
+
+    assert isinstance(decision(27.6), Start)
+    hair = decision(27.6, present_margin_g_per_kwh=0.0)
+    assert isinstance(hair, Wait) and hair.deferred
+    dirty_now = decision(35.0)  # a present well above every prediction: worth waiting for
+    assert isinstance(dirty_now, Wait) and dirty_now.deferred
+    with pytest.raises(ValueError, match="present_margin_g_per_kwh"):
+        create_policy("carbon-aware", present_margin_g_per_kwh=-1.0)
+
+
 def test_interruptible_runs_in_the_clean_hours_only():
     # 3 h of work within 8 h; clean hours 2-4 (2 h): the third hour is the cheapest dirty one (400, the first)
     first = decide([job(duration_h=3, interruptible=True)])["j"]
