@@ -35,7 +35,9 @@ class Wait:
     deferred: True when the policy holds the job back on purpose (a cleaner window is coming), False when it
     simply cannot run yet (no room). ``reason`` is shown to the user as it is. retry_at_s: when a deferred job
     should be offered again (None: whenever the cluster changes). hold: the room the job keeps meanwhile, which the
-    caller hands back in later snapshots until the job is offered again (None: none).
+    caller hands back in later snapshots until the job is offered again (None: none). room_in: a job that waits
+    for room only needs offering again when room frees in one of these zones (empty: when it frees anywhere), or
+    at ``retry_at_s``.
     """
 
     job_id: str
@@ -43,6 +45,7 @@ class Wait:
     deferred: bool = False
     retry_at_s: float | None = None
     hold: Hold | None = None
+    room_in: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -260,12 +260,14 @@ class ProfilePolicy:
             if not zones:
                 # offered again when room frees and, where it may then preempt, when its slack runs out
                 due_at_s = _due_at(job, state.now_s) if self.profile.preemptors else None
-                return Wait(job.job_id, status.reason, retry_at_s=status.retry_at_s or due_at_s)
+                return Wait(job.job_id, status.reason, retry_at_s=status.retry_at_s or due_at_s,
+                            room_in=status.room_in)
         zone = self._best_zone(state, job, zones)
         for plugin in self.profile.permits:
             status = plugin.permit(state, job, zone)
             if not status.ok:
-                return Wait(job.job_id, status.reason, deferred=status.code is Code.WAIT, retry_at_s=status.retry_at_s)
+                return Wait(job.job_id, status.reason, deferred=status.code is Code.WAIT, retry_at_s=status.retry_at_s,
+                            room_in=status.room_in)
         step, until_s, why = self.profile.cap_chooser.choose(state, job, zone)
         draw_w = job_draw_w(job, step)
         if state.budget_left_w is not None and draw_w > state.budget_left_w + 1e-9:

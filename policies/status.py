@@ -22,12 +22,14 @@ class Code(str, Enum):
 
 @dataclass(frozen=True)
 class Status:
-    """One plugin's answer about one job."""
+    """One plugin's answer about one job. room_in: for a job that waits for room only, the zones where room
+    freeing could let it start (empty: anywhere, or it waits for something else)."""
 
     code: Code
     plugin: str = ""
     reason: str = ""
     retry_at_s: float | None = None
+    room_in: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:

@@ -84,6 +84,7 @@ def test_a_full_clean_zone_is_waited_for_only_while_the_slack_keeps_a_margin():
     # 1 h of work due in 8 h: latest start at 7 h; FR (clean) is full, DE has room
     waiting = decide([job(zones=("FR", "DE"))], free={"DE": 4, "FR": 0}, hourly=clean_fr)["j"]
     assert isinstance(waiting, Wait) and not waiting.deferred and waiting.reason == "waiting for room in zone FR"
+    assert waiting.room_in == ("FR",)  # room freeing in DE changes nothing for it
     assert waiting.retry_at_s == pytest.approx(5 * H)  # the latest start less the two-hour margin
     late = decide([job(zones=("FR", "DE"))], free={"DE": 4, "FR": 0}, hourly=clean_fr, now_s=5 * H)["j"]
     assert isinstance(late, Start) and late.zone == "DE"  # no more betting on room in FR

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from policies.registry import create_policy
 from scheduler.simulation.checker import check_result
 from scheduler.simulation.cli import main as simulate_main
 from scheduler.simulation.driver import simulate
@@ -170,3 +171,34 @@ def test_the_simulator_refuses_to_suspend_a_job_that_is_not_running():
     jobs = [Job("j", 0.0, 60.0, 1, 300.0, None, True, ("DE",), "", "train", 2)]
     with pytest.raises(PolicyViolation, match="rogue suspended j, which is not a running interruptible job"):
         Simulation(cluster, jobs, {}, Rogue(), make_forecast("perfect", cluster)).run()
+
+
+def test_a_job_waiting_for_room_in_one_zone_is_offered_again_only_when_room_frees_there():
+    """Room freed in B cannot start a job that waits for room in A: the simulator offers it again at A's stop."""
+    from scheduler.simulation.engine import Simulation
+    from scheduler.simulation.forecasts import make_forecast
+    from scheduler.simulation.inputs import Cluster, Job, Zone
+
+    class RecordingFifo:
+        """fifo, noting at which instants the waiting job was offered."""
+
+        name = "recording-fifo"
+
+        def __init__(self):
+            self.inner = create_policy("fifo")
+            self.offers: list[float] = []
+
+        def decide(self, snapshot):
+            if any(j.job_id == "waits-for-A" for j in snapshot.waiting):
+                self.offers.append(snapshot.now_s)
+            return self.inner.decide(snapshot)
+
+    flat = (np.array([0.0]), np.array([300.0]))
+    cluster = Cluster(0.0, (Zone("A", 1, *flat), Zone("B", 1, *flat)))
+    jobs = [Job("in-A", 0.0, 100.0, 1, 300.0, None, False, ("A",), "", "train", 2),
+            Job("in-B", 0.0, 30.0, 1, 300.0, None, False, ("B",), "", "train", 3),
+            Job("waits-for-A", 10.0, 50.0, 1, 300.0, None, False, ("A",), "", "train", 4)]
+    policy = RecordingFifo()
+    runs = Simulation(cluster, jobs, {}, policy, make_forecast("perfect", cluster)).run()
+    assert policy.offers == [10.0, 100.0]  # not at 30, when B freed
+    assert runs[2].segments[0].start_s == 100.0

@@ -24,7 +24,8 @@ class NodeCapacity:
         if max((state.cluster.largest_node.get(z, 0) for z in zones), default=0) < job.gpus:
             return (), Status(Code.UNRESOLVABLE, self.name, f"waiting: no node in {where} has {job.gpus} GPUs")
         gpus = "a free GPU" if job.gpus == 1 else f"{job.gpus} free GPUs on one node"
-        return (), Status(Code.UNSCHEDULABLE, self.name, f"waiting for {gpus} in {where}")
+        big_enough = tuple(z for z in zones if state.cluster.largest_node.get(z, 0) >= job.gpus)
+        return (), Status(Code.UNSCHEDULABLE, self.name, f"waiting for {gpus} in {where}", room_in=big_enough)
 
 
 class PowerBudget:

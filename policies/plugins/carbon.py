@@ -384,7 +384,8 @@ class CarbonWindow:
         give_up_s = plan.latest_start_s - self.room_margin_s
         if now >= give_up_s - NOW_EPS_S:
             return SUCCESS
-        return Status(Code.UNSCHEDULABLE, self.name, f"waiting for room in zone {plan.best_zone}", retry_at_s=give_up_s)
+        return Status(Code.UNSCHEDULABLE, self.name, f"waiting for room in zone {plan.best_zone}", retry_at_s=give_up_s,
+                      room_in=(plan.best_zone,))
 
     def _permit_slots(self, state: CycleState, plan: JobPlan, zone: str) -> Status:
         now = state.now_s

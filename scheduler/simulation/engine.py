@@ -3,7 +3,7 @@ decisions as the daemon.
 
 Events sit in a heap: arrivals, completions, planned stops of interruptible jobs (``Start.until_s``), and the
 retry times of jobs a policy deferred (``Wait.retry_at_s``). At each event time the driver offers the policy only
-the jobs whose situation changed (arrived, stopped, due for a retry, or waiting for room when room was freed), so
+the jobs whose situation changed (arrived, stopped, due for a retry, or waiting for room where room was freed), so
 a year of 100,000 jobs costs a few hundred thousand small decision rounds, not one per job per step.
 """
 
@@ -70,7 +70,8 @@ class Simulation:
         self.decision_rounds = 0
         self._heap: list[tuple[float, int, int, int, int]] = []  # (time, kind, seq, job index, token)
         self._seq = 0
-        self._blocked: dict[int, None] = {}  # waiting for room, in the order they started waiting
+        # waiting for room, in the order they started waiting: job index -> the zones it waits on (empty: any)
+        self._blocked: dict[int, tuple[str, ...]] = {}
         self._running: dict[int, None] = {}  # running now
         self._holds: dict[int, Hold] = {}  # the room waiting jobs keep, from their last Wait
 
@@ -85,22 +86,24 @@ class Simulation:
         while heap:
             now = heap[0][0]
             offered: list[int] = []
-            freed = False
+            freed: set[str] = set()  # zones where room was freed
             while heap and heap[0][0] == now:
                 _, kind, _, index, token = heapq.heappop(heap)
                 run = self.runs[index]
                 if token != run.token:
                     continue
                 if kind == _STOP:
-                    freed = True
+                    freed.add(run.segments[-1].zone)
                     if not self._stop(run, now):
                         offered.append(index)
                 else:
                     offered.append(index)
                     self._blocked.pop(index, None)
             if freed and self._blocked:
-                offered.extend(self._blocked)
-                self._blocked.clear()
+                woken = [i for i, zones in self._blocked.items() if not zones or not freed.isdisjoint(zones)]
+                offered.extend(woken)
+                for index in woken:
+                    del self._blocked[index]
             if offered:
                 self._decide(now, list(dict.fromkeys(offered)))
         return self.runs
@@ -149,17 +152,17 @@ class Simulation:
                 if decision.retry_at_s is not None and decision.retry_at_s > now:
                     self._push(decision.retry_at_s, _RETRY, index)
                 if not decision.deferred or decision.retry_at_s is None or decision.retry_at_s <= now:
-                    self._blocked[index] = None  # offered again when room is freed
+                    self._blocked[index] = decision.room_in  # offered again when room is freed there
         for index in offered:
             if index not in answered:
-                self._blocked[index] = None
+                self._blocked[index] = ()
 
     def _suspend(self, run: JobRun, index: int, now: float) -> None:
         if index not in self._running or not run.job.interruptible:
             raise PolicyViolation(f"{self.policy.name} suspended {run.job.job_id}, which is not a running "
                                   "interruptible job")
         if not self._stop(run, now):
-            self._blocked[index] = None  # waiting again: offered when room is freed
+            self._blocked[index] = ()  # waiting again: offered when room is freed
 
     def _start(self, run: JobRun, index: int, decision: Start, now: float) -> None:
         job = run.job
