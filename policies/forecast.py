@@ -12,9 +12,6 @@ from typing import Protocol
 
 import numpy as np
 
-# Up to this many windows, ``ZoneCurves.lowest_many`` takes a minimum over each window's pieces directly.
-FEW_WINDOWS = 4
-
 
 class CarbonForecast(Protocol):
     """Carbon intensity (g/kWh) of each zone as known at ``now_s``.
@@ -123,7 +120,6 @@ class ZoneCurves:
         # row-major, so that a row's pieces are contiguous and flat views of the tables cost nothing
         self.values, self.cumulative = np.ascontiguousarray(self.values), np.ascontiguousarray(self.cumulative)
         self._cheapest: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray]] = {}
-        self._minima: list[np.ndarray] | None = None
 
     def _merge_flat(self) -> None:
         """Drop the knots where no row's value changes: the same curves in fewer pieces, so the searches over
@@ -178,27 +174,6 @@ class ZoneCurves:
         i = int(self.piece(start_s))
         j = max(int(np.searchsorted(self.knots_s, end_s, side="left")), i + 1)
         return self.values[rows, i:j].min(axis=1)
-
-    def lowest_many(self, start_s: float, end_s: np.ndarray) -> np.ndarray:
-        """rows x len(end_s): each row's lowest intensity anywhere in ``[start_s, end_s[j])`` (as ``lowest``)."""
-        i = int(self.piece(start_s))
-        j = np.maximum(np.searchsorted(self.knots_s, end_s, side="left"), i + 1)
-        j = np.minimum(j, len(self.knots_s) - 1)
-        if len(end_s) <= FEW_WINDOWS:  # a slice each is cheaper than the table
-            return np.stack([self.values[:, i:end].min(axis=1) for end in j.tolist()], axis=1)
-        if self._minima is None:  # a sparse table: level l holds the minimum of 2 ** l pieces from each piece on
-            self._minima = [self.values]
-            while 2 ** len(self._minima) <= self.values.shape[1]:
-                prev, half = self._minima[-1], 2 ** (len(self._minima) - 1)
-                self._minima.append(np.minimum(prev[:, :-half], prev[:, half:]))
-        level = np.floor(np.log2(j - i)).astype(int)
-        width = 2 ** level
-        out = np.empty((len(self.values), len(end_s)))
-        for lv in np.unique(level).tolist():
-            sel = level == lv
-            table = self._minima[lv]
-            out[:, sel] = np.minimum(table[:, i][:, None], table[:, j[sel] - width[sel]])
-        return out
 
     def cheapest(self, rows: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
         """Per piece, the lowest value among ``rows`` and the position in ``rows`` that has it (first of equals)."""

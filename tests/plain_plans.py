@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from policies.carbon_plan import MIN_ALLOTTED_S, TIE_REL, SlotPlan
+from policies.carbon_plan import SlotPlan
+from policies.carbon_search import MIN_ALLOTTED_S, TIE_REL
 from policies.forecast import IntensityCurve
 
 

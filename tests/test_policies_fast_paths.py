@@ -1,10 +1,11 @@
-"""The vectorised searches behind carbon-aware agree with the plain ones they replace."""
+"""The compiled and vectorised searches behind carbon-aware agree with the plain ones they replace."""
 
 import numpy as np
 import pytest
 
 from plain_plans import SlotGrid, best_starts
-from policies.carbon_plan import best_starts_pairs, edge_costs, slot_plans
+from policies.carbon_plan import slot_plans
+from policies.carbon_search import best_start, run_costs
 from policies.forecast import IntensityCurve, ZoneCurves
 from policies.history_forecast import _features, _features_looked_up, _features_zones, DAY_S, WEEK_S
 
@@ -17,7 +18,7 @@ def random_curves(rng, n_zones=3, n_knots=200):
 
 
 @pytest.mark.parametrize("seed", range(20))
-def test_pair_search_matches_best_starts_per_curve(seed):
+def test_compiled_best_start_matches_best_starts_per_curve(seed):
     rng = np.random.default_rng(seed)
     curves = random_curves(rng)
     zc = ZoneCurves(curves)
@@ -25,13 +26,55 @@ def test_pair_search_matches_best_starts_per_curve(seed):
     run, latest = rng.uniform(100, 2e4, 5), now + rng.uniform(-1e3, 3e4, 5)
     for z, curve in enumerate(curves):
         want_start, want_cost = best_starts(curve, now, latest, run)
-        start, cost = best_starts_pairs(zc, np.full(5, z), now, latest, run)
-        assert np.allclose(cost, want_cost, rtol=1e-9, atol=1e-6) and np.allclose(start, want_start)
-    edges = edge_costs(zc, now, latest, run, now + 3600.0)
-    late = np.maximum(latest, now)
-    want = np.array([[c.integral(now, now + run), c.integral(late, late + run),
-                      c.integral(now + 3600.0, now + 3600.0 + run)] for c in curves]).transpose(0, 2, 1)
-    assert np.allclose(edges, want, atol=1e-6)
+        for i in range(5):
+            start, cost = best_start(zc.knots_s, zc.cumulative, zc.values, z, now, latest[i], run[i])
+            assert cost == pytest.approx(want_cost[i], rel=1e-9, abs=1e-6) and start == pytest.approx(want_start[i])
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_run_costs_match_the_plain_search_over_zones_and_caps(seed):
+    rng = np.random.default_rng(100 + seed)
+    curves = random_curves(rng)
+    zc = ZoneCurves(curves)
+    now = rng.uniform(0, 5e4)
+    probe = now + 3600.0
+    n_jobs = 4
+    work = rng.uniform(100, 1e4, n_jobs)
+    deadline = now + work * rng.uniform(0.8, 4.0, n_jobs)  # some too late for the slow caps, one maybe late at all
+    speed = np.tile([1.0, 0.8, 0.5], (n_jobs, 1))
+    g_per = np.tile([1.0, 0.7, 0.45], (n_jobs, 1))
+    n_caps = np.array([3, 2, 3, 1])
+    allowed = rng.random((n_jobs, len(curves))) < 0.7
+    allowed[:, 0] = True
+    now_g, now_cap, probe_g, best_g, best_cap, best_s = run_costs(
+        zc.knots_s, zc.cumulative, zc.values, zc.integral_error, allowed, now, probe, deadline, work, speed, g_per,
+        n_caps)
+    for j in range(n_jobs):
+        caps = [c for c in range(n_caps[j]) if deadline[j] - work[j] / speed[j, c] >= now or speed[j, c] >= 1.0]
+        cheapest = np.inf  # over every allowed zone: zones that cannot beat the others may go unsearched (inf)
+        for z, curve in enumerate(curves):
+            if not allowed[j, z]:
+                assert now_g[j, z] == best_g[j, z] == probe_g[j, z] == np.inf
+                continue
+            runs = {c: work[j] / speed[j, c] for c in caps}
+            now_costs = {c: g_per[j, c] * curve.integral(now, now + runs[c]) for c in caps}
+            assert now_g[j, z] == pytest.approx(min(now_costs.values()), rel=1e-9)
+            assert now_costs[now_cap[j, z]] == pytest.approx(now_g[j, z], rel=1e-9)
+            waiting = [g_per[j, c] * curve.integral(probe, probe + runs[c]) for c in caps
+                       if deadline[j] - runs[c] >= probe]
+            assert probe_g[j, z] == pytest.approx(min(waiting, default=np.inf), rel=1e-9)
+            best = {c: g_per[j, c] * best_starts(curve, now, np.array([deadline[j] - runs[c]]),
+                                                 np.array([runs[c]]))[1][0] for c in caps}
+            cheapest = min(cheapest, *best.values())
+            if best_g[j, z] == np.inf:
+                continue
+            assert best_g[j, z] == pytest.approx(min(best.values()), rel=1e-9, abs=1e-6)
+            c = best_cap[j, z]
+            late = max(deadline[j] - runs[c], now)
+            assert now <= best_s[j, z] <= late
+            assert g_per[j, c] * curve.integral(best_s[j, z], best_s[j, z] + runs[c]) == \
+                pytest.approx(best_g[j, z], rel=1e-9, abs=1e-6)
+        assert best_g[j].min() == pytest.approx(cheapest, rel=1e-9, abs=1e-6)
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -52,17 +95,6 @@ def test_batched_slot_plans_match_the_slot_grid(seed):
         assert plan.integral == pytest.approx(want.integral, rel=1e-9, abs=1e-6)
         assert plan.first_run() == pytest.approx(want.first_run(), rel=1e-12)
         assert plan.marginal() == want.values[want.allotted_s > 0].max()
-
-
-def test_lowest_many_matches_lowest():
-    rng = np.random.default_rng(3)
-    zc = ZoneCurves(random_curves(rng, 4, 300))
-    every = np.arange(4)
-    for _ in range(100):
-        start = rng.uniform(0, 1e5)
-        ends = start + rng.uniform(1, 3e4, int(rng.integers(1, 9)))  # few windows (slices) and many (the table)
-        want = np.stack([zc.lowest(every, start, end) for end in ends], axis=1)
-        assert np.array_equal(zc.lowest_many(start, ends), want)
 
 
 def test_integral_error_bounds_the_rounding_of_short_runs_far_from_the_curves_start():

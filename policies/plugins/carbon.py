@@ -21,17 +21,16 @@ from typing import Sequence
 
 import numpy as np
 
-from policies.carbon_plan import SlotPlan, best_starts_pairs, edge_costs, slot_plans
+from policies.carbon_plan import SlotPlan, slot_plans
 from policies.forecast import CarbonForecast, IntensityCurve, ZoneCurves
 from policies.framework import CycleState, is_due, job_draw_w, normalize_lower_is_better, steps_of
 from policies.history_forecast import HistoryForecast
 from policies.plugins.holds import allowed_steps
+from policies.carbon_search import NOW_EPS_S, run_costs
 from policies.snapshot import FULL_POWER, CapStep, JobRequest
 from policies.status import SUCCESS, Code, Status
 
 S_PER_KWH_W = 3.6e6  # W x s per kWh
-# Plans treat starts within this many seconds of now as "now" (events and float sums are not exact).
-NOW_EPS_S = 1e-6
 # How long "waiting" lasts when ranking who loses most by waiting.
 WAIT_PROBE_S = 3600.0
 # A job waits for room in its cleanest zone only while its latest start is at least this far off (CarbonWindow).
@@ -171,61 +170,27 @@ class CarbonPlanner:
 
     def _run_plans(self, batch: list[tuple[JobRequest, tuple[str, ...]]], now: float, zc: ZoneCurves,
                    position: dict[str, int], present_margin: float = 0.0) -> list[JobPlan]:
-        """The plans of jobs that run in one piece: one vectorised search over every job, zone and cap.
+        """The plans of jobs that run in one piece: one compiled search over every job, zone and cap.
 
         present_margin (g/kWh): starting now wins unless a later start emits less by more than this over the run.
         """
         tables = [self._cap_table(job) for job, _ in batch]
         n_caps = max(len(t[0]) for t in tables)
         n_jobs = len(batch)
-        speeds = np.ones((n_jobs, n_caps))
+        speeds = np.ones((n_jobs, n_caps))  # padding past a job's own caps is never read
         g_per = np.zeros((n_jobs, n_caps))
-        real = np.zeros((n_jobs, n_caps), dtype=bool)  # padding rows are never usable
-        for j, (_, sp, g) in enumerate(tables):
-            speeds[j, :len(sp)], g_per[j, :len(g)], real[j, :len(sp)] = sp, g, True
+        allowed = np.zeros((n_jobs, len(zc.curves)), dtype=bool)
+        for j, ((_, zones), (_, sp, g)) in enumerate(zip(batch, tables)):
+            speeds[j, :len(sp)], g_per[j, :len(g)] = sp, g
+            allowed[j, [position[z] for z in zones]] = True
         deadlines = np.array([_deadline(job, now) for job, _ in batch])
         work_s = np.array([job.expected_duration_s for job, _ in batch])
-        runs = work_s[:, None] / speeds
-        latest = deadlines[:, None] - runs
-        usable = real & ((latest >= now - NOW_EPS_S) | (speeds >= 1.0))  # a slower cap must still meet the deadline
-        probe = now + WAIT_PROBE_S
-        can_wait = usable & (latest >= probe)
-        n_zones = len(zc.curves)
-        shape = (n_zones, n_jobs, n_caps)  # zones x jobs x caps
-        # Start now, at the latest and after the probe, in every zone, for the caps that meet the deadline
-        used = np.flatnonzero(usable.ravel())
-        job_of = used // n_caps
-        first_of_job = np.searchsorted(job_of, np.arange(n_jobs))  # every job has its full-speed cap
-        run_u, latest_u, g_u = runs.ravel()[used], latest.ravel()[used], g_per.ravel()[used]
-        edges = edge_costs(zc, now, latest_u, run_u, probe) * g_u[None, :, None]  # zones x used x 3
-        allowed = np.zeros((n_zones, n_jobs), dtype=bool)
-        for j, (_, zones) in enumerate(batch):
-            allowed[[position[z] for z in zones], j] = True
-        # Search a (zone, cap) only where its cleanest moment could match the cheapest known start of the job
-        # (now or at the latest, in any zone and cap): an exact bound, so nothing that could win is skipped. The
-        # known costs are differences of running integrals that may be large (a year of intensity) and round by
-        # more than their own size allows, hence the margin; the pair that gave the bound is always searched.
-        known = np.where(allowed[:, job_of], edges[..., :2].min(axis=2), np.inf)  # zones x used
-        upper = np.minimum.reduceat(known.min(axis=0), first_of_job)[job_of]  # per used, its job's bound
-        floor = zc.lowest_many(now, np.maximum(deadlines, now + work_s))[:, job_of]  # zones x used
-        margin = upper * 1e-9 + g_u * zc.integral_error + 1e-9
-        search = (known <= upper) | (allowed[:, job_of] & (floor * (g_u * run_u) <= upper + margin))
-        pair_zone, pair_row = np.nonzero(search)
-        found_start, found_cost = best_starts_pairs(zc, pair_zone, now, latest_u[pair_row], run_u[pair_row])
-        starts, integrals = np.full(shape, np.inf), np.full(shape, np.inf)
-        starts.reshape(n_zones, -1)[pair_zone, used[pair_row]] = found_start
-        integrals.reshape(n_zones, -1)[pair_zone, used[pair_row]] = found_cost
-        now_g, probe_g = np.full(shape, np.inf), np.full(shape, np.inf)
-        now_g.reshape(n_zones, -1)[:, used] = edges[..., 0]
-        probe_g.reshape(n_zones, -1)[:, used] = edges[..., 2]
-        best_g = np.where(usable, g_per * integrals, np.inf)
-        probe_g = np.where(can_wait, probe_g, np.inf).min(axis=2)  # zones x jobs
-        now_i, now_vals = now_g.argmin(axis=2).T.tolist(), now_g.min(axis=2).T.tolist()  # jobs x zones
-        best_i = best_g.argmin(axis=2)
-        best_vals = best_g.min(axis=2).T.tolist()
-        best_start_at = np.take_along_axis(starts, best_i[..., None], axis=2)[..., 0].T.tolist()
-        best_i = best_i.T.tolist()
-        probe_g = probe_g.T.tolist()
+        n_caps_of = np.array([len(t[0]) for t in tables])
+        now_g, now_cap, probe_g, best_g, best_cap, best_start = run_costs(
+            zc.knots_s, zc.cumulative, zc.values, zc.integral_error, allowed, now, now + WAIT_PROBE_S, deadlines,
+            work_s, speeds, g_per, n_caps_of)
+        now_vals, now_i, probe_g = now_g.tolist(), now_cap.tolist(), probe_g.tolist()
+        best_vals, best_i, best_start_at = best_g.tolist(), best_cap.tolist(), best_start.tolist()
         intensity = zc.values[:, int(zc.piece(now))].tolist()
         plans = []
         for j, (job, zones) in enumerate(batch):
@@ -253,7 +218,8 @@ class CarbonPlanner:
                 if present_margin and plan.best_start_s > now + NOW_EPS_S:
                     k = min(range(len(rows)), key=lambda k: now_vals[j][rows[k]])
                     r = rows[k]
-                    kwh = float(g_per[j, now_i[j][r]] * runs[j, now_i[j][r]])  # g per (g/kWh x s), times s
+                    c = now_i[j][r]
+                    kwh = float(g_per[j, c] * work_s[j] / speeds[j, c])  # g per (g/kWh x s), times s
                     if now_vals[j][r] - present_margin * kwh <= lowest:
                         plan.best_cost_g, plan.best_start_s = now_vals[j][r], now
                         plan.best_zone, plan.best_step = zones[k], steps[now_i[j][r]]
