@@ -142,15 +142,60 @@ def run_costs(k: np.ndarray, cumulative: np.ndarray, values: np.ndarray, integra
 
 
 @njit(cache=True, nogil=True)
-def slot_fill(knots_s: np.ndarray, values: np.ndarray, order: np.ndarray, end_s: np.ndarray, need_s: np.ndarray,
-              g_per: np.ndarray):
-    """Each job's cheapest pieces of a shared window that starts at ``knots_s[0]`` and ends at ``end_s[j]``.
+def slot_plans_of(k: np.ndarray, lowest: np.ndarray, where: np.ndarray, start_s: float, end_s: np.ndarray,
+                  need_s: np.ndarray, g_per: np.ndarray, present_margin: float):
+    """Each job's cheapest pieces of its window ``[start_s, end_s[j]]``, on the knots ``k`` of curves whose
+    cheapest zone has intensity ``lowest[i]`` (zone ``where[i]``) over piece i.
 
-    Piece i spans ``knots_s[i]..knots_s[i+1]`` at ``values[i]``; ``order`` ranks the pieces cheapest first (ties:
-    earlier first). need_s[j, c]: the seconds job j needs at cap c (inf: no such cap); g_per[j, c]: its emissions
-    per unit of intensity integral there. Returns per job the cap that emits least (-1 when even full speed does not
-    fit: then the job runs flat out over its whole window), that emission, and the seconds allotted to each piece.
+    need_s[j, c]: the seconds job j needs at cap c (inf: no such cap); g_per[j, c]: its emissions per unit of
+    intensity integral there. present_margin (g/kWh): the piece we are in is ranked as if this much cleaner than it
+    is, so later pieces are taken before it only when they are cleaner by more (emissions count its real value).
+
+    The windows share their pieces: ``knots_s`` (the first at ``start_s``), ``values`` and ``zone_index``; job j's
+    are the first ``n_pieces[j]`` of them, its last ending at ``end_s[j]``. Per job: the cap that emits least (-1
+    when even full speed does not fit: then it runs flat out over its whole window), that emission, the seconds
+    allotted to each piece, their intensity integral, the first stretch in one zone (start, end, zone; zone -1
+    when nothing is allotted) and the dearest intensity allotted (0 when nothing is).
     """
+    a = np.searchsorted(k, start_s, side="right")
+    b = np.searchsorted(k, end_s)
+    n = max(b.max() - a + 1, 1)
+    knots_s = np.empty(n + 1)
+    values = np.empty(n)
+    zone_index = np.empty(n, dtype=np.int64)
+    knots_s[0] = start_s
+    for i in range(n):
+        piece = min(max(a - 1 + i, 0), len(lowest) - 1)
+        values[i], zone_index[i] = lowest[piece], where[piece]
+        knots_s[i + 1] = k[a + i] if a + i < len(k) else np.inf
+    rank = values.copy()
+    rank[0] -= present_margin
+    order = np.argsort(rank, kind="mergesort")  # stable: among equals, earlier pieces first
+    cap, cost, allotted = _fill(knots_s, values, order, end_s, need_s, g_per)
+    n_jobs = len(end_s)
+    n_pieces = b - a + 1
+    integral = np.zeros(n_jobs)
+    first = np.zeros((n_jobs, 3))
+    marginal = np.zeros(n_jobs)
+    for j in range(n_jobs):
+        for i in range(n_pieces[j]):
+            integral[j] += allotted[j, i] * values[i]
+            if allotted[j, i] > 0.0:
+                marginal[j] = max(marginal[j], values[i])
+        end = knots_s[n_pieces[j]]
+        knots_s[n_pieces[j]] = end_s[j]  # the job's own last piece ends at its end
+        first[j, 0], first[j, 1], first[j, 2] = first_run(knots_s[:n_pieces[j] + 1], zone_index[:n_pieces[j]],
+                                                          allotted[j, :n_pieces[j]])
+        knots_s[n_pieces[j]] = end
+    return knots_s, values, zone_index, n_pieces, cap, cost, allotted, integral, first, marginal
+
+
+@njit(cache=True, nogil=True)
+def _fill(knots_s: np.ndarray, values: np.ndarray, order: np.ndarray, end_s: np.ndarray, need_s: np.ndarray,
+          g_per: np.ndarray):
+    """Each job's cheapest pieces of a shared window that starts at ``knots_s[0]`` and ends at ``end_s[j]``
+    (``order`` ranks the pieces cheapest first): the cap that emits least (-1: none fits), that emission, and the
+    seconds allotted to each piece."""
     n_jobs, n_caps = need_s.shape
     n = len(values)
     cap = np.full(n_jobs, -1, dtype=np.int64)

@@ -165,9 +165,10 @@ class ZoneCurves:
         r = rows.reshape((-1,) + (1,) * t_s.ndim)
         return self.cumulative[r, i] + (t_s - k[i]) * self.values[r, i]
 
-    def value_at(self, rows: np.ndarray, t_s: float) -> np.ndarray:
+    def value_at(self, rows: np.ndarray | list[int] | slice, t_s: float) -> np.ndarray:
         """Each row's intensity at the instant ``t_s``."""
-        return self.values[rows, int(self.piece(t_s))]
+        i = int(self.knots_s.searchsorted(t_s, "right")) - 1  # piece() for one instant, without array overhead
+        return self.values[rows, min(max(i, 0), len(self.knots_s) - 2)]
 
     def lowest(self, rows: np.ndarray, start_s: float, end_s: float) -> np.ndarray:
         """Each row's lowest intensity anywhere in ``[start_s, end_s)``."""

@@ -71,4 +71,23 @@ class SlotGrid:
         if n < len(self._order):
             allotted[self._order[n]] = needed_s - (self._filled_s[n - 1] if n else 0.0)
         allotted[allotted < MIN_ALLOTTED_S] = 0.0
-        return SlotPlan(self.knots_s, self.values, self.zone_index, allotted, float(allotted @ self.values))
+        used = allotted > 0
+        return SlotPlan(self.knots_s, self.values, self.zone_index, allotted, float(allotted @ self.values),
+                        first_run(self.knots_s, self.zone_index, allotted),
+                        float(self.values[used].max()) if used.any() else 0.0)
+
+
+def first_run(knots_s: np.ndarray, zone_index: np.ndarray, allotted_s: np.ndarray) -> tuple[float, float, int] | None:
+    """(start_s, until_s, zone index) of the first stretch of allotted pieces in one zone, or None."""
+    used = allotted_s > 0
+    i = int(np.argmax(used))
+    if not used[i]:
+        return None
+    knots, allotted, zones = knots_s.tolist(), allotted_s.tolist(), zone_index.tolist()
+    start_s, until_s, zone = knots[i], knots[i], zones[i]
+    while i < len(allotted) and allotted[i] > 0 and zones[i] == zone:
+        until_s += allotted[i]
+        if allotted[i] < knots[i + 1] - knots[i]:
+            break  # a partial piece ends the stretch
+        i += 1
+    return start_s, until_s, zone

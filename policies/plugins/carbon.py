@@ -191,7 +191,7 @@ class CarbonPlanner:
             work_s, speeds, g_per, n_caps_of)
         now_vals, now_i, probe_g = now_g.tolist(), now_cap.tolist(), probe_g.tolist()
         best_vals, best_i, best_start_at = best_g.tolist(), best_cap.tolist(), best_start.tolist()
-        intensity = zc.values[:, int(zc.piece(now))].tolist()
+        intensity = zc.value_at(slice(None), now).tolist()
         plans = []
         for j, (job, zones) in enumerate(batch):
             steps, deadline = tables[j][0], float(deadlines[j])
@@ -240,7 +240,7 @@ class CarbonPlanner:
         deadlines = [_deadline(job, now) for job in jobs]
         ends = np.array([max(d, now + job.expected_duration_s) for job, d in zip(jobs, deadlines)])
         found = slot_plans(zc, rows, now, ends, need_s, g_per, present_margin)
-        intensity = zc.value_at(np.array(rows), now).tolist()
+        intensity = zc.value_at(list(rows), now).tolist()
         plans = []
         for job, deadline, (steps, _, _), (cap, cost, slots) in zip(jobs, deadlines, tables, found):
             work_s = job.expected_duration_s
