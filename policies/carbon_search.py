@@ -2,7 +2,7 @@
 
 A round of the simulator plans one or two jobs, so what costs is the fixed overhead of many small array
 operations, not arithmetic: a compiled loop over a job's candidates does the work of some sixty vectorised calls
-(the 100k-job year, perfect forecast, on a 2-core machine: the run-plan search 23.2 -> 6.7 s of planner time).
+(the 100k-job year, perfect forecast, on a 2-core machine: run plans 23.2 -> 6.8 s, slot plans 8.2 -> 2.6 s).
 
 Both searches are exact for piecewise-constant intensity. A contiguous run's emissions, as a function of its start,
 are piecewise linear with kinks only where the run's start or end crosses a knot, so the optimum is at a window
