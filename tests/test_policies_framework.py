@@ -110,3 +110,13 @@ def test_history_model_beats_same_time_yesterday_on_a_weekly_grid():
         errors_model.append(np.abs(curve.value_at(future + 1) - truth).mean())
         errors_persistence.append(np.abs(values[np.searchsorted(t, future - day)] - truth).mean())
     assert np.mean(errors_model) < 0.8 * np.mean(errors_persistence)
+
+
+def test_a_job_waiting_for_room_names_only_the_zones_that_could_ever_take_it():
+    """DE's pool has 8 GPUs, FR's only 4: an 8-GPU job waits for room in DE alone, so room freeing in FR need
+    not wake it (the simulator offers it again only when room frees where it waits)."""
+    job = JobRequest("big", 8, 0.0, zones=("DE", "FR"), power_w=300.0)
+    snapshot = Snapshot(0.0, (job,), gpus=(), pools=(ZonePool("DE", 8, 2), ZonePool("FR", 4, 4)))
+    (decision,) = create_policy("fifo").decide(snapshot)
+    assert isinstance(decision, Wait) and not decision.deferred
+    assert decision.reason == "waiting for 8 free GPUs on one node in zones DE, FR" and decision.room_in == ("DE",)
