@@ -106,10 +106,15 @@ class RunningJob:
 
 @dataclass(frozen=True)
 class Hold:
-    """Room a waiting job keeps for itself: ``gpus`` GPUs in one of ``zones`` and ``draw_w`` of the power budget
-    from ``start_s`` to ``end_s``, so that other jobs started before then leave it free (see
-    ``policies.plugins.holds``). A policy asks for it with a ``Wait``; the caller hands it back in later snapshots
-    that do not offer the job again."""
+    """Room a waiting job keeps for itself: ``gpus`` GPUs in one of ``zones`` and the power it needs, from
+    ``start_s`` to ``end_s`` (its deadline), so that other jobs started before then leave it free (see
+    ``policies.plugins.holds``). Where the room is not there by ``start_s``, the hold begins when it is, up to
+    ``latest_s``, its latest start at full speed. A policy asks for it with a ``Wait``; the caller hands it back in
+    later snapshots that do not offer the job again.
+
+    draw_w: its draw at full power; steps: its caps (empty: full power only). From a moment t on, it needs the
+    least draw among the caps that still end its work (``end_s - latest_s`` at full speed) by ``end_s``.
+    """
 
     job_id: str
     zones: tuple[str, ...]
@@ -117,6 +122,16 @@ class Hold:
     end_s: float
     gpus: int
     draw_w: float
+    latest_s: float | None = None  # None: start_s
+    steps: tuple[CapStep, ...] = ()
+
+    def draw_from_w(self, t_s: float) -> float:
+        """The power it needs if it begins at ``t_s``: at the least-drawing cap that still meets its deadline."""
+        if not self.steps or self.latest_s is None:
+            return self.draw_w
+        speed = (self.end_s - self.latest_s) / max(self.end_s - t_s, 1e-9)
+        fast_enough = [s.power_fraction for s in self.steps if s.speed >= speed - 1e-9]
+        return self.draw_w * min(fast_enough, default=1.0)
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,8 @@ def policy(*permits, holds: bool = True) -> ProfilePolicy:
                                  pre_filters=(plugin,) if holds else (), permits=permits))
 
 
-def job(job_id, gpus, work_h, deadline_h=24.0, **kw) -> JobRequest:
-    return JobRequest(job_id, gpus, 0.0, deadline_s=deadline_h * H, expected_duration_s=work_h * H, power_w=300.0,
+def job(job_id, gpus, work_h, deadline_h=24.0, power_w=300.0, **kw) -> JobRequest:
+    return JobRequest(job_id, gpus, 0.0, deadline_s=deadline_h * H, expected_duration_s=work_h * H, power_w=power_w,
                       **kw)
 
 
@@ -44,10 +44,45 @@ def test_a_big_job_that_must_wait_keeps_a_hold_from_its_latest_start_at_its_slow
     (wait,) = policy().decide(snapshot(job("B", 8, 1.0, deadline_h=5.0, power_profile=SLOW),
                                        pools=(("A", 8, 2),), running=(busy,)))
     assert isinstance(wait, Wait)
-    # at its slowest cap (half speed) it needs 2 h: it holds from 3 h, with its full draw (8 x 300 W) in case it
-    # finds room only later and must run faster
-    assert wait.hold == Hold("B", ("A",), 3 * H, 5 * H, 8, 2400.0)
+    # at its slowest cap (half speed) it needs 2 h: it holds from 3 h, and if there is no room by then, from when
+    # there is, up to its latest start at full speed (4 h)
+    assert wait.hold == Hold("B", ("A",), 3 * H, 5 * H, 8, 2400.0, latest_s=4 * H, steps=SLOW.steps)
     assert wait.retry_at_s == 3 * H  # looked at again when its hold begins
+
+
+def test_a_hold_needs_the_power_of_the_least_drawing_cap_that_still_meets_its_deadline():
+    hold = Hold("B", ("A",), 3 * H, 5 * H, 8, 2400.0, latest_s=4 * H, steps=SLOW.steps)  # 1 h of work, due at 5 h
+    assert hold.draw_from_w(3 * H) == pytest.approx(960.0)  # 2 h left: half speed will do, at 40 % of the power
+    assert hold.draw_from_w(3.5 * H) == 2400.0  # 1.5 h left: only full speed
+    assert Hold("B", ("A",), 3 * H, 5 * H, 8, 2400.0).draw_from_w(3 * H) == 2400.0  # no caps known: full power
+
+
+def test_a_hold_with_no_room_at_its_start_is_kept_from_when_room_frees_before_its_latest_start():
+    """R keeps 7 of A's 8 GPUs until 3.5 h, after B's hold would begin (3 h) but before B's latest start (4 h):
+    B can still make it, from 3.5 h, so S1 may not keep a GPU past B's latest start; S2 gives it back in time."""
+    hold = Hold("B", ("A",), 3 * H, 5 * H, 8, 2400.0, latest_s=4 * H, steps=SLOW.steps)
+    running = (RunningJob("R", "A", "A", 7, 2100.0, False, None, None, end_s=3.5 * H),)
+    waits, ends_first = policy().decide(snapshot(job("S1", 1, 4.5), job("S2", 1, 4.0), pools=(("A", 8, 1),),
+                                                 holds=(hold,), running=running))
+    assert isinstance(waits, Wait) and "held for job B" in waits.reason and "within 3.5 h" in waits.reason
+    assert isinstance(ends_first, Start)  # it gives its GPU back at 4 h: B then starts at full speed
+    late = Hold("B", ("A",), 3 * H, 5 * H, 8, 2400.0, latest_s=3.4 * H, steps=SLOW.steps)  # R frees A too late
+    (starts,) = policy().decide(snapshot(job("S1", 1, 4.0), pools=(("A", 8, 1),), holds=(late,), running=running))
+    assert isinstance(starts, Start)  # a hold that cannot be kept blocks nobody
+
+
+def test_holds_that_fit_the_budget_at_their_slowest_caps_are_all_kept():
+    """Two 4-GPU holds (A and C) of 1,200 W each at full power, 480 W at their slowest caps, under a 2,000 W
+    budget: at full power only one would fit, but each may run slow from its hold's start, so both are kept, and a
+    small job that would keep a GPU of C past B2's latest start waits."""
+    holds = tuple(Hold(name, (zone,), 3 * H, 5 * H, 4, 1200.0, latest_s=4 * H, steps=SLOW.steps)
+                  for name, zone in (("B1", "A"), ("B2", "C")))
+    small = job("S", 1, 4.5, power_w=100.0, zones=("C",))  # past B2's latest start (4 h)
+    (wait,) = policy().decide(snapshot(small, pools=(("A", 4, 4), ("C", 4, 4)), holds=holds, budget_w=2000.0))
+    assert isinstance(wait, Wait) and "held for job B2" in wait.reason
+    hungry = job("S", 1, 4.5, power_w=1100.0)  # 1,100 W + 2 x 480 W is over the budget
+    (wait,) = policy().decide(snapshot(hungry, pools=(("A", 4, 4), ("C", 4, 4)), holds=holds, budget_w=2000.0))
+    assert isinstance(wait, Wait) and "power held for job B" in wait.reason
 
 
 def test_a_small_job_does_not_start_where_its_run_would_take_a_held_zone():
