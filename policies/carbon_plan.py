@@ -7,6 +7,7 @@ job's plan.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import numpy as np
 
 from policies.carbon_search import slot_plans_of

@@ -22,11 +22,11 @@ from typing import Sequence
 import numpy as np
 
 from policies.carbon_plan import SlotPlan, slot_plans
+from policies.carbon_search import NOW_EPS_S, run_costs
 from policies.forecast import CarbonForecast, IntensityCurve, ZoneCurves
 from policies.framework import CycleState, is_due, job_draw_w, normalize_lower_is_better, steps_of
 from policies.history_forecast import HistoryForecast
 from policies.plugins.holds import allowed_steps
-from policies.carbon_search import NOW_EPS_S, run_costs
 from policies.snapshot import FULL_POWER, CapStep, JobRequest
 from policies.status import SUCCESS, Code, Status
 
@@ -40,14 +40,14 @@ RESUME_MARGIN_S = 3600.0
 # The shortest wait before a job deferred on a history-only forecast is reconsidered (CarbonWindow).
 RECHECK_MIN_S = 3 * 3600.0
 PLANNER = "CarbonPlanner"
-# Jobs planned in one vectorised search (bounds the scratch arrays: jobs x caps x zones x candidate starts).
+# Jobs planned in one call (bounds its scratch arrays: jobs x zones, and jobs x pieces for interruptible jobs).
 RUN_BATCH = 64
 SLOT_BATCH = 32
 # On a forecast learned from history the present is measured and the future predicted: a later start must be
 # forecast cleaner than now by at least this much (g/kWh, over the energy it moves) to be waited for. Intensities
 # are published to the whole g/kWh; without the margin, in a zone whose intensity barely moves, a prediction a
 # hair below the measured present defers a job half an hour at a time until its slack is gone (on the 100k-job
-# year under a history-only forecast: 925,000 such deferrals, and 2.5 times the run time).
+# year under a history-only forecast: 925,000 such deferrals, and nearly three times the run time).
 PRESENT_MARGIN_G_PER_KWH = 1.0
 
 
