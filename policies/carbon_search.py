@@ -31,8 +31,9 @@ def _piece(k: np.ndarray, t: float) -> int:
 
 
 @njit(cache=True, nogil=True)
-def _integral_to(k: np.ndarray, cumulative: np.ndarray, values: np.ndarray, row: int, t: float) -> float:
-    """The integral of row ``row`` from ``k[0]`` to ``t`` (clipped into the grid)."""
+def integral_to(k: np.ndarray, cumulative: np.ndarray, values: np.ndarray, row: int, t: float) -> float:
+    """The integral of row ``row`` of curves on knots ``k`` (``policies.forecast.ZoneCurves``) from ``k[0]`` to
+    ``t`` (clipped into the grid)."""
     t = min(max(t, k[0]), k[-1])
     i = _piece(k, t)
     return cumulative[row, i] + (t - k[i]) * values[row, i]
@@ -50,16 +51,16 @@ def best_start(k: np.ndarray, cumulative: np.ndarray, values: np.ndarray, row: i
     costs = np.empty_like(starts)
     starts[0], starts[1] = earliest_s, latest_s
     for e in range(2):
-        costs[e] = _integral_to(k, cumulative, values, row, starts[e] + run_s) - \
-            _integral_to(k, cumulative, values, row, starts[e])
+        costs[e] = integral_to(k, cumulative, values, row, starts[e] + run_s) - \
+            integral_to(k, cumulative, values, row, starts[e])
     m = 2
     for p in range(a, b):  # at a knot the running integral is known: look up only the other end
         starts[m] = k[p]
-        costs[m] = _integral_to(k, cumulative, values, row, k[p] + run_s) - cumulative[row, p]
+        costs[m] = integral_to(k, cumulative, values, row, k[p] + run_s) - cumulative[row, p]
         m += 1
     for q in range(c, d):
         starts[m] = k[q] - run_s
-        costs[m] = cumulative[row, q] - _integral_to(k, cumulative, values, row, starts[m])
+        costs[m] = cumulative[row, q] - integral_to(k, cumulative, values, row, starts[m])
         m += 1
     best = costs.min()
     pick = -1
@@ -109,15 +110,15 @@ def run_costs(k: np.ndarray, cumulative: np.ndarray, values: np.ndarray, integra
             for z in range(n_zones):
                 if not allowed[j, z]:
                     continue
-                now = g_per[j, c] * (_integral_to(k, cumulative, values, z, now_s + run)
-                                     - _integral_to(k, cumulative, values, z, now_s))
-                at_latest = g_per[j, c] * (_integral_to(k, cumulative, values, z, late + run)
-                                           - _integral_to(k, cumulative, values, z, late))
+                now = g_per[j, c] * (integral_to(k, cumulative, values, z, now_s + run)
+                                     - integral_to(k, cumulative, values, z, now_s))
+                at_latest = g_per[j, c] * (integral_to(k, cumulative, values, z, late + run)
+                                           - integral_to(k, cumulative, values, z, late))
                 if now < now_g[j, z]:
                     now_g[j, z], now_cap[j, z] = now, c
                 if latest >= probe_s:
-                    probe = g_per[j, c] * (_integral_to(k, cumulative, values, z, probe_s + run)
-                                           - _integral_to(k, cumulative, values, z, probe_s))
+                    probe = g_per[j, c] * (integral_to(k, cumulative, values, z, probe_s + run)
+                                           - integral_to(k, cumulative, values, z, probe_s))
                     probe_g[j, z] = min(probe_g[j, z], probe)
                 known[z, c] = min(now, at_latest)
                 upper = min(upper, known[z, c])

@@ -141,7 +141,8 @@ class ZoneCurves:
 
     @cached_property
     def integral_error(self) -> float:
-        """A bound on the rounding error of the difference of two ``integral_to`` values (g/kWh x s).
+        """A bound on the rounding error of the difference of two running integrals looked up on these curves
+        (``policies.carbon_search.integral_to``), in g/kWh x s.
 
         Running integrals over long spans are large (a trace padded far back), while a short run's integral is
         their small difference, so comparisons of such differences need this much slack.
@@ -149,30 +150,18 @@ class ZoneCurves:
         return 8 * np.finfo(float).eps * (float(np.abs(self.cumulative).max())
                                           + float(np.abs(self.knots_s).max() * np.abs(self.values).max()))
 
-    def piece(self, t_s):
-        """The index of the piece holding ``t_s`` (arrays welcome), clipped into the grid."""
-        i = np.searchsorted(self.knots_s, t_s, side="right") - 1
-        return np.minimum(np.maximum(i, 0), len(self.knots_s) - 2)
-
-    def integral_to(self, rows: np.ndarray | None, t_s: np.ndarray) -> np.ndarray:
-        """The integral from ``knots_s[0]`` to ``t_s`` for each row in ``rows`` (None: every row), shaped
-        rows x t_s.shape."""
-        k = self.knots_s
-        t_s = np.minimum(np.maximum(t_s, k[0]), k[-1])
-        i = self.piece(t_s)
-        if rows is None:
-            return np.take(self.cumulative, i, axis=1) + (t_s - k[i]) * np.take(self.values, i, axis=1)
-        r = rows.reshape((-1,) + (1,) * t_s.ndim)
-        return self.cumulative[r, i] + (t_s - k[i]) * self.values[r, i]
+    def piece(self, t_s: float) -> int:
+        """The index of the piece holding the instant ``t_s``, clipped into the grid."""
+        i = int(self.knots_s.searchsorted(t_s, "right")) - 1
+        return min(max(i, 0), len(self.knots_s) - 2)
 
     def value_at(self, rows: np.ndarray | list[int] | slice, t_s: float) -> np.ndarray:
         """Each row's intensity at the instant ``t_s``."""
-        i = int(self.knots_s.searchsorted(t_s, "right")) - 1  # piece() for one instant, without array overhead
-        return self.values[rows, min(max(i, 0), len(self.knots_s) - 2)]
+        return self.values[rows, self.piece(t_s)]
 
     def lowest(self, rows: np.ndarray, start_s: float, end_s: float) -> np.ndarray:
         """Each row's lowest intensity anywhere in ``[start_s, end_s)``."""
-        i = int(self.piece(start_s))
+        i = self.piece(start_s)
         j = max(int(np.searchsorted(self.knots_s, end_s, side="left")), i + 1)
         return self.values[rows, i:j].min(axis=1)
 

@@ -222,7 +222,7 @@ class CarbonPlanner:
                     kwh = float(g_per[j, c] * work_s[j] / speeds[j, c])  # g per (g/kWh x s), times s
                     if now_vals[j][r] - present_margin * kwh <= lowest:
                         plan.best_cost_g, plan.best_start_s = now_vals[j][r], now
-                        plan.best_zone, plan.best_step = zones[k], steps[now_i[j][r]]
+                        plan.best_zone, plan.best_step = zones[k], steps[c]
             # carbon lost per GPU-hour by waiting an hour (inf: it cannot wait that long)
             plan.gain_per_gpu_h = (wait_cost - min(now_vals[j][r] for r in rows)) / (job.gpus * WAIT_PROBE_S / 3600.0)
             plans.append(plan)
