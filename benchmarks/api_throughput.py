@@ -38,7 +38,7 @@ def serve(db_url: str, data_dir: str) -> None:
     from dataclasses import replace
 
     from scheduler.config import Settings
-    from scheduler.daemon import Daemon
+    from scheduler.daemon.daemon import Daemon
 
     settings = replace(Settings.from_env(environ={}), data_dir=Path(data_dir), database_url=db_url, port=0)
     daemon = Daemon(settings).start_api_only()
@@ -66,7 +66,7 @@ def main() -> int:
 
     from sqlalchemy import create_engine, text
 
-    from scheduler.client import Client
+    from scheduler.client.client import Client
 
     schema = f"wattsched_bench_{uuid.uuid4().hex[:8]}"
     admin = create_engine(args.db)

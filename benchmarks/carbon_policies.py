@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from policies.snapshot import CapStep, PowerProfile  # noqa: E402
-from scheduler.carbon_trace import load_carbon_trace  # noqa: E402
+from scheduler.carbon.trace_file import load_carbon_trace  # noqa: E402
 from scheduler.simulation.checker import check_result  # noqa: E402
 from scheduler.simulation.driver import simulate  # noqa: E402
 from scheduler.simulation.inputs import Cluster, Job, Zone  # noqa: E402

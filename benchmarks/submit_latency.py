@@ -62,10 +62,10 @@ def main() -> int:
     import ray
     from ray.job_submission import JobStatus, JobSubmissionClient
 
-    from scheduler.client import Client
+    from scheduler.client.client import Client
     from scheduler.config import Settings
-    from scheduler.controller import shutdown_controller
-    from scheduler.daemon import Daemon
+    from scheduler.cluster.controller import shutdown_controller
+    from scheduler.daemon.daemon import Daemon
 
     context = ray.init(num_gpus=2, include_dashboard=True, namespace="wattsched", log_to_driver=False)
     data_dir = Path(tempfile.mkdtemp(prefix="wattsched-latency-"))

@@ -1,9 +1,9 @@
-"""Alembic environment: runs on the engine handed in by scheduler.db.upgrade, or on ``sqlalchemy.url``."""
+"""Alembic environment: runs on the engine handed in by scheduler.store.engine.upgrade, or on ``sqlalchemy.url``."""
 
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
-from scheduler.db.models import Base, UTCDateTime
+from scheduler.store.models import Base, UTCDateTime
 
 config = context.config
 target_metadata = Base.metadata

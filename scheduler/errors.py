@@ -50,4 +50,4 @@ class ControllerError(WattschedError):
 
 
 class ControllerUnavailable(ControllerError):
-    """The controller actor died or does not answer; a running daemon gets it back (scheduler.controller_link)."""
+    """The controller actor died or does not answer; a running daemon gets it back (scheduler.cluster.link)."""

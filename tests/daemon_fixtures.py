@@ -28,8 +28,8 @@ TINY_TRAIN = {"image_size": 8, "steps": 12, "batch_size": 8, "channels": [8, 16]
 def running_daemon(data_dir, signal=None, **settings):
     """A started daemon on a fresh local Ray (two logical GPUs unless ``settings`` say otherwise) with its
     database in ``data_dir``; on exit it stops, and its controller and Ray go with it."""
-    from scheduler.controller import shutdown_controller
-    from scheduler.daemon import Daemon
+    from scheduler.cluster.controller import shutdown_controller
+    from scheduler.daemon.daemon import Daemon
 
     if ray.is_initialized():
         ray.shutdown()
@@ -52,14 +52,14 @@ def daemon(tmp_path_factory):
 
 @pytest.fixture
 def client(daemon):
-    from scheduler.client import Client
+    from scheduler.client.client import Client
 
     return Client(url=daemon.url, token=daemon.token)
 
 
 def wait_until_running(client, job, timeout_s: float = JOB_TIMEOUT_S):
     """Poll (with the long-poll endpoint as the pause) until the job runs and has reported progress."""
-    from scheduler.client import WaitTimeout
+    from scheduler.client.client import WaitTimeout
 
     deadline = time.monotonic() + timeout_s
     while not (job.state == "running" and job.raw.get("progress")):

@@ -54,8 +54,8 @@ def daemon(db_url, tmp_path):
     """A daemon on an upgraded database, not started (no Ray): tests drive its store and serve its API with
     FastAPI's test client. Modules that need a running daemon define their own ``daemon`` fixture."""
     from scheduler.config import Settings
-    from scheduler.daemon import Daemon
-    from scheduler.db import upgrade
+    from scheduler.daemon.daemon import Daemon
+    from scheduler.store.engine import upgrade
 
     daemon = Daemon(Settings(data_dir=tmp_path, database_url=db_url))
     upgrade(daemon.engine)

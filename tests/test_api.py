@@ -3,7 +3,7 @@
 import pytest
 from fastapi.testclient import TestClient
 
-from scheduler.api import create_app
+from scheduler.api.app import create_app
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from scheduler.api import MAX_BODY_BYTES, create_app
-from scheduler.job_state import RunStatus
+from scheduler.api.app import MAX_BODY_BYTES, create_app
+from scheduler.store.job_state import RunStatus
 
 JOB = {"kind": "diffusion-train", "spec": {"steps": 5}}
 

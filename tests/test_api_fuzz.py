@@ -14,10 +14,10 @@ schemathesis = pytest.importorskip("schemathesis")
 from db_fixtures import POSTGRES_URL, _postgres_reachable  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
-from scheduler.api import create_app  # noqa: E402
+from scheduler.api.app import create_app  # noqa: E402
 from scheduler.config import Settings  # noqa: E402
-from scheduler.daemon import Daemon  # noqa: E402
-from scheduler.db import upgrade  # noqa: E402
+from scheduler.daemon.daemon import Daemon  # noqa: E402
+from scheduler.store.engine import upgrade  # noqa: E402
 
 MAX_EXAMPLES = 12
 

@@ -9,9 +9,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 
-from scheduler.db import upgrade
-from scheduler.db.engine import alembic_config, make_engine
-from scheduler.db.models import Base
+from scheduler.store.engine import upgrade
+from scheduler.store.engine import alembic_config, make_engine
+from scheduler.store.models import Base
 
 NOW = datetime(2026, 6, 1, 12, tzinfo=timezone.utc).replace(tzinfo=None)
 

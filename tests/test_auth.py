@@ -9,13 +9,13 @@ import stat
 import pytest
 from fastapi.testclient import TestClient
 
-from scheduler.api import create_app
-from scheduler.auth import LOCAL_TOKEN_NAME, hash_token
-from scheduler.cli import main
+from scheduler.api.app import create_app
+from scheduler.store.auth import LOCAL_TOKEN_NAME, hash_token
+from scheduler.cli.commands import main
 from scheduler.config import Settings
-from scheduler.daemon import Daemon
-from scheduler.db import upgrade
-from scheduler.db.models import ApiToken
+from scheduler.daemon.daemon import Daemon
+from scheduler.store.engine import upgrade
+from scheduler.store.models import ApiToken
 from scheduler.errors import ConfigError
 
 JOB = {"kind": "diffusion-train", "spec": {"steps": 5}}
@@ -133,7 +133,7 @@ def test_a_local_daemon_writes_its_own_token_readable_by_the_user_only(daemon):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
         written = json.loads(path.read_text())
         assert written == {"url": daemon.url, "token": daemon.token}
-        from scheduler.client import Client
+        from scheduler.client.client import Client
 
         client = Client(url=daemon.url, token=written["token"])
         assert client.whoami()["role"] == "admin"

@@ -4,7 +4,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from scheduler.carbon import IntensityReading, SyntheticSignal, cleanest_window, integrate_emissions
+from scheduler.carbon.signal import IntensityReading, SyntheticSignal, cleanest_window, integrate_emissions
 
 
 class StepSignal:

@@ -16,14 +16,14 @@ from fakes import FakeClock
 from carbon_emulators import ElectricityMapsEmulator, UkCarbonEmulator, WattTimeEmulator, grid_g_per_kwh
 from sqlalchemy import func, select
 
-from scheduler.carbon_providers.cache import CarbonCache
-from scheduler.carbon_providers.config import CarbonConfig
-from scheduler.carbon_providers.http import HttpClient, RequestsTransport, RetryPolicy
-from scheduler.carbon_providers.refresh import refresh_zones
-from scheduler.carbon_providers.signal import ProviderSignal, SignalPolicy, ZoneFeed, build_signal
-from scheduler.carbon_providers.watttime import WattTimeProvider
-from scheduler.db import make_engine, make_session_factory, upgrade
-from scheduler.db.models import CarbonIntensity
+from scheduler.carbon.providers.cache import CarbonCache
+from scheduler.carbon.providers.config import CarbonConfig
+from scheduler.carbon.providers.http import HttpClient, RequestsTransport, RetryPolicy
+from scheduler.carbon.providers.refresh import refresh_zones
+from scheduler.carbon.providers.signal import ProviderSignal, SignalPolicy, ZoneFeed, build_signal
+from scheduler.carbon.providers.watttime import WattTimeProvider
+from scheduler.store.engine import make_engine, make_session_factory, upgrade
+from scheduler.store.models import CarbonIntensity
 
 T0 = datetime(2026, 3, 2, 12, 7, tzinfo=timezone.utc)
 EM_TOKEN = "em-secret-token"

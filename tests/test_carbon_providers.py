@@ -7,8 +7,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from scheduler.carbon_providers import base
-from scheduler.carbon_providers.base import (
+from scheduler.carbon.providers import base
+from scheduler.carbon.providers.base import (
     BadCredentials,
     BadResponse,
     ProviderError,
@@ -16,11 +16,11 @@ from scheduler.carbon_providers.base import (
     RateLimited,
     StaleData,
 )
-from scheduler.carbon_providers.config import CarbonConfig, Secret
-from scheduler.carbon_providers.electricitymaps import ElectricityMapsProvider
-from scheduler.carbon_providers.http import HttpClient, HttpResponse, MockTransport, json_response
-from scheduler.carbon_providers.static import StaticProvider
-from scheduler.carbon_providers.trace import TraceProvider
+from scheduler.carbon.providers.config import CarbonConfig, Secret
+from scheduler.carbon.providers.electricitymaps import ElectricityMapsProvider
+from scheduler.carbon.providers.http import HttpClient, HttpResponse, MockTransport, json_response
+from scheduler.carbon.providers.static import StaticProvider
+from scheduler.carbon.providers.trace import TraceProvider
 from scheduler.errors import ConfigError, WattschedError
 
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=timezone.utc)

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.carbon_providers.config import Secret
-from scheduler.carbon_providers.electricitymaps import ElectricityMapsProvider
-from scheduler.carbon_providers.http import HttpClient, MockTransport, json_response
+from scheduler.carbon.providers.config import Secret
+from scheduler.carbon.providers.electricitymaps import ElectricityMapsProvider
+from scheduler.carbon.providers.http import HttpClient, MockTransport, json_response
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "data" / "api-fixtures" / "electricitymaps"
 FILES = sorted(FIXTURES.glob("carbon_history_file*")) if FIXTURES.is_dir() else []

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from scheduler.carbon_trace import CarbonTraceError, load_carbon_trace
+from scheduler.carbon.trace_file import CarbonTraceError, load_carbon_trace
 
 JAN1 = 1577836800.0  # 2020-01-01T00:00:00Z
 

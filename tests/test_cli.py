@@ -12,8 +12,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from scheduler import tables
-from scheduler.cli import main, parse_duration, parse_spec, parse_when
+from scheduler.cli import tables
+from scheduler.cli.commands import main, parse_duration, parse_spec, parse_when
 from test_client import api, free_port_url, isolated_env, real_api, served_api  # noqa: F401  (fixtures, helpers)
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=timezone.utc)
@@ -234,11 +234,11 @@ def test_global_options_may_follow_the_command(api, capsys):
 
 
 @pytest.mark.parametrize("argv, module, expected", [
-    (["daemon", "--port", "9000", "--policy", "carbon"], "scheduler.daemon",
+    (["daemon", "--port", "9000", "--policy", "carbon"], "scheduler.daemon.daemon",
      {"host": None, "port": 9000, "policy": "carbon", "gpus": None}),
-    (["daemon", "--host", "0.0.0.0", "--gpus", "4"], "scheduler.daemon",
+    (["daemon", "--host", "0.0.0.0", "--gpus", "4"], "scheduler.daemon.daemon",
      {"host": "0.0.0.0", "port": None, "policy": None, "gpus": 4}),
-    (["demo"], "scheduler.demo", {}),
+    (["demo"], "scheduler.cli.demo", {}),
 ])
 def test_daemon_and_demo_run_their_module_main(argv, module, expected, monkeypatch):
     seen = []
@@ -250,13 +250,13 @@ def test_daemon_and_demo_run_their_module_main(argv, module, expected, monkeypat
 
 def test_db_upgrade_passes_the_database_url(monkeypatch, capsys):
     urls = []
-    monkeypatch.setitem(sys.modules, "scheduler.db", types.SimpleNamespace(upgrade=urls.append))
+    monkeypatch.setitem(sys.modules, "scheduler.store.engine", types.SimpleNamespace(upgrade=urls.append))
     assert main(["db", "upgrade", "--db", "sqlite:///x.db"]) == 0
     assert urls == ["sqlite:///x.db"]
 
 
 def test_importing_the_cli_stays_light():
-    code = ("import scheduler.cli, sys; heavy = {'torch', 'ray', 'sqlalchemy', 'fastapi'} & set(sys.modules); "
+    code = ("import scheduler.cli.commands, sys; heavy = {'torch', 'ray', 'sqlalchemy', 'fastapi'} & set(sys.modules); "
             "assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], check=True)
 

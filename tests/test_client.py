@@ -24,7 +24,7 @@ import uvicorn
 from fastapi import Body, FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from scheduler.client import (
+from scheduler.client.client import (
     DEFAULT_URL, ApiError, Client, ClientError, Conflict, ConnectionFailed, History, InvalidRequest, Job,
     JobEnergy, NotFound, Run, Unauthorized, WaitTimeout,
 )
@@ -531,7 +531,7 @@ def test_local_daemon_token_is_not_sent_to_another_daemon(api, isolated_env):
 
 
 def test_importing_the_client_stays_light():
-    code = ("import scheduler.client, sys; heavy = {'torch', 'ray', 'sqlalchemy', 'fastapi'} & set(sys.modules); "
+    code = ("import scheduler.client.client, sys; heavy = {'torch', 'ray', 'sqlalchemy', 'fastapi'} & set(sys.modules); "
             "assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], check=True)
 
@@ -543,10 +543,10 @@ def test_importing_the_client_stays_light():
 def real_api(tmp_path):
     from fastapi.testclient import TestClient  # noqa: F401  (the app is served for real below)
 
-    from scheduler.api import create_app
+    from scheduler.api.app import create_app
     from scheduler.config import Settings
-    from scheduler.daemon import Daemon
-    from scheduler.db import upgrade
+    from scheduler.daemon.daemon import Daemon
+    from scheduler.store.engine import upgrade
 
     daemon = Daemon(Settings(data_dir=tmp_path / "daemon", database_url=f"sqlite:///{tmp_path / 'w.db'}"))
     upgrade(daemon.engine)

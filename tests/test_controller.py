@@ -17,7 +17,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from scheduler.controller import (  # noqa: E402
+from scheduler.cluster.controller import (  # noqa: E402
     get_controller,
     get_or_create_controller,
     shutdown_controller,
@@ -196,7 +196,7 @@ class TestOneNode:
         address = ray.get_runtime_context().gcs_address
         code = (
             "import ray, sys\n"
-            "from scheduler.controller import get_controller, get_or_create_controller\n"
+            "from scheduler.cluster.controller import get_controller, get_or_create_controller\n"
             f"ray.init(address={address!r}, namespace={namespace!r}, logging_level='ERROR')\n"
             f"print(ray.get(get_controller(namespace={namespace!r}).info.remote())['epoch'])\n"
             f"second = get_or_create_controller(name='second', namespace={namespace!r})\n"

@@ -15,11 +15,11 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from daemon_fixtures import TINY_TRAIN, client, daemon, poll, wait_until_running  # noqa: E402, F401  (fixtures)
-from scheduler.controller import get_controller, get_or_create_controller, shutdown_controller  # noqa: E402
-from scheduler.controller_link import RETRY_FIRST_S, RETRY_MAX_S, ControllerLink, controller_lost  # noqa: E402
-from scheduler.daemon import LOST_WITH_CONTROLLER  # noqa: E402
+from scheduler.cluster.controller import get_controller, get_or_create_controller, shutdown_controller  # noqa: E402
+from scheduler.cluster.link import RETRY_FIRST_S, RETRY_MAX_S, ControllerLink, controller_lost  # noqa: E402
+from scheduler.daemon.daemon import LOST_WITH_CONTROLLER  # noqa: E402
 from scheduler.errors import ControllerError, ControllerUnavailable  # noqa: E402
-from scheduler.tables import render_status  # noqa: E402
+from scheduler.cli.tables import render_status  # noqa: E402
 
 pytestmark = pytest.mark.ray
 
@@ -56,7 +56,7 @@ def parts(daemon):
 
 def link_warnings(caplog) -> list[str]:
     return [r.getMessage() for r in caplog.records
-            if r.name == "scheduler.controller_link" and r.levelno >= logging.WARNING]
+            if r.name == "scheduler.cluster.link" and r.levelno >= logging.WARNING]
 
 
 def kill(handle) -> None:

@@ -12,12 +12,12 @@ import pytest
 from fakes import FakeClock
 from policies.decisions import Suspend
 from policies.snapshot import FULL_POWER, CapStep, RunningJob
-from scheduler.carbon import IntensityReading, SignalForecast, ZoneStatus
+from scheduler.carbon.signal import IntensityReading, SignalForecast, ZoneStatus
 from scheduler.config import Settings
-from scheduler.daemon import Daemon
-from scheduler.db import upgrade
-from scheduler.estimates import NOMINAL_S_PER_UNIT, NOMINAL_STARTUP_S, SAFETY_FACTOR, FinishedRun, WorkEstimator
-from scheduler.job_state import RunStatus
+from scheduler.daemon.daemon import Daemon
+from scheduler.store.engine import upgrade
+from scheduler.daemon.estimates import NOMINAL_S_PER_UNIT, NOMINAL_STARTUP_S, SAFETY_FACTOR, FinishedRun, WorkEstimator
+from scheduler.store.job_state import RunStatus
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
 

@@ -7,11 +7,11 @@ import pytest
 from fakes import FakeClock
 
 from policies.snapshot import FULL_POWER, CapStep
-from scheduler.carbon import IntensityReading, ZoneStatus, integrate_emissions
+from scheduler.carbon.signal import IntensityReading, ZoneStatus, integrate_emissions
 from scheduler.config import Settings
-from scheduler.daemon import Daemon
-from scheduler.db import upgrade
-from scheduler.job_state import RunStatus
+from scheduler.daemon.daemon import Daemon
+from scheduler.store.engine import upgrade
+from scheduler.store.job_state import RunStatus
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 

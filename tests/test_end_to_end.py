@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import select
 
 from daemon_fixtures import TINY_TRAIN, client, daemon, wait_until_running  # noqa: F401  (fixtures)
-from scheduler.db.models import PowerSample, Run, RunEnergy
+from scheduler.store.models import PowerSample, Run, RunEnergy
 
 LONG_TRAIN = {**TINY_TRAIN, "steps": 100000, "checkpoint_every": 1000}
 
@@ -108,8 +108,8 @@ def test_runs_the_controller_does_not_know_are_requeued(daemon, client):
 
 def test_a_restarted_daemon_reattaches_and_records_jobs_that_ran_meanwhile(daemon):
     """The controller is detached: jobs outlive the daemon, and a new daemon picks up their events."""
-    from scheduler.client import Client
-    from scheduler.daemon import Daemon
+    from scheduler.client.client import Client
+    from scheduler.daemon.daemon import Daemon
 
     first = Client(url=daemon.url, token=daemon.token)
     job = wait_until_running(first, first.submit("diffusion-train", LONG_TRAIN))
@@ -133,10 +133,10 @@ def test_a_daemon_on_real_providers_degrades_visibly_keeps_scheduling_and_recove
     """Issue 4's 'done when': zones on emulated Electricity Maps, WattTime and UK APIs over loopback."""
     from carbon_emulators import ElectricityMapsEmulator, UkCarbonEmulator, WattTimeEmulator
 
-    from scheduler.cli import main as cli
-    from scheduler.client import Client
+    from scheduler.cli.commands import main as cli
+    from scheduler.client.client import Client
     from scheduler.clock import utc_now
-    from scheduler.daemon import Daemon
+    from scheduler.daemon.daemon import Daemon
 
     daemon.stop()  # the module's daemon; this test runs its own on the same Ray and database
     em, wt, uk = (ElectricityMapsEmulator(utc_now).start(), WattTimeEmulator(utc_now).start(),

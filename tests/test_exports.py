@@ -9,8 +9,8 @@ import json
 
 import pytest
 
-from scheduler import exports
-from scheduler.cli import main
+from scheduler.store import exports
+from scheduler.cli.commands import main
 from test_client import LoopbackServer
 from test_history import seeded  # noqa: F401  (fixture)
 

@@ -12,12 +12,12 @@ import pytest
 from fakes import FakeClock
 from fastapi.testclient import TestClient
 
-from scheduler.api import create_app
+from scheduler.api.app import create_app
 from scheduler.config import Settings
-from scheduler.daemon import Daemon
-from scheduler.db import upgrade
-from scheduler.db.models import RunEnergy
-from scheduler.job_state import RunStatus
+from scheduler.daemon.daemon import Daemon
+from scheduler.store.engine import upgrade
+from scheduler.store.models import RunEnergy
+from scheduler.store.job_state import RunStatus
 
 DAY1 = datetime(2026, 6, 1, 10, tzinfo=timezone.utc)
 

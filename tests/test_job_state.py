@@ -1,6 +1,6 @@
 import pytest
 
-from scheduler.job_state import ALLOWED, TERMINAL, JobState
+from scheduler.store.job_state import ALLOWED, TERMINAL, JobState
 
 
 def test_every_state_has_a_rule_and_terminal_states_go_nowhere():
@@ -27,7 +27,7 @@ def test_transition_table(source, target, allowed):
 
 def test_docstring_lists_the_same_transitions_as_the_table():
     """The enum's documentation is what users read; it must not drift from the rules enforced."""
-    import scheduler.job_state as module
+    import scheduler.store.job_state as module
 
     for state, targets in ALLOWED.items():
         if not targets:

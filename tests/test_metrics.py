@@ -46,8 +46,8 @@ def test_metrics_from_the_database_and_inventory(seeded):  # noqa: F811
     assert labels <= {"worker", "zone", "method", "state", "busy"}  # no job ids in label values
 
     # Counters only grow: a second scrape after the run finishes is at least as high.
-    from scheduler.db.models import RunEnergy
-    from scheduler.job_state import RunStatus
+    from scheduler.store.models import RunEnergy
+    from scheduler.store.job_state import RunStatus
 
     daemon.store.finish_run(run.id, RunStatus.SUCCEEDED, 0, None, RunEnergy(
         gpu_energy_j=800.0, cpu_energy_j=30.0, gpu_method="simulated", cpu_method="estimate", avg_power_w=1,

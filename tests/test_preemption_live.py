@@ -6,7 +6,7 @@ from datetime import timedelta
 import pytest
 
 from daemon_fixtures import JOB_TIMEOUT_S, TINY_TRAIN, client, poll, running_daemon, wait_until_running  # noqa: F401
-from scheduler.carbon import DailyCycle, SyntheticSignal
+from scheduler.carbon.signal import DailyCycle, SyntheticSignal
 from scheduler.clock import utc_now
 
 pytestmark = pytest.mark.ray

@@ -8,9 +8,9 @@ from fakes import FakeClock
 from sqlalchemy import event
 
 from scheduler.config import Settings
-from scheduler.daemon import Daemon
-from scheduler.db import upgrade
-from scheduler.estimates import FinishedRun, RecentRuns, WorkEstimator
+from scheduler.daemon.daemon import Daemon
+from scheduler.store.engine import upgrade
+from scheduler.daemon.estimates import FinishedRun, RecentRuns, WorkEstimator
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 TRAIN, SAMPLE = ("diffusion-train", {"steps": 100}), ("diffusion-sample", {"checkpoint": "/x"})

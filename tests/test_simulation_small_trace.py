@@ -106,7 +106,7 @@ def test_cli_as_a_module_refuses_bad_input_with_one_line(tmp_path):
 
 
 def test_wattsched_simulate_is_the_same_command(tmp_path, capsys):
-    from scheduler.cli import main as wattsched
+    from scheduler.cli.commands import main as wattsched
 
     out = tmp_path / "result.json"
     code = wattsched(["simulate", "--cluster", str(DATA / "cluster.toml"), "--jobs", str(DATA / "jobs.csv"),

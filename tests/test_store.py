@@ -5,11 +5,11 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from fakes import FakeClock
 
-from scheduler.db import make_engine, make_session_factory, upgrade
-from scheduler.db.models import RunEnergy
+from scheduler.store.engine import make_engine, make_session_factory, upgrade
+from scheduler.store.models import RunEnergy
 from scheduler.errors import InvalidRequest, InvalidTransition, JobNotFound
-from scheduler.job_state import RunStatus
-from scheduler.jobs import JobStore, OpenRun
+from scheduler.store.job_state import RunStatus
+from scheduler.store.jobs import JobStore, OpenRun
 from policies.snapshot import CapStep
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)

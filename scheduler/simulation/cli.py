@@ -4,7 +4,7 @@
                        [--forecast perfect|persistence|noisy:REL_ERR] [--seed N]
                        [--power-profiles PROFILES.csv] [--out RESULT.json]
 
-The lead's ``scheduler.cli`` adds the sub-command with ``add_arguments`` and calls ``run``; ``python -m
+The lead's ``scheduler.cli.commands`` adds the sub-command with ``add_arguments`` and calls ``run``; ``python -m
 scheduler.simulation`` runs it on its own.
 """
 

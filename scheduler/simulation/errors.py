@@ -3,7 +3,7 @@
 ::
 
     WattschedError (scheduler.errors)
-    ├── CarbonTraceError (scheduler.carbon_trace)   a carbon trace file is malformed
+    ├── CarbonTraceError (scheduler.carbon.trace_file)   a carbon trace file is malformed
     └── SimulationError
         ├── InputError          CLUSTER.toml, JOBS.csv or PROFILES.csv is malformed or inconsistent
         ├── ForecastPeek        a policy asked for an actual value after the virtual now

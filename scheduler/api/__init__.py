@@ -1,0 +1,1 @@
+"""The REST API (FastAPI) and its Prometheus metrics: what crosses the network to the daemon."""

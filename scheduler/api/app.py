@@ -1,0 +1,487 @@
+"""The daemon's REST API (v1), described at /v1/openapi.json. Every bad request gets a 4xx naming the field.
+
+Authentication: ``Authorization: Bearer <token>`` (see scheduler/auth.py). A user sees and changes only their
+own jobs; another user's job answers 404, as a job that does not exist, so ids do not leak. Admins see all,
+and manage tokens. Errors have one shape: ``{"error": {"code", "message", "field"}}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from scheduler.store.auth import Principal
+from scheduler.errors import InvalidRequest, InvalidTransition, JobNotFound, WattschedError
+from scheduler.store.exports import GROUP_BY
+from scheduler.store.jobs import KeyReused
+from scheduler.store.job_state import JobState
+from scheduler.store.views import history_view, job_view
+
+MAX_WAIT_S = 60.0
+MAX_LIST_LIMIT = 1000
+MAX_BODY_BYTES = 64 * 1024
+"""Largest request body accepted (a job spec is a few hundred bytes); larger ones get 413."""
+MAX_PARAM_CHARS = 200
+MAX_LOG_CHUNK = 1024 * 1024
+LOG_STREAMS = {"stderr": "stderr.log", "events": "events.jsonl"}
+LOG_POLL_S = 0.2
+SUBMIT_FIELDS = frozenset({"kind", "spec", "gpus", "deadline", "zones", "interruptible", "not_before",
+                           "time_limit_s", "priority", "hold", "depends_on", "idempotency_key"})
+JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+PUBLIC_PATHS = frozenset({"/v1/openapi.json"})
+
+
+# --- the error shape and what the description says ----------------------------------------------------
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="stable machine-readable code: bad_request, invalid_spec, unauthorized, "
+                                  "forbidden, not_found, conflict, too_large, unavailable, internal")
+    message: str = Field(description="one line for people, naming the field and what it accepts")
+    field: str | None = Field(description="the field at fault (spec.steps, deadline, limit), or null")
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+class SubmitBody(BaseModel):
+    """A job submission (what POST /v1/jobs accepts)."""
+
+    kind: str = Field(description="job kind: diffusion-train or diffusion-sample")
+    spec: dict[str, Any] = Field(default_factory=dict, description="the kind's parameters")
+    gpus: int = Field(1, ge=1, le=64)
+    deadline: str | None = Field(None, description="ISO 8601 with timezone; must be in the future")
+    zones: list[str] | None = Field(None, description="grid zones it may run in; null: any")
+    interruptible: bool = False
+    not_before: str | None = Field(None, description="ISO 8601 with timezone: do not start before")
+    time_limit_s: float | None = Field(None, gt=0, description="wall-clock limit in seconds")
+    priority: int = Field(0, ge=-1000, le=1000)
+    hold: bool = Field(False, description="submit held: it waits until released")
+    depends_on: list[str] | None = Field(None, description="ids of jobs that must succeed first")
+    idempotency_key: str | None = Field(None, max_length=200, description="or the Idempotency-Key header")
+
+
+class TokenBody(BaseModel):
+    user: str
+    role: str | None = Field(None, description="admin or user (default user)")
+    name: str = ""
+
+
+ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 403, 404, 409, 413)}
+
+
+def _error(status: int, code: str, message: str, field: str | None = None) -> JSONResponse:
+    return JSONResponse(status_code=status,
+                        content={"error": {"code": code, "message": message[:1000], "field": field}})
+
+
+class Unauthenticated(Exception):
+    """No valid bearer token."""
+
+
+class Forbidden(Exception):
+    """A valid token without the right: ``field`` names what was asked."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
+
+
+class TooLarge(Exception):
+    pass
+
+
+# --- parsing parameters --------------------------------------------------------------------------------
+
+
+def _parse_time(value: Any, field: str) -> datetime | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or len(value) > 64:
+        raise InvalidRequest(f"{field}: must be an ISO 8601 time string", field)
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidRequest(f"{field}: {value[:60]!r} is not an ISO 8601 time", field) from None
+    if parsed.tzinfo is None:
+        raise InvalidRequest(f"{field}: must include a timezone (e.g. 2026-01-01T12:00:00Z)", field)
+    try:
+        utc = parsed.astimezone(timezone.utc)
+    except (OverflowError, ValueError):
+        utc = None
+    if utc is None or not 1970 <= utc.year <= 9000:
+        raise InvalidRequest(f"{field}: must be a time between 1970 and 9000", field)
+    return utc
+
+
+def _int_param(value: str | None, field: str, default: int, low: int, high: int) -> int:
+    if value is None:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise InvalidRequest(f"{field}: must be an integer from {low} to {high}", field) from None
+    if not low <= number <= high:
+        raise InvalidRequest(f"{field}: must be an integer from {low} to {high}", field)
+    return number
+
+
+def _text_param(value: str | None, field: str) -> str | None:
+    """A free-text filter: printable, bounded (a NUL would upset PostgreSQL)."""
+    if value is None or value == "":
+        return None
+    if len(value) > MAX_PARAM_CHARS or not value.isprintable():
+        raise InvalidRequest(f"{field}: must be printable text of at most {MAX_PARAM_CHARS} characters", field)
+    return value
+
+
+def _checked_job_id(job_id: str) -> str:
+    if not JOB_ID.fullmatch(job_id):
+        raise JobNotFound(job_id[:64])
+    return job_id
+
+
+async def _read_body(request: Request) -> dict[str, Any]:
+    """The JSON object in the body, read up to MAX_BODY_BYTES (413 past it)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise TooLarge()
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise TooLarge()
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw.strip():
+        raise InvalidRequest("body: a JSON object is required", "body")
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidRequest(f"body: not valid JSON ({str(exc)[:100]})", "body") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("body: must be a JSON object", "body")
+    return body
+
+
+# --- the app -------------------------------------------------------------------------------------------
+
+
+def create_app(daemon) -> FastAPI:
+    """The API of one daemon (``scheduler.daemon.daemon.Daemon``); blocking calls run in FastAPI's thread pool."""
+    app = FastAPI(title="wattsched", version="1", docs_url="/v1/docs", redoc_url=None,
+                  openapi_url="/v1/openapi.json",
+                  description="Energy- and carbon-aware scheduling of GPU jobs. Authenticate with a bearer token.")
+    bearer = HTTPBearer(auto_error=False, description="a wattsched API token (wattsched token create)")
+    # Submissions use at most as many threads as the pool keeps connections: beyond that the pool would open
+    # (and close) an extra database connection per request, which costs more than waiting for a pooled one.
+    # A thread semaphore, not an anyio limiter: that one binds to the event loop it is first used on.
+    db_slots = threading.BoundedSemaphore(max(2, getattr(daemon.engine.pool, "size", lambda: 5)()))
+
+    async def principal(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Principal:
+        secret = credentials.credentials if credentials is not None else None
+        if not secret:
+            raise Unauthenticated()
+        found = daemon.auth.peek(secret)
+        if found is False:  # not in the cache: ask the database, off the event loop
+            found = await run_in_threadpool(daemon.auth.authenticate, secret)
+        if found is None:
+            raise Unauthenticated()
+        return found
+
+    def admin(who: Principal = Depends(principal)) -> Principal:
+        if not who.is_admin:
+            raise Forbidden("only admins manage tokens")
+        return who
+
+    # --- errors ---
+
+    @app.exception_handler(InvalidRequest)
+    async def _invalid(_request, exc: InvalidRequest):
+        code = "invalid_spec" if (exc.field or "").startswith("spec") else "bad_request"
+        return _error(400, code, str(exc), exc.field)
+
+    @app.exception_handler(JobNotFound)
+    async def _not_found(_request, exc: JobNotFound):
+        return _error(404, "not_found", str(exc), "job_id")
+
+    @app.exception_handler(InvalidTransition)
+    async def _conflict(_request, exc: InvalidTransition):
+        return _error(409, "conflict", str(exc))
+
+    @app.exception_handler(KeyReused)
+    async def _key_reused(_request, exc: KeyReused):
+        return _error(409, "idempotency_key_reused", str(exc), "idempotency_key")
+
+    @app.exception_handler(Unauthenticated)
+    async def _unauthenticated(_request, _exc):
+        return JSONResponse(status_code=401, headers={"WWW-Authenticate": "Bearer"}, content={"error": {
+            "code": "unauthorized", "field": None,
+            "message": "missing, wrong or revoked bearer token; a local daemon writes one to daemon.json in the "
+                       "data directory, an admin makes one with `wattsched token create`"}})
+
+    @app.exception_handler(Forbidden)
+    async def _forbidden(_request, exc: Forbidden):
+        return _error(403, "forbidden", str(exc), exc.field)
+
+    @app.exception_handler(TooLarge)
+    async def _too_large(_request, _exc):
+        return _error(413, "too_large", f"body: request body larger than {MAX_BODY_BYTES} bytes; a job spec "
+                                        "should be small (point to data by path instead)", "body")
+
+    @app.exception_handler(WattschedError)
+    async def _scheduler_error(_request, exc: WattschedError):
+        return _error(503, "unavailable", str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        field = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
+        return _error(400, "bad_request", f"{field or 'request'}: {first.get('msg', 'invalid')}", field)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request, exc: StarletteHTTPException):
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "bad_request")
+        return _error(exc.status_code, code, str(exc.detail))
+
+    try:
+        from sqlalchemy.exc import DataError
+    except ImportError:  # pragma: no cover
+        DataError = None
+    if DataError is not None:
+        @app.exception_handler(DataError)
+        async def _data_error(_request, exc):
+            return _error(400, "bad_request", "a value is out of the range the database accepts")
+
+    # --- jobs ---
+
+    @app.post("/v1/jobs", status_code=201, responses=ERRORS, openapi_extra={"requestBody": {
+        "required": True, "content": {"application/json": {"schema": SubmitBody.model_json_schema()}}}},
+        summary="Submit a job (idempotent with a key: the same key returns the job it created, 200)")
+    async def submit(request: Request, who: Principal = Depends(principal)) -> Any:
+        body = await _read_body(request)
+        unknown = sorted(set(body) - SUBMIT_FIELDS)
+        if unknown:
+            name = unknown[0][:60]
+            raise InvalidRequest(f"{name}: unknown field; accepted: {', '.join(sorted(SUBMIT_FIELDS))}", name)
+        header_key = request.headers.get("idempotency-key")
+        key = body.get("idempotency_key")
+        if header_key is not None:
+            if key is not None and key != header_key:
+                raise InvalidRequest("idempotency_key: differs from the Idempotency-Key header", "idempotency_key")
+            key = header_key
+
+        def run():
+            with db_slots:
+                return submit_in_thread()
+
+        def submit_in_thread():
+            submission = daemon.store.validate(
+                body.get("kind"), body.get("spec", {}), body.get("gpus", 1),
+                _parse_time(body.get("deadline"), "deadline"), body.get("zones"), body.get("interruptible", False),
+                not_before=_parse_time(body.get("not_before"), "not_before"),
+                time_limit_s=body.get("time_limit_s"), priority=body.get("priority", 0),
+                hold=body.get("hold", False), depends_on=body.get("depends_on"), idempotency_key=key,
+                owner=who.owner_filter())
+            job, created = daemon.submit_once(submission, who.user_id)
+            view = job_view(job)
+            view["user"] = view["user"] or who.user  # a new job's user is not read back: it is the submitter
+            return view, created
+
+        view, created = await run_in_threadpool(run)
+        return JSONResponse(view, status_code=201 if created else 200)
+
+    @app.get("/v1/jobs", responses=ERRORS, summary="Jobs newest first, filtered, paginated (limit/offset, total)")
+    def list_jobs(state: str | None = None, kind: str | None = None, user: str | None = None,
+                  zone: str | None = None, since: str | None = None, until: str | None = None,
+                  limit: str | None = None, offset: str | None = None,
+                  who: Principal = Depends(principal)) -> dict[str, Any]:
+        user = _own_user_filter(who, _text_param(user, "user"))
+        limit_n = _int_param(limit, "limit", 100, 1, MAX_LIST_LIMIT)
+        offset_n = _int_param(offset, "offset", 0, 0, 10**9)
+        jobs, total = daemon.store.list(
+            _text_param(state, "state"), _text_param(kind, "kind"), limit_n, offset_n, owner=who.owner_filter(),
+            user=user, zone=_text_param(zone, "zone"), since=_parse_time(since, "since"),
+            until=_parse_time(until, "until"))
+        return {"jobs": [job_view(j) for j in jobs], "total": total, "limit": limit_n, "offset": offset_n}
+
+    @app.get("/v1/jobs/{job_id}", responses=ERRORS, summary="One job with its runs, energy and reason")
+    def get_job(job_id: str, who: Principal = Depends(principal)) -> dict[str, Any]:
+        return job_view(daemon.store.get(_checked_job_id(job_id), owner=who.owner_filter()))
+
+    @app.post("/v1/jobs/{job_id}/cancel", responses=ERRORS, summary="Cancel a job (a running one stops shortly)")
+    def cancel(job_id: str, who: Principal = Depends(principal)) -> dict[str, Any]:
+        return job_view(daemon.cancel(_checked_job_id(job_id), owner=who.owner_filter()))
+
+    @app.post("/v1/jobs/{job_id}/hold", responses=ERRORS, summary="Keep a waiting job from starting")
+    def hold(job_id: str, who: Principal = Depends(principal)) -> dict[str, Any]:
+        return job_view(daemon.hold(_checked_job_id(job_id), owner=who.owner_filter()))
+
+    @app.post("/v1/jobs/{job_id}/release", responses=ERRORS, summary="Let a held job be scheduled")
+    def release(job_id: str, who: Principal = Depends(principal)) -> dict[str, Any]:
+        return job_view(daemon.release(_checked_job_id(job_id), owner=who.owner_filter()))
+
+    @app.get("/v1/jobs/{job_id}/wait", responses=ERRORS, summary="Long poll: the job once over, or after timeout_s")
+    async def wait(job_id: str, timeout_s: float = 30.0, who: Principal = Depends(principal)) -> dict[str, Any]:
+        if not 0 <= timeout_s <= MAX_WAIT_S:
+            raise InvalidRequest(f"timeout_s: must be from 0 to {MAX_WAIT_S:g}", "timeout_s")
+        job_id = _checked_job_id(job_id)
+        await run_in_threadpool(daemon.store.check_owner, job_id, who.owner_filter())
+        job = await asyncio.to_thread(daemon.wait_for, job_id, timeout_s)
+        return job_view(job)
+
+    @app.get("/v1/jobs/{job_id}/logs", responses=ERRORS,
+             summary="A chunk of the job's stderr.log or events.jsonl from a byte offset, and the next offset")
+    async def logs(job_id: str, stream: str = "stderr", offset: int = 0, max_bytes: int = 65536,
+                   wait_s: float = 0.0, who: Principal = Depends(principal)) -> dict[str, Any]:
+        if stream not in LOG_STREAMS:
+            raise InvalidRequest(f"stream: must be one of {', '.join(LOG_STREAMS)}", "stream")
+        if not 0 <= offset <= 2**50:
+            raise InvalidRequest("offset: must be a byte offset from 0", "offset")
+        if not 1 <= max_bytes <= MAX_LOG_CHUNK:
+            raise InvalidRequest(f"max_bytes: must be from 1 to {MAX_LOG_CHUNK}", "max_bytes")
+        if not 0 <= wait_s <= MAX_WAIT_S:
+            raise InvalidRequest(f"wait_s: must be from 0 to {MAX_WAIT_S:g}", "wait_s")
+        job_id = _checked_job_id(job_id)
+        job = await run_in_threadpool(daemon.store.get, job_id, who.owner_filter())
+        path = Path(job.workdir) / LOG_STREAMS[stream]
+        give_up_at = time.monotonic() + wait_s
+        terminal = JobState(job.state).terminal
+        while True:
+            data = await run_in_threadpool(_read_chunk, path, offset, max_bytes)
+            if data or terminal or time.monotonic() >= give_up_at:
+                break
+            await asyncio.sleep(LOG_POLL_S)
+            job = await run_in_threadpool(daemon.store.get, job_id, who.owner_filter())
+            terminal = JobState(job.state).terminal
+        text, used = _decode(data)
+        size = await run_in_threadpool(_size, path)
+        return {"job_id": job_id, "stream": stream, "offset": offset, "next_offset": offset + used, "text": text,
+                "state": job.state, "complete": terminal and offset + used >= size}
+
+    # --- history, carbon, status ---
+
+    @app.get("/v1/history", responses=ERRORS,
+             summary="Energy and emissions per job (and per group), with totals and savings against fifo")
+    def history(since: str | None = None, until: str | None = None, kind: str | None = None,
+                state: str | None = None, user: str | None = None, zone: str | None = None,
+                group_by: str | None = None, who: Principal = Depends(principal)) -> dict[str, Any]:
+        if group_by is not None and group_by not in GROUP_BY:
+            raise InvalidRequest(f"group_by: must be one of {', '.join(GROUP_BY)}", "group_by")
+        user = _own_user_filter(who, _text_param(user, "user"))
+        jobs = daemon.store.history(_parse_time(since, "since"), _parse_time(until, "until"),
+                                    _text_param(kind, "kind"), state=_text_param(state, "state"),
+                                    owner=who.owner_filter(), user=user, zone=_text_param(zone, "zone"))
+        return history_view(jobs, group_by)
+
+    @app.get("/v1/carbon", responses=ERRORS, summary="Carbon intensity per zone, its health and forecast")
+    def carbon(zone: str | None = None, duration_s: float | None = None, horizon_s: float = 48 * 3600.0,
+               who: Principal = Depends(principal)) -> dict[str, Any]:
+        if duration_s is not None and not 0 < duration_s <= 7 * 86400:
+            raise InvalidRequest("duration_s: must be a number of seconds from 1 to 604800 (7 days)", "duration_s")
+        if not 0 < horizon_s <= 7 * 86400:
+            raise InvalidRequest("horizon_s: must be a number of seconds from 1 to 604800 (7 days)", "horizon_s")
+        return {"zones": daemon.carbon(_text_param(zone, "zone"), duration_s, horizon_s)}
+
+    @app.get("/v1/status", responses=ERRORS, summary="Version, policy, database, GPUs, queue, carbon health")
+    def status(who: Principal = Depends(principal)) -> dict[str, Any]:
+        from importlib.metadata import version
+
+        status = daemon.status()
+        if not who.is_admin:  # another user's job id on a busy GPU would leak: show only that it is busy
+            busy = [g["busy_job"] for g in status.get("gpus", []) if g.get("busy_job")]
+            own = set(daemon.store.owned(busy, who.user_id)) if busy else set()
+            status["gpus"] = [dict(g, busy_job=g["busy_job"] if not g.get("busy_job") or g["busy_job"] in own
+                                   else "another user's job") for g in status.get("gpus", [])]
+        return {"version": version("wattsched"), **status, "you": {"user": who.user, "role": who.role}}
+
+    @app.get("/v1/whoami", responses=ERRORS, summary="The user and role behind the token")
+    def whoami(who: Principal = Depends(principal)) -> dict[str, Any]:
+        return {"user": who.user, "role": who.role, "token_id": who.token_id}
+
+    # --- tokens (admins) ---
+
+    @app.get("/v1/tokens", responses=ERRORS, summary="Active tokens (never their secrets); admins only")
+    def list_tokens(include_revoked: bool = False, who: Principal = Depends(admin)) -> dict[str, Any]:
+        return {"tokens": daemon.auth.list_tokens(include_revoked)}
+
+    @app.post("/v1/tokens", status_code=201, responses=ERRORS, openapi_extra={"requestBody": {
+        "required": True, "content": {"application/json": {"schema": TokenBody.model_json_schema()}}}},
+        summary="Create a token (and its user if new); the secret is in this answer only; admins only")
+    async def create_token(request: Request, who: Principal = Depends(admin)) -> dict[str, Any]:
+        body = await _read_body(request)
+        unknown = sorted(set(body) - {"user", "role", "name"})
+        if unknown:
+            raise InvalidRequest(f"{unknown[0][:60]}: unknown field; accepted: name, role, user", unknown[0][:60])
+        created = await run_in_threadpool(daemon.auth.create_token, body.get("user"), body.get("role"),
+                                          body.get("name") or "")
+        return {"id": created.id, "user": created.user, "role": created.role, "name": created.name,
+                "token": created.secret}
+
+    @app.delete("/v1/tokens/{token_id}", responses=ERRORS, summary="Revoke a token; admins only")
+    def revoke_token(token_id: int, who: Principal = Depends(admin)) -> dict[str, Any]:
+        if not 0 < token_id < 2**62 or not daemon.auth.revoke(token_id):
+            return _error(404, "not_found", f"no active token with id {token_id}", "token_id")
+        return {"id": token_id, "revoked": True}
+
+    # --- Prometheus ---
+
+    from scheduler.api.metrics import CONTENT_TYPE, DaemonMetrics
+
+    daemon_metrics = DaemonMetrics(daemon)
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics(who: Principal = Depends(principal)) -> Response:
+        """Prometheus text exposition (scrape with a bearer token: Prometheus' ``authorization`` setting)."""
+        return Response(daemon_metrics.render(), media_type=CONTENT_TYPE)
+
+    return app
+
+
+def _own_user_filter(who: Principal, user: str | None) -> str | None:
+    """A user may filter by their own name only; admins by anyone's."""
+    if user is not None and not who.is_admin and user != who.user:
+        raise Forbidden("user: only admins can see other users' jobs", "user")
+    return user
+
+
+def _read_chunk(path: Path, offset: int, max_bytes: int) -> bytes:
+    try:
+        with path.open("rb") as f:
+            f.seek(offset)
+            return f.read(max_bytes)
+    except FileNotFoundError:
+        return b""
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _decode(data: bytes) -> tuple[str, int]:
+    """Text of a chunk and how many bytes it used: a UTF-8 character cut at the end waits for the next chunk."""
+    for cut in range(0, min(4, len(data)) + 1):
+        try:
+            return data[:len(data) - cut].decode("utf-8"), len(data) - cut
+        except UnicodeDecodeError as exc:
+            if exc.start < len(data) - 4:  # broken in the middle, not cut at the end: replace and move on
+                break
+    return data.decode("utf-8", errors="replace"), len(data)

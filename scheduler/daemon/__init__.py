@@ -1,0 +1,1 @@
+"""The scheduler daemon: its life cycle, the scheduling tick, and the events it records from the workers."""

@@ -1,0 +1,698 @@
+"""The scheduler daemon: queue in the database, decisions from a policy, execution through the Ray controller.
+
+It is a Ray driver hosting the REST API, an APScheduler 3 scheduler (the scheduling tick, reconciliation with
+the controller) and the event thread that records what the workers report. The daemon is the only writer of
+the database. Submits and finishes run the tick at once, so an idle cluster starts work without waiting for
+the next interval. The grids' carbon signal (``GridCarbon``) and the emissions charged to runs
+(``RunEmissions``) are the daemon's own, in modules of their own.
+
+Every call to the controller goes through a ``ControllerLink``: when the controller actor is lost while the daemon
+runs, the event thread gets or creates it again and reattaches as at start (its runs the new controller does not
+know are requeued).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import os
+import threading
+from datetime import datetime, timedelta, timezone
+from functools import cached_property
+from typing import Any, Sequence
+
+from scheduler.carbon.signal import CarbonSignal
+from scheduler.clock import Clock, from_unix_s, to_unix_s, utc_now
+from scheduler.config import Settings
+from scheduler.cluster.inventory import GpuInfo
+from scheduler.cluster.link import ControllerLink
+from scheduler.store.engine import make_engine, make_session_factory, upgrade
+from scheduler.store.models import Gpu, Node
+from scheduler.errors import ConfigError, ControllerError, ControllerUnavailable, InvalidTransition
+from scheduler.daemon.estimates import RecentRuns
+from scheduler.carbon.grid import GridCarbon, configured_signal
+from scheduler.store.job_state import JobState, RunStatus
+from scheduler.store.jobs import JobStore, Submission
+from scheduler.carbon.emissions import RunEmissions
+from scheduler.daemon.running import RunningJobs
+from policies.decisions import Start, Suspend, Wait
+from policies.registry import create_policy
+from policies.snapshot import FULL_POWER, CapStep, GpuSlot, JobRequest, PowerProfile, RunningJob, Snapshot
+
+log = logging.getLogger(__name__)
+
+TICK_JOB_ID = "tick"
+EVENT_POLL_S = 1.0
+#: Why runs the controller does not know are requeued: at daemon start, and after the controller was lost.
+LOST_WHILE_AWAY = "the controller no longer runs it (it or its node restarted)"
+LOST_WITH_CONTROLLER = "the controller restarted and lost this run"
+
+
+class Daemon:
+    """One scheduler daemon. ``start()`` brings it up; ``stop()`` takes it down (running jobs keep running)."""
+
+    def __init__(self, settings: Settings, clock: Clock = utc_now, signal: CarbonSignal | None = None):
+        self.settings = settings
+        self.clock = clock
+        try:
+            self.policy = create_policy(settings.policy, **settings.policy_options)
+        except TypeError as exc:  # an option the policy does not take
+            raise ConfigError(f"WATTSCHED_POLICY_OPTIONS: {exc}") from None
+        self.engine = make_engine(settings.resolved_database_url)
+        self.store = JobStore(make_session_factory(self.engine), clock, settings.jobs_dir)
+        self.signal = signal or configured_signal(settings, self.store.sessions, clock)
+        self.grid_carbon = GridCarbon(self.signal, clock)
+        self.run_emissions = RunEmissions(self.store, self.signal, settings.default_zone)
+        self.profiles = self._load_profiles()
+        self.recent_runs = RecentRuns(self.store.recent_finished_runs)
+        self.controller = ControllerLink(self._get_or_create_controller)
+        self.url: str | None = None
+        self.token: str | None = None
+        self._tick_lock = threading.Lock()
+        self._changed = threading.Condition()
+        self._stopping = threading.Event()
+        self._tick_wanted = threading.Event()
+        self._tick_thread: threading.Thread | None = None
+        self._event_thread: threading.Thread | None = None
+        self._scheduler = None
+        self._server = None
+        self._server_thread: threading.Thread | None = None
+        self._inventory: list[GpuInfo] = []
+        self._attached_epoch: str | None = None  # the controller whose runs the database was last reconciled with
+        self._sample_marks: dict[int, tuple[float, float | None]] = {}  # run -> first, last kept
+
+    def _load_profiles(self) -> dict[str, PowerProfile]:
+        """Power profiles by job kind (empty: jobs always run at full power)."""
+        if not self.settings.power_profiles:
+            return {}
+        from scheduler.simulation.inputs import load_profiles
+
+        return load_profiles(self.settings.power_profiles)
+
+    # --- life cycle -----------------------------------------------------------------------------------
+
+    def start(self, serve_api: bool = True) -> Daemon:
+        upgrade(self.engine)
+        # Loaded now, before the event and tick threads exist: a first load in the tick thread while the event
+        # thread records a finish could learn that run twice, or not at all.
+        self.recent_runs.estimator()
+        self.settings.jobs_dir.mkdir(parents=True, exist_ok=True)
+        self._connect_ray()
+        after, lost = self._attach(0, LOST_WHILE_AWAY)
+        if lost:
+            log.warning("%d run(s) were lost while the daemon was away; their jobs are queued again", lost)
+        self._event_thread = threading.Thread(target=self._event_loop, args=(after,), name="wattsched-events",
+                                              daemon=True)
+        self._event_thread.start()
+        self._tick_thread = threading.Thread(target=self._tick_loop, name="wattsched-tick", daemon=True)
+        self._tick_thread.start()
+        self._start_scheduler()
+        if serve_api:
+            self._start_api()
+        self.trigger_tick()
+        return self
+
+    def stop(self) -> None:
+        """Stop scheduling and serving; idempotent. Running jobs go on under the controller."""
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        self._tick_wanted.set()
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+        if self._server is not None:
+            self._server.should_exit = True
+            self._server_thread.join(timeout=10)
+        for thread in (self._event_thread, self._tick_thread):
+            if thread is not None:
+                thread.join(timeout=EVENT_POLL_S * 3)
+        self.engine.dispose()
+
+    def _connect_ray(self) -> None:
+        import ray
+
+        if not ray.is_initialized():
+            if self.settings.ray_address:
+                ray.init(address=self.settings.ray_address, namespace="wattsched", log_to_driver=False)
+            else:
+                from workers.meters.factory import physical_gpu_count
+
+                gpus = physical_gpu_count() or self.settings.logical_gpus
+                # address="local": always a new instance, never a cluster that happens to run on this machine
+                ray.init(address="local", num_gpus=gpus, namespace="wattsched", include_dashboard=False,
+                         log_to_driver=False)
+        self.controller.connect()
+
+    def _get_or_create_controller(self):
+        """The controller's handle, created with this daemon's options when there is none (at start, and
+        when a lost controller is got back)."""
+        from scheduler.cluster.controller import get_or_create_controller
+
+        return get_or_create_controller(self._controller_options())
+
+    def _attach(self, after: int, lost_reason: str) -> tuple[int, int]:
+        """Catch up with the controller behind the link: its workers, the events it holds after ``after``,
+        then requeue the runs it does not know. Returns the last event number seen and how many runs were lost.
+
+        Holds the tick lock: a run a tick opens in the database before the controller starts it would
+        otherwise look lost.
+        """
+        with self._tick_lock:
+            self.sync_workers()
+            while True:  # what happened while no daemon listened, before deciding what was lost
+                before = after
+                after, _ = self._drain_events(after, 0.0)
+                if after == before:
+                    break
+            lost = self.reconcile(lost_reason)
+        self._attached_epoch = self.controller.epoch
+        return after, lost
+
+    def _controller_options(self) -> dict[str, Any]:
+        s = self.settings
+        return {
+            "gpu_type": s.logical_gpu_type, "meter_mode": s.meter_mode, "sample_interval_s": s.sample_interval_s,
+            "torch_threads": s.torch_threads, "default_zone": s.default_zone, "logical_zones": list(s.logical_zones),
+            "power_cap_dry_run": s.power_cap_dry_run,
+        }
+
+    def _start_scheduler(self) -> None:
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        self._scheduler = BackgroundScheduler(timezone=timezone.utc)
+        self._scheduler.add_job(self.trigger_tick, "interval", seconds=self.settings.tick_interval_s,
+                                id=TICK_JOB_ID, coalesce=True)
+        self._scheduler.add_job(self._sync_workers_if_connected, "interval", seconds=30, id="sync-workers",
+                                max_instances=1, coalesce=True)
+        if self.grid_carbon.needs_refresh:  # keep the providers' cache fresh, starting right away
+            self._scheduler.add_job(self.refresh_carbon, "interval", seconds=self.settings.carbon_refresh_s,
+                                    id="carbon-refresh", max_instances=1, coalesce=True,
+                                    next_run_time=datetime.now(timezone.utc))
+        self._scheduler.start()
+
+    @cached_property
+    def auth(self):
+        """Users and API tokens (scheduler.store.auth.TokenStore) in this daemon's database."""
+        from scheduler.store.auth import TokenStore
+
+        return TokenStore(self.store.sessions, self.clock)
+
+    def _check_listen_address(self) -> None:
+        """Refuse a non-loopback address unless authentication is configured (tokens made by an admin)."""
+        host = self.settings.host
+        if host == "localhost":
+            return
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback and not self.auth.configured():
+            raise ConfigError(
+                f"refusing to listen on {host}: no API tokens exist, so anyone who can reach it could use it; "
+                "create one first with `wattsched token create --user NAME --role admin`, or listen on 127.0.0.1")
+
+    def start_api_only(self) -> Daemon:
+        """Serve the REST API on the database without Ray or scheduling (submissions queue, nothing starts):
+        for benchmarks of the API and for inspecting a database."""
+        upgrade(self.engine)
+        self.settings.jobs_dir.mkdir(parents=True, exist_ok=True)
+        self._start_api()
+        return self
+
+    def _start_api(self) -> None:
+        import uvicorn
+
+        from scheduler.api.app import create_app
+
+        self._check_listen_address()
+        # As Jupyter does: the local OS user gets a token of their own, written where only they can read it.
+        self.token = self.token or self.auth.local_token().secret
+        config = uvicorn.Config(create_app(self), host=self.settings.host, port=self.settings.port,
+                                log_level="warning", access_log=False)
+        self._server = uvicorn.Server(config)
+        self._server_thread = threading.Thread(target=self._server.run, name="wattsched-api", daemon=True)
+        self._server_thread.start()
+        while not self._server.started:
+            if not self._server_thread.is_alive():
+                raise ControllerError(f"the REST API could not listen on {self.settings.host}:{self.settings.port}")
+            self._stopping.wait(0.02)
+        port = self._server.servers[0].sockets[0].getsockname()[1]
+        host = self.settings.host
+        shown = "127.0.0.1" if host in ("0.0.0.0", "") else f"[{host}]" if ":" in host else host
+        self.url = f"http://{shown}:{port}"
+        self._write_address_file()
+
+    def _write_address_file(self) -> None:
+        """Tell local clients where the daemon is and its token (like Jupyter's runtime files); mode 0600.
+
+        Written to a temporary file created 0600 and renamed, so the token is never readable by others, not
+        even for a moment, and a client never reads a half-written file.
+        """
+        path = self.settings.data_dir / "daemon.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".daemon.json.{os.getpid()}")
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            os.fchmod(f.fileno(), 0o600)
+            json.dump({"url": self.url, "token": self.token}, f)
+        os.replace(partial, path)
+
+    # --- the service the API calls ---------------------------------------------------------------------
+
+    def submit(self, submission: Submission, user_id: int | None = None):
+        return self.submit_once(submission, user_id)[0]
+
+    def submit_once(self, submission: Submission, user_id: int | None = None):
+        """Queue a job (or find the one its idempotency key made): (job, created now)."""
+        job, created = self.store.submit_once(submission, user_id)
+        if created:
+            self.trigger_tick()
+        return job, created
+
+    def cancel(self, job_id: str, owner: int | None = None):
+        """Cancel a job; ``owner``: only if it is that user id's (else JobNotFound)."""
+        job, must_stop = self.store.request_cancel(job_id, owner)
+        if must_stop:
+            self.controller.send("cancel_job", job_id)
+        else:
+            self._notify()
+        return job
+
+    def hold(self, job_id: str, owner: int | None = None):
+        """Keep a waiting job from starting until released."""
+        job = self.store.hold(job_id, owner)
+        self._notify()
+        return job
+
+    def release(self, job_id: str, owner: int | None = None):
+        """Let a held job be scheduled again (a tick runs at once)."""
+        job = self.store.release(job_id, owner)
+        self.trigger_tick()
+        return job
+
+    def wait_for(self, job_id: str, timeout_s: float):
+        """The job once it is terminal, or as it is after ``timeout_s``."""
+        deadline = self._monotonic() + timeout_s
+        with self._changed:
+            while True:
+                job = self.store.get(job_id)
+                remaining = deadline - self._monotonic()
+                if JobState(job.state).terminal or remaining <= 0:
+                    return job
+                self._changed.wait(min(remaining, 1.0))
+
+    @staticmethod
+    def _monotonic() -> float:
+        import time
+
+        return time.monotonic()
+
+    def _notify(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "policy": self.policy.name,
+            "database": self.engine.dialect.name,
+            "gpus": [dict(g.raw, busy_job=g.busy_job) for g in self._inventory],
+            "queue": self.store.count_by_state(),
+            "carbon": self.grid_carbon.health(sorted(self._zones())),
+            "controller": self.controller.health(),
+        }
+
+    # --- carbon ---------------------------------------------------------------------------------------
+
+    def refresh_carbon(self) -> None:
+        """Refresh every zone's carbon data from its provider, then finalise emissions that used forecasts."""
+        self.grid_carbon.refresh()
+        self.finalise_emissions()
+
+    def finalise_emissions(self) -> int:
+        """Recompute emissions of runs charged at forecast values once actuals cover them; returns how many."""
+        return self.run_emissions.finalise()
+
+    def carbon(self, zone: str | None = None, duration_s: float | None = None,
+               horizon_s: float = 48 * 3600.0) -> list[dict[str, Any]]:
+        """Each zone's current intensity, signal health and forecast, and the cleanest window for a job; every
+        zone of the cluster and of the carbon configuration unless ``zone`` names one."""
+        zones = [zone] if zone else sorted(self._zones() | self.grid_carbon.zones)
+        return self.grid_carbon.views(zones, duration_s, horizon_s)
+
+    # --- scheduling -----------------------------------------------------------------------------------
+
+    def trigger_tick(self) -> None:
+        """Ask for a scheduling tick now. Requests made while a tick runs are merged into one more tick, never lost."""
+        self._tick_wanted.set()
+
+    def _tick_loop(self) -> None:
+        while not self._stopping.is_set():
+            self._tick_wanted.wait()
+            self._tick_wanted.clear()
+            if self._stopping.is_set():
+                return
+            try:
+                self.tick()
+            except ControllerUnavailable:
+                pass  # logged once when the outage began; the tick after the controller is back catches up
+            except Exception:  # a tick must never kill the loop; the next one retries
+                log.exception("scheduling tick failed")
+
+    def _sync_workers_if_connected(self) -> None:
+        try:
+            self.sync_workers()
+        except ControllerUnavailable:
+            pass  # getting the controller back syncs its workers
+
+    def sync_workers(self) -> None:
+        inventory = self.controller.call("sync_workers")
+        self._set_inventory(inventory)
+        now = self.clock()
+        with self.store.sessions.begin() as session:
+            for item in inventory:
+                node = session.get(Node, item["node_id"])
+                if node is None:
+                    node = Node(id=item["node_id"], hostname=item.get("hostname", ""), zone=item["zone"],
+                                first_seen_at=now, last_seen_at=now)
+                    session.add(node)
+                node.alive, node.last_seen_at, node.zone = True, now, item["zone"]
+                gpu = session.get(Gpu, item["worker_id"])
+                if gpu is None:
+                    session.add(Gpu(id=item["worker_id"], node_id=item["node_id"],
+                                    index=(item.get("gpu_ids") or [0])[0], name=item.get("gpu_name", ""),
+                                    logical=bool(item.get("logical")), max_power_w=item.get("max_power_w"),
+                                    idle_power_w=item.get("idle_power_w")))
+
+    def _set_inventory(self, inventory: list[dict[str, Any]]) -> None:
+        self._inventory = [GpuInfo(i["worker_id"], i["node_id"], i["zone"], i.get("busy_job"), i)
+                           for i in inventory]
+
+    def _zones(self) -> set[str]:
+        """The zones of the cluster's GPUs."""
+        return {g.zone for g in self._inventory}
+
+    def snapshot(self, jobs: list | None = None) -> Snapshot:
+        """What the policy sees now: waiting jobs with their expected length and draw, GPUs, carbon forecast, and
+        the running jobs (read only if the policy looks, to weigh suspending one for a job that is due, or when a
+        power budget is set, to count their draw against it)."""
+        now = self.clock()
+        now_s = to_unix_s(now)
+        jobs = self.store.waiting() if jobs is None else jobs
+        estimator = self.recent_runs.estimator()
+        own_runs = self.store.run_seconds([j.id for j in jobs if j.started_at is not None])
+        waiting = tuple(
+            JobRequest(job_id=j.id, gpus=j.gpus, submitted_s=to_unix_s(j.submitted_at), zones=tuple(j.zones or ()),
+                       deadline_s=to_unix_s(j.deadline_at) if j.deadline_at else None,
+                       interruptible=j.interruptible, kind=j.kind, priority=j.priority,
+                       expected_duration_s=estimator.duration_s(j.kind, j.spec, j.progress, own_runs.get(j.id)),
+                       power_w=estimator.power_w(j.kind), power_profile=self.profiles.get(j.kind),
+                       started_s=to_unix_s(j.started_at) if j.started_at else None)
+            for j in jobs
+        )
+        gpus = tuple(GpuSlot(g.worker_id, g.node_id, g.zone, busy=g.busy_job is not None,
+                             max_power_w=g.raw.get("max_power_w")) for g in self._inventory)
+        running = RunningJobs(self.store, self._inventory, estimator, now)
+        budget_w = self.settings.power_budget_w or None
+        return Snapshot(now_s=now_s, waiting=waiting, gpus=gpus,
+                        intensity_g_per_kwh=self.grid_carbon.intensities(self._zones(), now_s),
+                        forecast=self.grid_carbon.forecast(now_s), running=running, power_budget_w=budget_w,
+                        # the draw is what the running jobs are estimated to draw, as waiting jobs are counted
+                        power_draw_w=sum(r.draw_w for r in running) if budget_w else 0.0)
+
+    def tick(self) -> None:
+        """One scheduling decision round: snapshot, policy, apply."""
+        if self._stopping.is_set():
+            return
+        with self._tick_lock:
+            self._set_inventory(self.controller.call("inventory"))
+            self.schedule()
+
+    def schedule(self) -> None:
+        """Decide on every waiting job with the current inventory, and apply the decisions."""
+        ready = []
+        for job in self.store.waiting():
+            blocked = self._blocked_reason(job)
+            if blocked:
+                self.store.set_waiting(job.id, blocked, deferred=False)
+            else:
+                ready.append(job)
+        snapshot = self.snapshot(ready)
+        stopping: dict[str, str] = {}  # GPU id -> the job suspended on it this tick
+        for decision in self.policy.decide(snapshot):
+            if isinstance(decision, Suspend):
+                stopping.update(dict.fromkeys(self._preempt(decision, snapshot.running), decision.job_id))
+            elif isinstance(decision, Start):
+                waits_for = next((stopping[g] for g in decision.gpu_ids if g in stopping), None)
+                if waits_for is None:
+                    self._start(decision)
+                else:  # its GPUs free only once that job has checkpointed and exited; its finish ticks again
+                    self.store.set_waiting(decision.job_id, f"waiting for job {waits_for} to stop at a checkpoint",
+                                           deferred=False)
+            elif isinstance(decision, Wait):
+                reason = decision.reason
+                if decision.retry_at_s is not None:
+                    self._tick_at(decision.retry_at_s)
+                    if decision.deferred:
+                        reason += f"; next look at {from_unix_s(decision.retry_at_s):%H:%M} UTC"
+                self.store.set_waiting(decision.job_id, reason, decision.deferred)
+
+    def _blocked_reason(self, job) -> str | None:
+        """Why a waiting job may not start yet whatever the policy thinks (its user's own constraints)."""
+        not_before = getattr(job, "not_before_at", None)
+        if not_before is not None and not_before > self.clock():
+            self._tick_at(to_unix_s(not_before))
+            return f"waiting for its begin time {not_before:%Y-%m-%d %H:%M} UTC"
+        unmet = self.store.unmet_dependencies([job]).get(job.id) if getattr(job, "depends_on", None) else None
+        if unmet:
+            reason = "waiting for " + ", ".join(f"job {dep} ({state})" for dep, state in unmet)
+            if any(JobState(state).terminal for _, state in unmet):
+                reason += ": a dependency ended without succeeding and can never be met; cancel this job"
+            return reason
+        return None
+
+    def _at_daemon_time(self, at_s: float) -> datetime:
+        """The real time at which the daemon's clock will read ``at_s`` (APScheduler runs on the real clock)."""
+        return datetime.now(timezone.utc) + timedelta(seconds=max(0.0, at_s - to_unix_s(self.clock())))
+
+    def _tick_at(self, at_s: float) -> None:
+        """Make sure a tick runs when the daemon's clock reaches ``at_s`` (a deferred job's next look)."""
+        if self._scheduler is None or not self._scheduler.running:
+            return
+        run_date = self._at_daemon_time(at_s)
+        self._scheduler.add_job(self.trigger_tick, "date", run_date=run_date,
+                                id=f"tick-at-{run_date.timestamp():.0f}", replace_existing=True)
+
+    def _suspend_at(self, job_id: str, run_id: int, at_s: float) -> None:
+        """Suspend an interruptible job at ``at_s`` (the end of its planned clean stretch)."""
+        if self._scheduler is None or not self._scheduler.running:
+            return
+        self._scheduler.add_job(self._suspend, "date", run_date=self._at_daemon_time(at_s), args=(job_id, run_id),
+                                id=f"suspend-{job_id}", replace_existing=True)
+
+    def _cap_step(self, kind: str, cap_fraction: float) -> CapStep:
+        """How a job of ``kind`` runs at ``cap_fraction`` (its speed and draw), from its power profile; full
+        power when the profile has no such step."""
+        profile = self.profiles.get(kind)
+        steps = [s for s in (profile.steps if profile else ()) if abs(s.cap_fraction - cap_fraction) < 1e-9]
+        return steps[0] if steps else FULL_POWER
+
+    def _limit_time(self, job_id: str, run_id: int) -> None:
+        """Stop a job when its runs together reach its time limit (Slurm's --time)."""
+        if self._scheduler is None or not self._scheduler.running:
+            return
+        job = self.store.get(job_id)
+        used_s, _ = self.store.run_seconds([job_id]).get(job_id, (0.0, 0))
+        left_s = max(0.0, job.time_limit_s - used_s)
+        self._scheduler.add_job(self._time_up, "date", run_date=datetime.now(timezone.utc) + timedelta(seconds=left_s),
+                                args=(job_id, run_id), id=f"time-limit-{job_id}", replace_existing=True)
+
+    def _time_up(self, job_id: str, run_id: int) -> None:
+        if self.store.run_is_open(run_id):
+            job = self.store.get(job_id)
+            log.info("job %s reached its time limit", job_id)
+            self.store.request_cancel(job_id, why=f"time limit of {job.time_limit_s:g} s reached")
+            self.controller.send("cancel_job", job_id)
+
+    def _preempt(self, decision: Suspend, running: Sequence[RunningJob]) -> tuple[str, ...]:
+        """Stop a running interruptible job at a checkpoint, as the policy asks, to make room for a job that is
+        due; it waits again with the policy's reason once stopped. Returns the GPUs it holds until then."""
+        job = next((r for r in running if r.job_id == decision.job_id), None)
+        if job is None or not job.interruptible:
+            log.warning("policy %s asked to suspend job %s, which is not a running interruptible job; ignored",
+                        self.policy.name, decision.job_id)
+            return ()
+        if self.store.request_suspend(job.job_id, decision.reason):
+            log.info("suspending job %s: %s", job.job_id, decision.reason)
+            self.controller.send("cancel_job", job.job_id, "suspended")
+        # else it has just ended or its user is cancelling it: either way the tick its finish triggers places the
+        # due job
+        return job.gpu_ids
+
+    def _suspend(self, job_id: str, run_id: int) -> None:
+        if self.store.run_is_open(run_id):
+            log.info("suspending job %s at the end of its planned stretch", job_id)
+            self.controller.send("cancel_job", job_id, "suspended")
+
+    def _start(self, decision: Start) -> None:
+        job = self.store.get(decision.job_id)
+        reason = decision.reason or f"running in zone {decision.zone}"
+        step = self._cap_step(job.kind, decision.cap_fraction)
+        run = self.store.start_run(job.id, decision.node_id, decision.zone, decision.gpu_ids,
+                                   decision.power_cap_w, f"{reason} on node {decision.node_id[:8]}", step)
+        try:
+            self.controller.call("start_job", job.id, run.id, job.kind, job.spec, list(decision.gpu_ids), job.workdir,
+                                 decision.power_cap_w, step.speed)
+        except Exception as exc:  # the controller refused (worker busy or gone) or is lost: keep the job queued
+            log.warning("could not start job %s: %s", job.id, exc)
+            self.store.abort_run(run.id, _one_line(exc))
+            return
+        for gpu in self._inventory:
+            if gpu.worker_id in decision.gpu_ids:
+                gpu.busy_job = job.id
+        if decision.until_s is not None and job.interruptible:
+            self._suspend_at(job.id, run.id, decision.until_s)
+        if job.time_limit_s:
+            self._limit_time(job.id, run.id)
+        self._notify()
+
+    # --- events from the controller -------------------------------------------------------------------
+
+    def _event_loop(self, after: int) -> None:
+        attached = self.controller.generation  # the controller handle the daemon has caught up with
+        while not self._stopping.is_set():
+            try:
+                if self.controller.unavailable:
+                    self._stopping.wait(self.controller.retry_in_s())
+                    self.controller.reacquire()
+                    continue
+                if self.controller.generation != attached:
+                    after, attached = self._reattach(after), self.controller.generation
+                    continue
+                after, finished = self._drain_events(after, EVENT_POLL_S)
+            except ControllerUnavailable:
+                continue  # the link logged it once; the next round gets the controller back
+            except Exception as exc:  # Ray shutting down
+                if self._stopping.is_set():
+                    return
+                log.warning("fetching events from the controller failed: %s", exc)
+                self._stopping.wait(EVENT_POLL_S)
+                continue
+            if finished:
+                self._notify()
+                self.trigger_tick()
+
+    def _reattach(self, after: int) -> int:
+        """Catch up with a controller got back after an outage; returns the last event number seen."""
+        new = self.controller.epoch != self._attached_epoch
+        # A new controller numbers its events from 1; the same one (unreachable for a while) kept them.
+        after, lost = self._attach(0 if new else after, LOST_WITH_CONTROLLER)
+        if lost:
+            log.warning("%d run(s) were lost with the controller; their jobs are queued again", lost)
+        self._notify()
+        self.trigger_tick()
+        return after
+
+    def _drain_events(self, after: int, timeout_s: float) -> tuple[int, bool]:
+        """Record the controller's events after sequence number ``after`` (waiting up to ``timeout_s`` for the
+        first), acknowledge them; returns the last sequence number seen and whether a run finished."""
+        events = self.controller.call("fetch_events", after, timeout_s)
+        finished = False
+        for seq, event in events:
+            try:
+                finished |= self.handle_event(event)
+            except Exception:
+                log.exception("could not record event %s", event.get("type"))
+            after = seq
+        if events:
+            self.controller.send("ack_events", after)
+        return after, finished
+
+    def reconcile(self, reason: str = LOST_WHILE_AWAY) -> int:
+        """Requeue runs the database thinks are running but the controller does not (it or its node restarted);
+        ``reason`` is what their jobs say.
+
+        Call only after the controller's pending events are recorded, so that a run that finished while no
+        daemon listened is recorded as finished, not lost. Returns how many runs were lost.
+        """
+        running = {int(r["run_id"]) for r in self.controller.call("running")}
+        lost = 0
+        for run in self.store.running_runs():
+            if run.id not in running:
+                self.store.finish_run(run.id, RunStatus.LOST, None, reason, None, None)
+                lost += 1
+        return lost
+
+    def handle_event(self, event: dict[str, Any]) -> bool:
+        """Record one worker event; True when a run finished (the cluster has room again)."""
+        kind = event.get("type")
+        run_id = int(event["run_id"])
+        if not self.store.run_is_open(run_id):
+            return False  # delivered again after a daemon restart: already recorded
+        if kind == "progress":
+            self.store.add_progress(run_id, event.get("progress"), self._thin(run_id, event.get("samples") or []))
+            return False
+        if kind != "finished":
+            return False
+        samples = event.get("samples") or []
+        self.store.add_samples(run_id, self._thin(run_id, samples, keep_last=True))
+        self._sample_marks.pop(run_id, None)
+        status = _run_status(event.get("exit_status"))
+        energy = self.run_emissions.energy_record(run_id, event.get("energy") or {}, samples)
+        try:
+            self.store.finish_run(run_id, status, event.get("exit_code"), event.get("error"), energy,
+                                  event.get("result"))
+        except InvalidTransition as exc:
+            log.warning("run %s finished but its job cannot record it: %s", run_id, exc)
+        else:
+            if status is RunStatus.SUCCEEDED and (run := self.store.finished_run(run_id)) is not None:
+                self.recent_runs.add(run)
+        return True
+
+    def _thin(self, run_id: int, samples: list[list[float]], keep_last: bool = False) -> list[list[float]]:
+        """Keep samples at least a gap apart that grows with the run's age, so long runs stay bounded.
+
+        Energies in samples are cumulative, so dropping a sample loses no energy, only time resolution.
+        """
+        kept = []
+        for i, sample in enumerate(samples):
+            first_s, last_s = self._sample_marks.get(run_id, (sample[0], None))
+            gap_s = max(1.0, (sample[0] - first_s) / self.settings.max_samples_per_run)
+            if last_s is None or sample[0] - last_s >= gap_s or (keep_last and i == len(samples) - 1):
+                kept.append(sample)
+                last_s = sample[0]
+            self._sample_marks[run_id] = (first_s, last_s)
+        return kept
+
+
+def _run_status(exit_status: str | None) -> RunStatus:
+    try:
+        return RunStatus(exit_status)
+    except ValueError:
+        return RunStatus.FAILED
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[-1] if text else type(exc).__name__
+
+
+def main(args) -> int:
+    """``wattsched daemon``: run until interrupted."""
+    from dataclasses import replace
+
+    settings = Settings.from_env()
+    overrides = {k: getattr(args, k) for k in ("host", "port", "policy") if getattr(args, k, None) is not None}
+    if getattr(args, "gpus", None):
+        overrides["logical_gpus"] = args.gpus
+    settings = replace(settings, **overrides)
+    daemon = Daemon(settings).start()
+    print(f"wattsched daemon listening on {daemon.url} (policy {settings.policy}, "
+          f"database {settings.resolved_database_url.split('://')[0]}); Ctrl-C stops it", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        daemon.stop()
+    return 0
