@@ -29,12 +29,13 @@ from scheduler.cluster.inventory import GpuInfo
 from scheduler.cluster.link import ControllerLink
 from scheduler.store.engine import make_engine, make_session_factory, upgrade
 from scheduler.store.models import Gpu, Node
-from scheduler.errors import ConfigError, ControllerError, ControllerUnavailable, InvalidTransition
+from scheduler.errors import ConfigError, ControllerError, ControllerUnavailable
 from scheduler.daemon.estimates import RecentRuns
 from scheduler.carbon.grid import GridCarbon, configured_signal
 from scheduler.store.job_state import JobState, RunStatus
 from scheduler.store.jobs import JobStore, Submission
 from scheduler.carbon.emissions import RunEmissions
+from scheduler.daemon.events import EventRecorder
 from scheduler.daemon.running import RunningJobs
 from policies.decisions import Start, Suspend, Wait
 from policies.registry import create_policy
@@ -67,6 +68,7 @@ class Daemon:
         self.profiles = self._load_profiles()
         self.recent_runs = RecentRuns(self.store.recent_finished_runs)
         self.controller = ControllerLink(self._get_or_create_controller)
+        self.events = EventRecorder(self.store, self.run_emissions, self.recent_runs, settings.max_samples_per_run)
         self.url: str | None = None
         self.token: str | None = None
         self._tick_lock = threading.Lock()
@@ -80,7 +82,6 @@ class Daemon:
         self._server_thread: threading.Thread | None = None
         self._inventory: list[GpuInfo] = []
         self._attached_epoch: str | None = None  # the controller whose runs the database was last reconciled with
-        self._sample_marks: dict[int, tuple[float, float | None]] = {}  # run -> first, last kept
 
     def _load_profiles(self) -> dict[str, PowerProfile]:
         """Power profiles by job kind (empty: jobs always run at full power)."""
@@ -625,51 +626,7 @@ class Daemon:
 
     def handle_event(self, event: dict[str, Any]) -> bool:
         """Record one worker event; True when a run finished (the cluster has room again)."""
-        kind = event.get("type")
-        run_id = int(event["run_id"])
-        if not self.store.run_is_open(run_id):
-            return False  # delivered again after a daemon restart: already recorded
-        if kind == "progress":
-            self.store.add_progress(run_id, event.get("progress"), self._thin(run_id, event.get("samples") or []))
-            return False
-        if kind != "finished":
-            return False
-        samples = event.get("samples") or []
-        self.store.add_samples(run_id, self._thin(run_id, samples, keep_last=True))
-        self._sample_marks.pop(run_id, None)
-        status = _run_status(event.get("exit_status"))
-        energy = self.run_emissions.energy_record(run_id, event.get("energy") or {}, samples)
-        try:
-            self.store.finish_run(run_id, status, event.get("exit_code"), event.get("error"), energy,
-                                  event.get("result"))
-        except InvalidTransition as exc:
-            log.warning("run %s finished but its job cannot record it: %s", run_id, exc)
-        else:
-            if status is RunStatus.SUCCEEDED and (run := self.store.finished_run(run_id)) is not None:
-                self.recent_runs.add(run)
-        return True
-
-    def _thin(self, run_id: int, samples: list[list[float]], keep_last: bool = False) -> list[list[float]]:
-        """Keep samples at least a gap apart that grows with the run's age, so long runs stay bounded.
-
-        Energies in samples are cumulative, so dropping a sample loses no energy, only time resolution.
-        """
-        kept = []
-        for i, sample in enumerate(samples):
-            first_s, last_s = self._sample_marks.get(run_id, (sample[0], None))
-            gap_s = max(1.0, (sample[0] - first_s) / self.settings.max_samples_per_run)
-            if last_s is None or sample[0] - last_s >= gap_s or (keep_last and i == len(samples) - 1):
-                kept.append(sample)
-                last_s = sample[0]
-            self._sample_marks[run_id] = (first_s, last_s)
-        return kept
-
-
-def _run_status(exit_status: str | None) -> RunStatus:
-    try:
-        return RunStatus(exit_status)
-    except ValueError:
-        return RunStatus.FAILED
+        return self.events.record(event)
 
 
 def _one_line(exc: BaseException) -> str:
