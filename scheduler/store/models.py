@@ -126,6 +126,9 @@ class Job(Base):
     priority: Mapped[int] = mapped_column(Integer, default=0)
     state: Mapped[str] = mapped_column(String(20), index=True)
     reason: Mapped[str] = mapped_column(Text, default="")  # why it is in its state, for people
+    # While it waits: the policy's status code (policies.status.Code) and the plugin that said it; None otherwise
+    wait_code: Mapped[str | None] = mapped_column(String(40))
+    wait_plugin: Mapped[str | None] = mapped_column(String(64))
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     submitted_at: Mapped[datetime] = mapped_column(index=True)
     started_at: Mapped[datetime | None]
