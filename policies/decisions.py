@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from policies.snapshot import Hold
+from policies.status import Code, Status
 
 
 @dataclass(frozen=True)
@@ -30,22 +31,43 @@ class Start:
 
 @dataclass(frozen=True)
 class Wait:
-    """Leave ``job_id`` waiting.
+    """Leave ``job_id`` waiting, for the reason ``status`` gives: its code, the plugin that said it and a reason
+    shown to the user as it is.
 
-    deferred: True when the policy holds the job back on purpose (a cleaner window is coming), False when it
-    simply cannot run yet (no room). ``reason`` is shown to the user as it is. retry_at_s: when a deferred job
-    should be offered again (None: whenever the cluster changes). hold: the room the job keeps meanwhile, which the
-    caller hands back in later snapshots until the job is offered again (None: none). room_in: a job that waits
-    for room only needs offering again when room frees in one of these zones (empty: when it frees anywhere), or
-    at ``retry_at_s``.
+    ``status.code`` tells what kind of wait it is: WAIT when the policy holds the job back on purpose (a cleaner
+    window is coming: the job is *deferred*), UNSCHEDULABLE when it simply cannot run yet (no room, no power), and
+    UNRESOLVABLE when it never can as the cluster is (no node of its zones is big enough). ``status.retry_at_s``:
+    when the job should be offered again (None: whenever the cluster changes); ``status.room_in``: a job that
+    waits for room only needs offering again when room frees in one of these zones (empty: when it frees
+    anywhere), or at ``retry_at_s``. hold: the room the job keeps meanwhile, which the caller hands back in later
+    snapshots until the job is offered again (None: none).
     """
 
     job_id: str
-    reason: str
-    deferred: bool = False
-    retry_at_s: float | None = None
+    status: Status
     hold: Hold | None = None
-    room_in: tuple[str, ...] = ()
+
+    @property
+    def reason(self) -> str:
+        return self.status.reason
+
+    @property
+    def deferred(self) -> bool:
+        """Held back on purpose, rather than unable to run."""
+        return self.status.code is Code.WAIT
+
+    @property
+    def unresolvable(self) -> bool:
+        """It can never run on the cluster as it is."""
+        return self.status.code is Code.UNRESOLVABLE
+
+    @property
+    def retry_at_s(self) -> float | None:
+        return self.status.retry_at_s
+
+    @property
+    def room_in(self) -> tuple[str, ...]:
+        return self.status.room_in
 
 
 @dataclass(frozen=True)

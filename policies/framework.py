@@ -28,6 +28,8 @@ from policies.status import Code, Status
 
 MAX_SCORE = 100.0
 DUE_EPS_S = 1e-6  # "due now" allows for float sums of event times
+#: The plugin named in the framework's own waits for power (the budget is a hard limit it checks after the cap is chosen).
+BUDGET = "PowerBudget"
 
 
 class ClusterView:
@@ -248,7 +250,7 @@ class ProfilePolicy:
                 retry_at_s = decision.retry_at_s
                 if hold.start_s > state.now_s and (retry_at_s is None or retry_at_s > hold.start_s):
                     retry_at_s = hold.start_s  # from then on it starts as soon as it can
-                decision = replace(decision, hold=hold, retry_at_s=retry_at_s)
+                decision = replace(decision, hold=hold, status=replace(decision.status, retry_at_s=retry_at_s))
             decisions.append(decision)
         return decisions
 
@@ -260,27 +262,27 @@ class ProfilePolicy:
             if not zones:
                 # offered again when room frees and, where it may then preempt, when its slack runs out
                 due_at_s = _due_at(job, state.now_s) if self.profile.preemptors else None
-                return Wait(job.job_id, status.reason, retry_at_s=status.retry_at_s or due_at_s,
-                            room_in=status.room_in)
+                return Wait(job.job_id, replace(status, retry_at_s=status.retry_at_s or due_at_s))
         zone = self._best_zone(state, job, zones)
         for plugin in self.profile.permits:
             status = plugin.permit(state, job, zone)
             if not status.ok:
-                return Wait(job.job_id, status.reason, deferred=status.code is Code.WAIT, retry_at_s=status.retry_at_s,
-                            room_in=status.room_in)
+                return Wait(job.job_id, status)
         step, until_s, why = self.profile.cap_chooser.choose(state, job, zone)
         draw_w = job_draw_w(job, step)
         if state.budget_left_w is not None and draw_w > state.budget_left_w + 1e-9:
             # the budget is a hard limit: filters admit a job whose lowest cap fits, but the chooser may need more
-            return Wait(job.job_id, f"waiting for power: the budget has {max(state.budget_left_w, 0):.0f} W left, "
-                                    f"the job draws {draw_w:.0f} W at a {step.cap_fraction:.0%} cap")
+            return Wait(job.job_id, Status(Code.UNSCHEDULABLE, BUDGET,
+                                           f"waiting for power: the budget has {max(state.budget_left_w, 0):.0f} W "
+                                           f"left, the job draws {draw_w:.0f} W at a {step.cap_fraction:.0%} cap"))
         due_at_s = _due_at(job, state.now_s)
         if state.budget_left_w is not None and due_at_s is not None \
                 and state.now_s + job.expected_duration_s / step.speed > job.deadline_s + DUE_EPS_S:
             # the budget leaves only caps too slow for its deadline: while it has slack, wait for power rather
             # than start late for sure (when it falls due it may preempt)
-            return Wait(job.job_id, f"waiting for power: at the {step.cap_fraction:.0%} cap the budget allows now "
-                                    "the job would miss its deadline", retry_at_s=due_at_s)
+            return Wait(job.job_id, Status(Code.UNSCHEDULABLE, BUDGET,
+                                           f"waiting for power: at the {step.cap_fraction:.0%} cap the budget allows "
+                                           "now the job would miss its deadline", retry_at_s=due_at_s))
         node_id, gpu_ids = state.cluster.take(zone, job.gpus)
         if state.budget_left_w is not None:
             state.budget_left_w -= draw_w

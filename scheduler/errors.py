@@ -4,12 +4,14 @@
 
     WattschedError
     ├── ConfigError         a setting is missing or malformed
+    ├── MissingExtra        a command needs an extra of the distribution that is not installed (names it)
     ├── DatabaseError       the database cannot be reached, upgraded or used
     ├── JobNotFound         no job has that id
     ├── InvalidRequest      a submission or query is malformed (names the field)
     ├── InvalidTransition   a job cannot go from its state to the one asked
-    └── ControllerError     the Ray controller is missing or refused an operation
-        └── ControllerUnavailable   the controller actor is lost or not answering; the daemon is getting it back
+    ├── ControllerError     the Ray controller is missing or refused an operation
+    │   └── ControllerUnavailable   the controller actor is lost or not answering; the daemon is getting it back
+    └── PolicyViolation     a policy's decision breaks the cluster's rules (a bug in the policy; scheduler.core)
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ class WattschedError(Exception):
 
 class ConfigError(WattschedError):
     pass
+
+
+class MissingExtra(WattschedError):
+    """A command needs a package of an extra that is not installed; the message says what to pip install."""
 
 
 class DatabaseError(WattschedError):
@@ -51,3 +57,7 @@ class ControllerError(WattschedError):
 
 class ControllerUnavailable(ControllerError):
     """The controller actor died or does not answer; a running daemon gets it back (scheduler.cluster.link)."""
+
+
+class PolicyViolation(WattschedError):
+    """A decision no cluster may carry out (a start without room, a cap its profile lacks): a bug in the policy."""

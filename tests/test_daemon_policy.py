@@ -14,6 +14,8 @@ from policies.decisions import Suspend
 from policies.snapshot import FULL_POWER, CapStep, RunningJob
 from scheduler.carbon.signal import IntensityReading, SignalForecast, ZoneStatus
 from scheduler.config import Settings
+from scheduler.core.ledger import cap_step
+from scheduler.errors import PolicyViolation
 from scheduler.daemon.daemon import Daemon
 from scheduler.store.engine import upgrade
 from scheduler.daemon.estimates import NOMINAL_S_PER_UNIT, NOMINAL_STARTUP_S, SAFETY_FACTOR, FinishedRun, WorkEstimator
@@ -153,8 +155,10 @@ def test_a_power_profile_for_a_kind_lets_the_policy_cap_its_jobs(tmp_path):
         # at half power it runs at 0.8x speed for 0.5x the draw: 37.5 % less energy, and the deadline holds
         assert decision.cap_fraction == 0.5 and decision.power_cap_w == 200.0
         assert "50% power cap" in decision.reason
-        assert daemon._cap_step("diffusion-train", 0.5) == CapStep(0.5, 0.8, 0.5)
-        assert daemon._cap_step("diffusion-sample", 0.5) == FULL_POWER
+        (job,) = daemon.snapshot().waiting
+        assert cap_step(job, 0.5, "carbon-aware") == CapStep(0.5, 0.8, 0.5)
+        with pytest.raises(PolicyViolation, match="chose cap 0.7 for .*, which its profile does not list"):
+            cap_step(job, 0.7, "carbon-aware")
     finally:
         daemon.engine.dispose()
 
@@ -290,5 +294,5 @@ def test_only_running_interruptible_jobs_are_suspended_whatever_the_policy_asks(
     daemon._set_inventory([gpu("w0", rigid.id), gpu("w1", flexible.id)])
     daemon.schedule()
     assert controller.calls == [("cancel_job", flexible.id, "suspended")]
-    assert f"asked to suspend job {rigid.id}, which is not a running interruptible job; ignored" in caplog.text
+    assert f"suspended {rigid.id}, which is not a running interruptible job" in caplog.text
     assert daemon.store.get(rigid.id).reason == "running in zone DE"

@@ -18,12 +18,12 @@ import json
 import logging
 import os
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from functools import cached_property
-from typing import Any, Sequence
+from typing import Any
 
 from scheduler.carbon.signal import CarbonSignal
-from scheduler.clock import Clock, from_unix_s, to_unix_s, utc_now
+from scheduler.clock import Clock, to_unix_s, utc_now
 from scheduler.config import Settings
 from scheduler.cluster.inventory import GpuInfo
 from scheduler.cluster.link import ControllerLink
@@ -35,11 +35,14 @@ from scheduler.carbon.grid import GridCarbon, configured_signal
 from scheduler.store.job_state import JobState, RunStatus
 from scheduler.store.jobs import JobStore, Submission
 from scheduler.carbon.emissions import RunEmissions
+from scheduler.core import SchedulingCore
 from scheduler.daemon.events import EventRecorder
+from scheduler.daemon.executor import ControllerExecutor, one_line
 from scheduler.daemon.running import RunningJobs
-from policies.decisions import Start, Suspend, Wait
+from scheduler.daemon.timers import Timers
 from policies.registry import create_policy
-from policies.snapshot import FULL_POWER, CapStep, GpuSlot, JobRequest, PowerProfile, RunningJob, Snapshot
+from policies.snapshot import GpuSlot, JobRequest, PowerProfile, Snapshot
+from policies.status import Code
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +81,7 @@ class Daemon:
         self._tick_thread: threading.Thread | None = None
         self._event_thread: threading.Thread | None = None
         self._scheduler = None
+        self.timers = Timers(clock, self.trigger_tick, self._suspend, self._time_up)
         self._server = None
         self._server_thread: threading.Thread | None = None
         self._inventory: list[GpuInfo] = []
@@ -191,6 +195,7 @@ class Daemon:
                                     id="carbon-refresh", max_instances=1, coalesce=True,
                                     next_run_time=datetime.now(timezone.utc))
         self._scheduler.start()
+        self.timers.scheduler = self._scheduler
 
     @cached_property
     def auth(self):
@@ -430,83 +435,35 @@ class Daemon:
             self.schedule()
 
     def schedule(self) -> None:
-        """Decide on every waiting job with the current inventory, and apply the decisions."""
+        """Decide on every waiting job with the current inventory, and apply the decisions (the scheduling core,
+        with the controller as its executor)."""
         ready = []
         for job in self.store.waiting():
             blocked = self._blocked_reason(job)
             if blocked:
-                self.store.set_waiting(job.id, blocked, deferred=False)
+                reason, code = blocked
+                self.store.set_waiting(job.id, reason, deferred=False, code=code.value)
             else:
                 ready.append(job)
-        snapshot = self.snapshot(ready)
-        stopping: dict[str, str] = {}  # GPU id -> the job suspended on it this tick
-        for decision in self.policy.decide(snapshot):
-            if isinstance(decision, Suspend):
-                stopping.update(dict.fromkeys(self._preempt(decision, snapshot.running), decision.job_id))
-            elif isinstance(decision, Start):
-                waits_for = next((stopping[g] for g in decision.gpu_ids if g in stopping), None)
-                if waits_for is None:
-                    self._start(decision)
-                else:  # its GPUs free only once that job has checkpointed and exited; its finish ticks again
-                    self.store.set_waiting(decision.job_id, f"waiting for job {waits_for} to stop at a checkpoint",
-                                           deferred=False)
-            elif isinstance(decision, Wait):
-                reason = decision.reason
-                if decision.retry_at_s is not None:
-                    self._tick_at(decision.retry_at_s)
-                    if decision.deferred:
-                        reason += f"; next look at {from_unix_s(decision.retry_at_s):%H:%M} UTC"
-                self.store.set_waiting(decision.job_id, reason, decision.deferred)
+        executor = ControllerExecutor(self.store, self.controller, self._inventory, self.timers, self._notify,
+                                      self.policy.name)
+        SchedulingCore(self.policy).run(self.snapshot(ready), executor)
 
-    def _blocked_reason(self, job) -> str | None:
-        """Why a waiting job may not start yet whatever the policy thinks (its user's own constraints)."""
+    def _blocked_reason(self, job) -> tuple[str, Code] | None:
+        """Why a waiting job may not start yet whatever the policy thinks (its user's own constraints), and
+        whether it ever can."""
         not_before = getattr(job, "not_before_at", None)
         if not_before is not None and not_before > self.clock():
-            self._tick_at(to_unix_s(not_before))
-            return f"waiting for its begin time {not_before:%Y-%m-%d %H:%M} UTC"
+            self.timers.tick_at(to_unix_s(not_before))
+            return f"waiting for its begin time {not_before:%Y-%m-%d %H:%M} UTC", Code.UNSCHEDULABLE
         unmet = self.store.unmet_dependencies([job]).get(job.id) if getattr(job, "depends_on", None) else None
         if unmet:
             reason = "waiting for " + ", ".join(f"job {dep} ({state})" for dep, state in unmet)
             if any(JobState(state).terminal for _, state in unmet):
                 reason += ": a dependency ended without succeeding and can never be met; cancel this job"
-            return reason
+                return reason, Code.UNRESOLVABLE
+            return reason, Code.UNSCHEDULABLE
         return None
-
-    def _at_daemon_time(self, at_s: float) -> datetime:
-        """The real time at which the daemon's clock will read ``at_s`` (APScheduler runs on the real clock)."""
-        return datetime.now(timezone.utc) + timedelta(seconds=max(0.0, at_s - to_unix_s(self.clock())))
-
-    def _tick_at(self, at_s: float) -> None:
-        """Make sure a tick runs when the daemon's clock reaches ``at_s`` (a deferred job's next look)."""
-        if self._scheduler is None or not self._scheduler.running:
-            return
-        run_date = self._at_daemon_time(at_s)
-        self._scheduler.add_job(self.trigger_tick, "date", run_date=run_date,
-                                id=f"tick-at-{run_date.timestamp():.0f}", replace_existing=True)
-
-    def _suspend_at(self, job_id: str, run_id: int, at_s: float) -> None:
-        """Suspend an interruptible job at ``at_s`` (the end of its planned clean stretch)."""
-        if self._scheduler is None or not self._scheduler.running:
-            return
-        self._scheduler.add_job(self._suspend, "date", run_date=self._at_daemon_time(at_s), args=(job_id, run_id),
-                                id=f"suspend-{job_id}", replace_existing=True)
-
-    def _cap_step(self, kind: str, cap_fraction: float) -> CapStep:
-        """How a job of ``kind`` runs at ``cap_fraction`` (its speed and draw), from its power profile; full
-        power when the profile has no such step."""
-        profile = self.profiles.get(kind)
-        steps = [s for s in (profile.steps if profile else ()) if abs(s.cap_fraction - cap_fraction) < 1e-9]
-        return steps[0] if steps else FULL_POWER
-
-    def _limit_time(self, job_id: str, run_id: int) -> None:
-        """Stop a job when its runs together reach its time limit (Slurm's --time)."""
-        if self._scheduler is None or not self._scheduler.running:
-            return
-        job = self.store.get(job_id)
-        used_s, _ = self.store.run_seconds([job_id]).get(job_id, (0.0, 0))
-        left_s = max(0.0, job.time_limit_s - used_s)
-        self._scheduler.add_job(self._time_up, "date", run_date=datetime.now(timezone.utc) + timedelta(seconds=left_s),
-                                args=(job_id, run_id), id=f"time-limit-{job_id}", replace_existing=True)
 
     def _time_up(self, job_id: str, run_id: int) -> None:
         if self.store.run_is_open(run_id):
@@ -515,47 +472,10 @@ class Daemon:
             self.store.request_cancel(job_id, why=f"time limit of {job.time_limit_s:g} s reached")
             self.controller.send("cancel_job", job_id)
 
-    def _preempt(self, decision: Suspend, running: Sequence[RunningJob]) -> tuple[str, ...]:
-        """Stop a running interruptible job at a checkpoint, as the policy asks, to make room for a job that is
-        due; it waits again with the policy's reason once stopped. Returns the GPUs it holds until then."""
-        job = next((r for r in running if r.job_id == decision.job_id), None)
-        if job is None or not job.interruptible:
-            log.warning("policy %s asked to suspend job %s, which is not a running interruptible job; ignored",
-                        self.policy.name, decision.job_id)
-            return ()
-        if self.store.request_suspend(job.job_id, decision.reason):
-            log.info("suspending job %s: %s", job.job_id, decision.reason)
-            self.controller.send("cancel_job", job.job_id, "suspended")
-        # else it has just ended or its user is cancelling it: either way the tick its finish triggers places the
-        # due job
-        return job.gpu_ids
-
     def _suspend(self, job_id: str, run_id: int) -> None:
         if self.store.run_is_open(run_id):
             log.info("suspending job %s at the end of its planned stretch", job_id)
             self.controller.send("cancel_job", job_id, "suspended")
-
-    def _start(self, decision: Start) -> None:
-        job = self.store.get(decision.job_id)
-        reason = decision.reason or f"running in zone {decision.zone}"
-        step = self._cap_step(job.kind, decision.cap_fraction)
-        run = self.store.start_run(job.id, decision.node_id, decision.zone, decision.gpu_ids,
-                                   decision.power_cap_w, f"{reason} on node {decision.node_id[:8]}", step)
-        try:
-            self.controller.call("start_job", job.id, run.id, job.kind, job.spec, list(decision.gpu_ids), job.workdir,
-                                 decision.power_cap_w, step.speed)
-        except Exception as exc:  # the controller refused (worker busy or gone) or is lost: keep the job queued
-            log.warning("could not start job %s: %s", job.id, exc)
-            self.store.abort_run(run.id, _one_line(exc))
-            return
-        for gpu in self._inventory:
-            if gpu.worker_id in decision.gpu_ids:
-                gpu.busy_job = job.id
-        if decision.until_s is not None and job.interruptible:
-            self._suspend_at(job.id, run.id, decision.until_s)
-        if job.time_limit_s:
-            self._limit_time(job.id, run.id)
-        self._notify()
 
     # --- events from the controller -------------------------------------------------------------------
 
@@ -627,11 +547,6 @@ class Daemon:
     def handle_event(self, event: dict[str, Any]) -> bool:
         """Record one worker event; True when a run finished (the cluster has room again)."""
         return self.events.record(event)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[-1] if text else type(exc).__name__
 
 
 def main(args) -> int:

@@ -1,5 +1,5 @@
-"""The event-driven simulation: a virtual clock and cluster driving a policy through the same snapshot and
-decisions as the daemon.
+"""The event-driven simulation: a virtual clock and cluster driving a policy through the scheduling core the daemon
+shares (``scheduler.core``): the same snapshot, the same checks on every decision.
 
 Events sit in a heap: arrivals, completions, planned stops of interruptible jobs (``Start.until_s``), and the
 retry times of jobs a policy deferred (``Wait.retry_at_s``). At each event time the driver offers the policy only
@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 
 from collections.abc import Sequence
 
-from policies.decisions import Start, Suspend, Wait
+from policies.decisions import Decision, Start, Suspend, Wait
 from policies.registry import Policy
-from policies.snapshot import FULL_POWER, CapStep, Hold, JobRequest, PowerProfile, RunningJob, Snapshot, ZonePool
-from scheduler.simulation.errors import PolicyViolation
+from policies.snapshot import CapStep, Hold, JobRequest, PowerProfile, RunningJob, Snapshot, ZonePool
+from scheduler.core import SchedulingCore
+from scheduler.errors import PolicyViolation
 from scheduler.simulation.forecasts import TraceForecast
 from scheduler.simulation.inputs import Cluster, Job
 
@@ -63,6 +64,8 @@ class Simulation:
     def __init__(self, cluster: Cluster, jobs: list[Job], profiles: dict[str, PowerProfile], policy: Policy,
                  forecast: TraceForecast):
         self.cluster, self.policy, self.forecast = cluster, policy, forecast
+        self.core = SchedulingCore(policy)
+        self._now_s = 0.0  # the virtual time of the round being decided
         self.runs = [JobRun(j, profiles.get(j.profile) if j.profile else None, j.duration_s) for j in jobs]
         self._by_id = {r.job.job_id: i for i, r in enumerate(self.runs)}
         self.free = {z.name: z.gpus for z in cluster.zones}
@@ -126,6 +129,7 @@ class Simulation:
     def _decide(self, now: float, offered: list[int]) -> None:
         self.decision_rounds += 1
         self.forecast.now_s = now
+        self._now_s = now
         pools = tuple(ZonePool(z.name, z.gpus, self.free[z.name]) for z in self.cluster.zones)
         holds = ()
         if self._holds:
@@ -134,51 +138,16 @@ class Simulation:
         snapshot = Snapshot(now_s=now, waiting=tuple(self.runs[i].request() for i in offered), gpus=(), pools=pools,
                             forecast=self.forecast, power_budget_w=self.cluster.budget_w, power_draw_w=self.draw_w,
                             running=RunningView(self, now), holds=holds)
-        answered = set()
-        for decision in self.policy.decide(snapshot):
-            index = self._by_id[decision.job_id]
-            answered.add(index)
-            if isinstance(decision, Suspend):
-                self._suspend(self.runs[index], index, now)
-            elif isinstance(decision, Start):
-                self._holds.pop(index, None)
-                self._start(self.runs[index], index, decision, now)
-            elif isinstance(decision, Wait):
-                if decision.hold is not None:
-                    self._holds[index] = decision.hold
-                else:
-                    self._holds.pop(index, None)
-                self.runs[index].token += 1
-                if decision.retry_at_s is not None and decision.retry_at_s > now:
-                    self._push(decision.retry_at_s, _RETRY, index)
-                if not decision.deferred or decision.retry_at_s is None or decision.retry_at_s <= now:
-                    self._blocked[index] = decision.room_in  # offered again when room is freed there
-        for index in offered:
-            if index not in answered:
-                self._blocked[index] = ()
+        self.core.run(snapshot, self)
 
-    def _suspend(self, run: JobRun, index: int, now: float) -> None:
-        if index not in self._running or not run.job.interruptible:
-            raise PolicyViolation(f"{self.policy.name} suspended {run.job.job_id}, which is not a running "
-                                  "interruptible job")
-        if not self._stop(run, now):
-            self._blocked[index] = ()  # waiting again: offered when room is freed
+    # --- the executor the scheduling core drives (scheduler.core.Executor) ---------------------------------
 
-    def _start(self, run: JobRun, index: int, decision: Start, now: float) -> None:
-        job = run.job
-        step = self._step(run, decision.cap_fraction)
-        if job.zones and decision.zone not in job.zones:
-            raise PolicyViolation(f"{self.policy.name} started {job.job_id} in {decision.zone}, not in {job.zones}")
-        if self.free.get(decision.zone, -1) < job.gpus:
-            raise PolicyViolation(f"{self.policy.name} started {job.job_id} in {decision.zone} without room")
-        draw = job.gpus * job.power_w * step.power_fraction
-        budget = self.cluster.budget_w
-        if budget is not None and self.draw_w + draw > budget * (1 + 1e-9):
-            raise PolicyViolation(f"{self.policy.name} started {job.job_id} over the power budget")
-        if decision.until_s is not None and not job.interruptible:
-            raise PolicyViolation(f"{self.policy.name} planned to suspend {job.job_id}, which is not interruptible")
-        self.free[decision.zone] -= job.gpus
-        self.draw_w += draw
+    def start(self, decision: Start, job: JobRequest, step: CapStep) -> None:
+        index = self._by_id[decision.job_id]
+        self._holds.pop(index, None)
+        run, now = self.runs[index], self._now_s
+        self.free[decision.zone] -= run.job.gpus
+        self.draw_w += run.job.gpus * run.job.power_w * step.power_fraction
         last = run.segments[-1] if run.segments else None
         if last is not None and last.end_s == now and last.zone == decision.zone and last.step == step:
             last.end_s = None  # resumed where it stopped, as it was: one uninterrupted segment
@@ -193,15 +162,30 @@ class Simulation:
         run.stop_s = end
         self._push(end, _STOP, index)
 
-    def _step(self, run: JobRun, cap_fraction: float) -> CapStep:
-        if cap_fraction >= 1.0:
-            return FULL_POWER
-        steps = run.profile.steps if run.profile else ()
-        for step in steps:
-            if abs(step.cap_fraction - cap_fraction) < 1e-9:
-                return step
-        raise PolicyViolation(f"{self.policy.name} chose cap {cap_fraction} for {run.job.job_id}, "
-                              "which its profile does not list")
+    def suspend(self, decision: Suspend, job: RunningJob) -> None:
+        index = self._by_id[decision.job_id]
+        if not self._stop(self.runs[index], self._now_s):
+            self._blocked[index] = ()  # waiting again: offered when room is freed
+
+    def wait(self, decision: Wait) -> None:
+        index = self._by_id[decision.job_id]
+        if decision.hold is not None:
+            self._holds[index] = decision.hold
+        else:
+            self._holds.pop(index, None)
+        self.runs[index].token += 1
+        now = self._now_s
+        if decision.retry_at_s is not None and decision.retry_at_s > now:
+            self._push(decision.retry_at_s, _RETRY, index)
+        if not decision.deferred or decision.retry_at_s is None or decision.retry_at_s <= now:
+            self._blocked[index] = decision.room_in  # offered again when room is freed there
+
+    def refuse(self, decision: Decision, violation: PolicyViolation) -> None:
+        raise violation  # a simulation of a policy that breaks the rules means nothing
+
+    def unanswered(self, job_ids: Sequence[str]) -> None:
+        for job_id in job_ids:
+            self._blocked[self._by_id[job_id]] = ()
 
 
 class RunningView(Sequence):

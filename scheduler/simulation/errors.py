@@ -6,15 +6,17 @@
     ├── CarbonTraceError (scheduler.carbon.trace_file)   a carbon trace file is malformed
     └── SimulationError
         ├── InputError          CLUSTER.toml, JOBS.csv or PROFILES.csv is malformed or inconsistent
-        ├── ForecastPeek        a policy asked for an actual value after the virtual now
-        └── PolicyViolation     a policy's decision breaks the cluster's rules (a bug in the policy)
+        └── ForecastPeek        a policy asked for an actual value after the virtual now
+
+A policy's decision that breaks the cluster's rules raises ``scheduler.errors.PolicyViolation``, from the
+scheduling core the simulator shares with the daemon.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from scheduler.errors import WattschedError
+from scheduler.errors import PolicyViolation, WattschedError  # noqa: F401  (PolicyViolation: raised here too)
 
 
 class SimulationError(WattschedError):
@@ -33,6 +35,3 @@ class InputError(SimulationError):
 class ForecastPeek(SimulationError):
     pass
 
-
-class PolicyViolation(SimulationError):
-    pass

@@ -27,7 +27,7 @@ from scheduler.errors import InvalidRequest, InvalidTransition, JobNotFound, Wat
 from scheduler.store.job_state import JobState, RunStatus
 from policies.snapshot import FULL_POWER, CapStep
 from workers.errors import SpecError
-from workers.job_specs import KINDS, TRAIN, parse_spec
+from workers.kinds import KindRegistry, builtin_kinds
 
 MAX_GPUS_PER_JOB = 64
 MAX_ZONE_NAME = 64
@@ -125,6 +125,8 @@ def transition(session: Session, job: Job, target: JobState, reason: str, at: da
         raise InvalidTransition(f"job {job.id} cannot go from {current.value} to {target.value}")
     job.state = target.value
     job.reason = reason
+    if not target.waiting:
+        job.wait_code = job.wait_plugin = None  # a wait's status says nothing once the job has left the queue
     if target == JobState.RUNNING and job.started_at is None:
         job.started_at = at
     if target.terminal:
@@ -135,10 +137,13 @@ def transition(session: Session, job: Job, target: JobState, reason: str, at: da
 class JobStore:
     """Jobs in the database, seen and changed through the lifecycle rules."""
 
-    def __init__(self, sessions: sessionmaker[Session], clock: Clock, jobs_dir: Path):
+    def __init__(self, sessions: sessionmaker[Session], clock: Clock, jobs_dir: Path,
+                 kinds: KindRegistry | None = None):
         self.sessions = sessions
         self.clock = clock
         self.jobs_dir = jobs_dir
+        #: The job kinds submissions are checked against (the built-in kinds unless given).
+        self.kinds = kinds if kinds is not None else builtin_kinds()
 
     # --- submission and queries -------------------------------------------------------------------------
 
@@ -150,13 +155,11 @@ class JobStore:
 
         ``owner``: the submitting user's id when they may only depend on their own jobs (None: any job).
         """
-        if not isinstance(kind, str) or kind not in KINDS:
-            raise InvalidRequest(f"kind: must be one of {', '.join(KINDS)}, got {kind!r}", "kind")
-        if not isinstance(spec, dict):
-            raise InvalidRequest("spec: must be a JSON object", "spec")
-        spec = self._resolve_job_refs(dict(spec))
         try:
-            normalised = parse_spec(kind, spec).to_dict()
+            job_kind = self.kinds.get(kind)
+            if not isinstance(spec, dict):
+                raise InvalidRequest("spec: must be a JSON object", "spec")
+            normalised = job_kind.validate(self._resolve_job_refs(dict(spec)))
         except SpecError as exc:
             raise InvalidRequest(str(exc), exc.field) from None
         if isinstance(gpus, bool) or not isinstance(gpus, int) or not 1 <= gpus <= MAX_GPUS_PER_JOB:
@@ -178,9 +181,11 @@ class JobStore:
                 raise InvalidRequest("deadline: must be within a year from now", "deadline")
         if not isinstance(interruptible, bool):
             raise InvalidRequest("interruptible: must be true or false", "interruptible")
-        if interruptible and kind != TRAIN:
-            # only training checkpoints, so only training can be suspended and resumed without losing work
-            raise InvalidRequest(f"interruptible: only {TRAIN} jobs can be suspended and resumed", "interruptible")
+        if interruptible and not job_kind.interruptible:
+            # only a kind that checkpoints can be suspended and resumed without losing work
+            can = ", ".join(k.name for k in self.kinds if k.interruptible)
+            raise InvalidRequest(f"interruptible: {kind} jobs cannot be suspended and resumed; kinds that can: {can}",
+                                 "interruptible")
         if not_before is not None:
             if not isinstance(not_before, datetime) or not_before.tzinfo is None:
                 raise InvalidRequest("not_before: must be an ISO 8601 time with a timezone", "not_before")
@@ -522,8 +527,10 @@ class JobStore:
                 transition(session, job, JobState(job.state), "released by the user; queued", now)
         return self.get(job_id)
 
-    def set_waiting(self, job_id: str, reason: str, deferred: bool) -> None:
-        """Record why a waiting job waits (and whether it is held back on purpose)."""
+    def set_waiting(self, job_id: str, reason: str, deferred: bool, code: str | None = None,
+                    plugin: str | None = None) -> None:
+        """Record why a waiting job waits (and whether it is held back on purpose); ``code`` and ``plugin``: the
+        policy's status code (``policies.status.Code``) and the plugin that said it, when a policy decided."""
         with self.sessions.begin() as session:
             job = session.get(Job, job_id)
             if job is None or not JobState(job.state).waiting:
@@ -532,6 +539,8 @@ class JobStore:
             if JobState(job.state) == JobState.SUSPENDED:
                 target = JobState.SUSPENDED  # it keeps its checkpoint state until it runs again
             transition(session, job, target, reason, self.clock())
+            if (job.wait_code, job.wait_plugin) != (code, plugin or None):
+                job.wait_code, job.wait_plugin = code, plugin or None
 
     def start_run(self, job_id: str, node_id: str, zone: str, gpu_ids: Sequence[str],
                   power_cap_w: float | None, reason: str, cap_step: CapStep = FULL_POWER) -> Run:
