@@ -9,12 +9,13 @@ STAMP := $(VENV)/.installed
 install: $(STAMP)
 
 # torch==2.13.0 first: on machines without a GPU it is a CPU build from local disk, and it then satisfies
-# the project's own torch>=2.3 so pip does not pull a multi-GB CUDA build.
+# the worker extra's torch>=2.3 so pip does not pull a multi-GB CUDA build. Then every extra (all) and the
+# test tools (dev): the development setup has everything; users pick extras (see pyproject.toml).
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0 || $(BIN)/python -m pip install -q "torch>=2.3"
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -e ".[all,dev]"
 	touch $(STAMP)
 
 demo: install

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from scheduler.cli import tables
+from scheduler.cli.extras import naming_missing_extras
 from scheduler.client.client import DEFAULT_HOST, DEFAULT_PORT, Client, ClientError, Job, Unauthorized
 from scheduler.errors import WattschedError
 from scheduler.store.job_state import JobState
@@ -328,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wattsched",
                                      description="Energy- and carbon-aware scheduling of GPU jobs.")
     _connection_options(parser, None)
-    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True, dest="command_name")
 
     def command(name: str, run: Callable[[argparse.Namespace], int], summary: str,
                 connects: bool = True) -> argparse.ArgumentParser:
@@ -476,7 +477,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse exits on --help (0) and usage errors (2); a status suits main better
         return exc.code if isinstance(exc.code, int) else 0
     try:
-        return args.command(args)
+        with naming_missing_extras(args.command_name):  # a command of an absent extra says which to install
+            return args.command(args)
     except _USER_ERRORS as exc:
         message = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         if isinstance(exc, Unauthorized):

@@ -16,7 +16,6 @@ import sys
 
 from policies.errors import PolicyError
 from scheduler.errors import WattschedError
-from scheduler.simulation.driver import simulate_files
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,6 +30,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the simulation; print the summary as JSON. Input errors print one line and return 1."""
+    # Imported here, not at the top: the driver needs numpy and numba (the simulate extra), and `wattsched
+    # --help` builds this command's arguments without them.
+    from scheduler.simulation.driver import simulate_files
+
     try:
         result = simulate_files(args.cluster, args.jobs, args.policy, forecast=args.forecast, seed=args.seed,
                                 profiles_path=args.power_profiles, out_path=args.out)

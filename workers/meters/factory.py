@@ -46,7 +46,7 @@ def nvml_available(nvml: Any = None) -> tuple[bool, str]:
     try:
         backend = _nvml_backend()
     except ImportError:
-        reason = "nvidia-ml-py is not installed (pip install 'wattsched[gpu]')"
+        reason = "nvidia-ml-py is not installed (pip install 'wattsched[worker]')"
     else:
         try:
             count = backend.device_count(nvml or backend.pynvml)
