@@ -18,10 +18,14 @@ from scheduler.core.ledger import cap_step
 from scheduler.errors import PolicyViolation
 from scheduler.daemon.daemon import Daemon
 from scheduler.store.engine import upgrade
-from scheduler.daemon.estimates import NOMINAL_S_PER_UNIT, NOMINAL_STARTUP_S, SAFETY_FACTOR, FinishedRun, WorkEstimator
+from scheduler.daemon.estimates import SAFETY_FACTOR, FinishedRun, WorkEstimator
 from scheduler.store.job_state import RunStatus
+from workers.kinds import builtin_kinds
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
+#: What estimates ask before any run was seen: the training kind's start-up and nominal seconds a step.
+TRAIN_KIND = builtin_kinds().get("diffusion-train")
+STARTUP_S, NOMINAL_S_PER_STEP = TRAIN_KIND.startup_s, TRAIN_KIND.nominal_s_per_unit({})
 
 
 class DipSignal:
@@ -109,18 +113,18 @@ def test_only_training_can_be_interruptible(daemon):
 def test_estimates_learn_from_finished_runs_and_count_what_remains():
     nominal = WorkEstimator([])
     assert nominal.duration_s("diffusion-train", {"steps": 100}) == pytest.approx(
-        SAFETY_FACTOR * (NOMINAL_STARTUP_S + 100 * NOMINAL_S_PER_UNIT["diffusion-train"]))
-    runs = [FinishedRun("diffusion-train", {"steps": 100}, {"steps_this_run": 100}, NOMINAL_STARTUP_S + 50.0,
-                        gpu_energy_j=200.0 * (NOMINAL_STARTUP_S + 50.0), gpus=1)] * 3
+        SAFETY_FACTOR * (STARTUP_S + 100 * NOMINAL_S_PER_STEP))
+    runs = [FinishedRun("diffusion-train", {"steps": 100}, {"steps_this_run": 100}, STARTUP_S + 50.0,
+                        gpu_energy_j=200.0 * (STARTUP_S + 50.0), gpus=1)] * 3
     learned = WorkEstimator(runs)
     assert learned.duration_s("diffusion-train", {"steps": 200}) == pytest.approx(
-        SAFETY_FACTOR * (NOMINAL_STARTUP_S + 100.0))
+        SAFETY_FACTOR * (STARTUP_S + 100.0))
     assert learned.duration_s("diffusion-train", {"steps": 200}, {"step": 150, "total": 200}) == pytest.approx(
-        SAFETY_FACTOR * (NOMINAL_STARTUP_S + 25.0))
+        SAFETY_FACTOR * (STARTUP_S + 25.0))
     # a job that has run predicts itself: 150 steps in two runs of 6 s start-up + 150 s of work -> 1 s a step
-    own = (2 * NOMINAL_STARTUP_S + 150.0, 2)
+    own = (2 * STARTUP_S + 150.0, 2)
     assert learned.duration_s("diffusion-train", {"steps": 200}, {"step": 150, "total": 200}, own) == pytest.approx(
-        SAFETY_FACTOR * (NOMINAL_STARTUP_S + 50.0))
+        SAFETY_FACTOR * (STARTUP_S + 50.0))
     assert learned.power_w("diffusion-train") == pytest.approx(200.0)
     assert learned.duration_s("shell", {}) is None
 
@@ -207,8 +211,8 @@ def test_the_snapshot_lists_running_jobs_with_draw_at_their_cap_work_left_and_gp
     # it 0.25 s a step for the 60 left; the rigid job has not reported progress: 10 steps at the nominal rate.
     # Each is expected to end when that work is done (at full speed)
     now_s = (NOW + timedelta(seconds=16)).timestamp()
-    long_left_s = SAFETY_FACTOR * (NOMINAL_STARTUP_S + 60 * 0.25)
-    rigid_left_s = SAFETY_FACTOR * (NOMINAL_STARTUP_S + 10 * NOMINAL_S_PER_UNIT["diffusion-train"])
+    long_left_s = SAFETY_FACTOR * (STARTUP_S + 60 * 0.25)
+    rigid_left_s = SAFETY_FACTOR * (STARTUP_S + 10 * NOMINAL_S_PER_STEP)
     assert by_id == {
         long.id: RunningJob(long.id, "DE", "node-a", 1, 150.0, True, (NOW + timedelta(days=1)).timestamp(),
                             pytest.approx(long_left_s), ("w0",), end_s=pytest.approx(now_s + long_left_s)),

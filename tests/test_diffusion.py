@@ -13,7 +13,8 @@ from workers.diffusion import sample, train
 from workers.diffusion.checkpoints import latest_checkpoint, read_meta
 from workers.diffusion.data import load_images
 from workers.errors import SpecError
-from workers.job_specs import SAMPLE, TRAIN, parse_spec
+from workers.kinds.diffusion_sample import DiffusionSample
+from workers.kinds.diffusion_train import DiffusionTrain
 
 # Small enough for a few seconds on one CPU thread.
 TINY = {
@@ -26,7 +27,7 @@ TINY = {
 
 
 def tiny_train(**changes):
-    return parse_spec(TRAIN, {**TINY, **changes})
+    return DiffusionTrain().parse({**TINY, **changes})
 
 
 def stop_after(polls: int):
@@ -208,7 +209,7 @@ def _write(path, data):
 )
 def test_sampling_writes_images_and_a_grid(trained, tmp_path, sampler, steps, expected_steps):
     given = {"checkpoint": str(trained), "sampler": sampler, "num_inference_steps": steps}
-    spec = parse_spec(SAMPLE, {**given, "num_images": 5, "batch_size": 3})
+    spec = DiffusionSample().parse({**given, "num_images": 5, "batch_size": 3})
     reports = []
     result = sample(spec, tmp_path, report=reports.append)
 
@@ -220,12 +221,13 @@ def test_sampling_writes_images_and_a_grid(trained, tmp_path, sampler, steps, ex
     with Image.open(result["grid_path"]) as grid:
         grid.verify()
         assert grid.format == "PNG"
-    assert reports[-1] == {"step": 2 * expected_steps, "total": 2 * expected_steps, "images_done": 5}
+    # progress counts denoising steps of single images: 5 images x the steps
+    assert reports[-1] == {"step": 5 * expected_steps, "total": 5 * expected_steps, "images_done": 5}
 
 
 def test_the_same_seed_draws_the_same_images_from_a_checkpoint_folder(trained, tmp_path):
     checkpoint = str(trained / "checkpoints" / "final")
-    spec = parse_spec(SAMPLE, {"checkpoint": checkpoint, "num_inference_steps": 3, "num_images": 2})
+    spec = DiffusionSample().parse({"checkpoint": checkpoint, "num_inference_steps": 3, "num_images": 2})
     first = np.load(sample(spec, tmp_path / "a")["images_path"])
     second = np.load(sample(spec, tmp_path / "b")["images_path"])
     assert np.array_equal(first, second)
@@ -233,20 +235,20 @@ def test_the_same_seed_draws_the_same_images_from_a_checkpoint_folder(trained, t
 
 def test_bf16_sampling_runs(trained, tmp_path):
     given = {"checkpoint": str(trained), "num_inference_steps": 2, "num_images": 2, "mixed_precision": "bf16"}
-    spec = parse_spec(SAMPLE, given)
+    spec = DiffusionSample().parse(given)
     assert np.load(sample(spec, tmp_path)["images_path"]).shape == (2, 8, 8, 1)
 
 
 def test_a_stopped_sampling_job_keeps_the_batches_it_finished(trained, tmp_path):
     given = {"checkpoint": str(trained), "num_inference_steps": 2, "num_images": 5, "batch_size": 2}
-    spec = parse_spec(SAMPLE, given)
+    spec = DiffusionSample().parse(given)
     result = sample(spec, tmp_path, should_stop=stop_after(3))
     assert result["stopped"] is True and result["num_images"] == 2
     assert np.load(result["images_path"]).shape == (2, 8, 8, 1)
 
 
 def test_more_inference_steps_than_training_timesteps_is_refused(trained, tmp_path):
-    spec = parse_spec(SAMPLE, {"checkpoint": str(trained), "num_inference_steps": 21})
+    spec = DiffusionSample().parse({"checkpoint": str(trained), "num_inference_steps": 21})
     with pytest.raises(SpecError, match="from 1 to 20") as caught:
         sample(spec, tmp_path)
     assert caught.value.field == "spec.num_inference_steps"
@@ -254,5 +256,5 @@ def test_more_inference_steps_than_training_timesteps_is_refused(trained, tmp_pa
 
 def test_a_checkpoint_that_is_not_there_is_refused(tmp_path):
     with pytest.raises(SpecError) as caught:
-        sample(parse_spec(SAMPLE, {"checkpoint": str(tmp_path / "nothing")}), tmp_path)
+        sample(DiffusionSample().parse({"checkpoint": str(tmp_path / "nothing")}), tmp_path)
     assert caught.value.field == "spec.checkpoint"

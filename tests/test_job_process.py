@@ -12,8 +12,10 @@ import threading
 import numpy as np
 
 from workers.diffusion import train
-from workers.job_specs import SAMPLE, TRAIN, parse_spec
+from workers.kinds.diffusion_sample import DiffusionSample
+from workers.kinds.diffusion_train import DiffusionTrain
 
+TRAIN, SAMPLE = DiffusionTrain.name, DiffusionSample.name
 TINY = {"image_size": 8, "channels": [8, 16], "batch_size": 8, "num_train_timesteps": 20, "max_images": 64}
 # Generous: the child imports torch and diffusers (a few seconds) on a machine other tests keep busy.
 TIMEOUT_S = 120
@@ -106,7 +108,7 @@ def test_sigterm_stops_training_with_a_checkpoint_to_resume_from(tmp_path):
     done_steps = result["steps_done"]
     assert result["checkpoint"] == str(workdir / "checkpoints" / f"step-{done_steps:06d}")
 
-    resumed = train(parse_spec(TRAIN, {**spec, "steps": done_steps + 2}), workdir)
+    resumed = train(DiffusionTrain().parse({**spec, "steps": done_steps + 2}), workdir)
     assert (resumed["resumed_from_step"], resumed["steps_done"]) == (done_steps, done_steps + 2)
 
 

@@ -1,4 +1,5 @@
-"""Job specs: good specs normalise with defaults filled; each bad field is refused by name, with what it accepts."""
+"""Job specs, as each kind validates them: good specs normalise with defaults filled; each bad field is refused by
+name, with what it accepts."""
 
 from __future__ import annotations
 
@@ -9,8 +10,18 @@ import sys
 
 import pytest
 
-from workers.errors import JobFailed, MeterError, SpecError, WorkersError
-from workers.job_specs import KINDS, SAMPLE, TRAIN, SampleSpec, TrainSpec, parse_spec
+from workers.errors import DuplicateKind, JobFailed, MeterError, SpecError, WorkersError
+from workers.kinds import builtin_kinds
+from workers.kinds.diffusion_sample import SampleSpec
+from workers.kinds.diffusion_train import TrainSpec
+
+TRAIN, SAMPLE, SYNTHETIC = "diffusion-train", "diffusion-sample", "synthetic"
+KINDS = builtin_kinds()
+
+
+def validate(kind, spec):
+    """What submitting ``spec`` for ``kind`` stores: the kind's normalised spec."""
+    return KINDS.get(kind).validate(spec)
 
 TRAIN_DEFAULTS = {
     "dataset": "digits",
@@ -37,6 +48,8 @@ SAMPLE_DEFAULTS = {
     "seed": 0,
     "mixed_precision": "no",
 }
+SYNTHETIC_DEFAULTS = {"steps": 100, "step_s": 0.05, "checkpoint_every": 10}
+DEFAULTS = {TRAIN: TRAIN_DEFAULTS, SAMPLE: SAMPLE_DEFAULTS, SYNTHETIC: SYNTHETIC_DEFAULTS}
 
 
 @pytest.mark.parametrize(
@@ -51,15 +64,17 @@ SAMPLE_DEFAULTS = {
         (SAMPLE, {"checkpoint": "runs/job-1", "sampler": "ddpm", "num_inference_steps": 1000}, None),
         (SAMPLE, {"checkpoint": "runs/job-1", "num_images": 1, "batch_size": 1, "seed": 7}, None),
         (SAMPLE, {"checkpoint": "runs/job-1", "mixed_precision": "bf16"}, None),
+        (SYNTHETIC, {}, None),
+        (SYNTHETIC, {"steps": 3, "step_s": 0, "checkpoint_every": 1}, {"steps": 3, "step_s": 0.0, "checkpoint_every": 1}),
+        (SYNTHETIC, {"step_s": 2}, {"step_s": 2.0}),
     ],
 )
 def test_good_specs_normalise_with_defaults(kind, given, normalised):
     """normalised: how the given fields read after parsing; None when they read as given."""
-    defaults = TRAIN_DEFAULTS if kind == TRAIN else SAMPLE_DEFAULTS
-    spec = parse_spec(kind, given)
-    assert spec.to_dict() == {**defaults, **(given if normalised is None else normalised)}
-    # The normalised dict is JSON and parses back to the same spec.
-    assert parse_spec(kind, json.loads(json.dumps(spec.to_dict()))) == spec
+    spec = validate(kind, given)
+    assert spec == {**DEFAULTS[kind], **(given if normalised is None else normalised)}
+    # The normalised dict is JSON and validates to itself.
+    assert validate(kind, json.loads(json.dumps(spec))) == spec
 
 
 @pytest.mark.parametrize(
@@ -100,12 +115,18 @@ def test_good_specs_normalise_with_defaults(kind, given, normalised):
         (SAMPLE, {"checkpoint": "c", "batch_size": "8"}, "spec.batch_size", "an integer from 1 to 4096"),
         (SAMPLE, {"checkpoint": "c", "steps": 10}, "spec.steps", "checkpoint, sampler"),
         (SAMPLE, ["checkpoint"], "spec", "a JSON object"),
-        ("diffusion", {}, "kind", "one of 'diffusion-train', 'diffusion-sample'"),
+        (SYNTHETIC, {"steps": 0}, "spec.steps", "an integer from 1 to 10000000"),
+        (SYNTHETIC, {"step_s": -0.1}, "spec.step_s", "a number from 0 to 3600"),
+        (SYNTHETIC, {"step_s": float("inf")}, "spec.step_s", "a number from 0 to 3600"),
+        (SYNTHETIC, {"checkpoint_every": None}, "spec.checkpoint_every", "an integer from 1"),
+        (SYNTHETIC, {"sleep": 1}, "spec.sleep", "steps, step_s, checkpoint_every"),
+        ("diffusion", {}, "kind", "one of 'diffusion-train', 'diffusion-sample', 'synthetic'"),
+        (["diffusion-train"], {}, "kind", "one of 'diffusion-train'"),
     ],
 )
 def test_bad_fields_are_named_with_what_they_accept(kind, given, field, accepted):
     with pytest.raises(SpecError) as caught:
-        parse_spec(kind, given)
+        validate(kind, given)
     assert caught.value.field == field
     assert accepted in caught.value.accepted
     message = str(caught.value)
@@ -115,7 +136,7 @@ def test_bad_fields_are_named_with_what_they_accept(kind, given, field, accepted
 
 def test_the_message_shows_the_rejected_value():
     with pytest.raises(SpecError, match=r"^spec\.steps: must be an integer from 1 to 1000000, got 'abc'$"):
-        parse_spec(TRAIN, {"steps": "abc"})
+        validate(TRAIN, {"steps": "abc"})
 
 
 def test_constructing_a_spec_directly_validates_it_too():
@@ -125,8 +146,18 @@ def test_constructing_a_spec_directly_validates_it_too():
     assert SampleSpec(checkpoint="c").sampler == "ddim"
 
 
-def test_kinds_are_the_two_diffusion_jobs():
-    assert KINDS == ("diffusion-train", "diffusion-sample")
+def test_the_built_in_kinds_are_the_two_diffusion_jobs_and_the_synthetic_load():
+    assert KINDS.names() == ["diffusion-train", "diffusion-sample", "synthetic"]
+    assert {k.name: k.interruptible for k in KINDS} == {TRAIN: True, SAMPLE: False, SYNTHETIC: True}
+
+
+def test_a_kind_registered_twice_is_refused_and_an_unknown_one_lists_the_valid_names():
+    with pytest.raises(DuplicateKind, match="'synthetic' is already registered"):
+        KINDS.register(KINDS.get(SYNTHETIC))
+    with pytest.raises(SpecError, match=r"^kind: must be one of 'diffusion-train', 'diffusion-sample', 'synthetic', "
+                                        r"got 'shell'$"):
+        KINDS.get("shell")
+    assert "shell" not in KINDS and SYNTHETIC in KINDS
 
 
 def test_spec_error_survives_pickling():
@@ -137,11 +168,12 @@ def test_spec_error_survives_pickling():
 
 
 def test_every_workers_error_shares_one_base():
-    for error_class in (SpecError, JobFailed, MeterError):
+    for error_class in (SpecError, JobFailed, MeterError, DuplicateKind):
         assert issubclass(error_class, WorkersError)
 
 
-def test_importing_job_specs_does_not_import_torch():
-    # The scheduler validates specs on submit and must not pay for (or need) torch.
-    code = "import workers.job_specs, sys; assert 'torch' not in sys.modules and 'diffusers' not in sys.modules"
+def test_importing_the_kinds_does_not_import_torch():
+    # The scheduler validates specs and estimates work on submit and must not pay for (or need) torch.
+    code = ("import sys, workers.kinds; workers.kinds.builtin_kinds(); "
+            "assert 'torch' not in sys.modules and 'diffusers' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)

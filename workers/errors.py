@@ -2,6 +2,7 @@
 
     WorkersError            anything that went wrong in workers/
      ├── SpecError          a job spec (or what it points to) is not acceptable; names the field and what is accepted
+     ├── DuplicateKind      two job kinds were registered under one name
      ├── WorkerBusy         a worker asked to start a job already runs one
      ├── JobFailed          a job started but could not finish (diverged, crashed in its child process)
      └── MeterError         an energy meter could not be opened or read
@@ -36,6 +37,10 @@ class SpecError(WorkersError):
 
 def _rebuild_spec_error(message: str, field: str, accepted: str) -> SpecError:
     return SpecError(message, field=field, accepted=accepted)
+
+
+class DuplicateKind(WorkersError):
+    """Two job kinds were registered under one name; rename one of them."""
 
 
 class JobFailed(WorkersError):

@@ -1,7 +1,8 @@
 """The child process that runs one job: ``python -m workers.job_process --job FILE.json``.
 
 A worker starts one process per job so that the job can be stopped (SIGTERM) or killed without harm to the
-worker. FILE holds ``{"kind": one of KINDS, "spec": {...}, "workdir": "path"}``.
+worker. FILE holds ``{"kind": a registered kind's name, "spec": {...}, "workdir": "path"}``; the kind (see
+``workers.kinds``) validates the spec and runs the job.
 
 Protocol: stdout carries only JSON objects, one per line, flushed as they happen:
 
@@ -9,8 +10,8 @@ Protocol: stdout carries only JSON objects, one per line, flushed as they happen
     {"event": "result", "result": {...}}                    last line, when the job finished or stopped
     {"event": "error", "message": "<one line>"}             last line, when the job failed
 
-Exit codes: 0 finished; 1 failed (traceback on stderr); 143 stopped by SIGTERM: training wrote a checkpoint
-first and the result line says where, sampling wrote the batches it had finished. A second SIGTERM kills
+Exit codes: 0 finished; 1 failed (traceback on stderr); 143 stopped by SIGTERM: an interruptible kind wrote a
+checkpoint first and the result line says where (sampling writes the batches it had finished). A second SIGTERM kills
 at once. Whatever the libraries print goes to stderr, as do the logs.
 
 One process of a job at a time: the process locks its workdir (``.job.lock``) and one that finds it locked waits
@@ -35,7 +36,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from workers.errors import JobFailed, SpecError
-from workers.job_specs import TRAIN, parse_spec
+from workers.kinds import JobContext, KindRegistry, builtin_kinds
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -74,24 +75,26 @@ class StopFlag:
 
 
 def run_job(
-    job: dict[str, Any], report: Callable[[dict], None], should_stop: Callable[[], bool]
+    job: dict[str, Any], report: Callable[[dict], None], should_stop: Callable[[], bool],
+    kinds: KindRegistry | None = None,
 ) -> dict[str, Any]:
-    """Validate a job description and run it in this process; returns the job's result dict."""
+    """Validate a job description and run it in this process with its kind; returns the job's result dict.
+
+    kinds: where the job's kind is looked up (the built-in kinds when None).
+    """
     if not isinstance(job, dict) or set(job) != set(_JOB_KEYS):
         accepted = "a JSON object with exactly the keys " + ", ".join(_JOB_KEYS)
         raise SpecError(f"job file: must be {accepted}, got {job!r}", field="job", accepted=accepted)
     if not isinstance(job["workdir"], str) or not job["workdir"]:
         accepted = "a path to the job's working directory"
         raise SpecError(f"workdir: must be {accepted}, got {job['workdir']!r}", field="workdir", accepted=accepted)
-    spec = parse_spec(job["kind"], job["spec"])
+    kind = (kinds or builtin_kinds()).get(job["kind"])
+    spec = kind.validate(job["spec"])
     workdir = Path(job["workdir"])
     workdir.mkdir(parents=True, exist_ok=True)
     with workdir_lock(workdir, should_stop):
-        # Imported only now: torch and diffusers take seconds to import, and SIGTERM is already handled by then.
-        from workers.diffusion import sample, train
-
-        run = train if job["kind"] == TRAIN else sample
-        return run(spec, workdir, report, should_stop)
+        # A kind imports its heavy libraries (torch) in run(), by when SIGTERM is already handled.
+        return kind.run(spec, JobContext(workdir, report, should_stop))
 
 
 @contextlib.contextmanager

@@ -29,7 +29,7 @@ import torch
 from diffusers import UNet2DModel
 
 from workers.errors import SpecError
-from workers.job_specs import TrainSpec
+from workers.kinds.diffusion_train import TrainSpec
 
 CHECKPOINTS_DIR = "checkpoints"
 FINAL = "final"

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
 from workers.errors import SpecError
-from workers.job_specs import DIGITS
+from workers.kinds.diffusion_train import DIGITS
 
 #: File name endings read as images in a dataset folder (compared case-insensitively).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")

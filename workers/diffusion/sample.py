@@ -21,14 +21,12 @@ from diffusers import DDIMScheduler, DDPMScheduler
 from PIL import Image
 
 from workers.diffusion import checkpoints
-from workers.diffusion.runtime import Pacer, Report, ShouldStop, autocast, never_stop, no_report, prepare_torch
-from workers.errors import SpecError
-from workers.job_specs import SampleSpec
+from workers.diffusion.runtime import autocast, prepare_torch
+from workers.kinds.diffusion_sample import SampleSpec, inference_steps
+from workers.kinds.progress import Pacer, Report, ShouldStop, never_stop, no_report
 
 SAMPLES_FILE = "samples.npy"
 GRID_FILE = "grid.png"
-#: DDIM's denoising steps when the spec leaves them out (at most the checkpoint's training timesteps).
-DEFAULT_DDIM_STEPS = 50
 #: The grid image is enlarged to at least this many pixels on its longer side.
 GRID_MIN_SIDE_PX = 256
 
@@ -41,8 +39,9 @@ def sample(
 ) -> dict[str, Any]:
     """Draw spec.num_images images from spec.checkpoint and write samples.npy and grid.png into workdir.
 
-    report(dict) receives ``{"step", "total", "images_done"}`` (denoising steps over all batches) on the first
-    and last step and at most every 0.5 s. should_stop() is polled before every denoising step; on True the
+    report(dict) receives ``{"step", "total", "images_done"}`` on the first and last step and at most every
+    0.5 s; step and total count denoising steps of single images (a step of a batch of 3 counts 3), the
+    kind's work units. should_stop() is polled before every denoising step; on True the
     images of finished batches are written and the result says ``"stopped": True``.
 
     Returns ``stopped``, ``num_images`` (images written), ``images_path``, ``grid_path`` (None if no image
@@ -53,34 +52,35 @@ def sample(
     model = checkpoints.load_unet(checkpoint).to(device).eval()
     config = DDPMScheduler.load_config(checkpoint / checkpoints.SCHEDULER_DIR)
     scheduler = (DDIMScheduler if spec.sampler == "ddim" else DDPMScheduler).from_config(config)
-    num_steps = _inference_steps(spec, scheduler.config.num_train_timesteps)
+    num_steps = inference_steps(spec.sampler, spec.num_inference_steps, scheduler.config.num_train_timesteps)
     scheduler.set_timesteps(num_steps)
 
     size, channels = model.config.sample_size, model.config.in_channels
     generator = torch.Generator().manual_seed(spec.seed)
     starts = range(0, spec.num_images, spec.batch_size)
     batch_sizes = [min(spec.batch_size, spec.num_images - start) for start in starts]
-    total_steps = len(batch_sizes) * num_steps
-    done_steps, stopped, batches = 0, False, []
+    total_steps = spec.num_images * num_steps
+    done_steps, images_done, stopped, batches = 0, 0, False, []
     pacer = Pacer()
     with torch.inference_mode():
         for batch_size in batch_sizes:
             # Drawn on the CPU generator so that a seed gives the same starting noise on any device.
             latents = torch.randn((batch_size, channels, size, size), generator=generator).to(device)
-            for timestep in scheduler.timesteps:
+            for index, timestep in enumerate(scheduler.timesteps):
                 if should_stop():
                     stopped = True
                     break
                 with autocast(device, spec.mixed_precision):
                     predicted_noise = model(latents, timestep).sample
                 latents = scheduler.step(predicted_noise.float(), timestep, latents, generator=generator).prev_sample
-                done_steps += 1
+                done_steps += batch_size
                 if pacer.due(last_step=done_steps == total_steps):
-                    images_done = sum(batch_sizes[: done_steps // num_steps])
-                    report({"step": done_steps, "total": total_steps, "images_done": images_done})
+                    finished = images_done + (batch_size if index == num_steps - 1 else 0)
+                    report({"step": done_steps, "total": total_steps, "images_done": finished})
             if stopped:
                 break
             batches.append(_to_uint8(latents))
+            images_done += batch_size
 
     images = np.concatenate(batches) if batches else None
     workdir = Path(workdir)
@@ -99,19 +99,6 @@ def sample(
         "checkpoint": str(checkpoint),
         "image_shape": [size, size, channels],
     }
-
-
-def _inference_steps(spec: SampleSpec, train_timesteps: int) -> int:
-    if spec.num_inference_steps is None:
-        return min(DEFAULT_DDIM_STEPS, train_timesteps) if spec.sampler == "ddim" else train_timesteps
-    if spec.num_inference_steps > train_timesteps:
-        accepted = f"an integer from 1 to {train_timesteps} (the checkpoint's num_train_timesteps), or null"
-        raise SpecError(
-            f"spec.num_inference_steps: must be {accepted}, got {spec.num_inference_steps}",
-            field="spec.num_inference_steps",
-            accepted=accepted,
-        )
-    return spec.num_inference_steps
 
 
 def _to_uint8(latents: torch.Tensor) -> np.ndarray:

@@ -20,9 +20,10 @@ from diffusers import DDPMScheduler, UNet2DModel
 
 from workers.diffusion import checkpoints
 from workers.diffusion.data import load_images
-from workers.diffusion.runtime import Pacer, Report, ShouldStop, autocast, never_stop, no_report, prepare_torch
+from workers.diffusion.runtime import autocast, prepare_torch
 from workers.errors import JobFailed, SpecError
-from workers.job_specs import TrainSpec
+from workers.kinds.diffusion_train import TrainSpec
+from workers.kinds.progress import Pacer, Report, ShouldStop, never_stop, no_report
 
 log = logging.getLogger(__name__)
 

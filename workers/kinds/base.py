@@ -1,0 +1,87 @@
+"""What every job kind knows about its jobs, behind one interface that the scheduler and the job process ask.
+
+The scheduler validates a submission with ``validate``, estimates a job's length from ``work_units``,
+``nominal_s_per_unit`` and ``startup_s`` (until runs of the kind have been seen), and lets a user mark a job
+interruptible only if the kind is. The job process calls ``run``. Neither keeps tables per kind.
+
+The life of a job, as a kind sees it:
+
+- launch: ``run(spec, context)`` in a child process of the worker (``workers.job_process``), with the spec as
+  ``validate`` returned it and the job's working directory, which is the same across every run of the job;
+- progress: ``context.report({"step": units done, "total": units of the job, ...})``, where ``total`` is
+  ``work_units(spec)`` (a test holds each built-in kind to that);
+- stop: ``context.should_stop()`` turns True on SIGTERM (suspend, preemption, cancel, time limit); an
+  interruptible kind then writes a checkpoint into the workdir and returns ``{"stopped": True, ...}``;
+- resume: the next run gets the same spec and workdir and continues from the checkpoint it finds there.
+
+Implementations must import cheaply (no torch at module level): the scheduler imports every registered kind.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from workers.kinds.progress import Report, ShouldStop, never_stop, no_report
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What a running job gets besides its spec: where it works and how it talks to its process.
+
+    workdir: the job's working directory, the same for every run of the job (checkpoints live there).
+    report: progress callback; should_stop: poll that turns True when the job is asked to stop.
+    """
+
+    workdir: Path
+    report: Report = no_report
+    should_stop: ShouldStop = never_stop
+
+
+class JobKind(ABC):
+    """One kind of job (``diffusion-train``, ``synthetic``, ...): its spec, its work, and how it runs.
+
+    name: the kind's registered name, as users submit it.
+    interruptible: True if a job of the kind, asked to stop, checkpoints and later resumes without losing work;
+        only such kinds may be submitted with ``interruptible=True`` (suspended for cleaner power or preempted).
+    startup_s: nominal seconds a job process of the kind spends before its first unit of work (interpreter,
+        imports, loading), before any run of the kind has been seen.
+    """
+
+    name: ClassVar[str]
+    interruptible: ClassVar[bool] = False
+    startup_s: ClassVar[float]
+
+    @abstractmethod
+    def validate(self, spec: Any) -> dict[str, Any]:
+        """The user's spec checked and normalised (every default filled in, JSON-able).
+
+        Raises SpecError naming the field (``spec``, ``spec.<name>``) and what it accepts. Pure: what a spec
+        points to (a file, a checkpoint) is checked by ``run``, since the scheduler may not see that file system.
+        """
+
+    @abstractmethod
+    def work_units(self, spec: Mapping[str, Any]) -> float:
+        """Units of work of a job with this (normalised) spec: the ``total`` its progress reports will carry."""
+
+    @abstractmethod
+    def nominal_s_per_unit(self, spec: Mapping[str, Any]) -> float:
+        """Seconds per unit of work before any run of the kind has been seen (nominal, for one CPU thread)."""
+
+    def units_done(self, spec: Mapping[str, Any], result: Mapping[str, Any] | None) -> float | None:
+        """Units of work a run that finished with ``result`` did (what run-time estimates learn a rate from).
+
+        The default: the whole job's work, which is right for kinds that always run from the start.
+        """
+        return self.work_units(spec)
+
+    @abstractmethod
+    def run(self, spec: Mapping[str, Any], context: JobContext) -> dict[str, Any]:
+        """Run the job in this process until it is done or ``context.should_stop()``; returns a JSON-able result.
+
+        The result has ``"stopped": bool`` (True when it stopped early on request). Called in the job's child
+        process, so it may import heavy libraries. Raises SpecError or JobFailed when the job cannot run.
+        """

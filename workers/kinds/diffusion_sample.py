@@ -1,0 +1,112 @@
+"""The ``diffusion-sample`` kind: images drawn from a trained checkpoint with DDPM or DDIM.
+
+A unit of work is one denoising step of one image, so a job's work is ``num_images x denoising steps``
+(``workers.diffusion.sample`` reports its progress in these units). Torch-free; the sampler runs in
+``workers.diffusion.sample``, imported only where the job runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from workers.errors import SpecError
+from workers.kinds.base import JobContext, JobKind
+from workers.kinds.diffusion_train import MIXED_PRECISION, TrainSpec
+from workers.kinds.spec_fields import (
+    SEED, Rule, choice, default_of, integer, is_non_empty_string, optional_integer, parse_fields, spec_field,
+    to_dict, validate_fields,
+)
+
+NAME = "diffusion-sample"
+#: DDIM's denoising steps when the spec leaves them out (at most the checkpoint's training timesteps).
+DEFAULT_DDIM_STEPS = 50
+#: The schedule length assumed for a checkpoint the scheduler cannot read (it may not see the workers' files):
+#: a training job's default. Only a DDPM job that leaves num_inference_steps out depends on it.
+ASSUMED_TRAIN_TIMESTEPS = default_of(TrainSpec, "num_train_timesteps")
+
+_CHECKPOINT = Rule("a path to a checkpoint directory or to a training job's workdir", is_non_empty_string)
+
+
+@dataclass(frozen=True)
+class SampleSpec:
+    """Images drawn from a trained checkpoint with DDPM or DDIM.
+
+    checkpoint: a checkpoint directory, or a training job's workdir (its final, else latest, checkpoint).
+    sampler: ``"ddpm"`` or ``"ddim"``.
+    num_inference_steps: denoising steps; null means 50 for DDIM (at most the training timesteps) and the
+        checkpoint's num_train_timesteps for DDPM.
+    num_images: how many images to draw.
+    batch_size: images denoised together.
+    seed: seeds the initial noise (and DDPM's per-step noise).
+    mixed_precision: ``"no"`` or ``"bf16"``.
+    """
+
+    checkpoint: str = spec_field(None, _CHECKPOINT, required=True)
+    sampler: str = spec_field("ddim", choice("ddpm", "ddim"))
+    num_inference_steps: int | None = spec_field(None, optional_integer(1, 10_000))
+    num_images: int = spec_field(16, integer(1, 100_000))
+    batch_size: int = spec_field(16, integer(1, 4096))
+    seed: int = spec_field(0, SEED)
+    mixed_precision: str = spec_field("no", MIXED_PRECISION)
+
+    def __post_init__(self) -> None:
+        validate_fields(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as a JSON-able dict with every default filled in (num_inference_steps may stay null)."""
+        return to_dict(self)
+
+
+def inference_steps(sampler: str, num_inference_steps: int | None, train_timesteps: int) -> int:
+    """The denoising steps a job runs, given its checkpoint's schedule length (the runner and estimates agree)."""
+    if num_inference_steps is None:
+        return min(DEFAULT_DDIM_STEPS, train_timesteps) if sampler == "ddim" else train_timesteps
+    if num_inference_steps > train_timesteps:
+        accepted = f"an integer from 1 to {train_timesteps} (the checkpoint's num_train_timesteps), or null"
+        raise SpecError(
+            f"spec.num_inference_steps: must be {accepted}, got {num_inference_steps}",
+            field="spec.num_inference_steps",
+            accepted=accepted,
+        )
+    return num_inference_steps
+
+
+class DiffusionSample(JobKind):
+    """Sampling from a checkpoint. Not interruptible: a stopped job keeps its finished batches but cannot resume."""
+
+    name = NAME
+    interruptible = False
+    #: Interpreter, torch and diffusers imports, loading the checkpoint.
+    startup_s = 6.0
+    #: One denoising step of one 8x8 image of the default model on one CPU thread, roughly.
+    NOMINAL_S_PER_IMAGE_STEP = 0.004
+
+    def parse(self, spec: Any) -> SampleSpec:
+        """The user's spec as a SampleSpec (SpecError naming the field otherwise)."""
+        return parse_fields(SampleSpec, self.name, spec)
+
+    def validate(self, spec: Any) -> dict[str, Any]:
+        return self.parse(spec).to_dict()
+
+    def work_units(self, spec: Mapping[str, Any]) -> float:
+        steps = spec.get("num_inference_steps")
+        if steps is None:  # the checkpoint decides; the scheduler assumes a default training schedule
+            steps = inference_steps(spec.get("sampler", default_of(SampleSpec, "sampler")), None,
+                                    ASSUMED_TRAIN_TIMESTEPS)
+        return float(spec.get("num_images", default_of(SampleSpec, "num_images")) * steps)
+
+    def nominal_s_per_unit(self, spec: Mapping[str, Any]) -> float:
+        return self.NOMINAL_S_PER_IMAGE_STEP
+
+    def units_done(self, spec: Mapping[str, Any], result: Mapping[str, Any] | None) -> float | None:
+        # The result knows the steps the checkpoint really gave, and how many images were written.
+        if result and result.get("num_inference_steps"):
+            return float(result.get("num_images", 0)) * float(result["num_inference_steps"])
+        return self.work_units(spec)
+
+    def run(self, spec: Mapping[str, Any], context: JobContext) -> dict[str, Any]:
+        from workers.diffusion.sample import sample  # torch and diffusers: only where the job runs
+
+        return sample(self.parse(spec), context.workdir, context.report, context.should_stop)
