@@ -12,28 +12,14 @@ from __future__ import annotations
 
 import statistics
 from collections import deque
-from dataclasses import dataclass
 from itertools import islice
 from typing import Any, Callable, Iterable
 
+from scheduler.store.finished_runs import RECENT_RUNS, FinishedRun
 from workers.kinds import JobKind, KindRegistry, builtin_kinds
 
 #: Estimates are stretched by this much: running late risks a deadline, running early only some saving.
 SAFETY_FACTOR = 1.25
-#: How many of the latest succeeded runs (of all kinds) estimates learn from.
-RECENT_RUNS = 200
-
-
-@dataclass(frozen=True)
-class FinishedRun:
-    """What an estimate learns from: a succeeded run's kind, spec, result, length and GPU energy."""
-
-    kind: str
-    spec: dict[str, Any]
-    result: dict[str, Any] | None
-    duration_s: float
-    gpu_energy_j: float
-    gpus: int
 
 
 class WorkEstimator:

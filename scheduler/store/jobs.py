@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from scheduler.clock import Clock, from_unix_s
 from scheduler.store.models import Job, JobEvent, PowerSample, Run, RunEnergy
-from scheduler.daemon.estimates import RECENT_RUNS, FinishedRun
+from scheduler.store.finished_runs import RECENT_RUNS, FinishedRun
 from scheduler.errors import InvalidRequest, InvalidTransition, JobNotFound, WattschedError
 from scheduler.store.job_state import JobState, RunStatus
 from policies.snapshot import FULL_POWER, CapStep
