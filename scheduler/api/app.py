@@ -24,6 +24,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from scheduler.api.service import SchedulerService
 from scheduler.store.auth import Principal
 from scheduler.errors import InvalidRequest, InvalidTransition, JobNotFound, WattschedError
 from scheduler.store.exports import GROUP_BY
@@ -182,8 +183,9 @@ async def _read_body(request: Request) -> dict[str, Any]:
 # --- the app -------------------------------------------------------------------------------------------
 
 
-def create_app(daemon) -> FastAPI:
-    """The API of one daemon (``scheduler.daemon.daemon.Daemon``); blocking calls run in FastAPI's thread pool."""
+def create_app(daemon: SchedulerService) -> FastAPI:
+    """The API over a scheduler service (``scheduler.api.service``; the daemon is one); blocking calls run in
+    FastAPI's thread pool."""
     app = FastAPI(title="wattsched", version="1", docs_url="/v1/docs", redoc_url=None,
                   openapi_url="/v1/openapi.json",
                   description="Energy- and carbon-aware scheduling of GPU jobs. Authenticate with a bearer token.")
@@ -191,7 +193,7 @@ def create_app(daemon) -> FastAPI:
     # Submissions use at most as many threads as the pool keeps connections: beyond that the pool would open
     # (and close) an extra database connection per request, which costs more than waiting for a pooled one.
     # A thread semaphore, not an anyio limiter: that one binds to the event loop it is first used on.
-    db_slots = threading.BoundedSemaphore(max(2, getattr(daemon.engine.pool, "size", lambda: 5)()))
+    db_slots = threading.BoundedSemaphore(max(2, daemon.db_pool_size()))
 
     async def principal(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Principal:
         secret = credentials.credentials if credentials is not None else None

@@ -25,6 +25,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from sqlalchemy import func, select
 
+from scheduler.api.service import SchedulerService
 from scheduler.store.models import Job, PowerSample, Run, RunEnergy
 from scheduler.store.job_state import JobState, RunStatus
 
@@ -34,7 +35,7 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 class DaemonMetrics:
     """One daemon's metrics. Finished runs' GPU energy is summed incrementally (it never changes once stored)."""
 
-    def __init__(self, daemon):
+    def __init__(self, daemon: SchedulerService):
         self.daemon = daemon
         self._lock = threading.Lock()
         self._last_energy_id = 0
@@ -64,7 +65,7 @@ class DaemonMetrics:
 
     def collect(self):
         daemon = self.daemon
-        inventory = {g.worker_id: g for g in getattr(daemon, "_inventory", [])}
+        inventory = {g.worker_id: g for g in daemon.inventory()}
         power = GaugeMetricFamily("wattsched_gpu_power_watts", "GPU power draw at the latest sample of its run (W)",
                                   labels=["worker", "zone", "method"])
         energy = CounterMetricFamily("wattsched_gpu_energy_joules", "GPU energy of runs on this GPU (J)",

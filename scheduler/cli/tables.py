@@ -136,7 +136,15 @@ _CARBON_KEYS = ("emissions_g", "intensity_g_per_kwh", "carbon_source")
 
 
 def _state(job: Job) -> str:
-    return f"{job.state} (cancelling)" if job.cancel_requested and not job.terminal else job.state
+    if job.cancel_requested and not job.terminal:
+        return f"{job.state} (cancelling)"
+    return f"{job.state} (unschedulable)" if job.unschedulable and not job.terminal else job.state
+
+
+def _reason(job: Job) -> str:
+    """Why the job is in its state, with the policy plugin that decided when one did."""
+    reason = job.reason or ""
+    return f"[{job.wait_plugin}] {reason}" if job.wait_plugin and not job.terminal else reason
 
 
 def render_jobs(jobs: Sequence[Job], fmt: str = "table", now: datetime | None = None) -> str:
@@ -156,7 +164,7 @@ def render_jobs(jobs: Sequence[Job], fmt: str = "table", now: datetime | None = 
             method_label(energy.methods) if energy else NONE,
             format_number(energy.emissions_g) if energy else NONE,
             (energy.carbon_source or NONE) if energy else NONE,
-            job.reason or "",
+            _reason(job),
         ])
     return render_table(_JOB_HEADERS, rows, numeric=(3, 4, 5, 7))
 
@@ -198,6 +206,7 @@ def render_job(job: Job, now: datetime | None = None) -> str:
     pairs: list[tuple[str, str]] = [
         ("job", f"{job.id}  {job.kind}  {_state(job)}"),
         ("reason", job.reason or NONE),
+        *([("decided by", f"{job.wait_plugin} ({job.wait_code})")] if job.wait_plugin and not job.terminal else []),
         ("gpus", str(job.gpus)),
         ("zones", ", ".join(job.zones) or "any"),
         ("deadline", format_time(job.deadline) if job.deadline else "none"),

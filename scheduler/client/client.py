@@ -229,6 +229,11 @@ class Job:
     time_limit_s: float | None = None
     hold: bool = False
     depends_on: tuple[str, ...] = ()
+    #: While it waits: the policy's status code ("Unschedulable", "Wait", "UnschedulableAndUnresolvable") and the
+    #: plugin that decided (None when no policy has looked, or the job waits for its own constraints).
+    wait_code: str | None = None
+    wait_plugin: str | None = None
+    unschedulable: bool = False
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -242,7 +247,7 @@ class Job:
             cls, data, ("id", "kind", "state"),
             spec=lambda v: v or {}, zones=_tuple, interruptible=bool, cancel_requested=bool,
             deadline=_time, submitted_at=_time, started_at=_time, finished_at=_time, not_before=_time,
-            hold=bool, depends_on=_tuple,
+            hold=bool, depends_on=_tuple, unschedulable=bool,
             energy=lambda v: None if v is None else JobEnergy.from_dict(v),
             runs=lambda v: tuple(Run.from_dict(r) for r in v or ()),
         )

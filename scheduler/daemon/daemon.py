@@ -40,7 +40,7 @@ from scheduler.daemon.events import EventRecorder
 from scheduler.daemon.executor import ControllerExecutor, one_line
 from scheduler.daemon.running import RunningJobs
 from scheduler.daemon.timers import Timers
-from policies.registry import create_policy
+from policies.builtin import create_policy
 from policies.snapshot import GpuSlot, JobRequest, PowerProfile, Snapshot
 from policies.status import Code
 
@@ -314,6 +314,14 @@ class Daemon:
 
         return time.monotonic()
 
+    def inventory(self) -> list[GpuInfo]:
+        """The cluster's GPUs as the controller last reported them."""
+        return self._inventory
+
+    def db_pool_size(self) -> int:
+        """The database engine's pool size (SQLite's pools have none: 5, SQLAlchemy's default)."""
+        return getattr(self.engine.pool, "size", lambda: 5)()
+
     def _notify(self) -> None:
         with self._changed:
             self._changed.notify_all()
@@ -523,7 +531,7 @@ class Daemon:
             try:
                 finished |= self.handle_event(event)
             except Exception:
-                log.exception("could not record event %s", event.get("type"))
+                log.exception("could not record the %s event of run %s", event.type, event.run_id)
             after = seq
         if events:
             self.controller.send("ack_events", after)

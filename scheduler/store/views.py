@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Iterable
 
+from policies.status import Code
 from scheduler.store.models import Job, Run, RunEnergy
 from scheduler.store.exports import aggregate, totals
 
@@ -69,7 +70,9 @@ def job_view(job: Job) -> dict[str, Any]:
     runs = list(job.runs)
     return {
         "id": job.id, "kind": job.kind, "spec": job.spec, "gpus": job.gpus, "state": job.state,
-        "reason": job.reason, "zones": list(job.zones or []), "deadline": iso(job.deadline_at),
+        "reason": job.reason, "wait_code": job.wait_code, "wait_plugin": job.wait_plugin,
+        "unschedulable": job.wait_code == Code.UNRESOLVABLE.value,  # no node of its zones can ever take it
+        "zones": list(job.zones or []), "deadline": iso(job.deadline_at),
         "interruptible": job.interruptible, "cancel_requested": job.cancel_requested,
         "submitted_at": iso(job.submitted_at), "started_at": iso(job.started_at),
         "finished_at": iso(job.finished_at), "progress": job.progress, "result": job.result, "error": job.error,
