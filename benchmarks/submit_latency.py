@@ -62,7 +62,7 @@ def main() -> int:
     import ray
     from ray.job_submission import JobStatus, JobSubmissionClient
 
-    from scheduler.client.client import Client
+    from scheduler.client.client import Client, WaitTimeout
     from scheduler.config import Settings
     from scheduler.cluster.controller import shutdown_controller
     from scheduler.daemon.daemon import Daemon
@@ -84,7 +84,16 @@ def main() -> int:
             running_s.append(t_running)
             spawned_s.append(t_spawned)
             client.cancel(job.id)
-            client.wait(job.id, timeout=120)
+            # A cancel that reaches the worker after it opened stderr.log but before its child process exists
+            # is dropped (Worker.cancel answers False); send it again until the job ends.
+            for _ in range(8):
+                try:
+                    client.wait(job.id, timeout=15)
+                    break
+                except WaitTimeout:
+                    client.cancel(job.id)
+            else:
+                raise TimeoutError(f"job {job.id} did not stop after 8 cancels")
         running_s, spawned_s = running_s[1:], spawned_s[1:]
 
         jobs = JobSubmissionClient(f"http://{context.dashboard_url}")
