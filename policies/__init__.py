@@ -5,5 +5,6 @@
 - ``plugins``: the built-in plugins, registered by name; ``fifo`` and ``carbon_aware``: the two profiles;
 - ``forecast``, ``history_forecast``, ``carbon_plan``: the carbon signal as a policy may see it, and the
   arithmetic of cheapest starts and pieces of time;
-- ``registry``: policies by name.
+- ``registry``: named factories (knows no policy or plugin); ``builtin``: the in-tree policies by name
+  (``create_policy``).
 """

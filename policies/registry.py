@@ -1,4 +1,9 @@
-"""Policies registered by name, so configuration and the simulator can pick one with a string."""
+"""Named factories, and the ``Policy`` protocol they make: configuration and the simulator pick a policy, and a
+profile its plugins, with a string.
+
+This module knows no policy or plugin of its own: the in-tree plugins register in ``policies.plugins``, the
+in-tree policies in ``policies.builtin`` (which is what ``create_policy`` asks).
+"""
 
 from __future__ import annotations
 
@@ -46,19 +51,3 @@ class Registry:
             raise self._unknown(f"unknown {self.kind} {name!r}; valid {self._plural}: "
                                 f"{', '.join(self.names())}") from None
         return factory(**config)
-
-
-def default_registry() -> Registry:
-    """A registry holding the built-in policies."""
-    from policies.carbon_aware import CarbonAwarePolicy
-    from policies.fifo import FifoPolicy
-
-    registry = Registry()
-    registry.register(FifoPolicy.name, FifoPolicy)
-    registry.register(CarbonAwarePolicy.name, CarbonAwarePolicy)
-    return registry
-
-
-def create_policy(name: str, **config) -> Policy:
-    """The built-in policy called ``name``, configured with ``config``."""
-    return default_registry().create(name, **config)

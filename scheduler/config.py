@@ -47,7 +47,7 @@ class Settings:
     logical_zones: tuple[str, ...] = ("DE", "FR")
     #: Zone of a GPU whose node carries no ``wattsched.io/zone`` label.
     default_zone: str = "DE"
-    #: Name of the scheduling policy (see policies.registry).
+    #: Name of the scheduling policy (see policies.builtin).
     policy: str = "fifo"
     #: Options of the policy, as JSON in WATTSCHED_POLICY_OPTIONS; for carbon-aware, e.g. {"min_stretch_s": 300}
     #: (the shortest stretch an interruptible job runs before it may be suspended again).

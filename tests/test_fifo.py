@@ -3,7 +3,8 @@
 import pytest
 
 from policies.decisions import Start, Wait
-from policies.registry import Registry, create_policy
+from policies.builtin import create_policy
+from policies.registry import Registry
 from policies.errors import DuplicatePolicy, UnknownPolicy
 from policies.snapshot import GpuSlot, JobRequest, Snapshot
 

@@ -5,7 +5,7 @@ import pytest
 
 from policies.decisions import Start, Wait
 from policies.forecast import ForecastBase
-from policies.registry import create_policy
+from policies.builtin import create_policy
 from policies.snapshot import CapStep, JobRequest, PowerProfile, Snapshot, ZonePool
 
 H = 3600.0

@@ -10,7 +10,7 @@ from policies.forecast import IntensityCurve
 from policies.framework import ClusterView, normalize_lower_is_better
 from policies.history_forecast import HistoryForecast
 from policies.plugins import assemble, plugin_registry
-from policies.registry import create_policy
+from policies.builtin import create_policy
 from policies.snapshot import CapStep, GpuSlot, JobRequest, PowerProfile, Snapshot, ZonePool
 from policies.status import Code, Status
 

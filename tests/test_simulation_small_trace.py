@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from policies.registry import create_policy
+from policies.builtin import create_policy
 from scheduler.simulation.checker import check_result
 from scheduler.simulation.cli import main as simulate_main
 from scheduler.simulation.driver import simulate

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from policies.registry import create_policy
+from policies.builtin import create_policy
 from scheduler.simulation.engine import Simulation
 from scheduler.simulation.forecasts import make_forecast
 from scheduler.simulation.inputs import Cluster, Job, load_cluster, load_jobs, load_profiles
