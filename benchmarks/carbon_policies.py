@@ -46,6 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from policies.snapshot import CapStep, PowerProfile  # noqa: E402
+from policies.units import J_PER_KWH  # noqa: E402
 from scheduler.carbon.trace_file import load_carbon_trace  # noqa: E402
 from scheduler.simulation.checker import check_result  # noqa: E402
 from scheduler.simulation.driver import simulate  # noqa: E402
@@ -167,7 +168,7 @@ def best_possible_kg(jobs: list[Job], cluster: Cluster, profiles: dict[str, Powe
                     k = knots[z]
                     starts = np.concatenate(([lo, hi], k[(k > lo) & (k < hi)], (k - run)[(k - run > lo) & (k - run < hi)]))
                     cost = min(cost, float(np.min(np.interp(starts + run, k, cums[z]) - np.interp(starts, k, cums[z]))))
-            best = min(best, watts * cost / 3.6e6 / 1000.0)
+            best = min(best, watts * cost / J_PER_KWH / 1000.0)
         total += best
     return total
 

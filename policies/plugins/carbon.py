@@ -29,8 +29,8 @@ from policies.history_forecast import HistoryForecast
 from policies.plugins.holds import allowed_steps
 from policies.snapshot import FULL_POWER, CapStep, JobRequest
 from policies.status import SUCCESS, Code, Status
+from policies.units import J_PER_KWH
 
-S_PER_KWH_W = 3.6e6  # W x s per kWh
 # How long "waiting" lasts when ranking who loses most by waiting.
 WAIT_PROBE_S = 3600.0
 # A job waits for room in its cleanest zone only while its latest start is at least this far off (CarbonWindow).
@@ -162,7 +162,7 @@ class CarbonPlanner:
         if found is None or found[0] is not job.power_profile:
             steps = steps_of(job)
             found = (job.power_profile, steps, np.array([s.speed for s in steps]),
-                     np.array([job_draw_w(job, s) for s in steps]) / S_PER_KWH_W)
+                     np.array([job_draw_w(job, s) for s in steps]) / J_PER_KWH)
             if len(self._steps) > 4096:
                 self._steps.clear()
             self._steps[key] = found

@@ -15,6 +15,7 @@ from typing import Protocol, Sequence
 import numpy as np
 
 from policies.forecast import ForecastBase
+from policies.units import J_PER_KWH
 from scheduler.clock import Clock, from_unix_s, utc_now
 
 SYNTHETIC_SOURCE = "synthetic"
@@ -159,7 +160,7 @@ def integrate_emissions(
     def charge(energy_j: float, at_s: float) -> None:
         nonlocal grams
         reading = signal.reading(zone, at_s)
-        grams += energy_j / 3.6e6 * reading.intensity_g_per_kwh
+        grams += energy_j / J_PER_KWH * reading.intensity_g_per_kwh
         sources.add(reading.source)
         bases.add(reading.basis)
 
@@ -174,7 +175,7 @@ def integrate_emissions(
         charge(remainder_j, previous_s)
     if not sources:  # no energy at all: still say what the grid was like
         charge(0.0, started_s)
-    kwh = total_energy_j / 3.6e6
+    kwh = total_energy_j / J_PER_KWH
     mean = grams / kwh if kwh > 0 else signal.intensity_g_per_kwh(zone, started_s)
     basis = next(b for b in (*BASES_BY_TRUST, *sorted(bases)) if b in bases)
     return Emissions(emissions_g=grams, intensity_g_per_kwh=mean, source="+".join(sorted(sources)), basis=basis)

@@ -8,10 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from policies.units import J_PER_KWH
 from scheduler.store.exports import group_key
 
 PLOT_BY = ("kind", "user", "zone")
-J_PER_KWH = 3.6e6
 
 
 def plot_history(rows: Sequence[Mapping[str, Any]], path: str | Path, by: str = "kind") -> Path:

@@ -19,6 +19,7 @@ import numpy as np
 from scheduler.errors import WattschedError
 from scheduler.simulation.inputs import Cluster, Job, load_cluster, load_jobs, load_profiles
 from policies.snapshot import PowerProfile
+from policies.units import J_PER_KWH
 
 WORK_TOLERANCE_S = 1.0
 REL_TOLERANCE = 1e-6
@@ -64,8 +65,8 @@ def check_result(result: dict[str, Any], cluster: Cluster, jobs: list[Job],
             speed, fraction = steps[cap]
             watts = job.gpus * job.power_w * fraction
             work += (end - start) * speed
-            kwh += watts * (end - start) / 3.6e6
-            kg += watts * _integral(cluster.zone(zone), start, end) / 3.6e6 / 1000.0
+            kwh += watts * (end - start) / J_PER_KWH
+            kg += watts * _integral(cluster.zone(zone), start, end) / J_PER_KWH / 1000.0
             usage[zone] += [(start, job.gpus), (end, -job.gpus)]
             power += [(start, watts), (end, -watts)]
         if segments and abs(work - job.duration_s) > WORK_TOLERANCE_S:

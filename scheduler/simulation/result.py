@@ -10,11 +10,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from policies.units import J_PER_KWH
 from scheduler.simulation.engine import JobRun
 from scheduler.simulation.forecasts import ZoneSignal
 from scheduler.simulation.inputs import Cluster
 
-J_PER_KWH = 3.6e6
 DEADLINE_TOLERANCE_S = 1e-6
 
 
