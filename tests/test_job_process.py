@@ -14,6 +14,7 @@ import numpy as np
 from workers.diffusion import train
 from workers.kinds.diffusion_sample import DiffusionSample
 from workers.kinds.diffusion_train import DiffusionTrain
+from workers.kinds.synthetic import CHECKPOINT_FILE
 
 TRAIN, SAMPLE = DiffusionTrain.name, DiffusionSample.name
 TINY = {"image_size": 8, "channels": [8, 16], "batch_size": 8, "num_train_timesteps": 20, "max_images": 64}
@@ -147,3 +148,97 @@ def test_a_second_process_of_a_job_waits_until_the_first_has_exited(tmp_path):
             if process.poll() is None:
                 process.kill()
             process.wait()
+
+
+# --- the synthetic kind: the same life (progress, stop at a checkpoint, resume) in a torch-free process ---
+
+SYNTHETIC = "synthetic"
+
+
+def start_job(tmp_path, kind, spec, workdir, name="job.json"):
+    """Start a job process; returns it and a queue of its stdout lines, read as they come (None at the end)."""
+    process = subprocess.Popen(job_command(tmp_path, kind, spec, workdir, name), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def read():
+        for line in process.stdout:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
+    return process, lines
+
+
+def remaining_events(lines):
+    """The events still to come from a job process's stdout, up to its end."""
+    return [json.loads(line) for line in iter(lambda: lines.get(timeout=TIMEOUT_S), None)]
+
+
+def checkpoint_step(workdir):
+    return json.loads((workdir / CHECKPOINT_FILE).read_text())["step"]
+
+
+def test_a_synthetic_job_runs_to_the_end_with_progress_and_a_final_checkpoint(tmp_path):
+    workdir = tmp_path / "w"
+    code, events, stderr = run_job(tmp_path, SYNTHETIC, {"steps": 4, "step_s": 0.01, "checkpoint_every": 2}, workdir)
+    assert code == 0, stderr
+    assert events[0] == {"event": "progress", "step": 1, "total": 4}
+    assert events[-2] == {"event": "progress", "step": 4, "total": 4}
+    assert events[-1] == {"event": "result", "result": {
+        "stopped": False, "steps_done": 4, "total_steps": 4, "resumed_from_step": 0, "steps_this_run": 4,
+        "checkpoint": str(workdir / CHECKPOINT_FILE)}}
+    assert checkpoint_step(workdir) == 4
+
+
+def test_sigterm_stops_a_synthetic_job_at_a_checkpoint_and_the_next_run_resumes_from_it(tmp_path):
+    workdir = tmp_path / "w"
+    spec = {"steps": 1_000_000, "step_s": 0.01, "checkpoint_every": 1_000_000}  # only the stop checkpoints
+    process, lines = start_job(tmp_path, SYNTHETIC, spec, workdir)
+    try:
+        assert json.loads(lines.get(timeout=TIMEOUT_S))["event"] == "progress"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=TIMEOUT_S) == 143, process.stderr.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
+    result = remaining_events(lines)[-1]["result"]
+    done = result["steps_done"]
+    assert result["stopped"] is True and done >= 1 and checkpoint_step(workdir) == done
+
+    code, events, stderr = run_job(tmp_path, SYNTHETIC, {**spec, "steps": done + 3}, workdir, "resume.json")
+    assert code == 0, stderr
+    resumed = events[-1]["result"]
+    assert (resumed["resumed_from_step"], resumed["steps_this_run"], resumed["steps_done"]) == (done, 3, done + 3)
+    assert events[0] == {"event": "progress", "step": done + 1, "total": done + 3}
+
+
+def test_a_killed_synthetic_job_resumes_from_its_last_periodic_checkpoint(tmp_path):
+    workdir = tmp_path / "w"
+    spec = {"steps": 1_000_000, "step_s": 0.01, "checkpoint_every": 3}
+    process, lines = start_job(tmp_path, SYNTHETIC, spec, workdir)
+    try:
+        reported = 0
+        while reported < 3:  # a report comes after the checkpoint of its step, so one exists from step 3 on
+            reported = json.loads(lines.get(timeout=TIMEOUT_S))["step"]
+        process.kill()  # no chance to checkpoint: what is left is the periodic checkpoint
+        process.wait(timeout=TIMEOUT_S)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    saved = checkpoint_step(workdir)
+    assert saved % 3 == 0 and saved >= reported // 3 * 3
+
+    code, events, stderr = run_job(tmp_path, SYNTHETIC, {**spec, "steps": saved + 1}, workdir, "resume.json")
+    assert code == 0, stderr
+    assert events[-1]["result"]["resumed_from_step"] == saved
+
+
+def test_a_synthetic_job_process_never_imports_torch(tmp_path):
+    code = (
+        "import sys; from workers.job_process import run_job; "
+        f"result = run_job({{'kind': 'synthetic', 'spec': {{'steps': 2, 'step_s': 0}}, 'workdir': {str(tmp_path)!r}}}, "
+        "lambda progress: None, lambda: False); "
+        "assert result['steps_done'] == 2, result; assert 'torch' not in sys.modules, 'torch was imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=TIMEOUT_S)
