@@ -13,23 +13,21 @@ know are requeued).
 
 from __future__ import annotations
 
-import ipaddress
-import json
 import logging
-import os
 import threading
 from datetime import datetime, timezone
 from functools import cached_property
 from typing import Any
 
+from scheduler.api.server import ApiServer, check_listen_address, write_address_file
 from scheduler.carbon.signal import CarbonSignal
 from scheduler.clock import Clock, to_unix_s, utc_now
 from scheduler.config import Settings
 from scheduler.cluster.inventory import GpuInfo
 from scheduler.cluster.link import ControllerLink
 from scheduler.store.engine import make_engine, make_session_factory, upgrade
-from scheduler.store.models import Gpu, Node
-from scheduler.errors import ConfigError, ControllerError, ControllerUnavailable
+from scheduler.store.inventory import record_inventory
+from scheduler.errors import ConfigError, ControllerUnavailable
 from scheduler.daemon.estimates import RecentRuns
 from scheduler.carbon.grid import GridCarbon, configured_signal
 from scheduler.store.job_state import JobState, RunStatus
@@ -82,8 +80,7 @@ class Daemon:
         self._event_thread: threading.Thread | None = None
         self._scheduler = None
         self.timers = Timers(clock, self.trigger_tick, self._suspend, self._time_up)
-        self._server = None
-        self._server_thread: threading.Thread | None = None
+        self._server: ApiServer | None = None
         self._inventory: list[GpuInfo] = []
         self._attached_epoch: str | None = None  # the controller whose runs the database was last reconciled with
 
@@ -127,8 +124,7 @@ class Daemon:
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
         if self._server is not None:
-            self._server.should_exit = True
-            self._server_thread.join(timeout=10)
+            self._server.stop()
         for thread in (self._event_thread, self._tick_thread):
             if thread is not None:
                 thread.join(timeout=EVENT_POLL_S * 3)
@@ -205,18 +201,7 @@ class Daemon:
         return TokenStore(self.store.sessions, self.clock)
 
     def _check_listen_address(self) -> None:
-        """Refuse a non-loopback address unless authentication is configured (tokens made by an admin)."""
-        host = self.settings.host
-        if host == "localhost":
-            return
-        try:
-            loopback = ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            loopback = False
-        if not loopback and not self.auth.configured():
-            raise ConfigError(
-                f"refusing to listen on {host}: no API tokens exist, so anyone who can reach it could use it; "
-                "create one first with `wattsched token create --user NAME --role admin`, or listen on 127.0.0.1")
+        check_listen_address(self.settings.host, self.auth.configured())
 
     def start_api_only(self) -> Daemon:
         """Serve the REST API on the database without Ray or scheduling (submissions queue, nothing starts):
@@ -227,42 +212,12 @@ class Daemon:
         return self
 
     def _start_api(self) -> None:
-        import uvicorn
-
-        from scheduler.api.app import create_app
-
         self._check_listen_address()
         # As Jupyter does: the local OS user gets a token of their own, written where only they can read it.
         self.token = self.token or self.auth.local_token().secret
-        config = uvicorn.Config(create_app(self), host=self.settings.host, port=self.settings.port,
-                                log_level="warning", access_log=False)
-        self._server = uvicorn.Server(config)
-        self._server_thread = threading.Thread(target=self._server.run, name="wattsched-api", daemon=True)
-        self._server_thread.start()
-        while not self._server.started:
-            if not self._server_thread.is_alive():
-                raise ControllerError(f"the REST API could not listen on {self.settings.host}:{self.settings.port}")
-            self._stopping.wait(0.02)
-        port = self._server.servers[0].sockets[0].getsockname()[1]
-        host = self.settings.host
-        shown = "127.0.0.1" if host in ("0.0.0.0", "") else f"[{host}]" if ":" in host else host
-        self.url = f"http://{shown}:{port}"
-        self._write_address_file()
-
-    def _write_address_file(self) -> None:
-        """Tell local clients where the daemon is and its token (like Jupyter's runtime files); mode 0600.
-
-        Written to a temporary file created 0600 and renamed, so the token is never readable by others, not
-        even for a moment, and a client never reads a half-written file.
-        """
-        path = self.settings.data_dir / "daemon.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".daemon.json.{os.getpid()}")
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            os.fchmod(f.fileno(), 0o600)
-            json.dump({"url": self.url, "token": self.token}, f)
-        os.replace(partial, path)
+        self._server = ApiServer(self, self.settings.host, self.settings.port)
+        self.url = self._server.start(self._stopping)
+        write_address_file(self.settings.data_dir, self.url, self.token)
 
     # --- the service the API calls ---------------------------------------------------------------------
 
@@ -382,21 +337,7 @@ class Daemon:
     def sync_workers(self) -> None:
         inventory = self.controller.call("sync_workers")
         self._set_inventory(inventory)
-        now = self.clock()
-        with self.store.sessions.begin() as session:
-            for item in inventory:
-                node = session.get(Node, item["node_id"])
-                if node is None:
-                    node = Node(id=item["node_id"], hostname=item.get("hostname", ""), zone=item["zone"],
-                                first_seen_at=now, last_seen_at=now)
-                    session.add(node)
-                node.alive, node.last_seen_at, node.zone = True, now, item["zone"]
-                gpu = session.get(Gpu, item["worker_id"])
-                if gpu is None:
-                    session.add(Gpu(id=item["worker_id"], node_id=item["node_id"],
-                                    index=(item.get("gpu_ids") or [0])[0], name=item.get("gpu_name", ""),
-                                    logical=bool(item.get("logical")), max_power_w=item.get("max_power_w"),
-                                    idle_power_w=item.get("idle_power_w")))
+        record_inventory(self.store.sessions, inventory, self.clock())
 
     def _set_inventory(self, inventory: list[dict[str, Any]]) -> None:
         self._inventory = [GpuInfo(i["worker_id"], i["node_id"], i["zone"], i.get("busy_job"), i)
