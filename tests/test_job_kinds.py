@@ -156,3 +156,24 @@ def test_the_store_submits_any_registered_kind_and_lets_only_interruptible_kinds
         assert caught.value.field == "interruptible"
     with pytest.raises(InvalidRequest, match="'diffusion-train', 'diffusion-sample', 'synthetic', 'echo', got 'x'"):
         store.validate("x", {})
+
+
+def test_a_sampling_job_naming_its_training_job_is_estimated_at_the_steps_that_job_s_checkpoint_gives(store):
+    sample_kind = KINDS.get("diffusion-sample")
+    trainer = store.submit(store.validate("diffusion-train", {**TINY_MODEL, "steps": 1, "num_train_timesteps": 20}))
+    given = {"checkpoint": f"job:{trainer.id}", "num_images": 3, "batch_size": 2}
+    ddpm = store.validate("diffusion-sample", {**given, "sampler": "ddpm"}).spec
+    ddim = store.validate("diffusion-sample", given).spec
+    # the training job's schedule decides the steps: DDPM all 20 of them, DDIM 50 capped at 20
+    assert (ddpm["checkpoint"], ddpm["num_inference_steps"], ddim["num_inference_steps"]) == (trainer.workdir, 20, 20)
+    assert sample_kind.work_units(ddpm) == 3 * 20
+    # what its runner then does, once the training job has written its checkpoint there
+    train(DiffusionTrain().parse(trainer.spec), trainer.workdir)
+    report, _ = first_report(sample_kind, ddpm, Path(store.jobs_dir) / "sample")
+    assert report["total"] == sample_kind.work_units(ddpm)
+    # a path tells the scheduler nothing of the schedule: the default training schedule is assumed
+    by_path = store.validate("diffusion-sample", {"checkpoint": trainer.workdir, "sampler": "ddpm"}).spec
+    assert by_path["num_inference_steps"] is None and sample_kind.work_units(by_path) == 16 * 1000
+    with pytest.raises(InvalidRequest, match="^spec.checkpoint: no job with id 'nope'$") as caught:
+        store.validate("diffusion-sample", {"checkpoint": "job:nope"})
+    assert caught.value.field == "spec.checkpoint"

@@ -27,12 +27,11 @@ from scheduler.errors import InvalidRequest, InvalidTransition, JobNotFound, Wat
 from scheduler.store.job_state import JobState, RunStatus
 from policies.snapshot import FULL_POWER, CapStep
 from workers.errors import SpecError
-from workers.kinds import KindRegistry, builtin_kinds
+from workers.kinds import KindRegistry, ReferencedJob, builtin_kinds
 
 MAX_GPUS_PER_JOB = 64
 MAX_ZONE_NAME = 64
 MAX_ZONES = 64
-JOB_REF_PREFIX = "job:"
 CANCELLED_BY_USER = "cancelled by the user"
 #: A running job asked to stop carries this before the reason it will end with, until it has stopped.
 STOPPING = "stopping: "
@@ -159,7 +158,7 @@ class JobStore:
             job_kind = self.kinds.get(kind)
             if not isinstance(spec, dict):
                 raise InvalidRequest("spec: must be a JSON object", "spec")
-            normalised = job_kind.validate(self._resolve_job_refs(dict(spec)))
+            normalised = job_kind.resolve(job_kind.validate(spec), self._find_job)
         except SpecError as exc:
             raise InvalidRequest(str(exc), exc.field) from None
         if isinstance(gpus, bool) or not isinstance(gpus, int) or not 1 <= gpus <= MAX_GPUS_PER_JOB:
@@ -232,19 +231,13 @@ class JobStore:
                 raise InvalidRequest(f"depends_on: no job with id {missing[0]!r}", "depends_on")
         return ids
 
-    def _resolve_job_refs(self, spec: dict[str, Any]) -> dict[str, Any]:
-        """``"checkpoint": "job:<id>"`` points a sampling job at a training job's working directory."""
-        ref = spec.get("checkpoint")
-        if isinstance(ref, str) and ref.startswith(JOB_REF_PREFIX):
-            job_id = ref[len(JOB_REF_PREFIX):]
-            if not JOB_ID_PATTERN.fullmatch(job_id):
-                raise InvalidRequest(f"spec.checkpoint: no job with id {job_id[:40]!r}", "spec.checkpoint")
-            with self.sessions() as session:
-                job = session.get(Job, job_id)
-                if job is None:
-                    raise InvalidRequest(f"spec.checkpoint: no job with id {job_id!r}", "spec.checkpoint")
-                spec["checkpoint"] = job.workdir
-        return spec
+    def _find_job(self, job_id: str) -> ReferencedJob | None:
+        """A job a spec refers to (``job:<id>``), for its kind to resolve the reference; None if there is none."""
+        if not JOB_ID_PATTERN.fullmatch(job_id):
+            return None
+        with self.sessions() as session:
+            job = session.get(Job, job_id)
+            return None if job is None else ReferencedJob(job.id, job.kind, dict(job.spec or {}), job.workdir)
 
     def submit(self, submission: Submission, user_id: int | None = None) -> Job:
         return self.submit_once(submission, user_id)[0]

@@ -7,7 +7,7 @@ and the job process ask a registry; nothing else keeps tables per kind. Importin
 torch (the scheduler and the client-side CLI import it).
 """
 
-from workers.kinds.base import JobContext, JobKind
+from workers.kinds.base import JOB_REF_PREFIX, JobContext, JobKind, ReferencedJob
 from workers.kinds.registry import KindRegistry, builtin_kinds
 
-__all__ = ["JobContext", "JobKind", "KindRegistry", "builtin_kinds"]
+__all__ = ["JOB_REF_PREFIX", "JobContext", "JobKind", "KindRegistry", "ReferencedJob", "builtin_kinds"]

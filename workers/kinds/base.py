@@ -20,12 +20,29 @@ Implementations must import cheaply (no torch at module level): the scheduler im
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 from workers.kinds.progress import Report, ShouldStop, never_stop, no_report
+
+#: How a spec refers to another job, e.g. a sampling job's ``"checkpoint": "job:<id>"`` (that job's workdir).
+JOB_REF_PREFIX = "job:"
+
+
+@dataclass(frozen=True)
+class ReferencedJob:
+    """Another job that a spec refers to, as the scheduler knows it: kind, normalised spec, working directory."""
+
+    id: str
+    kind: str
+    spec: Mapping[str, Any]
+    workdir: str
+
+
+#: Finds a job a spec refers to by its id; None when there is no such job.
+FindJob = Callable[[str], "ReferencedJob | None"]
 
 
 @dataclass(frozen=True)
@@ -62,6 +79,14 @@ class JobKind(ABC):
         Raises SpecError naming the field (``spec``, ``spec.<name>``) and what it accepts. Pure: what a spec
         points to (a file, a checkpoint) is checked by ``run``, since the scheduler may not see that file system.
         """
+
+    def resolve(self, spec: dict[str, Any], find_job: FindJob) -> dict[str, Any]:
+        """The normalised spec with its references to other jobs (``"job:<id>"``) resolved, as the scheduler
+        stores it; called on submit, after ``validate``. Raises SpecError for a reference to no job.
+
+        The default: a kind whose specs refer to no other job returns the spec as it is.
+        """
+        return spec
 
     @abstractmethod
     def work_units(self, spec: Mapping[str, Any]) -> float:

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from workers.errors import SpecError
-from workers.kinds.base import JobContext, JobKind
+from workers.kinds.base import JOB_REF_PREFIX, FindJob, JobContext, JobKind
 from workers.kinds.diffusion_train import MIXED_PRECISION, TrainSpec
+from workers.kinds.diffusion_train import NAME as TRAIN_NAME
 from workers.kinds.spec_fields import (
     SEED, Rule, choice, default_of, integer, is_non_empty_string, optional_integer, parse_fields, spec_field,
     to_dict, validate_fields,
@@ -22,11 +23,15 @@ from workers.kinds.spec_fields import (
 NAME = "diffusion-sample"
 #: DDIM's denoising steps when the spec leaves them out (at most the checkpoint's training timesteps).
 DEFAULT_DDIM_STEPS = 50
-#: The schedule length assumed for a checkpoint the scheduler cannot read (it may not see the workers' files):
-#: a training job's default. Only a DDPM job that leaves num_inference_steps out depends on it.
+#: The schedule length assumed for a checkpoint given as a path, which the scheduler cannot read (it may not see
+#: the workers' files): a training job's default. Only a job that leaves num_inference_steps out depends on it;
+#: a checkpoint given as ``job:<id>`` tells its schedule length by the training job's spec.
 ASSUMED_TRAIN_TIMESTEPS = default_of(TrainSpec, "num_train_timesteps")
 
-_CHECKPOINT = Rule("a path to a checkpoint directory or to a training job's workdir", is_non_empty_string)
+_CHECKPOINT = Rule(
+    f"a path to a checkpoint directory or to a training job's workdir, or {JOB_REF_PREFIX}<id> of a training job",
+    is_non_empty_string,
+)
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,25 @@ class DiffusionSample(JobKind):
 
     def validate(self, spec: Any) -> dict[str, Any]:
         return self.parse(spec).to_dict()
+
+    def resolve(self, spec: dict[str, Any], find_job: FindJob) -> dict[str, Any]:
+        """``"checkpoint": "job:<id>"`` becomes that job's workdir; when it is a training job, a spec that leaves
+        num_inference_steps out gets the steps its checkpoint will give (so its work is known on submit)."""
+        ref = spec["checkpoint"]
+        if not ref.startswith(JOB_REF_PREFIX):
+            return spec
+        job_id = ref[len(JOB_REF_PREFIX):]
+        job = find_job(job_id)
+        if job is None:
+            accepted = _CHECKPOINT.accepted
+            # Cut: the id comes from a user and may be huge.
+            raise SpecError(f"spec.checkpoint: no job with id {job_id!r:.60}", field="spec.checkpoint",
+                            accepted=accepted)
+        resolved = {**spec, "checkpoint": job.workdir}
+        if job.kind == TRAIN_NAME and spec["num_inference_steps"] is None:
+            timesteps = job.spec.get("num_train_timesteps", ASSUMED_TRAIN_TIMESTEPS)
+            resolved["num_inference_steps"] = inference_steps(spec["sampler"], None, timesteps)
+        return resolved
 
     def work_units(self, spec: Mapping[str, Any]) -> float:
         steps = spec.get("num_inference_steps")
