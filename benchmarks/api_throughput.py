@@ -66,7 +66,7 @@ def main() -> int:
 
     from sqlalchemy import create_engine, text
 
-    from scheduler.client.client import Client
+    from scheduler.client import Client
 
     schema = f"wattsched_bench_{uuid.uuid4().hex[:8]}"
     admin = create_engine(args.db)

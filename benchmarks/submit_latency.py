@@ -62,7 +62,7 @@ def main() -> int:
     import ray
     from ray.job_submission import JobStatus, JobSubmissionClient
 
-    from scheduler.client.client import Client, WaitTimeout
+    from scheduler.client import Client, WaitTimeout
     from scheduler.config import Settings
     from scheduler.cluster.controller import shutdown_controller
     from scheduler.daemon.daemon import Daemon

@@ -52,14 +52,14 @@ def daemon(tmp_path_factory):
 
 @pytest.fixture
 def client(daemon):
-    from scheduler.client.client import Client
+    from scheduler.client import Client
 
     return Client(url=daemon.url, token=daemon.token)
 
 
 def wait_until_running(client, job, timeout_s: float = JOB_TIMEOUT_S):
     """Poll (with the long-poll endpoint as the pause) until the job runs and has reported progress."""
-    from scheduler.client.client import WaitTimeout
+    from scheduler.client import WaitTimeout
 
     deadline = time.monotonic() + timeout_s
     while not (job.state == "running" and job.raw.get("progress")):

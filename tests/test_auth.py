@@ -133,7 +133,7 @@ def test_a_local_daemon_writes_its_own_token_readable_by_the_user_only(daemon):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
         written = json.loads(path.read_text())
         assert written == {"url": daemon.url, "token": daemon.token}
-        from scheduler.client.client import Client
+        from scheduler.client import Client
 
         client = Client(url=daemon.url, token=written["token"])
         assert client.whoami()["role"] == "admin"

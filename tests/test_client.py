@@ -24,7 +24,7 @@ import uvicorn
 from fastapi import Body, FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from scheduler.client.client import (
+from scheduler.client import (
     DEFAULT_URL, ApiError, Client, ClientError, Conflict, ConnectionFailed, History, InvalidRequest, Job,
     JobEnergy, NotFound, Run, Unauthorized, WaitTimeout,
 )
@@ -531,7 +531,7 @@ def test_local_daemon_token_is_not_sent_to_another_daemon(api, isolated_env):
 
 
 def test_importing_the_client_stays_light():
-    code = ("import scheduler.client.client, sys; heavy = {'torch', 'ray', 'sqlalchemy', 'fastapi'} & set(sys.modules); "
+    code = ("import scheduler.client, sys; heavy = {'torch', 'ray', 'sqlalchemy', 'fastapi'} & set(sys.modules); "
             "assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], check=True)
 

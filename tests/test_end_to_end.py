@@ -108,7 +108,7 @@ def test_runs_the_controller_does_not_know_are_requeued(daemon, client):
 
 def test_a_restarted_daemon_reattaches_and_records_jobs_that_ran_meanwhile(daemon):
     """The controller is detached: jobs outlive the daemon, and a new daemon picks up their events."""
-    from scheduler.client.client import Client
+    from scheduler.client import Client
     from scheduler.daemon.daemon import Daemon
 
     first = Client(url=daemon.url, token=daemon.token)
@@ -134,7 +134,7 @@ def test_a_daemon_on_real_providers_degrades_visibly_keeps_scheduling_and_recove
     from carbon_emulators import ElectricityMapsEmulator, UkCarbonEmulator, WattTimeEmulator
 
     from scheduler.cli.commands import main as cli
-    from scheduler.client.client import Client
+    from scheduler.client import Client
     from scheduler.clock import utc_now
     from scheduler.daemon.daemon import Daemon
 

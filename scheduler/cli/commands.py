@@ -31,7 +31,7 @@ from typing import Any, Callable, Sequence
 
 from scheduler.cli import tables
 from scheduler.cli.extras import naming_missing_extras
-from scheduler.client.client import DEFAULT_HOST, DEFAULT_PORT, Client, ClientError, Job, Unauthorized
+from scheduler.client import DEFAULT_HOST, DEFAULT_PORT, Client, ClientError, Job, Unauthorized
 from scheduler.errors import WattschedError
 from scheduler.store.job_state import JobState
 

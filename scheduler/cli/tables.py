@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 if TYPE_CHECKING:
-    from scheduler.client.client import History, Job, JobEnergy
+    from scheduler.client import History, Job, JobEnergy
 
 FORMATS = ("table", "csv", "json")
 HISTORY_FORMATS = ("table", "csv", "json", "codecarbon")
