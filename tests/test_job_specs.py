@@ -65,7 +65,8 @@ DEFAULTS = {TRAIN: TRAIN_DEFAULTS, SAMPLE: SAMPLE_DEFAULTS, SYNTHETIC: SYNTHETIC
         (SAMPLE, {"checkpoint": "runs/job-1", "num_images": 1, "batch_size": 1, "seed": 7}, None),
         (SAMPLE, {"checkpoint": "runs/job-1", "mixed_precision": "bf16"}, None),
         (SYNTHETIC, {}, None),
-        (SYNTHETIC, {"steps": 3, "step_s": 0, "checkpoint_every": 1}, {"steps": 3, "step_s": 0.0, "checkpoint_every": 1}),
+        (SYNTHETIC, {"steps": 3, "step_s": 0, "checkpoint_every": 1},
+         {"steps": 3, "step_s": 0.0, "checkpoint_every": 1}),
         (SYNTHETIC, {"step_s": 2}, {"step_s": 2.0}),
     ],
 )

@@ -119,7 +119,6 @@ def parse_fields(spec_class: type[S], kind: str, spec: Any) -> S:
     for f in fields(spec_class):
         if f.metadata["required"] and spec.get(f.name) is None:
             accepted = f.metadata["rule"].accepted
-            raise SpecError(
-                f"spec.{f.name}: is required for a {kind} job; give {accepted}", field=f"spec.{f.name}", accepted=accepted
-            )
+            raise SpecError(f"spec.{f.name}: is required for a {kind} job; give {accepted}", field=f"spec.{f.name}",
+                            accepted=accepted)
     return spec_class(**spec)
