@@ -5,6 +5,9 @@ checkpoint every ``checkpoint_every`` steps and when asked to stop, and resumes 
 life of an interruptible training job in seconds. A unit of work is one step.
 
 Its workdir holds ``synthetic-checkpoint.json``: ``{"step": steps done}``, written atomically.
+
+Steps are paced by the wall clock: a process paused for a while (as a logical GPU's power cap paces its job)
+loses only what is left of the step it was sleeping in, so it does not slow down as a computing job would.
 """
 
 from __future__ import annotations
