@@ -7,10 +7,11 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from fakes import FakeClock
 
-from scheduler.carbon.providers.base import ACTUAL, FORECAST, IntensityPoint, ProviderUnavailable
+from scheduler.carbon.providers.base import ACTUAL, FORECAST, IntensityPoint
 from scheduler.carbon.providers.cache import CarbonCache
 from scheduler.carbon.providers.refresh import refresh_zones
 from scheduler.carbon.providers.signal import ProviderSignal, SignalPolicy, ZoneFeed
+from scheduler.errors import ProviderUnavailable
 from scheduler.store.engine import make_engine, make_session_factory, upgrade
 
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=timezone.utc)

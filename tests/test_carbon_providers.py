@@ -7,8 +7,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from scheduler.carbon.providers import base
-from scheduler.carbon.providers.base import (
+from scheduler import errors
+from scheduler.errors import (
     BadCredentials,
     BadResponse,
     ProviderError,
@@ -46,7 +46,7 @@ def replies(*responses):
 def test_exception_tree_is_rooted_in_wattsched_error_and_drawn_in_the_docstring():
     for cls in (ProviderUnavailable, RateLimited, BadCredentials, BadResponse, StaleData):
         assert issubclass(cls, ProviderError) and issubclass(cls, WattschedError)
-        assert cls.__name__ in base.__doc__
+        assert cls.__name__ in errors.__doc__
     assert issubclass(RateLimited, ProviderUnavailable)
 
 

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from scheduler.carbon.trace_file import CarbonTraceError, load_carbon_trace
+from scheduler.carbon.trace_file import load_carbon_trace
+from scheduler.errors import CarbonTraceError
 
 JAN1 = 1577836800.0  # 2020-01-01T00:00:00Z
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from scheduler.simulation.errors import ForecastPeek, InputError
+from scheduler.errors import ForecastPeek, InputError
 from scheduler.simulation.forecasts import make_forecast
 from scheduler.simulation.inputs import Cluster, Zone
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from scheduler.simulation.errors import InputError
+from scheduler.errors import InputError
 from scheduler.simulation.inputs import load_cluster, load_jobs, load_profiles
 
 HEADER = "job_id,submit_s,duration_s,gpus,power_w,deadline_s,interruptible,zones,profile,kind\n"

@@ -157,7 +157,7 @@ def test_a_due_job_preempts_an_interruptible_one_and_both_meet_their_deadlines()
 def test_the_simulator_refuses_to_suspend_a_job_that_is_not_running():
     from policies.decisions import Suspend
     from scheduler.simulation.engine import Simulation
-    from scheduler.simulation.errors import PolicyViolation
+    from scheduler.errors import PolicyViolation
     from scheduler.simulation.forecasts import make_forecast
     from scheduler.simulation.inputs import Cluster, Job, Zone
 

@@ -1,5 +1,7 @@
 """The exceptions the workers package raises.
 
+::
+
     WorkersError            anything that went wrong in workers/
      ├── SpecError          a job spec (or what it points to) is not acceptable; names the field and what is accepted
      ├── DuplicateKind      two job kinds were registered under one name

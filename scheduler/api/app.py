@@ -26,9 +26,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from scheduler.api.service import SchedulerService
 from scheduler.store.auth import Principal
-from scheduler.errors import InvalidRequest, InvalidTransition, JobNotFound, WattschedError
+from scheduler.errors import (Forbidden, InvalidRequest, InvalidTransition, JobNotFound, KeyReused, TooLarge,
+                              Unauthenticated, WattschedError)
 from scheduler.store.exports import GROUP_BY
-from scheduler.store.jobs import KeyReused
 from scheduler.store.job_state import JobState
 from scheduler.store.views import history_view, job_view
 
@@ -89,22 +89,6 @@ ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 403, 404, 40
 def _error(status: int, code: str, message: str, field: str | None = None) -> JSONResponse:
     return JSONResponse(status_code=status,
                         content={"error": {"code": code, "message": message[:1000], "field": field}})
-
-
-class Unauthenticated(Exception):
-    """No valid bearer token."""
-
-
-class Forbidden(Exception):
-    """A valid token without the right: ``field`` names what was asked."""
-
-    def __init__(self, message: str, field: str | None = None):
-        super().__init__(message)
-        self.field = field
-
-
-class TooLarge(Exception):
-    pass
 
 
 # --- parsing parameters --------------------------------------------------------------------------------

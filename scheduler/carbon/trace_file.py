@@ -22,22 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
-from scheduler.errors import WattschedError
+from scheduler.errors import CarbonTraceError
 
 # Time columns in order of preference (lower-cased header names).
 _TIME_COLUMNS = ("zone_datetime", "datetime (utc)", "datetime", "time", "timestamp")
 _VALUE_COLUMNS = ("carbon_intensity", "carbon intensity", "carbon_intensity_avg")
 _EXPORT_VALUE = "carbon intensity gco₂eq/kwh ({basis})"
 BASES = ("lca", "direct")
-
-
-class CarbonTraceError(WattschedError):
-    """A carbon trace file cannot be used; ``path``, ``line`` (1-based, header = 1) and ``field`` say where."""
-
-    def __init__(self, path: Path | str, line: int | None, field: str | None, problem: str):
-        where = f"{path}" + (f", line {line}" if line is not None else "") + (f", field {field!r}" if field else "")
-        super().__init__(f"{where}: {problem}")
-        self.path, self.line, self.field, self.problem = str(path), line, field, problem
 
 
 def load_carbon_trace(path: Path | str, basis: str = "lca") -> tuple[np.ndarray, np.ndarray]:

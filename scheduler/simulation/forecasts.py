@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from policies.forecast import ForecastBase, IntensityCurve
-from scheduler.simulation.errors import ForecastPeek, InputError
+from scheduler.errors import ForecastPeek, InputError
 from scheduler.simulation.inputs import Cluster
 
 DAY_S = 86400.0

@@ -13,7 +13,7 @@ import numpy as np
 
 from policies.snapshot import CapStep, PowerProfile
 from scheduler.carbon.trace_file import load_carbon_trace
-from scheduler.simulation.errors import InputError
+from scheduler.errors import InputError
 
 JOB_COLUMNS = ("job_id", "submit_s", "duration_s", "gpus", "power_w", "deadline_s", "interruptible", "zones",
                "profile", "kind")

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 from scheduler.clock import Clock, from_unix_s
 from scheduler.store.models import Job, JobEvent, PowerSample, Run, RunEnergy
 from scheduler.store.finished_runs import RECENT_RUNS, FinishedRun
-from scheduler.errors import InvalidRequest, InvalidTransition, JobNotFound, WattschedError
+from scheduler.errors import InvalidRequest, InvalidTransition, JobNotFound, KeyReused
 from scheduler.store.job_state import JobState, RunStatus
 from policies.snapshot import FULL_POWER, CapStep
 from workers.errors import SpecError
@@ -42,16 +42,6 @@ MAX_DEPENDENCIES = 100
 MAX_IDEMPOTENCY_KEY = 200
 MAX_AHEAD_S = 366 * 86400.0  # a deadline or begin time more than a year ahead is a typo
 HELD_REASON = "held by the user"
-
-
-class KeyReused(WattschedError):
-    """An idempotency key already used by this user for a different submission."""
-
-    def __init__(self, key: str, job_id: str):
-        super().__init__(f"idempotency_key: {key!r} was already used for job {job_id} with a different "
-                         "request; use a new key for a new job")
-        self.key = key
-        self.job_id = job_id
 
 
 @dataclass(frozen=True)

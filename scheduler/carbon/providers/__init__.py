@@ -8,19 +8,11 @@ The daemon needs three calls::
     signal.status(zone)                                                     # ok / degraded, reason, age_s
 """
 
-from scheduler.carbon.providers.base import (
-    BadCredentials,
-    BadResponse,
-    IntensityPoint,
-    ProviderError,
-    ProviderUnavailable,
-    RateLimited,
-    SignalIndexPoint,
-    StaleData,
-)
+from scheduler.carbon.providers.base import IntensityPoint, SignalIndexPoint
 from scheduler.carbon.providers.config import CarbonConfig
 from scheduler.carbon.providers.refresh import RefreshOutcome, refresh_zones
 from scheduler.carbon.providers.signal import IntensityReading, ProviderSignal, SignalPolicy, ZoneStatus, build_signal
+from scheduler.errors import BadCredentials, BadResponse, ProviderError, ProviderUnavailable, RateLimited, StaleData
 
 __all__ = [
     "BadCredentials", "BadResponse", "CarbonConfig", "IntensityPoint", "IntensityReading", "ProviderError",

@@ -1,20 +1,12 @@
-"""The small interface every carbon-intensity provider implements, its values, and the package's errors.
+"""The small interface every carbon-intensity provider implements, and its values.
 
 A provider turns one upstream (an HTTP API, a CSV trace, a configured constant) into :class:`IntensityPoint`
 values for a provider-specific *region* (``DE`` for Electricity Maps, ``CAISO_NORTH`` for WattTime, ``13`` or
 ``postcode:BS7`` for the UK API). Every query takes an explicit ``as_of`` time: a provider never reads a clock to
 decide what "now" is, and it never returns a point that was not known at ``as_of``.
 
-Errors, all translated at the provider boundary (HTTP, JSON, files) so callers only ever see these::
-
-    WattschedError
-    └── ProviderError            a provider gave no usable answer (names the provider; never a token)
-        ├── ProviderUnavailable  no answer: connection refused, timeout, HTTP 5xx after retries
-        │   └── RateLimited      HTTP 429 with a Retry-After longer than we are willing to wait
-        ├── BadCredentials       token or password missing or rejected (HTTP 401/403); not worth retrying
-        ├── BadResponse          an answer we cannot trust: HTML error page, malformed or partial JSON,
-        │                        missing fields, wrong units, implausible values, an unreadable trace file
-        └── StaleData            a well-formed answer whose newest value is too old to describe the grid now
+Errors are translated at the provider boundary (HTTP, JSON, files), so callers only ever see
+``scheduler.errors.ProviderError`` and its subclasses (the tree is drawn in ``scheduler.errors``).
 """
 
 from __future__ import annotations
@@ -24,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Protocol
 
-from scheduler.errors import ConfigError, WattschedError
+from scheduler.errors import BadCredentials, BadResponse, ConfigError
 
 ACTUAL = "actual"
 FORECAST = "forecast"
@@ -34,42 +26,6 @@ FORECAST = "forecast"
 MAX_PLAUSIBLE_G_PER_KWH = 2500.0
 
 LBS_PER_MWH_TO_G_PER_KWH = 0.4536  # 453.6 g per lb, 1,000 kWh per MWh
-
-
-class ProviderError(WattschedError):
-    """A carbon provider gave no usable answer. ``provider`` names it; ``kind`` is a short label for status."""
-
-    kind = "error"
-
-    def __init__(self, provider: str, message: str):
-        super().__init__(f"{provider}: {message}")
-        self.provider = provider
-
-
-class ProviderUnavailable(ProviderError):
-    kind = "unavailable"
-
-
-class RateLimited(ProviderUnavailable):
-    """The provider asked us to come back in ``retry_after_s`` seconds."""
-
-    kind = "rate-limited"
-
-    def __init__(self, provider: str, message: str, retry_after_s: float):
-        super().__init__(provider, message)
-        self.retry_after_s = retry_after_s
-
-
-class BadCredentials(ProviderError):
-    kind = "bad-credentials"
-
-
-class BadResponse(ProviderError):
-    kind = "bad-response"
-
-
-class StaleData(ProviderError):
-    kind = "stale"
 
 
 @dataclass(frozen=True)

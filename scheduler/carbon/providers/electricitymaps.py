@@ -12,7 +12,6 @@ from datetime import datetime, timedelta
 from scheduler.carbon.providers.base import (
     ACTUAL,
     FORECAST,
-    BadResponse,
     IntensityPoint,
     reveal,
     checked_intensity,
@@ -22,6 +21,7 @@ from scheduler.carbon.providers.base import (
 )
 from scheduler.carbon.providers.config import Secret
 from scheduler.carbon.providers.http import HttpClient
+from scheduler.errors import BadResponse
 
 PUBLIC_URL = "https://api.electricitymaps.com"
 EMISSION_FACTORS = ("lifecycle", "direct")

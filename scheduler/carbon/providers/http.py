@@ -23,13 +23,8 @@ from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Callable, Mapping, Protocol
 
-from scheduler.carbon.providers.base import (
-    BadCredentials,
-    BadResponse,
-    ProviderUnavailable,
-    RateLimited,
-)
 from scheduler.clock import Clock, utc_now
+from scheduler.errors import BadCredentials, BadResponse, ProviderUnavailable, RateLimited
 
 
 @dataclass(frozen=True)

@@ -16,16 +16,10 @@ from typing import Iterable
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from scheduler.carbon.providers.base import (
-    ACTUAL,
-    BadCredentials,
-    IntensityPoint,
-    ProviderError,
-    RateLimited,
-    StaleData,
-)
+from scheduler.carbon.providers.base import ACTUAL, IntensityPoint
 from scheduler.carbon.providers.signal import ProviderSignal, ZoneFeed, ZoneHealth
 from scheduler.clock import Clock
+from scheduler.errors import BadCredentials, ProviderError, RateLimited, StaleData
 
 log = logging.getLogger(__name__)
 

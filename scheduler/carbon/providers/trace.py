@@ -16,12 +16,11 @@ import numpy as np
 from scheduler.carbon.providers.base import (
     ACTUAL,
     FORECAST,
-    BadResponse,
     IntensityPoint,
-    ProviderUnavailable,
     floor_time,
 )
-from scheduler.carbon.trace_file import CarbonTraceError, load_carbon_trace
+from scheduler.carbon.trace_file import load_carbon_trace
+from scheduler.errors import BadResponse, CarbonTraceError, ProviderUnavailable
 
 FORECAST_ISSUE_STEP_S = 3600.0
 

@@ -13,7 +13,6 @@ from datetime import datetime, timedelta
 from scheduler.carbon.providers.base import (
     ACTUAL,
     FORECAST,
-    BadResponse,
     IntensityPoint,
     checked_intensity,
     floor_time,
@@ -22,7 +21,7 @@ from scheduler.carbon.providers.base import (
     within,
 )
 from scheduler.carbon.providers.http import HttpClient
-from scheduler.errors import ConfigError
+from scheduler.errors import BadResponse, ConfigError
 
 PUBLIC_URL = "https://api.carbonintensity.org.uk"
 NATIONAL = "national"

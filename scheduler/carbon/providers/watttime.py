@@ -17,8 +17,6 @@ from scheduler.carbon.providers.base import (
     ACTUAL,
     FORECAST,
     LBS_PER_MWH_TO_G_PER_KWH,
-    BadCredentials,
-    BadResponse,
     IntensityPoint,
     SignalIndexPoint,
     checked_intensity,
@@ -30,6 +28,7 @@ from scheduler.carbon.providers.base import (
 from scheduler.carbon.providers.config import Secret
 from scheduler.carbon.providers.http import HttpClient
 from scheduler.clock import Clock
+from scheduler.errors import BadCredentials, BadResponse
 
 PUBLIC_URL = "https://api.watttime.org"
 TOKEN_LIFETIME_S = 30 * 60
