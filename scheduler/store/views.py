@@ -6,10 +6,9 @@ from datetime import datetime
 from typing import Any, Iterable
 
 from policies.status import Code
+from policies.units import J_PER_KWH
 from scheduler.store.models import Job, Run, RunEnergy
 from scheduler.store.exports import aggregate, totals
-
-J_PER_KWH = 3.6e6
 
 
 def iso(at: datetime | None) -> str | None:
