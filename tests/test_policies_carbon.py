@@ -188,7 +188,7 @@ def test_priority_decides_who_gets_scarce_room_unless_a_deadline_is_at_stake():
 
 
 def test_waits_read_in_units_people_use():
-    from policies.plugins.carbon import _span
+    from policies.plugins.carbon.window import _span
 
     assert [_span(s) for s in (45, 600, 7200)] == ["45 s", "10 min", "2.0 h"]
 

@@ -1,17 +1,11 @@
-"""Plugins that move work to cleaner hours and zones, at the cap that emits least, without missing deadlines.
+"""The carbon planner (PreFilter): each waiting job's cheapest plan over its zones, caps and start times, made
+once per cycle from the forecast in the snapshot and kept in the CycleState, where the other carbon plugins read
+it (``plan_of``).
 
-``CarbonPlanner`` (PreFilter) computes each job's plan once per cycle from the forecast in the snapshot; the
-other plugins read it from the CycleState:
-
-- ``UrgencyFirst`` (QueueSort): jobs whose slack is exhausted first (earliest latest-start first), then jobs by
-  the carbon they would lose per GPU-hour of waiting, so scarce clean capacity goes where it saves most;
-- ``CarbonOverRun`` (Score): a zone's emissions if the job starts there now;
-- ``CarbonWindow`` (Permit): wait on purpose while a later start (or, for interruptible jobs, later pieces of
-  time) is forecast to emit less and the deadline still holds;
-- ``CarbonCap`` (CapChooser): the power cap that emits least while the deadline holds and the budget allows.
-
-With a history-only forecast (persistence), the planner forecasts from the history itself with
-``HistoryForecast`` (daily and weekly profiles and the recent level, fitted on what it has seen).
+A job that runs in one piece is planned a start, a zone and a cap (``policies.carbon_search.run_costs``); an
+interruptible one the cheapest pieces of time (``policies.carbon_plan``). With a history-only forecast
+(persistence), the planner forecasts from the history itself with ``HistoryForecast`` (daily and weekly profiles
+and the recent level, fitted on what it has seen).
 """
 
 from __future__ import annotations
@@ -24,21 +18,13 @@ import numpy as np
 from policies.carbon_plan import SlotPlan, slot_plans
 from policies.carbon_search import NOW_EPS_S, run_costs
 from policies.forecast import CarbonForecast, IntensityCurve, ZoneCurves
-from policies.framework import CycleState, is_due, job_draw_w, normalize_lower_is_better, steps_of
+from policies.framework import CycleState, is_due, job_draw_w, steps_of
 from policies.history_forecast import HistoryForecast
-from policies.plugins.holds import allowed_steps
 from policies.snapshot import FULL_POWER, CapStep, JobRequest
-from policies.status import SUCCESS, Code, Status
 from policies.units import J_PER_KWH
 
 # How long "waiting" lasts when ranking who loses most by waiting.
 WAIT_PROBE_S = 3600.0
-# A job waits for room in its cleanest zone only while its latest start is at least this far off (CarbonWindow).
-ROOM_MARGIN_S = 2 * 3600.0
-# An interruptible job is suspended only if it keeps at least this much slack to resume in (CarbonCap).
-RESUME_MARGIN_S = 3600.0
-# The shortest wait before a job deferred on a history-only forecast is reconsidered (CarbonWindow).
-RECHECK_MIN_S = 3 * 3600.0
 PLANNER = "CarbonPlanner"
 # Jobs planned in one call (bounds its scratch arrays: jobs x zones, and jobs x pieces for interruptible jobs).
 RUN_BATCH = 64
@@ -270,180 +256,3 @@ def _deadline(job: JobRequest, now: float) -> float:
 
 def plan_of(state: CycleState, job: JobRequest) -> JobPlan | None:
     return state.notes.get((PLANNER, job.job_id))
-
-
-class UrgencyFirst:
-    """QueueSort: slack exhausted first (earliest deadline first: deadlines are promises; priority breaks ties),
-    then higher priority (users' ``--priority``; traces have none), then most carbon lost per GPU-hour waited."""
-
-    name = "UrgencyFirst"
-
-    def sort(self, state: CycleState, jobs: Sequence[JobRequest]) -> list[JobRequest]:
-        def key(job: JobRequest):
-            plan = plan_of(state, job)
-            if plan is None:
-                return (1, -job.priority, 0.0, job.submitted_s, job.job_id)
-            if plan.must_start:
-                return (0, plan.deadline_s, -job.priority, job.submitted_s, job.job_id)
-            return (1, -job.priority, -plan.gain_per_gpu_h, job.submitted_s, job.job_id)
-
-        return sorted(jobs, key=key)
-
-
-class CarbonOverRun:
-    """Score: lower emissions if the job started in the zone now (current intensity when there is no plan)."""
-
-    name = "CarbonOverRun"
-
-    def score(self, state: CycleState, job: JobRequest, zones: tuple[str, ...]) -> dict[str, float]:
-        plan = plan_of(state, job)
-        if plan is not None:
-            raw = {z: plan.now_cost_g[z][0] for z in zones if z in plan.now_cost_g}
-        else:
-            known = state.snapshot.intensity_g_per_kwh
-            raw = {z: known[z] for z in zones if z in known}
-        scores = normalize_lower_is_better(raw)
-        return {z: scores.get(z, 0.0) for z in zones}
-
-
-class CarbonWindow:
-    """Permit: hold a job back while the plan says a later moment emits less (never past its latest start).
-
-    min_saving_fraction: wait only when the saving is at least this share of starting now (0: any saving).
-    room_margin_s: a job whose cleanest zone is full waits for room there only while its latest start is at least
-    this far off; with less slack it starts in a zone that has room. Waiting to the very last moment is a bet that
-    room frees in time: on a congested cluster it loses, and then every other zone and the power are taken too.
-    """
-
-    name = "CarbonWindow"
-
-    def __init__(self, min_saving_fraction: float = 0.0, room_margin_s: float = ROOM_MARGIN_S):
-        if room_margin_s < 0:
-            raise ValueError(f"room_margin_s must be >= 0, got {room_margin_s}")
-        self.min_saving_fraction = min_saving_fraction
-        self.room_margin_s = room_margin_s
-
-    def permit(self, state: CycleState, job: JobRequest, zone: str) -> Status:
-        plan = plan_of(state, job)
-        now = state.now_s
-        if plan is None or plan.must_start:
-            return SUCCESS
-        hold = state.holds.get(job.job_id)
-        if hold is not None and now >= hold.start_s - NOW_EPS_S:
-            return SUCCESS  # its hold has begun: it starts while the room is there (see policies.plugins.holds)
-        if plan.slots is not None:
-            return self._permit_slots(state, plan, zone)
-        now_g = plan.now_cost_g[zone][0]
-        if plan.best_start_s <= now + NOW_EPS_S or now_g - plan.best_cost_g <= self.min_saving_fraction * now_g:
-            if plan.best_start_s <= now + NOW_EPS_S and plan.best_zone != zone \
-                    and now_g > plan.now_cost_g[plan.best_zone][0] * (1 + self.min_saving_fraction) + 1e-12:
-                # the cleanest zone is full now: wait for room there rather than run dirtier elsewhere
-                return self._wait_for_room(plan, now)
-            return SUCCESS
-        return Status(Code.WAIT, self.name,
-                      f"carbon: waiting {_span(plan.best_start_s - now)} to start in zone {plan.best_zone} "
-                      f"(forecast {plan.best_cost_g / 1000:.3f} kg vs {now_g / 1000:.3f} kg now)",
-                      retry_at_s=_look_again_at(state, plan.best_start_s))
-
-    def _wait_for_room(self, plan: JobPlan, now: float) -> Status:
-        """Wait for room in the plan's zone until the margin before the latest start (then start elsewhere)."""
-        give_up_s = plan.latest_start_s - self.room_margin_s
-        if now >= give_up_s - NOW_EPS_S:
-            return SUCCESS
-        return Status(Code.UNSCHEDULABLE, self.name, f"waiting for room in zone {plan.best_zone}", retry_at_s=give_up_s,
-                      room_in=(plan.best_zone,))
-
-    def _permit_slots(self, state: CycleState, plan: JobPlan, zone: str) -> Status:
-        now = state.now_s
-        if plan.best_start_s <= now + NOW_EPS_S:
-            if plan.best_zone == zone or plan.now_intensity[zone] <= plan.slots.marginal():
-                return SUCCESS
-            return self._wait_for_room(plan, now)
-        return Status(Code.WAIT, self.name,
-                      f"carbon: waiting {_span(plan.best_start_s - now)} for a cleaner window in zone {plan.best_zone} "
-                      f"({plan.slots.values[plan.slots.allotted_s > 0].min():.0f} g/kWh vs "
-                      f"{plan.now_intensity[plan.best_zone]:.0f} now)",
-                      retry_at_s=_look_again_at(state, plan.best_start_s))
-
-
-def _look_again_at(state: CycleState, start_s: float) -> float:
-    """When to reconsider a job deferred to ``start_s``: then, or, on a forecast learned from history, halfway
-    there (at least three hours on), since such a forecast improves as the hour nears and may move the best start."""
-    forecast, now = state.snapshot.forecast, state.now_s
-    if forecast is None or not forecast.history_only:
-        return start_s
-    return min(start_s, now + max(RECHECK_MIN_S, (start_s - now) / 2))
-
-
-def _span(seconds: float) -> str:
-    """A wait as people say it: 45 s, 12 min, 2.0 h."""
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 90 * 60:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
-class CarbonCap:
-    """CapChooser: the plan's cap when it fits the power budget, else the cleanest one that fits and still
-    meets the deadline; interruptible jobs stop when their planned stretch ends.
-
-    min_stretch_s: an interruptible job runs at least this long before it is suspended again. Real jobs pay for
-    every resume (a process start, a checkpoint load), which the plan does not see; the simulator's jobs do
-    not, so its default is 0.
-    resume_margin_s: a job is suspended only if it would keep at least this much slack (at full speed) after the
-    stretch: it has to find room and power again to resume, which on a congested cluster takes time.
-    """
-
-    name = "CarbonCap"
-
-    def __init__(self, min_stretch_s: float = 0.0, resume_margin_s: float = RESUME_MARGIN_S) -> None:
-        for name, value in (("min_stretch_s", min_stretch_s), ("resume_margin_s", resume_margin_s)):
-            if value < 0:
-                raise ValueError(f"{name} must be >= 0, got {value}")
-        self.min_stretch_s = min_stretch_s
-        self.resume_margin_s = resume_margin_s
-
-    def choose(self, state: CycleState, job: JobRequest, zone: str) -> tuple[CapStep, float | None, str]:
-        plan = plan_of(state, job)
-        if plan is None:
-            return FULL_POWER, None, f"started in zone {zone} (no carbon forecast)"
-        now = state.now_s
-        budget = float("inf") if state.budget_left_w is None else state.budget_left_w + 1e-9
-        until_s = None
-        if plan.slots is not None:
-            step = plan.best_step
-            first = plan.slots.first_run()
-            if not plan.must_start and first is not None:
-                until_s = max(first[1], now + self.min_stretch_s)
-                left_s = (job.expected_duration_s or 0.0) - (until_s - now) * step.speed  # work after the stretch
-                if until_s >= plan.deadline_s - NOW_EPS_S or plan.deadline_s - until_s - left_s < self.resume_margin_s \
-                        or job.job_id in state.holds:
-                    # too little slack to bet on finding room again, or a big job (it holds room) that would have to
-                    # find a drained node again: run to the end
-                    until_s = None
-        else:
-            step = plan.now_cost_g[zone][1]
-        allowed = allowed_steps(state, job, zone)
-        if plan.must_start or job_draw_w(job, step) > budget or allowed is not None and step not in allowed:
-            step = self._fallback(job, now, plan.deadline_s, budget, plan.must_start, allowed) or step
-            until_s = None if plan.must_start else until_s
-        why = "deadline: slack exhausted, " if plan.must_start else "carbon: "
-        cap = "" if step.cap_fraction >= 1.0 else f" at a {step.cap_fraction:.0%} power cap"
-        return step, until_s, (f"{why}started in zone {zone}{cap} "
-                               f"({plan.now_intensity.get(zone, float('nan')):.0f} g/kWh now)")
-
-    @staticmethod
-    def _fallback(job: JobRequest, now: float, deadline: float, budget: float, must_start: bool,
-                  allowed: tuple[CapStep, ...] | None = None) -> CapStep | None:
-        """Within the budget (and among ``allowed``, the caps that keep other jobs' holds): the least-drawing cap
-        that meets the deadline from now (full speed when the slack is gone), else the fastest cap (late either
-        way); None when no cap fits the budget."""
-        work_s = job.expected_duration_s or 0.0
-        within = [s for s in allowed or steps_of(job) if job_draw_w(job, s) <= budget]
-        fitting = [s for s in within if now + work_s / s.speed <= deadline]
-        if must_start:
-            fitting = [s for s in fitting if s.speed >= 1.0] or fitting
-        if fitting:
-            return min(fitting, key=lambda s: s.power_fraction / s.speed)
-        return max(within, key=lambda s: s.speed, default=None)

@@ -1,0 +1,93 @@
+"""The carbon window (Permit): a job waits on purpose while its plan says a later start (or, for an interruptible
+job, later pieces of time) emits less and its deadline still holds, or for room in its cleanest zone."""
+
+from __future__ import annotations
+
+from policies.carbon_search import NOW_EPS_S
+from policies.framework import CycleState
+from policies.plugins.carbon.planner import JobPlan, plan_of
+from policies.snapshot import JobRequest
+from policies.status import SUCCESS, Code, Status
+
+# A job waits for room in its cleanest zone only while its latest start is at least this far off.
+ROOM_MARGIN_S = 2 * 3600.0
+# The shortest wait before a job deferred on a history-only forecast is reconsidered.
+RECHECK_MIN_S = 3 * 3600.0
+
+
+class CarbonWindow:
+    """Permit: hold a job back while the plan says a later moment emits less (never past its latest start).
+
+    min_saving_fraction: wait only when the saving is at least this share of starting now (0: any saving).
+    room_margin_s: a job whose cleanest zone is full waits for room there only while its latest start is at least
+    this far off; with less slack it starts in a zone that has room. Waiting to the very last moment is a bet that
+    room frees in time: on a congested cluster it loses, and then every other zone and the power are taken too.
+    """
+
+    name = "CarbonWindow"
+
+    def __init__(self, min_saving_fraction: float = 0.0, room_margin_s: float = ROOM_MARGIN_S):
+        if room_margin_s < 0:
+            raise ValueError(f"room_margin_s must be >= 0, got {room_margin_s}")
+        self.min_saving_fraction = min_saving_fraction
+        self.room_margin_s = room_margin_s
+
+    def permit(self, state: CycleState, job: JobRequest, zone: str) -> Status:
+        plan = plan_of(state, job)
+        now = state.now_s
+        if plan is None or plan.must_start:
+            return SUCCESS
+        hold = state.holds.get(job.job_id)
+        if hold is not None and now >= hold.start_s - NOW_EPS_S:
+            return SUCCESS  # its hold has begun: it starts while the room is there (see policies.plugins.holds)
+        if plan.slots is not None:
+            return self._permit_slots(state, plan, zone)
+        now_g = plan.now_cost_g[zone][0]
+        if plan.best_start_s <= now + NOW_EPS_S or now_g - plan.best_cost_g <= self.min_saving_fraction * now_g:
+            if plan.best_start_s <= now + NOW_EPS_S and plan.best_zone != zone \
+                    and now_g > plan.now_cost_g[plan.best_zone][0] * (1 + self.min_saving_fraction) + 1e-12:
+                # the cleanest zone is full now: wait for room there rather than run dirtier elsewhere
+                return self._wait_for_room(plan, now)
+            return SUCCESS
+        return Status(Code.WAIT, self.name,
+                      f"carbon: waiting {_span(plan.best_start_s - now)} to start in zone {plan.best_zone} "
+                      f"(forecast {plan.best_cost_g / 1000:.3f} kg vs {now_g / 1000:.3f} kg now)",
+                      retry_at_s=_look_again_at(state, plan.best_start_s))
+
+    def _wait_for_room(self, plan: JobPlan, now: float) -> Status:
+        """Wait for room in the plan's zone until the margin before the latest start (then start elsewhere)."""
+        give_up_s = plan.latest_start_s - self.room_margin_s
+        if now >= give_up_s - NOW_EPS_S:
+            return SUCCESS
+        return Status(Code.UNSCHEDULABLE, self.name, f"waiting for room in zone {plan.best_zone}", retry_at_s=give_up_s,
+                      room_in=(plan.best_zone,))
+
+    def _permit_slots(self, state: CycleState, plan: JobPlan, zone: str) -> Status:
+        now = state.now_s
+        if plan.best_start_s <= now + NOW_EPS_S:
+            if plan.best_zone == zone or plan.now_intensity[zone] <= plan.slots.marginal():
+                return SUCCESS
+            return self._wait_for_room(plan, now)
+        return Status(Code.WAIT, self.name,
+                      f"carbon: waiting {_span(plan.best_start_s - now)} for a cleaner window in zone {plan.best_zone} "
+                      f"({plan.slots.values[plan.slots.allotted_s > 0].min():.0f} g/kWh vs "
+                      f"{plan.now_intensity[plan.best_zone]:.0f} now)",
+                      retry_at_s=_look_again_at(state, plan.best_start_s))
+
+
+def _look_again_at(state: CycleState, start_s: float) -> float:
+    """When to reconsider a job deferred to ``start_s``: then, or, on a forecast learned from history, halfway
+    there (at least three hours on), since such a forecast improves as the hour nears and may move the best start."""
+    forecast, now = state.snapshot.forecast, state.now_s
+    if forecast is None or not forecast.history_only:
+        return start_s
+    return min(start_s, now + max(RECHECK_MIN_S, (start_s - now) / 2))
+
+
+def _span(seconds: float) -> str:
+    """A wait as people say it: 45 s, 12 min, 2.0 h."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
