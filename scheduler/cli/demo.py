@@ -20,7 +20,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from scheduler.client.client import WaitTimeout
+from scheduler.client import WaitTimeout
 from scheduler.config import Settings
 
 TRAIN_DE = {"dataset": "digits", "image_size": 16, "steps": 120, "batch_size": 32, "channels": [16, 32],
@@ -89,7 +89,7 @@ def main(args=None) -> int:
     import ray
 
     from scheduler.carbon.signal import SyntheticSignal
-    from scheduler.client.client import Client
+    from scheduler.client import Client
     from scheduler.cluster.controller import shutdown_controller
     from scheduler.daemon.daemon import Daemon
 
