@@ -8,7 +8,7 @@ import pytest
 from fakes import FakeClock
 
 from scheduler.carbon.providers.base import ACTUAL, FORECAST, IntensityPoint
-from scheduler.carbon.providers.cache import CarbonCache
+from scheduler.store.carbon_cache import CarbonCache
 from scheduler.carbon.providers.refresh import refresh_zones
 from scheduler.carbon.providers.signal import ProviderSignal, SignalPolicy, ZoneFeed
 from scheduler.errors import ProviderUnavailable

@@ -16,7 +16,7 @@ from fakes import FakeClock
 from carbon_emulators import ElectricityMapsEmulator, UkCarbonEmulator, WattTimeEmulator, grid_g_per_kwh
 from sqlalchemy import func, select
 
-from scheduler.carbon.providers.cache import CarbonCache
+from scheduler.store.carbon_cache import CarbonCache
 from scheduler.carbon.providers.config import CarbonConfig
 from scheduler.carbon.providers.http import HttpClient, RequestsTransport, RetryPolicy
 from scheduler.carbon.providers.refresh import refresh_zones

@@ -17,9 +17,7 @@ from datetime import datetime, timezone
 from typing import Protocol
 
 from scheduler.errors import BadCredentials, BadResponse, ConfigError
-
-ACTUAL = "actual"
-FORECAST = "forecast"
+from scheduler.store.carbon_cache import ACTUAL, FORECAST  # noqa: F401  (a point's bases: what the cache keeps)
 
 # The dirtiest grids average about 1,000 g/kWh and a pure-lignite plant about 1,200 (MOERs run somewhat higher);
 # anything far above that is a unit mistake (lbs/MWh, kg/MWh reported as g/kWh), not a grid.

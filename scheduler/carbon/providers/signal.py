@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler.carbon.signal import IntensityReading, SyntheticSignal, ZoneStatus
 from scheduler.carbon.providers.base import FORECAST, CarbonProvider, SignalIndexPoint
-from scheduler.carbon.providers.cache import CachedIntensity, CarbonCache
+from scheduler.store.carbon_cache import CachedIntensity, CarbonCache
 from scheduler.carbon.providers.config import CarbonConfig, ProviderConfig
 from scheduler.carbon.providers.electricitymaps import ElectricityMapsProvider
 from scheduler.carbon.providers.electricitymaps import PUBLIC_URL as ELECTRICITYMAPS_URL

@@ -1,4 +1,5 @@
-"""The carbon-intensity cache: providers' actuals and forecasts in the ``carbon_intensity`` table.
+"""The carbon-intensity cache: providers' actuals and forecasts in the ``carbon_intensity`` table (the store is the
+only writer of the database; the carbon providers read and fill the cache through this).
 
 Every query takes an explicit ``as_of``: it sees only rows issued at or before it, so asking "what did we know
 at 10:00?" after a restart, or from a replay, gives the answer we had then. Rows are never updated in place: a
@@ -14,18 +15,30 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Sequence
+from typing import Protocol, Sequence
 
 from sqlalchemy import delete, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
-from scheduler.carbon.providers.base import ACTUAL, FORECAST, IntensityPoint
 from scheduler.store.models import CarbonIntensity
+
+#: The two bases of a cached value (``CarbonIntensity.basis``): a provider's value for a past time, or a forecast.
+ACTUAL = "actual"
+FORECAST = "forecast"
 
 #: The coarsest step of any provider's series (Electricity Maps is hourly): a point covers at most this long.
 MAX_STEP_S = 3600.0
 _POINT_KEY = ["zone", "at", "source", "basis", "issued_at"]
+
+
+class IntensityPoint(Protocol):
+    """What the cache keeps of a provider's point (``scheduler.carbon.providers.base.IntensityPoint``)."""
+
+    at: datetime
+    intensity_g_per_kwh: float
+    basis: str
+    issued_at: datetime
 
 
 @dataclass(frozen=True)
