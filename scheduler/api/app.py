@@ -31,6 +31,7 @@ from scheduler.errors import (Forbidden, InvalidRequest, InvalidTransition, JobN
 from scheduler.store.exports import GROUP_BY
 from scheduler.store.job_state import JobState
 from scheduler.store.views import history_view, job_view
+from workers.kinds import builtin_kinds
 
 MAX_WAIT_S = 60.0
 MAX_LIST_LIMIT = 1000
@@ -63,7 +64,7 @@ class ErrorResponse(BaseModel):
 class SubmitBody(BaseModel):
     """A job submission (what POST /v1/jobs accepts)."""
 
-    kind: str = Field(description="job kind: diffusion-train or diffusion-sample")
+    kind: str = Field(description="job kind: " + ", ".join(builtin_kinds().names()))
     spec: dict[str, Any] = Field(default_factory=dict, description="the kind's parameters")
     gpus: int = Field(1, ge=1, le=64)
     deadline: str | None = Field(None, description="ISO 8601 with timezone; must be in the future")
