@@ -23,6 +23,7 @@ from scheduler.cluster.controller import (  # noqa: E402
     shutdown_controller,
 )
 from scheduler.errors import ConfigError, ControllerError  # noqa: E402
+from workers.events import Finished, Progress, WorkerEvent  # noqa: E402
 
 pytestmark = pytest.mark.ray
 
@@ -43,9 +44,9 @@ class Events:
     def __init__(self, controller):
         self.controller = controller
         self.after = ray.get(controller.info.remote())["last_seq"]
-        self.seen: list[dict] = []
+        self.seen: list[WorkerEvent] = []
 
-    def wait(self, predicate, timeout_s: float = TIMEOUT_S) -> dict:
+    def wait(self, predicate, timeout_s: float = TIMEOUT_S) -> WorkerEvent:
         """The first event (already seen or new) that satisfies ``predicate``; fails after ``timeout_s``."""
         deadline = time.monotonic() + timeout_s
         while True:
@@ -61,15 +62,20 @@ class Events:
             if batch:
                 ray.get(self.controller.ack_events.remote(self.after))
 
-    def finished(self, job_id: str, timeout_s: float = TIMEOUT_S) -> dict:
-        return self.wait(lambda e: e["type"] == "finished" and e["job_id"] == job_id, timeout_s)
+    def finished(self, job_id: str, timeout_s: float = TIMEOUT_S) -> Finished:
+        return self.wait(lambda e: e.type == "finished" and e.job_id == job_id, timeout_s)
 
-    def of(self, job_id: str) -> list[dict]:
-        return [e for e in self.seen if e.get("job_id") == job_id]
+    def of(self, job_id: str) -> list[WorkerEvent]:
+        return [e for e in self.seen if e.job_id == job_id]
 
     @staticmethod
-    def brief(event: dict) -> tuple:
-        return event.get("type"), event.get("job_id"), event.get("exit_status"), event.get("error")
+    def brief(event: WorkerEvent) -> tuple:
+        return event.type, event.job_id, getattr(event, "exit_status", None), getattr(event, "error", None)
+
+
+def note(n: int) -> Progress:
+    """A progress event of a job the controller does not run: it is only logged."""
+    return Progress(job_id="none", run_id="none", at=float(n), progress={"n": n})
 
 
 def start(controller, job_id, kind, spec, worker_ids, workdir, **kwargs) -> None:
@@ -117,9 +123,9 @@ class TestOneNode:
         controller, _ = one_node
         last = ray.get(controller.info.remote())["last_seq"]
         for n in (1, 2):
-            ray.get(controller.report.remote({"type": "note", "job_id": "none", "n": n}))
+            ray.get(controller.report.remote(note(n)))
         batch = ray.get(controller.fetch_events.remote(last, 0))
-        assert [(seq, e["n"]) for seq, e in batch] == [(last + 1, 1), (last + 2, 2)]
+        assert [(seq, e.progress["n"]) for seq, e in batch] == [(last + 1, 1), (last + 2, 2)]
         # Not acknowledged: a daemon that crashed before committing gets them again.
         assert ray.get(controller.fetch_events.remote(last, 0)) == batch
         assert ray.get(controller.ack_events.remote(last + 1)) >= 1
@@ -130,8 +136,8 @@ class TestOneNode:
         ready, _ = ray.wait([poll], timeout=0.5)
         assert not ready
         reported = time.monotonic()
-        ray.get(controller.report.remote({"type": "note", "job_id": "none", "n": 3}))
-        assert [e["n"] for _, e in ray.get(poll, timeout=10)] == [3]
+        ray.get(controller.report.remote(note(3)))
+        assert [e.progress["n"] for _, e in ray.get(poll, timeout=10)] == [3]
         assert time.monotonic() - reported < 2
 
         asked = time.monotonic()
@@ -158,11 +164,11 @@ class TestOneNode:
             start(controller, "refused", "diffusion-train", TRAIN_SPEC, [w1], tmp_path / "refused")
 
         done = events.finished("train")
-        assert done["exit_status"] == "succeeded", done["error"]
-        started = events.wait(lambda e: e["type"] == "started" and e["job_id"] == "train")
-        assert sorted(started["gpu_ids"]) == [0, 1] and started["worker_id"] == w0
-        assert done["energy"]["gpu_energy_j"] > 0 and done["energy"]["gpu_method"] == "simulated"
-        samples = [s for e in events.of("train") if e["type"] != "started" for s in e["samples"]]
+        assert done.exit_status == "succeeded", done.error
+        started = events.wait(lambda e: e.type == "started" and e.job_id == "train")
+        assert sorted(started.gpu_ids) == [0, 1] and started.worker_id == w0
+        assert done.energy.gpu_energy_j > 0 and done.energy.gpu_method == "simulated"
+        samples = [s for e in events.of("train") if e.type != "started" for s in e.samples]
         assert len(samples) >= 2
         assert all(w["busy_job"] is None for w in ray.get(controller.inventory.remote()))
         assert ray.get(controller.running.remote()) == []
@@ -171,9 +177,9 @@ class TestOneNode:
         start(controller, "sample", "diffusion-sample", sample_spec(tmp_path / "train"), [w0], tmp_path / "s")
         start(controller, "bad", "diffusion-sample", sample_spec(tmp_path / "missing"), [w1], tmp_path / "b")
         good, bad = events.finished("sample"), events.finished("bad")
-        assert good["exit_status"] == "succeeded", good["error"]
-        assert good["energy"]["gpu_energy_j"] > 0 and good["energy"]["gpu_method"] == "simulated"
-        assert bad["exit_status"] == "failed" and "missing" in bad["error"]
+        assert good.exit_status == "succeeded", good.error
+        assert good.energy.gpu_energy_j > 0 and good.energy.gpu_method == "simulated"
+        assert bad.exit_status == "failed" and "missing" in bad.error
         assert ray.get(controller.running.remote()) == []
 
     def test_cancel_stops_a_training_job_with_its_energy(self, one_node, tmp_path):
@@ -181,12 +187,12 @@ class TestOneNode:
         events = Events(controller)
         worker = ray.get(controller.inventory.remote())[0]["worker_id"]
         start(controller, "long", "diffusion-train", LONG_TRAIN_SPEC, [worker], tmp_path / "long")
-        events.wait(lambda e: e["type"] == "progress" and e["job_id"] == "long" and e["progress"])
+        events.wait(lambda e: e.type == "progress" and e.job_id == "long" and e.progress)
         asked = time.monotonic()
         assert ray.get(controller.cancel_job.remote("long")) is True
         done = events.finished("long", timeout_s=30)
         assert time.monotonic() - asked < 10  # within the grace period: it checkpointed and stopped
-        assert done["exit_status"] == "cancelled" and done["energy"]["gpu_energy_j"] > 0
+        assert done.exit_status == "cancelled" and done.energy.gpu_energy_j > 0
         assert ray.get(controller.cancel_job.remote("long")) is False
         assert ray.get(controller.running.remote()) == []
 
@@ -241,10 +247,10 @@ class TestTwoNodes:
 
         events = Events(controller)
         start(controller, "in-fr", "diffusion-train", TRAIN_SPEC, [by_zone["FR"]["worker_id"]], tmp_path / "fr")
-        started = events.wait(lambda e: e["type"] == "started" and e["job_id"] == "in-fr")
-        assert started["node_id"] == nodes["FR"].node_id
+        started = events.wait(lambda e: e.type == "started" and e.job_id == "in-fr")
+        assert started.node_id == nodes["FR"].node_id
         done = events.finished("in-fr")
-        assert done["exit_status"] == "succeeded", done["error"]
+        assert done.exit_status == "succeeded", done.error
 
         with pytest.raises(ControllerError, match="span nodes"):
             start(controller, "split", "diffusion-train", TRAIN_SPEC, sorted(by_zone[z]["worker_id"] for z in by_zone),
@@ -258,19 +264,19 @@ class TestTwoNodes:
         events = Events(controller)
         de_worker = next(w for w in ray.get(controller.inventory.remote()) if w["zone"] == "DE")["worker_id"]
         start(controller, "doomed", "diffusion-train", LONG_TRAIN_SPEC, [de_worker], tmp_path / "doomed")
-        started = events.wait(lambda e: e["type"] == "started" and e["job_id"] == "doomed")
-        events.wait(lambda e: e["type"] == "progress" and e["job_id"] == "doomed" and e["samples"])
+        started = events.wait(lambda e: e.type == "started" and e.job_id == "doomed")
+        events.wait(lambda e: e.type == "progress" and e.job_id == "doomed" and e.samples)
         try:
             cluster.remove_node(nodes["DE"])
             inventory = ray.get(controller.sync_workers.remote())
             assert [w["zone"] for w in inventory] == ["FR"]
             lost = events.finished("doomed", timeout_s=30)
-            assert lost["exit_status"] == "lost" and nodes["DE"].node_id in lost["error"]
-            assert lost["energy"]["partial"] and lost["energy"]["gpu_energy_j"] > 0
+            assert lost.exit_status == "lost" and nodes["DE"].node_id in lost.error
+            assert lost.energy_partial and lost.energy.gpu_energy_j > 0
             assert ray.get(controller.running.remote()) == []
         finally:
             # The job's process lives in its own session, so it outlives its node's Ray processes here.
             try:
-                os.kill(started["pid"], signal.SIGKILL)
+                os.kill(started.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass

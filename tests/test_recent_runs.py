@@ -5,6 +5,7 @@ from datetime import datetime, timezone
 
 import pytest
 from fakes import FakeClock
+from worker_events import finished, totals
 from sqlalchemy import event
 
 from scheduler.config import Settings
@@ -52,10 +53,8 @@ def finish(daemon: Daemon, clock: FakeClock, kind: str, spec: dict, duration_s: 
     store = daemon.store
     run = store.start_run(store.submit(store.validate(kind, spec)).id, "n", "DE", ["w"], None, "go")
     clock.advance(seconds=duration_s)
-    daemon.handle_event({"type": "finished", "run_id": run.id, "exit_status": exit_status, "exit_code": 0,
-                         "result": result, "samples": [],
-                         "energy": {"gpu_energy_j": 150.0 * duration_s, "cpu_energy_j": 0.0,
-                                    "duration_s": duration_s}})
+    daemon.handle_event(finished(run.id, totals(150.0 * duration_s, duration_s, clock.now.timestamp() - duration_s),
+                                 exit_status=exit_status, result=result))
 
 
 def run_history_queries(daemon: Daemon, action) -> list[str]:

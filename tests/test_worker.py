@@ -16,6 +16,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
+from workers.events import CapMode, PowerCap  # noqa: E402
 from workers.worker import GpuWorker  # noqa: E402
 
 pytestmark = pytest.mark.ray
@@ -31,28 +32,28 @@ class EventSink:
     """Stands in for the controller: keeps the events a worker reports and wakes whoever waits for one."""
 
     def __init__(self):
-        self.events: list[dict] = []
+        self.events: list = []  # workers.events
         self.changed = threading.Condition()
 
-    def report(self, event: dict) -> int:
+    def report(self, event) -> int:
         with self.changed:
             self.events.append(event)
             self.changed.notify_all()
             return len(self.events)
 
-    def wait_for(self, job_id: str, predicate, timeout_s: float) -> dict | None:
+    def wait_for(self, job_id: str, predicate, timeout_s: float):
         """The first event of ``job_id`` for which ``predicate(event)`` holds, or None after ``timeout_s``."""
 
         def found():
-            return next((e for e in self.events if e.get("job_id") == job_id and predicate(e)), None)
+            return next((e for e in self.events if e.job_id == job_id and predicate(e)), None)
 
         with self.changed:
             self.changed.wait_for(found, timeout=timeout_s)
             return found()
 
-    def of(self, job_id: str) -> list[dict]:
+    def of(self, job_id: str) -> list:
         with self.changed:
-            return [e for e in self.events if e.get("job_id") == job_id]
+            return [e for e in self.events if e.job_id == job_id]
 
 
 @pytest.fixture(scope="module")
@@ -110,8 +111,8 @@ def job(job_id: str, kind: str, spec: dict, workdir, gpu_ids=None) -> dict:
     }
 
 
-def finished(sink, job_id: str, timeout_s: float = TIMEOUT_S) -> dict:
-    event = ray.get(sink.wait_for.remote(job_id, lambda e: e["type"] == "finished", timeout_s))
+def finished(sink, job_id: str, timeout_s: float = TIMEOUT_S):
+    event = ray.get(sink.wait_for.remote(job_id, lambda e: e.type == "finished", timeout_s))
     assert event is not None, f"no finished event for {job_id}: {ray.get(sink.of.remote(job_id))}"
     return event
 
@@ -139,19 +140,19 @@ def test_train_then_sample_report_simulated_energy(workers, sink, tmp_path):
     gpu_ids = ray.get(w0.describe.remote())["gpu_ids"]
     ray.get(w0.start.remote(job("train-1", "diffusion-train", TRAIN_SPEC, tmp_path / "train", gpu_ids)))
     done = finished(sink, "train-1")
-    assert done["exit_status"] == "succeeded", done["error"]
-    assert done["exit_code"] == 0 and isinstance(done["result"], dict)
-    energy = done["energy"]
-    assert energy["gpu_energy_j"] > 0 and energy["gpu_method"] == "simulated"
-    assert energy["cpu_energy_j"] > 0 and energy["duration_s"] > 0
+    assert done.exit_status == "succeeded", done.error
+    assert done.exit_code == 0 and isinstance(done.result, dict)
+    energy = done.energy
+    assert energy.gpu_energy_j > 0 and energy.gpu_method == "simulated"
+    assert energy.cpu_energy_j > 0 and energy.duration_s > 0
     events = ray.get(sink.of.remote("train-1"))
     started = events[0]
-    assert started["type"] == "started" and started["gpu_ids"] == gpu_ids and started["pid"] > 0
-    assert started["gpu_method"] == "simulated" and started["worker_id"] == "w0"
-    assert [e["type"] for e in events].count("finished") == 1 and events[-1] is not started
-    samples = [s for e in events if e["type"] in ("progress", "finished") for s in e["samples"]]
+    assert started.type == "started" and list(started.gpu_ids) == gpu_ids and started.pid > 0
+    assert started.gpu_method == "simulated" and started.worker_id == "w0"
+    assert [e.type for e in events].count("finished") == 1 and events[-1] is not started
+    samples = [s for e in events if e.type in ("progress", "finished") for s in e.samples]
     assert len(samples) >= 2 and all(len(s) == 5 for s in samples)
-    assert samples[-1][3] == pytest.approx(energy["gpu_energy_j"], rel=0.05)  # cumulative GPU energy
+    assert samples[-1][3] == pytest.approx(energy.gpu_energy_j, rel=0.05)  # cumulative GPU energy
     # The child's output is kept for users.
     assert (tmp_path / "train" / "events.jsonl").read_text().count('"event": "result"') == 1
     assert (tmp_path / "train" / "stderr.log").exists()
@@ -160,8 +161,8 @@ def test_train_then_sample_report_simulated_energy(workers, sink, tmp_path):
     spec = {"checkpoint": str(tmp_path / "train"), "sampler": "ddim", "num_inference_steps": 5, "num_images": 4}
     ray.get(w0.start.remote(job("sample-1", "diffusion-sample", spec, tmp_path / "sample")))
     done = finished(sink, "sample-1")
-    assert done["exit_status"] == "succeeded", done["error"]
-    assert done["energy"]["gpu_energy_j"] > 0 and done["energy"]["gpu_method"] == "simulated"
+    assert done.exit_status == "succeeded", done.error
+    assert done.energy.gpu_energy_j > 0 and done.energy.gpu_method == "simulated"
 
 
 def test_failing_job_reports_the_error(workers, sink, tmp_path):
@@ -169,9 +170,9 @@ def test_failing_job_reports_the_error(workers, sink, tmp_path):
             "num_images": 4}
     ray.get(workers[1].start.remote(job("bad-sample", "diffusion-sample", spec, tmp_path / "bad")))
     done = finished(sink, "bad-sample")
-    assert done["exit_status"] == "failed" and done["exit_code"] == 1
-    assert "no-such-run" in done["error"]
-    assert done["energy"]["gpu_method"] == "simulated"
+    assert done.exit_status == "failed" and done.exit_code == 1
+    assert "no-such-run" in done.error
+    assert done.energy.gpu_method == "simulated"
 
 
 def test_launch_failure_is_reported_not_lost(workers, sink, tmp_path):
@@ -179,8 +180,8 @@ def test_launch_failure_is_reported_not_lost(workers, sink, tmp_path):
     blocker.write_text("not a directory")
     ray.get(workers[1].start.remote(job("no-dir", "diffusion-train", TRAIN_SPEC, blocker / "workdir")))
     done = finished(sink, "no-dir", timeout_s=10)
-    assert done["exit_status"] == "failed" and "could not launch" in done["error"]
-    assert [e["type"] for e in ray.get(sink.of.remote("no-dir"))] == ["finished"]
+    assert done.exit_status == "failed" and "could not launch" in done.error
+    assert [e.type for e in ray.get(sink.of.remote("no-dir"))] == ["finished"]
     assert ray.get(workers[1].busy.remote()) is None
 
 
@@ -194,7 +195,7 @@ def test_busy_worker_refuses_and_cancel_stops_training(workers, sink, tmp_path):
 
     # Cancel once training really runs (the child has reported a step), so the checkpoint path is exercised.
     progressed = ray.get(
-        sink.wait_for.remote("long", lambda e: e["type"] == "progress" and e["progress"], TIMEOUT_S)
+        sink.wait_for.remote("long", lambda e: e.type == "progress" and e.progress, TIMEOUT_S)
     )
     assert progressed is not None, ray.get(sink.of.remote("long"))
     asked = time.monotonic()
@@ -202,8 +203,8 @@ def test_busy_worker_refuses_and_cancel_stops_training(workers, sink, tmp_path):
     assert ray.get(w1.cancel.remote("long")) is True  # asking twice must not kill it mid-checkpoint
     done = finished(sink, "long", timeout_s=30)
     assert time.monotonic() - asked < 10  # the grace period: it stopped on SIGTERM, not SIGKILL
-    assert done["exit_status"] == "cancelled" and done["exit_code"] == 143
-    assert done["energy"]["gpu_energy_j"] > 0 and done["energy"]["gpu_method"] == "simulated"
+    assert done.exit_status == "cancelled" and done.exit_code == 143
+    assert done.energy.gpu_energy_j > 0 and done.energy.gpu_method == "simulated"
     assert ray.get(w1.busy.remote()) is None
 
 
@@ -211,11 +212,11 @@ def test_power_cap_on_a_logical_gpu_clips_the_simulated_draw(workers, sink, tmp_
     capped = {**job("capped", "diffusion-train", TRAIN_SPEC, tmp_path / "capped"), "power_cap_w": 100.0}
     ray.get(workers[0].start.remote(capped))
     done = finished(sink, "capped")
-    assert done["exit_status"] == "succeeded", done["error"]
+    assert done.exit_status == "succeeded", done.error
     started = ray.get(sink.of.remote("capped"))[0]
-    assert started["power_cap"] == {"requested_w": 100.0, "applied_w": 100.0, "mode": "simulated"}
-    samples = [s for e in ray.get(sink.of.remote("capped")) if e["type"] in ("progress", "finished")
-               for s in e["samples"]]
+    assert started.power_cap == done.power_cap == PowerCap(100.0, 100.0, CapMode.SIMULATED)
+    samples = [s for e in ray.get(sink.of.remote("capped")) if e.type in ("progress", "finished")
+               for s in e.samples]
     assert samples and max(s[1] for s in samples) <= 100.0 + 1e-6  # GPU power never above the cap
     assert ray.get(workers[0].busy.remote()) is None
 
@@ -226,10 +227,10 @@ def test_a_paced_job_on_a_logical_gpu_still_cancels_promptly(workers, sink, tmp_
              "speed": 0.5}
     ray.get(workers[0].start.remote(paced))
     progressed = ray.get(
-        sink.wait_for.remote("paced", lambda e: e["type"] == "progress" and e["progress"], TIMEOUT_S))
+        sink.wait_for.remote("paced", lambda e: e.type == "progress" and e.progress, TIMEOUT_S))
     assert progressed is not None, ray.get(sink.of.remote("paced"))
     asked = time.monotonic()
     assert ray.get(workers[0].cancel.remote("paced")) is True
     done = finished(sink, "paced")
-    assert done["exit_status"] == "cancelled" and done["exit_code"] == 143  # it checkpointed: not killed
+    assert done.exit_status == "cancelled" and done.exit_code == 143  # it checkpointed: not killed
     assert time.monotonic() - asked < 10

@@ -5,6 +5,9 @@ the enforced limit may differ from the one set. So the capper clamps the request
 reads the enforced limit back (that is the figure recorded), and restores each GPU's default limit when the job
 ends. In dry-run mode — the default, and the only mode on machines whose settings must not change — it reads
 the constraints, works out and logs what it would set, and changes nothing.
+
+``cap_run`` is what the worker calls: it says how a run's cap was applied (``workers.events.PowerCap``), which
+decides whether the run's saving against full power may be credited to the cap. A dry run's is not.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from workers.errors import MeterError
+from workers.events import CapMode, PowerCap
 
 log = logging.getLogger(__name__)
 
@@ -76,3 +80,21 @@ class PowerCapper:
                 nvml.nvmlDeviceSetPowerManagementLimit(handle, nvml.nvmlDeviceGetPowerManagementDefaultLimit(handle))
             except nvml.NVMLError as err:  # logged loudly: the GPU keeps a lower limit until the driver reloads
                 log.error("could not restore a GPU's default power limit: %s", err)
+
+
+def cap_run(gpu_indices: Sequence[int], cap_w: float | None, *, logical: bool, dry_run: bool,
+            nvml: Any = None) -> tuple[PowerCap | None, PowerCapper | None]:
+    """Cap a run's GPUs at ``cap_w`` (W) and say how: ``(PowerCap, capper to restore when the run ends)``.
+
+    No cap asked: ``(None, None)``. Logical GPUs have nothing to set: their simulated meter clips the draw, so the
+    cap is ``simulated`` and there is no capper. Physical GPUs are capped through NVML (``applied``), or only
+    worked out in a dry run (``dry-run``: the GPU keeps its default limit). Raises MeterError when NVML refuses.
+    """
+    if cap_w is None:
+        return None, None
+    if logical:
+        return PowerCap(requested_w=cap_w, limit_w=cap_w, mode=CapMode.SIMULATED), None
+    capper = PowerCapper(gpu_indices, nvml=nvml, dry_run=dry_run)
+    results = capper.apply(cap_w)
+    mode = CapMode.DRY_RUN if any(r.dry_run for r in results) else CapMode.APPLIED
+    return PowerCap(requested_w=cap_w, limit_w=min(r.applied_w for r in results), mode=mode), capper

@@ -3,19 +3,17 @@
 Because it is detached, running jobs survive a crash or upgrade of the daemon; a restarted daemon attaches by
 name (``get_or_create_controller``) and reconciles with ``running()`` and the events it has not acknowledged.
 
-Events (``started``, ``progress``, ``finished``, see workers/worker.py) arrive from the workers through
-``report``; the controller numbers them (``seq``, increasing from 1 for each controller; ``info()["epoch"]``
-changes when the controller is re-created) and keeps them until the daemon acknowledges them. The daemon is the
-only database writer and may crash between ``fetch_events`` and its commit, so it acknowledges only after
-committing. A job whose worker or node is lost gets a ``finished`` event with ``exit_status: "lost"``, made by
-the controller from the last power sample it saw.
+Events (``Started``, ``Progress``, ``Finished``: the typed protocol of workers/events.py) arrive from the
+workers through ``report``; the controller numbers them in its ``EventLog`` (``seq``, increasing from 1 for
+each controller; ``info()["epoch"]`` changes when the controller is re-created) and keeps them until the daemon
+acknowledges them, after committing. A job whose worker or node is lost gets a ``Finished`` event with exit
+status ``lost``, made by the controller from the last power sample it saw.
 
 ``Controller`` is a plain class; ``get_or_create_controller`` applies ``ray.remote`` (style habit 9).
 """
 
 from __future__ import annotations
 
-import bisect
 import logging
 import threading
 import time
@@ -26,7 +24,10 @@ from typing import Any
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from scheduler.cluster.event_log import EventLog
 from scheduler.errors import ConfigError, ControllerError
+from workers.events import ExitStatus, Finished, Progress, Started, WorkerEvent
+from workers.meters.recorder import EnergyTotals, PowerSample
 from workers.worker import WORKER_DEFAULTS, GpuWorker
 
 log = logging.getLogger(__name__)
@@ -81,8 +82,8 @@ class _Job:
     worker_ids: list[str]
     node_id: str
     submitted_at: float
-    started: dict | None = None  # the started event
-    last_sample: list | None = None
+    started: Started | None = None
+    last_sample: PowerSample | None = None
     peak_power_w: float = 0.0
     progress: dict = field(default_factory=dict)
 
@@ -115,13 +116,10 @@ class Controller:
         self._name = ctx.get_actor_name() or CONTROLLER_NAME
         self._namespace = ctx.namespace or NAMESPACE
         self._lock = threading.RLock()
-        self._events_changed = threading.Condition(self._lock)
+        self._events = EventLog(self._lock, self.options["max_events"])
         self._sync_lock = threading.Lock()
         self._workers: dict[str, _Worker] = {}
         self._jobs: dict[str, _Job] = {}
-        self._seqs: list[int] = []
-        self._events: list[dict] = []
-        self._next_seq = 1
 
     # --- workers -------------------------------------------------------------------------------------------
 
@@ -172,7 +170,7 @@ class Controller:
             job = self._jobs.get(worker.busy_job) if worker.busy_job else None
             if job is not None and job.lead == worker_id:
                 self._release(job)
-                self._append(self._lost_event(job, f"{reason} (worker {worker_id})"))
+                self._events.append(self._lost_event(job, f"{reason} (worker {worker_id})"))
         try:
             ray.kill(worker.handle, no_restart=True)
         except Exception:  # noqa: BLE001 - it is usually dead already
@@ -311,8 +309,8 @@ class Controller:
                     "run_id": j.run_id,
                     "worker_ids": list(j.worker_ids),
                     "node_id": j.node_id,
-                    "pid": j.started["pid"] if j.started else None,
-                    "started_at": j.started["at"] if j.started else None,
+                    "pid": j.started.pid if j.started else None,
+                    "started_at": j.started.at if j.started else None,
                     "progress": dict(j.progress),
                 }
                 for j in self._jobs.values()
@@ -326,101 +324,57 @@ class Controller:
             if worker is not None and worker.busy_job == job.job_id:
                 worker.busy_job = None
 
-    def _lost_event(self, job: _Job, reason: str) -> dict:
+    def _lost_event(self, job: _Job, reason: str) -> Finished:
         """A finished event for a job whose worker vanished, with the energy of the last sample seen."""
-        now = time.time()
         energy = None
-        if job.started is not None and job.last_sample is not None:
-            ts, _, _, gpu_j, cpu_j = job.last_sample
-            duration_s = max(0.0, ts - job.started["at"])
-            energy = {
-                "gpu_energy_j": gpu_j,
-                "cpu_energy_j": cpu_j,
-                "gpu_method": job.started["gpu_method"],
-                "cpu_method": job.started["cpu_method"],
-                "avg_power_w": (gpu_j + cpu_j) / duration_s if duration_s > 0 else 0.0,
-                "peak_power_w": job.peak_power_w,
-                "duration_s": duration_s,
-                "started_s": job.started["at"],
-                "ended_s": ts,
-                "partial": True,  # up to the last sample the controller received
-            }
-        return {
-            "type": "finished",
-            "job_id": job.job_id,
-            "run_id": job.run_id,
-            "worker_id": job.lead,
-            "at": now,
-            "exit_status": "lost",
-            "exit_code": None,
-            "result": None,
-            "error": reason,
-            "energy": energy,
-            "samples": [],
-        }
+        started = job.started
+        if started is not None and job.last_sample is not None:
+            last = job.last_sample
+            duration_s = max(0.0, last.timestamp_s - started.at)
+            energy_j = last.gpu_energy_j + last.cpu_energy_j
+            energy = EnergyTotals(
+                gpu_energy_j=last.gpu_energy_j, cpu_energy_j=last.cpu_energy_j, gpu_method=started.gpu_method,
+                cpu_method=started.cpu_method, avg_power_w=energy_j / duration_s if duration_s > 0 else 0.0,
+                peak_power_w=job.peak_power_w, duration_s=duration_s, started_s=started.at,
+                ended_s=last.timestamp_s)
+        return Finished(job_id=job.job_id, run_id=job.run_id, worker_id=job.lead, at=time.time(),
+                        exit_status=ExitStatus.LOST, error=reason, energy=energy,
+                        power_cap=started.power_cap if started else None,
+                        energy_partial=energy is not None)  # up to the last sample the controller received
 
     # --- events --------------------------------------------------------------------------------------------
 
-    def report(self, event: dict) -> int:
-        """Accept an event from a worker; returns its sequence number. A ``finished`` event frees the workers."""
+    def report(self, event: WorkerEvent) -> int:
+        """Accept an event from a worker; returns its sequence number. A ``Finished`` event frees the workers."""
         with self._lock:
-            job = self._jobs.get(event.get("job_id"))
-            if job is not None and job.run_id != event.get("run_id"):
+            job = self._jobs.get(event.job_id)
+            if job is not None and job.run_id != event.run_id:
                 job = None  # an event of an earlier run (one declared lost, say): logged, but it changes nothing
-            kind = event.get("type")
             if job is not None:
-                if kind == "started":
+                if isinstance(event, Started):
                     job.started = event
-                elif kind == "progress":
-                    job.progress = event.get("progress") or {}
-                    samples = event.get("samples") or []
-                    if samples:
-                        job.last_sample = samples[-1]
-                        job.peak_power_w = max([job.peak_power_w] + [s[1] + s[2] for s in samples])
-                elif kind == "finished":
+                elif isinstance(event, Progress):
+                    job.progress = event.progress
+                    if event.samples:
+                        job.last_sample = event.samples[-1]
+                        job.peak_power_w = max([job.peak_power_w]
+                                               + [s.gpu_power_w + s.cpu_power_w for s in event.samples])
+                elif isinstance(event, Finished):
                     self._release(job)
-            return self._append(event)
+            return self._events.append(event)
 
-    def _append(self, event: dict) -> int:
-        """Number an event and wake the long polls. Call with the lock held."""
-        seq = self._next_seq
-        self._next_seq += 1
-        self._seqs.append(seq)
-        self._events.append(event)
-        if len(self._events) > self.options["max_events"]:
-            self._drop_oldest_progress()
-        self._events_changed.notify_all()
-        return seq
-
-    def _drop_oldest_progress(self) -> None:
-        keep_from = len(self._events) // 2
-        kept = [
-            (s, e)
-            for i, (s, e) in enumerate(zip(self._seqs, self._events))
-            if i >= keep_from or e.get("type") != "progress"
-        ]
-        log.warning("event log full: dropped %d progress events", len(self._events) - len(kept))
-        self._seqs = [s for s, _ in kept]
-        self._events = [e for _, e in kept]
-
-    def fetch_events(self, after_seq: int, timeout_s: float = 0.0, limit: int = 1000) -> list[tuple[int, dict]]:
+    def fetch_events(self, after_seq: int, timeout_s: float = 0.0,
+                     limit: int = 1000) -> list[tuple[int, WorkerEvent]]:
         """The events numbered above ``after_seq`` (at most ``limit``), oldest first.
 
         Waits up to ``timeout_s`` seconds for one when there are none, and returns as soon as one arrives.
         Events stay until acknowledged with ``ack_events``.
         """
-        with self._events_changed:
-            self._events_changed.wait_for(lambda: self._seqs and self._seqs[-1] > after_seq, timeout=timeout_s)
-            start = bisect.bisect_right(self._seqs, after_seq)
-            stop = start + limit
-            return list(zip(self._seqs[start:stop], self._events[start:stop]))
+        return self._events.fetch(after_seq, timeout_s, limit)
 
     def ack_events(self, upto_seq: int) -> int:
         """Forget the events numbered up to ``upto_seq`` (the daemon has committed them); returns how many."""
-        with self._lock:
-            cut = bisect.bisect_right(self._seqs, upto_seq)
-            del self._seqs[:cut], self._events[:cut]
-            return cut
+        return self._events.ack(upto_seq)
 
     def info(self) -> dict:
         """The controller's epoch (new for each controller), start time, event counters and sizes."""
@@ -428,7 +382,7 @@ class Controller:
             return {
                 "epoch": self.epoch,
                 "started_at": self.started_at,
-                "last_seq": self._next_seq - 1,
+                "last_seq": self._events.last_seq,
                 "pending_events": len(self._events),
                 "workers": len(self._workers),
                 "running": len(self._jobs),

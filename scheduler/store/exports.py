@@ -23,6 +23,8 @@ from policies.units import J_PER_KWH
 GROUP_BY = ("user", "kind", "zone", "day", "state")
 """Keys history can be aggregated by."""
 SUM_KEYS = ("gpu_energy_j", "cpu_energy_j", "energy_j", "energy_kwh", "emissions_g")
+#: The label of a figure that is the output of a model, not a measurement (the fifo counterfactual, a saving).
+MODELLED = "modelled"
 
 CODECARBON_COLUMNS = (
     "timestamp", "project_name", "run_id", "experiment_id", "duration", "emissions", "emissions_rate",

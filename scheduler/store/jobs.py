@@ -27,6 +27,7 @@ from scheduler.errors import InvalidRequest, InvalidTransition, JobNotFound, Key
 from scheduler.store.job_state import JobState, RunStatus
 from policies.snapshot import FULL_POWER, CapStep
 from workers.errors import SpecError
+from workers.events import CapMode, PowerCap
 from workers.kinds import KindRegistry, ReferencedJob, builtin_kinds
 
 MAX_GPUS_PER_JOB = 64
@@ -44,17 +45,37 @@ MAX_AHEAD_S = 366 * 86400.0  # a deadline or begin time more than a year ahead i
 HELD_REASON = "held by the user"
 
 
+def cap_in_force(power_cap_mode: str | None) -> bool:
+    """Whether a run's power cap changed what it drew, so that a saving may be credited to it: ``applied`` or
+    ``simulated``; not a dry run (the GPU kept its default limit), nor a mode never reported."""
+    return power_cap_mode is not None and CapMode(power_cap_mode).in_force
+
+
 @dataclass(frozen=True)
 class CounterfactualPlacement:
     """A run's zone and start (Unix s), its job's home zone (None: not given) and fifo's start for the run, and
-    the speed and power fraction of the cap it ran at (1 and 1: full power)."""
+    the cap step it was given (``cap_speed`` x full speed at ``cap_power_fraction`` x full power; 1 and 1 at full
+    power) with how its worker applied the cap (a ``workers.events.CapMode`` value; None: no cap or not known).
+
+    ``speed`` and ``power_fraction`` are the step the counterfactual credits: the cap step when the cap was in
+    force, else full power (a dry-run cap changed nothing, so there is nothing to undo).
+    """
 
     zone: str
     started_s: float
     home_zone: str | None
     counterfactual_start_s: float
-    speed: float = 1.0
-    power_fraction: float = 1.0
+    cap_speed: float = 1.0
+    cap_power_fraction: float = 1.0
+    power_cap_mode: str | None = None
+
+    @property
+    def speed(self) -> float:
+        return self.cap_speed if cap_in_force(self.power_cap_mode) else 1.0
+
+    @property
+    def power_fraction(self) -> float:
+        return self.cap_power_fraction if cap_in_force(self.power_cap_mode) else 1.0
 
 
 @dataclass(frozen=True)
@@ -577,8 +598,9 @@ class JobStore:
                                         .order_by(PowerSample.at)).all())
 
     def finish_run(self, run_id: int, status: RunStatus, exit_code: int | None, message: str | None,
-                   energy: RunEnergy | None, result: dict | None) -> Job:
-        """Close a run with its energy, and move the job to where the run's end takes it."""
+                   energy: RunEnergy | None, result: dict | None, *, power_cap: PowerCap | None = None) -> Job:
+        """Close a run with its energy and how its power cap was applied (None: no cap asked, or not known), and
+        move the job to where the run's end takes it."""
         now = self.clock()
         with self.sessions.begin() as session:
             run = session.get(Run, run_id)
@@ -586,6 +608,8 @@ class JobStore:
                 return run.job if run else None  # already recorded (events can be delivered twice)
             job = run.job
             run.status, run.ended_at, run.exit_code, run.message = status.value, now, exit_code, message
+            if power_cap is not None:
+                run.power_cap_mode, run.power_cap_limit_w = power_cap.mode.value, power_cap.limit_w
             if energy is not None:
                 energy.run_id = run_id
                 session.add(energy)
@@ -626,13 +650,15 @@ class JobStore:
         with self.sessions() as session:
             run = session.get(Run, run_id)
             job = run.job
-            # fifo runs the earlier runs back to back at full power: each lasts its cap speed x what it took
-            before_s = sum((r.ended_at - r.started_at).total_seconds() * r.cap_speed for r in job.runs
-                           if r.attempt < run.attempt and r.ended_at is not None)
+            # fifo runs the earlier runs back to back at full power: each lasts what it took x the speed its cap
+            # really gave it (a run under a dry-run cap already ran at full speed)
+            before_s = sum((r.ended_at - r.started_at).total_seconds()
+                           * (r.cap_speed if cap_in_force(r.power_cap_mode) else 1.0)
+                           for r in job.runs if r.attempt < run.attempt and r.ended_at is not None)
             return CounterfactualPlacement(
                 zone=run.zone, started_s=run.started_at.timestamp(), home_zone=(job.zones or [None])[0],
-                counterfactual_start_s=job.submitted_at.timestamp() + before_s, speed=run.cap_speed,
-                power_fraction=run.cap_power_fraction)
+                counterfactual_start_s=job.submitted_at.timestamp() + before_s, cap_speed=run.cap_speed,
+                cap_power_fraction=run.cap_power_fraction, power_cap_mode=run.power_cap_mode)
 
     # --- history --------------------------------------------------------------------------------------
 

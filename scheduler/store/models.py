@@ -178,6 +178,12 @@ class Run(Base):
     # (at full power) is the same after a restart or a change of profiles.
     cap_speed: Mapped[float] = mapped_column(Float, default=1.0)
     cap_power_fraction: Mapped[float] = mapped_column(Float, default=1.0)
+    # How its worker applied the cap (workers.events.CapMode): applied, dry-run or simulated; None when no cap was
+    # asked or the run ended before saying. Only a cap in force (applied, simulated) is credited in the fifo
+    # counterfactual: a dry run's GPU ran at its default limit.
+    power_cap_mode: Mapped[str | None] = mapped_column(String(16))
+    # The limit in force (the enforced limit read back, or the simulated meter's), or a dry run's would-be limit.
+    power_cap_limit_w: Mapped[float | None] = mapped_column(Float)
     started_at: Mapped[datetime]
     ended_at: Mapped[datetime | None]
     status: Mapped[str] = mapped_column(String(20))  # scheduler.store.job_state.RunStatus

@@ -1,4 +1,10 @@
-"""JSON shapes of jobs, runs, energy and history, as the REST API serves them (the client parses these)."""
+"""JSON shapes of jobs, runs, energy and history, as the REST API serves them (the client parses these).
+
+Every figure says how it was obtained: energy by ``methods`` (``nvml-counter``, ``simulated``, ...), emissions
+by ``carbon_source``/``carbon_basis``, and the fifo counterfactual and the saving against it are labelled
+``modelled`` (``counterfactual_basis``, ``saving_basis``) with the model that made them (``counterfactual_model``):
+they are what the run would have emitted elsewhere or at another time, never a measurement.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +13,9 @@ from typing import Any, Iterable
 
 from policies.status import Code
 from policies.units import J_PER_KWH
-from scheduler.store.models import Job, Run, RunEnergy
-from scheduler.store.exports import aggregate, totals
+from scheduler.store.models import Job, Run
+from scheduler.store.exports import MODELLED, aggregate, totals
+from scheduler.store.jobs import cap_in_force
 
 
 def iso(at: datetime | None) -> str | None:
@@ -18,25 +25,30 @@ def iso(at: datetime | None) -> str | None:
 def run_view(run: Run) -> dict[str, Any]:
     return {
         "id": run.id, "attempt": run.attempt, "node_id": run.node_id, "zone": run.zone,
-        "gpu_ids": list(run.gpu_ids), "power_cap_w": run.power_cap_w, "started_at": iso(run.started_at),
-        "ended_at": iso(run.ended_at), "exit_status": run.status, "exit_code": run.exit_code,
-        "message": run.message,
-        "energy": None if run.energy is None else energy_view([run.energy]),
+        "gpu_ids": list(run.gpu_ids), "power_cap_w": run.power_cap_w,
+        # how the worker applied the cap: applied, dry-run (never set: the GPU ran at its default limit) or
+        # simulated (a logical GPU's meter); None when no cap was asked or the run ended before saying
+        "power_cap_mode": run.power_cap_mode, "power_cap_limit_w": run.power_cap_limit_w,
+        "started_at": iso(run.started_at), "ended_at": iso(run.ended_at), "exit_status": run.status,
+        "exit_code": run.exit_code, "message": run.message, "energy": energy_view([run]),
     }
 
 
-def energy_view(energies: Iterable[RunEnergy]) -> dict[str, Any] | None:
-    """Energy and emissions summed over runs; ``methods`` lists how each figure was obtained."""
-    energies = list(energies)
-    if not energies:
+def energy_view(runs: Iterable[Run]) -> dict[str, Any] | None:
+    """Energy and emissions summed over the runs that recorded energy (None when none did); ``methods`` lists how
+    each figure was obtained. Emissions are None unless every such run has them: an unknown is never a zero."""
+    runs = [r for r in runs if r.energy is not None]
+    if not runs:
         return None
+    energies = [r.energy for r in runs]
     gpu_j = sum(e.gpu_energy_j for e in energies)
     cpu_j = sum(e.cpu_energy_j for e in energies)
     total_j = gpu_j + cpu_j
     duration_s = sum(e.duration_s for e in energies)
-    emissions = [e.emissions_g for e in energies if e.emissions_g is not None]
-    emissions_g = sum(emissions) if emissions else None
+    emissions = [e.emissions_g for e in energies]
+    emissions_g = None if any(v is None for v in emissions) else sum(emissions)
     kwh = total_j / J_PER_KWH
+    counterfactual_g = _counterfactual(runs)
     return {
         "gpu_energy_j": gpu_j, "cpu_energy_j": cpu_j, "energy_j": total_j, "energy_kwh": kwh,
         "methods": sorted({e.gpu_method for e in energies} | {e.cpu_method for e in energies}),
@@ -48,16 +60,28 @@ def energy_view(energies: Iterable[RunEnergy]) -> dict[str, Any] | None:
         "emissions_g": emissions_g,
         "intensity_g_per_kwh": (emissions_g / kwh) if emissions_g is not None and kwh > 0 else None,
         "carbon_source": "+".join(sorted({e.carbon_source for e in energies if e.carbon_source})) or None,
-        "counterfactual_emissions_g": _counterfactual(energies),
+        "counterfactual_emissions_g": counterfactual_g,
+        "counterfactual_basis": None if counterfactual_g is None else MODELLED,
+        "counterfactual_model": None if counterfactual_g is None else counterfactual_model(runs),
+        "power_cap_modes": sorted({r.power_cap_mode for r in runs if r.power_cap_mode}),
     }
 
 
-def _counterfactual(energies: list[RunEnergy]) -> float | None:
+def _counterfactual(runs: list[Run]) -> float | None:
     """The fifo counterfactual's emissions over these runs, or None unless every run has one."""
-    values = [getattr(e, "counterfactual_emissions_g", None) for e in energies]
+    values = [r.energy.counterfactual_emissions_g for r in runs]
     if not values or any(v is None for v in values):
         return None
     return sum(values)
+
+
+def counterfactual_model(runs: Iterable[Run]) -> str:
+    """How the runs' fifo counterfactual was modelled: ``time-shift`` (each run's own energy profile moved to
+    where and when fifo would have run it), ``+power-profile`` where a cap in force was undone (GPU energy
+    rescaled to full power by the job kind's power profile)."""
+    scaled = any(cap_in_force(r.power_cap_mode) and (r.cap_speed, r.cap_power_fraction) != (1.0, 1.0)
+                 for r in runs)
+    return "time-shift+power-profile" if scaled else "time-shift"
 
 
 def _user_name(job: Job) -> str | None:
@@ -78,14 +102,14 @@ def job_view(job: Job) -> dict[str, Any]:
         "workdir": job.workdir, "user": _user_name(job), "priority": job.priority,
         "not_before": iso(job.not_before_at), "time_limit_s": job.time_limit_s, "hold": bool(job.held),
         "depends_on": list(job.depends_on or []), "idempotency_key": job.idempotency_key,
-        "energy": energy_view(r.energy for r in runs if r.energy is not None),
+        "energy": energy_view(runs),
         "runs": [run_view(r) for r in runs],
     }
 
 
 def history_row(job: Job) -> dict[str, Any]:
     runs = list(job.runs)
-    energy = energy_view(r.energy for r in runs if r.energy is not None) or {}
+    energy = energy_view(runs) or {}
     duration_s = None
     if job.started_at is not None and job.finished_at is not None:
         duration_s = (job.finished_at - job.started_at).total_seconds()
@@ -99,10 +123,13 @@ def history_row(job: Job) -> dict[str, Any]:
                 "intensity_g_per_kwh", "carbon_source"):
         row[key] = energy.get(key)
     row["methods"] = energy.get("methods", [])
+    for key in ("counterfactual_emissions_g", "counterfactual_basis", "counterfactual_model"):
+        row[key] = energy.get(key)
     counterfactual = energy.get("counterfactual_emissions_g")
-    row["counterfactual_emissions_g"] = counterfactual
     row["saving_g"] = (counterfactual - energy["emissions_g"]
                        if counterfactual is not None and energy.get("emissions_g") is not None else None)
+    row["saving_basis"] = None if row["saving_g"] is None else MODELLED
+    row["power_cap_modes"] = energy.get("power_cap_modes", [])
     images = (job.result or {}).get("num_images")
     row["energy_per_image_j"] = energy["energy_j"] / images if images and energy.get("energy_j") else None
     return row
