@@ -11,8 +11,10 @@ per-job history belongs in the database, never in label values. ``method`` says 
 - ``wattsched_gpu_energy_joules_total{worker,zone,method}``: GPU energy of finished runs, plus running runs'
   energy so far.
 - ``wattsched_jobs{state}``: jobs in each state.
-- ``wattsched_emissions_grams_total{zone}``: emissions of finished runs. It can step down slightly when
-  emissions charged at a forecast are finalised with actual intensities.
+- ``wattsched_emissions_grams_total{zone,method}``: emissions of finished runs, by how their energy was obtained
+  (``method``: the GPU and CPU methods joined with ``+``, e.g. ``estimate+simulated``), so a simulated figure is
+  never summed with a measured one. Runs whose emissions are unknown are left out, not counted as zero. It can
+  step down slightly when emissions charged at a forecast are finalised with actual intensities.
 """
 
 from __future__ import annotations
@@ -72,7 +74,7 @@ class DaemonMetrics:
                                      labels=["worker", "zone", "method"])
         jobs = GaugeMetricFamily("wattsched_jobs", "Jobs in each state", labels=["state"])
         emissions = CounterMetricFamily("wattsched_emissions_grams", "Emissions of finished runs (g CO2e)",
-                                        labels=["zone"])
+                                        labels=["zone", "method"])
         gpus = GaugeMetricFamily("wattsched_gpus", "GPUs known to the daemon, and how many run a job",
                                  labels=["zone", "busy"])
         with self._lock, daemon.store.sessions() as session:
@@ -95,14 +97,18 @@ class DaemonMetrics:
                     totals[key] = totals.get(key, 0.0) + latest.gpu_energy_j / len(workers)
             states = dict(session.execute(select(Job.state, func.count()).group_by(Job.state)).all())
             by_zone = session.execute(
-                select(Run.zone, func.sum(RunEnergy.emissions_g)).join(RunEnergy, RunEnergy.run_id == Run.id)
-                .group_by(Run.zone)).all()
+                select(Run.zone, RunEnergy.gpu_method, RunEnergy.cpu_method, func.sum(RunEnergy.emissions_g))
+                .join(RunEnergy, RunEnergy.run_id == Run.id).where(RunEnergy.emissions_g.is_not(None))
+                .group_by(Run.zone, RunEnergy.gpu_method, RunEnergy.cpu_method)).all()
         for (worker, zone, method), joules in sorted(totals.items()):
             energy.add_metric([worker, zone, method], joules)
         for state in JobState:
             jobs.add_metric([state.value], float(states.get(state.value, 0)))
-        for zone, grams in sorted(by_zone, key=lambda r: r[0]):
-            emissions.add_metric([zone], float(grams or 0.0))
+        grams_by: dict[tuple[str, str], float] = defaultdict(float)
+        for zone, gpu_method, cpu_method, grams in by_zone:
+            grams_by[(zone, "+".join(sorted({gpu_method, cpu_method})))] += float(grams)
+        for (zone, method), grams in sorted(grams_by.items()):
+            emissions.add_metric([zone, method], grams)
         counts: dict[tuple[str, str], int] = defaultdict(int)
         for g in inventory.values():
             counts[(g.zone, "true" if g.busy_job else "false")] += 1

@@ -125,7 +125,7 @@ def main(args=None) -> int:
         _watch(client, names, list(names), line, started_s)
         line.done()
         print()
-        _print_results(client, daemon, names)
+        _print_results(client, names)
         grid = client.get(sample_any.id).result or {}
         if grid.get("grid_path"):
             print(f"\nimages from the DDIM sampler: {grid['grid_path']} (after so few training steps they are "
@@ -143,22 +143,49 @@ def main(args=None) -> int:
         ray.shutdown()
 
 
-def _print_results(client, daemon, names: dict[str, str]) -> None:
-    """The history table, then each job's emissions against its fifo counterfactual."""
-    from scheduler.cli.tables import format_number, render_history, render_table
+def _print_results(client, names: dict[str, str]) -> None:
+    """The history table, then each job's emissions against its fifo counterfactual (a model, labelled so).
 
-    print(render_history(client.history()))
-    rows, total_actual, total_fifo = [], 0.0, 0.0
+    Unknown figures stay unknown (n/a) and are counted apart, never added as zeros; the total is given per way
+    the energy was obtained, never summed across methods.
+    """
+    from scheduler.cli.tables import NOT_AVAILABLE, render_history, render_table
+    from scheduler.store.exports import totals
+
+    history = client.history()
+    print(render_history(history))
+    rows = {row.job_id: row.raw for row in history.jobs}
+    mine = [rows[job_id] for job_id in names if job_id in rows]
+    table = []
     for job_id, name in names.items():
-        job = daemon.store.get(job_id)
-        energies = [r.energy for r in job.runs if r.energy is not None]
-        actual = sum(e.emissions_g or 0.0 for e in energies)
-        fifo = sum(e.counterfactual_emissions_g or 0.0 for e in energies)
-        total_actual, total_fifo = total_actual + actual, total_fifo + fifo
-        saving = f"{(fifo - actual) / fifo:.0%}" if fifo > 0 else "n/a"
-        zones = "+".join(dict.fromkeys(r.zone for r in job.runs))
-        rows.append([name, zones, str(len(job.runs)), format_number(actual), format_number(fifo), saving])
-    saving = f"{(total_fifo - total_actual) / total_fifo:.0%}" if total_fifo > 0 else "n/a"
-    rows.append(["total", "", "", format_number(total_actual), format_number(total_fifo), saving])
-    print("\nagainst fifo (each job started at submission in its home zone, at the intensities that occurred):")
-    print(render_table(("job", "zones", "runs", "emissions g", "fifo g", "saving"), rows, numeric=(2, 3, 4, 5)))
+        row, runs = rows.get(job_id, {}), client.get(job_id).runs
+        table.append([name, "+".join(dict.fromkeys(r.zone for r in runs if r.zone)) or NOT_AVAILABLE,
+                      str(len(runs)), _grams(row.get("emissions_g")),
+                      _grams(row.get("counterfactual_emissions_g")),
+                      _share(row.get("saving_g"), row.get("counterfactual_emissions_g"))])
+    by_method = totals(mine)["by_method"]
+    for total in by_method:
+        label = "total" if len(by_method) == 1 else f"total ({'+'.join(total['methods']) or 'no energy'})"
+        unknown = total["emissions_unknown_jobs"]
+        table.append([label, f"{unknown} unknown" if unknown else "", "", _grams(total["emissions_g"]),
+                      _grams(total["counterfactual_emissions_g"]),
+                      _share(total["saving_g"], total["counterfactual_emissions_g"])
+                      + (f" ({total['saving_jobs']} of {total['jobs']} jobs)" if total["saving_g"] is not None
+                         else "")])
+    print("\nagainst fifo (modelled: each job's own energy profile moved to its submission time in its home zone, "
+          "at the intensities that occurred there; a power cap is undone only where it was in force):")
+    print(render_table(("job", "zones", "runs", "emissions g", "fifo g (modelled)", "saving (modelled)"), table,
+                       numeric=(2, 3, 4, 5)))
+
+
+def _grams(value: float | None) -> str:
+    from scheduler.cli.tables import NOT_AVAILABLE, format_number
+
+    return NOT_AVAILABLE if value is None else format_number(value)
+
+
+def _share(saving_g: float | None, fifo_g: float | None) -> str:
+    """The saving as a share of the fifo figure; n/a when either is unknown (never a zero)."""
+    from scheduler.cli.tables import NOT_AVAILABLE
+
+    return f"{saving_g / fifo_g:.0%}" if saving_g is not None and fifo_g else NOT_AVAILABLE

@@ -6,7 +6,14 @@ and the client side stays light (no sqlalchemy, no pandas).
 
 Savings: each row may carry ``counterfactual_emissions_g``, what the job would have emitted under the fifo
 counterfactual (started at submission, full power). A saving is ``counterfactual - actual``; where no
-counterfactual is known it is None ("n/a"), never zero.
+counterfactual is known it is None ("n/a"), never zero. Both are modelled, not measured, and say so
+(``saving_basis``: ``modelled``).
+
+Figures obtained by different methods are never summed as one: groups are split by the jobs' ``methods`` (a
+simulated GPU figure and a measured one land in different groups), and ``totals`` gives one entry per method
+in ``by_method``, with top-level sums only where every job's energy was obtained the same way. Unknowns are
+counted, not summed as zeros: ``emissions_unknown_jobs`` and ``energy_unknown_jobs`` say how many jobs a sum
+leaves out.
 """
 
 from __future__ import annotations
@@ -22,7 +29,8 @@ from policies.units import J_PER_KWH
 
 GROUP_BY = ("user", "kind", "zone", "day", "state")
 """Keys history can be aggregated by."""
-SUM_KEYS = ("gpu_energy_j", "cpu_energy_j", "energy_j", "energy_kwh", "emissions_g")
+ENERGY_KEYS = ("gpu_energy_j", "cpu_energy_j", "energy_j", "energy_kwh")
+SUM_KEYS = (*ENERGY_KEYS, "emissions_g")
 #: The label of a figure that is the output of a model, not a measurement (the fifo counterfactual, a saving).
 MODELLED = "modelled"
 
@@ -49,36 +57,67 @@ def group_key(row: Mapping[str, Any], by: str) -> str:
     return "n/a" if value in (None, "") else str(value)
 
 
-def aggregate(rows: Iterable[Mapping[str, Any]], by: str) -> list[dict[str, Any]]:
-    """Sums per group, sorted by group: jobs, energies (J, kWh), emissions (g), and the saving against the fifo
-    counterfactual over the jobs that have one (``saving_jobs`` of them; ``saving_g`` None when none)."""
-    groups: dict[str, dict[str, Any]] = {}
+def methods_key(row: Mapping[str, Any]) -> str:
+    """How a row's energy was obtained, as one label ("estimate+simulated"); "" when it has no energy."""
+    return "+".join(row.get("methods") or ()) if row.get("energy_j") is not None else ""
+
+
+def sums(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Sums over rows whose energy was obtained the same way (callers split by ``methods_key`` first).
+
+    jobs; energies (J, kWh) over the jobs that have energy (None when none has); emissions (g) over the jobs
+    whose emissions are known (None when none is), and how many are not; the fifo counterfactual and the
+    saving over the ``saving_jobs`` that have one (None when none has), labelled modelled.
+    """
+    metered = [r for r in rows if r.get("energy_j") is not None]
+    known = [r for r in rows if r.get("emissions_g") is not None]
+    saved = [r for r in rows if r.get("saving_g") is not None]
+    out: dict[str, Any] = {"jobs": len(rows), "methods": list(rows[0].get("methods") or ()) if metered else []}
+    for key in ENERGY_KEYS:
+        out[key] = sum(r.get(key) or 0.0 for r in metered) if metered else None
+    out["energy_unknown_jobs"] = len(rows) - len(metered)
+    out["emissions_g"] = sum(r["emissions_g"] for r in known) if known else None
+    out["emissions_unknown_jobs"] = len(rows) - len(known)
+    out["counterfactual_emissions_g"] = sum(r["counterfactual_emissions_g"] for r in saved) if saved else None
+    out["saving_g"] = sum(r["saving_g"] for r in saved) if saved else None
+    out["saving_jobs"] = len(saved)
+    out["saving_basis"] = MODELLED if saved else None
+    return out
+
+
+def _by_methods(rows: Iterable[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
+    split: dict[str, list[Mapping[str, Any]]] = {}
     for row in rows:
-        key = group_key(row, by)
-        group = groups.setdefault(key, {by: key, "jobs": 0, **{k: 0.0 for k in SUM_KEYS}, "methods": [],
-                                        "counterfactual_emissions_g": None, "saving_g": None, "saving_jobs": 0})
-        group["jobs"] += 1
-        for k in SUM_KEYS:
-            group[k] += row.get(k) or 0.0
-        for method in row.get("methods") or ():
-            if method not in group["methods"]:
-                group["methods"].append(method)
-        if row.get("saving_g") is not None:
-            group["saving_jobs"] += 1
-            group["saving_g"] = (group["saving_g"] or 0.0) + row["saving_g"]
-            group["counterfactual_emissions_g"] = ((group["counterfactual_emissions_g"] or 0.0)
-                                                   + row["counterfactual_emissions_g"])
-    return [groups[k] for k in sorted(groups)]
+        split.setdefault(methods_key(row), []).append(row)
+    return split
+
+
+def aggregate(rows: Iterable[Mapping[str, Any]], by: str) -> list[dict[str, Any]]:
+    """Sums per group and per way the energy was obtained, sorted by group then methods (see ``sums``): a group
+    whose jobs were metered differently (simulated and measured, say) is one entry per method, never one sum."""
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(group_key(row, by), []).append(row)
+    return [{by: key, **sums(split)}
+            for key in sorted(groups) for _, split in sorted(_by_methods(groups[key]).items())]
 
 
 def totals(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Sums over all rows (the ``totals`` of a history answer)."""
-    out: dict[str, Any] = {"jobs": len(rows)}
-    for key in SUM_KEYS:
-        out[key] = sum(r[key] for r in rows if r.get(key) is not None)
-    savings = [r["saving_g"] for r in rows if r.get("saving_g") is not None]
-    out["saving_g"] = sum(savings) if savings else None
-    out["saving_jobs"] = len(savings)
+    """The ``totals`` of a history answer: ``by_method``, the sums per way the energy was obtained (see
+    ``sums``; jobs without energy are an entry with no methods); and at the top level the jobs, how many have
+    unknown energy or emissions, and the sums themselves only when every job with energy was metered the same
+    way (else None, with ``mixed_methods`` true: add up only figures of one method)."""
+    split = _by_methods(rows)
+    by_method = [sums(split[key]) for key in sorted(split)]
+    metered = [g for g in by_method if g["methods"]]
+    out: dict[str, Any] = {"jobs": len(rows), "by_method": by_method, "mixed_methods": len(metered) > 1}
+    one = metered[0] if len(metered) == 1 else None
+    for key in (*SUM_KEYS, "counterfactual_emissions_g", "saving_g"):
+        out[key] = one[key] if one else (0.0 if not rows and key in SUM_KEYS else None)
+    out["saving_jobs"] = one["saving_jobs"] if one else 0
+    out["saving_basis"] = one["saving_basis"] if one else None
+    out["energy_unknown_jobs"] = sum(1 for r in rows if r.get("energy_j") is None)
+    out["emissions_unknown_jobs"] = sum(1 for r in rows if r.get("emissions_g") is None)
     return out
 
 
@@ -87,8 +126,10 @@ def totals(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 HISTORY_CSV_COLUMNS = (
     "job_id", "user", "kind", "state", "zone", "submitted_at", "started_at", "finished_at", "duration_s",
     "gpu_energy_j", "cpu_energy_j", "energy_j", "energy_kwh", "methods", "emissions_g", "intensity_g_per_kwh",
-    "carbon_source", "counterfactual_emissions_g", "saving_g",
+    "carbon_source", "counterfactual_emissions_g", "saving_g", "saving_basis", "counterfactual_model",
+    "power_cap_modes",
 )
+_LISTS = ("methods", "power_cap_modes")  # joined with "+" in CSV
 
 
 def _csv(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
@@ -100,14 +141,16 @@ def _csv(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
 
 
 def history_csv(rows: Iterable[Mapping[str, Any]]) -> str:
-    """One line per job, raw figures (J, kWh, g) and ISO times; methods joined with ``+``."""
+    """One line per job, raw figures (J, kWh, g) and ISO times; methods and cap modes joined with ``+``."""
     return _csv(HISTORY_CSV_COLUMNS, (
-        ["+".join(row.get("methods") or ()) if k == "methods" else _blank(row.get(k)) for k in HISTORY_CSV_COLUMNS]
+        ["+".join(row.get(k) or ()) if k in _LISTS else _blank(row.get(k)) for k in HISTORY_CSV_COLUMNS]
         for row in rows))
 
 
 def groups_csv(groups: Sequence[Mapping[str, Any]], by: str) -> str:
-    headers = (by, "jobs", *SUM_KEYS, "methods", "counterfactual_emissions_g", "saving_g", "saving_jobs")
+    """One line per group and method (see ``aggregate``)."""
+    headers = (by, "jobs", *SUM_KEYS, "methods", "energy_unknown_jobs", "emissions_unknown_jobs",
+               "counterfactual_emissions_g", "saving_g", "saving_jobs", "saving_basis")
     return _csv(headers, (
         ["+".join(g.get("methods") or ()) if k == "methods" else _blank(g.get(k)) for k in headers] for g in groups))
 
