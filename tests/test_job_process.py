@@ -1,4 +1,8 @@
-"""The job child process end to end, as a worker runs it: JSON lines on stdout, exit codes, SIGTERM."""
+"""The job child process end to end, as a worker runs it: JSON lines on stdout, exit codes, SIGTERM.
+
+A diffusion job's child imports torch (seconds, more on a busy machine): those tests are marked slow, and the ones
+about the process itself run ``synthetic`` jobs.
+"""
 
 from __future__ import annotations
 
@@ -10,16 +14,17 @@ import sys
 import threading
 
 import numpy as np
+import pytest
 
 from workers.diffusion import train
 from workers.kinds.diffusion_sample import DiffusionSample
 from workers.kinds.diffusion_train import DiffusionTrain
 from workers.kinds.synthetic import CHECKPOINT_FILE
 
-TRAIN, SAMPLE = DiffusionTrain.name, DiffusionSample.name
+TRAIN, SAMPLE, SYNTHETIC = DiffusionTrain.name, DiffusionSample.name, "synthetic"
 TINY = {"image_size": 8, "channels": [8, 16], "batch_size": 8, "num_train_timesteps": 20, "max_images": 64}
 # Generous: the child imports torch and diffusers (a few seconds) on a machine other tests keep busy.
-TIMEOUT_S = 120
+TIMEOUT_S = 240
 
 
 def job_command(tmp_path, kind, spec, workdir, name="job.json"):
@@ -37,6 +42,7 @@ def run_job(tmp_path, kind, spec, workdir, name="job.json"):
     return done.returncode, [json.loads(line) for line in done.stdout.splitlines()], done.stderr
 
 
+@pytest.mark.slow
 def test_a_training_then_a_sampling_job_speak_json_lines_and_exit_0(tmp_path):
     code, events, stderr = run_job(tmp_path, TRAIN, {**TINY, "steps": 3}, tmp_path / "train", "train.json")
     assert code == 0, stderr
@@ -82,6 +88,7 @@ def test_what_libraries_print_goes_to_stderr(tmp_path):
     assert "python print" in done.stderr and "from a subprocess" in done.stderr
 
 
+@pytest.mark.slow
 def test_sigterm_stops_training_with_a_checkpoint_to_resume_from(tmp_path):
     # Far more steps than the test waits for, and no periodic checkpoint: only the stop writes one.
     spec = {**TINY, "steps": 1_000_000, "checkpoint_every": 1_000_000}
@@ -116,15 +123,15 @@ def test_sigterm_stops_training_with_a_checkpoint_to_resume_from(tmp_path):
 def test_a_second_process_of_a_job_waits_until_the_first_has_exited(tmp_path):
     # A job requeued after its run was lost may start while the lost run's process still runs: never both at once.
     workdir = tmp_path / "w"
-    long_spec = {**TINY, "steps": 1_000_000, "checkpoint_every": 1_000_000}
-    first = subprocess.Popen(job_command(tmp_path, TRAIN, long_spec, workdir, "first.json"),
+    long_spec = {"steps": 1_000_000, "step_s": 0.05, "checkpoint_every": 1_000_000}
+    first = subprocess.Popen(job_command(tmp_path, SYNTHETIC, long_spec, workdir, "first.json"),
                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     later = []
     try:
-        assert json.loads(first.stdout.readline())["event"] == "progress"  # it trains, so it holds the workdir
+        assert json.loads(first.stdout.readline())["event"] == "progress"  # it runs, so it holds the workdir
 
         def start_waiting(name):
-            process = subprocess.Popen(job_command(tmp_path, TRAIN, {**TINY, "steps": 3}, workdir, name),
+            process = subprocess.Popen(job_command(tmp_path, SYNTHETIC, {"steps": 3, "step_s": 0.01}, workdir, name),
                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             later.append(process)
             for line in process.stderr:
@@ -151,8 +158,6 @@ def test_a_second_process_of_a_job_waits_until_the_first_has_exited(tmp_path):
 
 
 # --- the synthetic kind: the same life (progress, stop at a checkpoint, resume) in a torch-free process ---
-
-SYNTHETIC = "synthetic"
 
 
 def start_job(tmp_path, kind, spec, workdir, name="job.json"):
