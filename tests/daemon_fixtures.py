@@ -17,11 +17,26 @@ from scheduler.config import Settings
 
 ray = pytest.importorskip("ray")
 
-#: Seconds a job may take to reach a state the test waits for (the child imports torch on a busy machine).
-JOB_TIMEOUT_S = 120
-#: A training job of a few seconds, most of them the child's start-up (about 10 ms a step here).
+#: Seconds a job may take to reach a state the test waits for. Generous: it only bounds a test that fails, and a
+#: busy machine slows Ray and job processes down many times (a diffusion job's child imports torch).
+JOB_TIMEOUT_S = 240
+#: A real training job of a few seconds, most of them the child's start-up (about 10 ms a step here). Only the
+#: tests about the diffusion kinds themselves use it; the others run ``synthetic`` jobs, which need no torch.
 TINY_TRAIN = {"image_size": 8, "steps": 12, "batch_size": 8, "channels": [8, 16], "checkpoint_every": 6,
               "num_train_timesteps": 50}
+#: The synthetic kind's step: a job of it sleeps this long per step, however busy the machine is.
+STEP_S = 0.05
+
+
+def synthetic_job(duration_s: float, checkpoint_every: int = 1000) -> dict:
+    """The spec of a ``synthetic`` job of about ``duration_s`` seconds of steps (plus its process's start-up)."""
+    return {"steps": max(1, round(duration_s / STEP_S)), "step_s": STEP_S, "checkpoint_every": checkpoint_every}
+
+
+#: A synthetic job of about a second: it runs, reports progress, checkpoints and ends.
+SHORT_JOB = synthetic_job(1.0, checkpoint_every=10)
+#: A synthetic job far longer than any test: it is cancelled, suspended or lost while it runs.
+ENDLESS_JOB = synthetic_job(5000.0)
 
 
 @contextmanager

@@ -14,7 +14,15 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from daemon_fixtures import TINY_TRAIN, client, daemon, poll, wait_until_running  # noqa: E402, F401  (fixtures)
+from daemon_fixtures import (  # noqa: E402, F401  (fixtures)
+    JOB_TIMEOUT_S,
+    SHORT_JOB,
+    client,
+    daemon,
+    poll,
+    synthetic_job,
+    wait_until_running,
+)
 from scheduler.cluster.controller import get_controller, get_or_create_controller, shutdown_controller  # noqa: E402
 from scheduler.cluster.link import RETRY_FIRST_S, RETRY_MAX_S, ControllerLink, controller_lost  # noqa: E402
 from scheduler.daemon.daemon import LOST_WITH_CONTROLLER  # noqa: E402
@@ -23,9 +31,9 @@ from scheduler.cli.tables import render_status  # noqa: E402
 
 pytestmark = pytest.mark.ray
 
-# A few seconds of training (about 10 ms a step here): still running when the controller is killed.
-SECONDS_TRAIN = {**TINY_TRAIN, "steps": 500, "checkpoint_every": 1000}
-TIMEOUT_S = 60
+# Still running when the controller is killed; its lost run's process runs on to its end, and the job's next run
+# waits for that (one process per job workdir), so it is not much longer.
+SECONDS_JOB = synthetic_job(5.0)
 
 
 class LinkParts:
@@ -65,7 +73,7 @@ def kill(handle) -> None:
 
     def dead():
         try:
-            ray.get(handle.info.remote(), timeout=TIMEOUT_S)
+            ray.get(handle.info.remote(), timeout=JOB_TIMEOUT_S)
         except ray.exceptions.RayActorError:
             return True
         return False
@@ -132,14 +140,14 @@ def test_retries_back_off_up_to_a_bound_while_the_controller_cannot_be_had(parts
 
 
 def test_a_running_daemon_gets_a_lost_controller_back_and_runs_the_lost_job_again(daemon, client):
-    job = wait_until_running(client, client.submit("diffusion-train", SECONDS_TRAIN))
+    job = wait_until_running(client, client.submit("synthetic", SECONDS_JOB))
     lost = daemon.controller.handle
     lost_epoch = daemon.controller.epoch
     pid = next(r["pid"] for r in ray.get(lost.running.remote()) if r["job_id"] == job.id)
 
     ray.kill(lost, no_restart=True)
 
-    job = client.wait(job.id, timeout=TIMEOUT_S)
+    job = client.wait(job.id, timeout=JOB_TIMEOUT_S)
     assert job.state == "succeeded", job.raw
     record = daemon.store.get(job.id)
     assert [r.status for r in record.runs] == ["lost", "succeeded"]
@@ -152,7 +160,7 @@ def test_a_running_daemon_gets_a_lost_controller_back_and_runs_the_lost_job_agai
     assert "controller: ok" in render_status(client.status())
     poll(lambda: not _alive(pid), what=f"the lost run's process {pid} exits")
 
-    after = client.wait(client.submit("diffusion-train", TINY_TRAIN).id, timeout=TIMEOUT_S)
+    after = client.wait(client.submit("synthetic", SHORT_JOB).id, timeout=JOB_TIMEOUT_S)
     assert after.state == "succeeded", after.raw
     assert [r.status for r in daemon.store.get(after.id).runs] == ["succeeded"]
 

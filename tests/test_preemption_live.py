@@ -1,18 +1,27 @@
 """Preemption live: on one logical GPU, a job that is due suspends a running interruptible job at a checkpoint and
-runs; the suspended job then resumes and finishes. A real daemon, real Ray, real job processes."""
+runs; the suspended job then resumes and finishes. A real daemon, real Ray, real job processes (``synthetic`` jobs:
+their steps are paced by the clock, so how busy the machine is changes no outcome here)."""
 
 from datetime import timedelta
 
 import pytest
 
-from daemon_fixtures import JOB_TIMEOUT_S, TINY_TRAIN, client, poll, running_daemon, wait_until_running  # noqa: F401
+from daemon_fixtures import (  # noqa: F401  (fixtures)
+    JOB_TIMEOUT_S,
+    SHORT_JOB,
+    client,
+    poll,
+    running_daemon,
+    synthetic_job,
+    wait_until_running,
+)
 from scheduler.carbon.signal import DailyCycle, SyntheticSignal
 from scheduler.clock import utc_now
 
 pytestmark = pytest.mark.ray
 
-# long enough to be running when the due job comes (about 10 ms a step), short enough to finish soon after
-LONG_TRAIN = {**TINY_TRAIN, "steps": 800, "checkpoint_every": 1000}
+# long enough to be still running when the due job comes and the suspension reaches it, even on a busy machine
+LONG_JOB = synthetic_job(20.0)
 
 
 @pytest.fixture(scope="module")
@@ -26,11 +35,11 @@ def daemon(tmp_path_factory):
 
 def test_a_due_job_suspends_an_interruptible_one_which_resumes_after_it(daemon, client):
     store = daemon.store
-    long = client.submit("diffusion-train", LONG_TRAIN, deadline=utc_now() + timedelta(days=1), interruptible=True)
+    long = client.submit("synthetic", LONG_JOB, deadline=utc_now() + timedelta(days=1), interruptible=True)
     wait_until_running(client, long)
     # no slack: the estimator's own duration for it (nominal rates: no run of the kind has finished yet)
-    expected_s = daemon.recent_runs.estimator().duration_s("diffusion-train", TINY_TRAIN)
-    due = client.submit("diffusion-train", TINY_TRAIN, deadline=utc_now() + timedelta(seconds=expected_s))
+    expected_s = daemon.recent_runs.estimator().duration_s("synthetic", SHORT_JOB)
+    due = client.submit("synthetic", SHORT_JOB, deadline=utc_now() + timedelta(seconds=expected_s))
 
     first = poll(lambda: (run := store.get(long.id).runs[0]).status != "running" and run, what="the long job stops")
     assert first.status == "suspended"
@@ -47,4 +56,4 @@ def test_a_due_job_suspends_an_interruptible_one_which_resumes_after_it(daemon, 
     assert [r.status for r in runs] == ["suspended", "succeeded"]
     # one GPU: the due job ran between the long job's two runs, which resumed from its checkpoint
     assert runs[0].ended_at <= due_run.started_at and due_run.ended_at <= runs[1].started_at
-    assert 0 < long.result["resumed_from_step"] < 800 and long.result["steps_done"] == 800
+    assert 0 < long.result["resumed_from_step"] < LONG_JOB["steps"] and long.result["steps_done"] == LONG_JOB["steps"]
