@@ -72,6 +72,7 @@ def test_requests_without_the_token_are_refused(api):
 
 def test_history_of_an_empty_database(api):
     history = api.get("/v1/history").json()
-    assert history == {"jobs": [], "totals": {"jobs": 0, "gpu_energy_j": 0, "cpu_energy_j": 0, "energy_j": 0,
-                                              "energy_kwh": 0, "emissions_g": 0, "saving_g": None,
-                                              "saving_jobs": 0}}
+    assert history == {"jobs": [], "totals": {
+        "jobs": 0, "by_method": [], "mixed_methods": False, "gpu_energy_j": 0, "cpu_energy_j": 0, "energy_j": 0,
+        "energy_kwh": 0, "emissions_g": 0, "counterfactual_emissions_g": None, "saving_g": None, "saving_jobs": 0,
+        "saving_basis": None, "energy_unknown_jobs": 0, "emissions_unknown_jobs": 0}}
