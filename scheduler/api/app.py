@@ -41,8 +41,6 @@ MAX_PARAM_CHARS = 200
 MAX_LOG_CHUNK = 1024 * 1024
 LOG_STREAMS = {"stderr": "stderr.log", "events": "events.jsonl"}
 LOG_POLL_S = 0.2
-SUBMIT_FIELDS = frozenset({"kind", "spec", "gpus", "deadline", "zones", "interruptible", "not_before",
-                           "time_limit_s", "priority", "hold", "depends_on", "idempotency_key"})
 JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 PUBLIC_PATHS = frozenset({"/v1/openapi.json"})
 
@@ -76,6 +74,17 @@ class SubmitBody(BaseModel):
     hold: bool = Field(False, description="submit held: it waits until released")
     depends_on: list[str] | None = Field(None, description="ids of jobs that must succeed first")
     idempotency_key: str | None = Field(None, max_length=200, description="or the Idempotency-Key header")
+    gpus_per_node: int | None = Field(None, ge=1, le=64, description="GPUs on each node of the gang; null: the "
+                                      "fewest nodes that fit")
+    launch: str | None = Field(None, description="per-gpu (one process per GPU, torchrun's environment; default) "
+                               "or per-node (one process per node)")
+    stop_signal: str | None = Field(None, description="signal that asks the job to stop (default SIGTERM)")
+    grace_s: float | None = Field(None, ge=0, le=3600, description="seconds from the stop signal to SIGKILL "
+                                  "(default 120)")
+
+
+#: What a submission may carry: the body's fields (others are refused, naming them).
+SUBMIT_FIELDS = frozenset(SubmitBody.model_fields)
 
 
 class TokenBody(BaseModel):
@@ -284,7 +293,8 @@ def create_app(daemon: SchedulerService) -> FastAPI:
                 not_before=_parse_time(body.get("not_before"), "not_before"),
                 time_limit_s=body.get("time_limit_s"), priority=body.get("priority", 0),
                 hold=body.get("hold", False), depends_on=body.get("depends_on"), idempotency_key=key,
-                owner=who.owner_filter())
+                gpus_per_node=body.get("gpus_per_node"), launch=body.get("launch"),
+                stop_signal=body.get("stop_signal"), grace_s=body.get("grace_s"), owner=who.owner_filter())
             job, created = daemon.submit_once(submission, who.user_id)
             view = job_view(job)
             view["user"] = view["user"] or who.user  # a new job's user is not read back: it is the submitter

@@ -156,7 +156,9 @@ def _submit(args: argparse.Namespace) -> int:
                         not_before=_when(args.not_before, "--not-before"),
                         time_limit_s=parse_duration(args.time_limit, "--time-limit") if args.time_limit else None,
                         priority=args.priority, hold=args.hold, depends_on=depends_on,
-                        idempotency_key=args.idempotency_key)
+                        idempotency_key=args.idempotency_key, gpus_per_node=args.gpus_per_node,
+                        launch=args.launch, stop_signal=args.signal,
+                        grace_s=parse_duration(args.grace, "--grace") if args.grace else None)
     if not args.wait:
         _emit(args, job.raw, f"submitted job {job.id}: {_summary(job)}")
         return 0
@@ -350,6 +352,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
                      help="set one spec field (dotted keys nest; JSON values); repeatable")
     sub.add_argument("--gpus", type=int, default=1, help="GPUs the job needs (default 1)")
+    sub.add_argument("--gpus-per-node", type=int, metavar="K",
+                     help="run the job's GPUs K to a node (default: the fewest nodes that fit)")
+    sub.add_argument("--launch", choices=("per-gpu", "per-node"),
+                     help="one process per GPU with torchrun's environment (default), or one per node")
+    sub.add_argument("--signal", metavar="SIGNAL",
+                     help="signal that asks the job to stop at a checkpoint (default SIGTERM; as Slurm's --signal)")
+    sub.add_argument("--grace", metavar="DURATION",
+                     help="time from that signal to SIGKILL, to checkpoint and exit (default 120s)")
     sub.add_argument("--deadline", metavar="WHEN",
                      help="finish by then: ISO 8601 or +DURATION (+2h, +1d12h); lets it wait for cleaner power")
     sub.add_argument("--zone", action="append", metavar="ZONE",

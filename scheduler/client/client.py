@@ -130,14 +130,18 @@ class Client:
                zones: Sequence[str] | None = None, interruptible: bool = False, *,
                not_before: datetime | str | None = None, time_limit_s: float | None = None, priority: int = 0,
                hold: bool = False, depends_on: Sequence[str] | None = None,
-               idempotency_key: str | None = None) -> Job:
+               idempotency_key: str | None = None, gpus_per_node: int | None = None, launch: str | None = None,
+               stop_signal: str | None = None, grace_s: float | None = None) -> Job:
         """Queue a job of ``kind`` (``diffusion-train``, ``diffusion-sample``, ...) and return it as created.
 
         deadline: when it must be finished (datetime or ISO 8601); the scheduler may delay it until then to
         run on cleaner power. zones: grid zones it may run in (None: any). interruptible: it may be suspended
         at a checkpoint and resumed later. not_before: do not start before then. time_limit_s: wall-clock
         limit. priority: -1000..1000, higher first. hold: queue it held (``release`` lets it run).
-        depends_on: ids of jobs that must succeed first.
+        depends_on: ids of jobs that must succeed first. gpus_per_node: the gang's GPUs on each node (None: the
+        fewest nodes that fit); launch: ``per-gpu`` (one process per GPU, default) or ``per-node``. stop_signal
+        (default SIGTERM) and grace_s (default 120): how the job is asked to stop, and how long it has to
+        checkpoint and exit before SIGKILL.
 
         Submitting is idempotent: the request carries ``idempotency_key`` (a fresh random one by default), so
         a retry after a connection error finds the job the first attempt created instead of making another.
@@ -152,7 +156,8 @@ class Client:
         optional = {"not_before": _iso(not_before), "time_limit_s": time_limit_s, "priority": priority or None,
                     "hold": hold or None,
                     "depends_on": None if depends_on is None else [depends_on] if isinstance(depends_on, str)
-                    else list(depends_on)}
+                    else list(depends_on),
+                    "gpus_per_node": gpus_per_node, "launch": launch, "stop_signal": stop_signal, "grace_s": grace_s}
         body.update({k: v for k, v in optional.items() if v is not None})
         key = idempotency_key or uuid.uuid4().hex
         return self._parse(Job, self._request("POST", "/v1/jobs", body=body, headers={"Idempotency-Key": key},

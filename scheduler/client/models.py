@@ -120,6 +120,10 @@ class Job:
     wait_code: str | None = None
     wait_plugin: str | None = None
     unschedulable: bool = False
+    gpus_per_node: int | None = None
+    launch: str = "per-gpu"
+    stop_signal: str = "SIGTERM"
+    grace_s: float | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property

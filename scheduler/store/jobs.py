@@ -25,6 +25,7 @@ from scheduler.store.models import Job, JobEvent, PowerSample, Run, RunEnergy
 from scheduler.store.finished_runs import RECENT_RUNS, FinishedRun
 from scheduler.errors import InvalidRequest, InvalidTransition, JobNotFound, KeyReused
 from scheduler.store.job_state import JobState, RunStatus
+from scheduler.store.launch import DEFAULT_LAUNCH, Launch, check_launch
 from policies.snapshot import FULL_POWER, CapStep
 from workers.errors import SpecError
 from workers.events import CapMode, PowerCap
@@ -112,6 +113,7 @@ class Submission:
     hold: bool = False
     depends_on: tuple[str, ...] = ()
     idempotency_key: str | None = None
+    launch: Launch = DEFAULT_LAUNCH
 
     def request_hash(self) -> str:
         """SHA-256 of what was asked (the key aside): the same key with another request is a conflict."""
@@ -121,6 +123,8 @@ class Submission:
                 "not_before": self.not_before.isoformat() if self.not_before else None,
                 "time_limit_s": self.time_limit_s, "priority": self.priority, "hold": self.hold,
                 "depends_on": list(self.depends_on)}
+        if self.launch != DEFAULT_LAUNCH:  # only when asked: requests stored before launch options hash the same
+            body["launch"] = self.launch.to_dict()
         return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -160,6 +164,7 @@ class JobStore:
     def validate(self, kind: Any, spec: Any, gpus: Any = 1, deadline: Any = None, zones: Any = None,
                  interruptible: Any = False, *, not_before: Any = None, time_limit_s: Any = None,
                  priority: Any = 0, hold: Any = False, depends_on: Any = None, idempotency_key: Any = None,
+                 gpus_per_node: Any = None, launch: Any = None, stop_signal: Any = None, grace_s: Any = None,
                  owner: int | None = None) -> Submission:
         """Check a submission; a problem raises InvalidRequest naming the field and what is accepted.
 
@@ -220,8 +225,9 @@ class JobStore:
                 and idempotency_key.isascii() and idempotency_key.isprintable()):
             raise InvalidRequest(f"idempotency_key: must be 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters",
                                  "idempotency_key")
+        launch_options = check_launch(gpus, gpus_per_node, launch, stop_signal, grace_s)
         return Submission(kind, normalised, gpus, deadline, zone_list, interruptible, not_before, time_limit_s,
-                          priority, hold, dependencies, idempotency_key)
+                          priority, hold, dependencies, idempotency_key, launch_options)
 
     def _check_dependencies(self, depends_on: Any, owner: int | None) -> tuple[str, ...]:
         """Job ids this job waits for: each must exist and be visible to the submitter."""
@@ -272,6 +278,7 @@ class JobStore:
             cancel_requested=False, submitted_at=now, workdir=str(self.jobs_dir / job_id),
             not_before_at=submission.not_before, time_limit_s=submission.time_limit_s, held=held,
             depends_on=list(submission.depends_on), idempotency_key=key, request_hash=digest,
+            **submission.launch.to_dict(),
         )
         event = dict(job_id=job_id, at=now, from_state=None, to_state=JobState.PENDING.value,
                      reason="submitted, held by the user" if held else "submitted")

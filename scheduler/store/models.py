@@ -129,6 +129,11 @@ class Job(Base):
     # While it waits: the policy's status code (policies.status.Code) and the plugin that said it; None otherwise
     wait_code: Mapped[str | None] = mapped_column(String(40))
     wait_plugin: Mapped[str | None] = mapped_column(String(64))
+    # How its processes are laid out and stopped (scheduler.store.launch)
+    gpus_per_node: Mapped[int | None] = mapped_column(Integer)  # None: the fewest nodes that fit
+    launch: Mapped[str] = mapped_column(String(16), default="per-gpu")  # per-gpu | per-node processes
+    stop_signal: Mapped[str] = mapped_column(String(16), default="SIGTERM")
+    grace_s: Mapped[float] = mapped_column(Float, default=120.0)  # from the stop signal to SIGKILL
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     submitted_at: Mapped[datetime] = mapped_column(index=True)
     started_at: Mapped[datetime | None]

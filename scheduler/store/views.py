@@ -13,6 +13,7 @@ from typing import Any, Iterable
 
 from policies.status import Code
 from policies.units import J_PER_KWH
+from scheduler.store.launch import Launch
 from scheduler.store.models import Job, Run
 from scheduler.store.exports import MODELLED, aggregate, totals
 from scheduler.store.jobs import cap_in_force
@@ -102,6 +103,7 @@ def job_view(job: Job) -> dict[str, Any]:
         "workdir": job.workdir, "user": _user_name(job), "priority": job.priority,
         "not_before": iso(job.not_before_at), "time_limit_s": job.time_limit_s, "hold": bool(job.held),
         "depends_on": list(job.depends_on or []), "idempotency_key": job.idempotency_key,
+        **Launch.of(job).to_dict(),
         "energy": energy_view(runs),
         "runs": [run_view(r) for r in runs],
     }
