@@ -447,7 +447,8 @@ def test_wait_times_out_with_the_last_seen_job(client, api):
     with pytest.raises(WaitTimeout) as caught:
         client.wait(job_id, timeout=0.3)
 
-    assert 0.3 <= time.monotonic() - started < 2
+    # at least its timeout, and not a server's whole long poll (30 s here) past it
+    assert 0.3 <= time.monotonic() - started < 15
     assert caught.value.job.id == job_id and caught.value.job.state == "pending"
     assert "still pending after 0.3 s" in str(caught.value)
 
