@@ -178,3 +178,20 @@ def test_grafana_never_sums_across_methods():
                 assert "method" in [label.strip() for label in labels.split(",")], (panel["title"], expr)
             assert "{{method}}" in target["legendFormat"], panel["title"]
     assert checked >= 5
+
+
+def test_the_history_table_gives_a_total_per_method_and_counts_unknowns(history):
+    from scheduler.cli.tables import render_history
+    from scheduler.client import History
+
+    daemon, api, _ = history
+    answer = History.from_dict(api.get("/v1/history").json())
+    lines = render_history(answer).splitlines()
+    totals = [line for line in lines if line.startswith("total")]
+    assert len(totals) == 2  # one per method, never one across them
+    assert any(line.startswith("total of estimate+simulated  2 jobs") for line in totals)
+    assert any(line.startswith("total of nvml-counter+rapl   2 jobs") for line in totals)
+    assert "2 job(s) with unknown emissions, not in the totals" in lines
+    assert any(line.startswith("saved g is modelled") for line in lines)
+    grouped = render_history(History.from_dict(api.get("/v1/history", params={"group_by": "kind"}).json()))
+    assert sum(line.startswith("total") for line in grouped.splitlines()) == 2

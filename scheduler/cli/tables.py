@@ -281,12 +281,36 @@ def render_history(history: History, fmt: str = "table") -> str:
              format_number(r.energy_j), format_number(r.energy_kwh),
              NONE if r.energy_j is None else method_label(r.methods),
              format_number(r.emissions_g), r.carbon_source or NONE, _saving(r.saving_g)] for r in history.jobs]
+    for label, total in _total_rows(history):
+        rows.append([label, f"{total['jobs']} job{'' if total['jobs'] == 1 else 's'}", "", "", "",
+                     format_number(total.get("energy_j")), format_number(total.get("energy_kwh")),
+                     method_label(total.get("methods") or ()) if total.get("methods") else NONE,
+                     format_number(total.get("emissions_g")), "", _saving(total.get("saving_g"))])
+    return render_table(_HISTORY_HEADERS, rows, numeric=(4, 5, 6, 8, 10)) + _unknowns(history.totals)
+
+
+def _total_rows(history: History) -> list[tuple[str, dict[str, Any]]]:
+    """One total per way the energy was obtained (never a sum across methods); jobs with no energy are left out
+    (counted below the table)."""
     totals = history.totals
-    rows.append(["total", f"{totals.jobs} job{'' if totals.jobs == 1 else 's'}", "", "", "",
-                 format_number(totals.energy_j), format_number(totals.energy_kwh),
-                 method_label(history.methods) if history.methods else NONE,
-                 format_number(totals.emissions_g), "", _saving(totals.saving_g)])
-    return render_table(_HISTORY_HEADERS, rows, numeric=(4, 5, 6, 8, 10))
+    metered = [t for t in totals.by_method if t.get("methods")]
+    if not totals.by_method:  # a daemon that gives one total
+        return [("total", {**totals.raw, "jobs": totals.jobs, "methods": history.methods})]
+    return [("total" if len(metered) == 1 else "total of " + method_label(t["methods"]), t) for t in metered]
+
+
+def _unknowns(totals) -> str:
+    """What the totals leave out: jobs whose energy or emissions are unknown are counted, never added as zero;
+    savings are modelled (against each job's fifo counterfactual)."""
+    notes = []
+    if totals.energy_unknown_jobs:
+        notes.append(f"{totals.energy_unknown_jobs} job(s) with unknown energy, not in the totals")
+    if totals.emissions_unknown_jobs:
+        notes.append(f"{totals.emissions_unknown_jobs} job(s) with unknown emissions, not in the totals")
+    basis = totals.saving_basis or next((t["saving_basis"] for t in totals.by_method if t.get("saving_basis")), None)
+    if basis:
+        notes.append(f"saved g is {basis}: against each job's fifo counterfactual, not measured")
+    return "".join(f"\n{note}" for note in notes)
 
 
 def _render_groups(history: History) -> str:
@@ -298,13 +322,14 @@ def _render_groups(history: History) -> str:
              _saving(g.get("saving_g")) + (f" ({g['saving_jobs']} of {g['jobs']} jobs)"
                                            if g.get("saving_g") is not None else "")]
             for g in history.groups]
-    totals = history.totals
-    rows.append(["total", str(totals.jobs), format_number(totals.gpu_energy_j), format_number(totals.cpu_energy_j),
-                 format_number(totals.energy_j), format_number(totals.energy_kwh),
-                 method_label(history.methods) if history.methods else NONE, format_number(totals.emissions_g),
-                 _saving(totals.saving_g)])
+    for label, total in _total_rows(history):
+        rows.append([label, str(total["jobs"]), format_number(total.get("gpu_energy_j")),
+                     format_number(total.get("cpu_energy_j")), format_number(total.get("energy_j")),
+                     format_number(total.get("energy_kwh")),
+                     method_label(total.get("methods") or ()) if total.get("methods") else NONE,
+                     format_number(total.get("emissions_g")), _saving(total.get("saving_g"))])
     return render_table((by, "jobs", "gpu J", "cpu J", "energy J", "kWh", "method", "emissions g", "saved g"),
-                        rows, numeric=(1, 2, 3, 4, 5, 7))
+                        rows, numeric=(1, 2, 3, 4, 5, 7)) + _unknowns(history.totals)
 
 
 # --- daemon status ------------------------------------------------------------------------------------

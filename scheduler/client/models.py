@@ -187,11 +187,20 @@ class HistoryTotals:
     emissions_g: float | None
     saving_g: float | None = None
     saving_jobs: int | None = None
+    #: The sums per way the energy was obtained (each a dict with ``methods`` and the keys above); the top-level
+    #: sums are None when more than one method is present (``mixed_methods``): figures of different methods are
+    #: never added up.
+    by_method: tuple[dict[str, Any], ...] = ()
+    mixed_methods: bool = False
+    energy_unknown_jobs: int = 0
+    emissions_unknown_jobs: int = 0
+    saving_basis: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> HistoryTotals:
-        return _build(cls, data, jobs=lambda v: int(v or 0))
+        return _build(cls, data, jobs=lambda v: int(v or 0), by_method=_tuple, mixed_methods=bool,
+                      energy_unknown_jobs=lambda v: int(v or 0), emissions_unknown_jobs=lambda v: int(v or 0))
 
 
 @dataclass(frozen=True)
