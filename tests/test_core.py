@@ -223,3 +223,39 @@ def test_the_daemon_and_the_simulator_make_the_same_decisions_on_the_same_scenar
     kinds = {d[1] for d in decisions}
     assert "start" in kinds and "wait" in kinds  # the scenario is not trivial: some start, some wait
 
+
+
+def test_a_job_no_node_can_take_is_shown_unschedulable_with_the_plugin_that_said_so(tmp_path):
+    from scheduler.cli.tables import render_job, render_jobs
+    from scheduler.client import Job as ClientJob
+    from scheduler.store.views import job_view
+
+    clock = FakeClock(NOW)
+    settings = replace(Settings(data_dir=tmp_path, database_url=f"sqlite:///{tmp_path / 'w.db'}"), policy="fifo")
+    daemon = Daemon(settings, clock=clock, signal=Signal(clock))
+    upgrade(daemon.engine)
+    daemon.controller = RecordingController()
+    daemon._set_inventory([{"worker_id": f"w{i}", "node_id": "node-a", "zone": "A", "max_power_w": 400.0}
+                           for i in range(2)])
+    store = daemon.store
+    try:
+        big, small, later = [], [], []
+        for job, gpus in ((big, 3), (small, 2), (later, 2)):
+            job.append(store.submit(store.validate("diffusion-train", {"steps": 100}, gpus=gpus)))
+            clock.advance(seconds=1)  # arrival order
+        (big,), (small,), (later,) = big, small, later
+        daemon.schedule()
+        with store.sessions() as session:
+            from scheduler.store.models import Job as JobRow
+            views = {job_id: job_view(session.get(JobRow, job_id)) for job_id in (big.id, small.id, later.id)}
+    finally:
+        daemon.engine.dispose()
+    assert views[big.id]["unschedulable"] and views[big.id]["wait_plugin"] == "NodeCapacity"
+    assert views[big.id]["wait_code"] == Code.UNRESOLVABLE.value and "no node in" in views[big.id]["reason"]
+    assert views[small.id]["state"] == "running" and views[small.id]["wait_code"] is None
+    assert not views[later.id]["unschedulable"] and views[later.id]["wait_code"] == Code.UNSCHEDULABLE.value
+    jobs = [ClientJob.from_dict(views[j]) for j in (big.id, later.id)]
+    table = render_jobs(jobs)
+    assert "pending (unschedulable)" in table and "[NodeCapacity] waiting: no node in" in table
+    assert table.count("(unschedulable)") == 1
+    assert "decided by" in render_job(jobs[0]) and "NodeCapacity (UnschedulableAndUnresolvable)" in render_job(jobs[0])
