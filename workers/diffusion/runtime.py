@@ -17,8 +17,12 @@ log = logging.getLogger(__name__)
 TORCH_THREADS_ENV = "WATTSCHED_TORCH_THREADS"
 
 
-def prepare_torch() -> torch.device:
-    """Set torch's thread count from the environment, quiet diffusers, and return the device to run on."""
+def prepare_torch(local_rank: int = 0) -> torch.device:
+    """Set torch's thread count from the environment, quiet diffusers, and return the device to run on.
+
+    The device is a CUDA GPU when there is one (the ``local_rank``-th of a node's processes takes its own), else
+    the CPU: a Ray logical GPU on a machine without CUDA runs on the CPU.
+    """
     raw = os.environ.get(TORCH_THREADS_ENV, "1")
     try:
         threads = int(raw)
@@ -31,7 +35,12 @@ def prepare_torch() -> torch.device:
     torch.set_num_threads(threads)
     # Progress bars write to the terminal; progress goes through report() instead.
     diffusers_logging.disable_progress_bar()
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if torch.cuda.is_available():
+        # A launcher may show each process all of its node's GPUs (torchrun's habit: take LOCAL_RANK's) or
+        # only its own (then there is one, and the modulo picks it).
+        device = torch.device("cuda", local_rank % torch.cuda.device_count())
+    else:
+        device = torch.device("cpu")
     log.info("running on %s with %d torch threads", device, threads)
     return device
 

@@ -3,6 +3,12 @@
 Every random draw after weight initialisation (batch indices, noise, timesteps) comes from one CPU generator
 whose state is checkpointed with the optimizer, so a job stopped at step k and resumed runs the same steps an
 uninterrupted job would have, and ends after the same total number of steps.
+
+With several processes (torchrun's environment, see ``workers.diffusion.data_parallel``) the job trains
+data-parallel: spec.batch_size is the global batch. Every rank draws the whole global batch from the same
+generator and trains on its own contiguous slice of it, under DistributedDataParallel, which averages the
+gradients; so N ranks take the steps one process would at the same batch_size, up to float rounding. Rank 0
+alone writes checkpoints and reports progress; every rank resumes from the checkpoint rank 0 chose.
 """
 
 from __future__ import annotations
@@ -17,8 +23,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler, UNet2DModel
+from torch.nn.parallel import DistributedDataParallel
 
 from workers.diffusion import checkpoints
+from workers.diffusion.data_parallel import ProcessGroup, Ranks
 from workers.diffusion.data import load_images
 from workers.diffusion.runtime import autocast, prepare_torch
 from workers.errors import JobFailed, SpecError
@@ -55,29 +63,55 @@ def train(
 ) -> dict[str, Any]:
     """Train until spec.steps optimizer steps are done (counting earlier runs) or should_stop() answers True.
 
-    report(dict) receives ``{"step", "total", "loss"}`` on the first and last step and at most every 0.5 s.
-    should_stop() is polled before every step; on True a checkpoint is written and the result says
-    ``"stopped": True``. With ``spec.resume`` the job continues from the latest checkpoint in
-    ``workdir/checkpoints``; without it, existing checkpoints there are deleted and training starts over.
+    report(dict) receives ``{"step", "total", "loss"}`` on the first and last step and at most every 0.5 s
+    (on rank 0 only, when there are several ranks). should_stop() is polled before every step; on True (on any
+    rank) a checkpoint is written and the result says ``"stopped": True``. With ``spec.resume`` the job
+    continues from the latest checkpoint in ``workdir/checkpoints``; without it, existing checkpoints there are
+    deleted and training starts over.
 
     Returns ``stopped``, ``steps_done`` (total), ``total_steps``, ``resumed_from_step``, ``steps_this_run``,
-    ``images_seen`` (images this run processed: the energy measured for this run covers these),
-    ``final_loss`` (loss of the last step, or None before any) and ``checkpoint`` (path, or None).
+    ``images_seen`` (images this run processed, over every rank: the energy measured for this run covers these),
+    ``final_loss`` (loss of the last step over the global batch, or None before any), ``checkpoint`` (path, or
+    None) and ``world_size``; every rank returns the same.
     """
-    device = prepare_torch()
-    root = Path(workdir) / checkpoints.CHECKPOINTS_DIR
-    if not spec.resume:
-        shutil.rmtree(root, ignore_errors=True)
-    root.mkdir(parents=True, exist_ok=True)
-    checkpoints.remove_partial(root)
+    ranks = Ranks.from_env()
+    if spec.batch_size % ranks.world_size:
+        # Refused before joining the group: every rank sees the same spec and fails at once, none waits.
+        accepted = f"a multiple of {ranks.world_size}, the job's GPUs (the batch is split evenly between them)"
+        raise SpecError(
+            f"spec.batch_size: must be {accepted}, got {spec.batch_size}", field="spec.batch_size", accepted=accepted
+        )
+    device = prepare_torch(ranks.local_rank)
+    with ProcessGroup(ranks, device) as group:
+        return _train(spec, Path(workdir), report if ranks.is_main else no_report, should_stop, group)
+
+
+def _train(
+    spec: TrainSpec, workdir: Path, report: Report, should_stop: ShouldStop, group: ProcessGroup
+) -> dict[str, Any]:
+    device, ranks = group.device, group.ranks
+    root = workdir / checkpoints.CHECKPOINTS_DIR
+    if ranks.is_main:
+        if not spec.resume:
+            shutil.rmtree(root, ignore_errors=True)
+        root.mkdir(parents=True, exist_ok=True)
+        checkpoints.remove_partial(root)
+    # Rank 0 chooses, so that every rank resumes from the same checkpoint even if one is written meanwhile;
+    # the broadcast also keeps the others from looking before rank 0 has cleaned up.
+    found = group.from_main(checkpoints.latest_checkpoint(root))
+    checkpoint = None if found is None else Path(found)
+    if checkpoint is not None and not checkpoint.is_dir():
+        raise JobFailed(
+            f"rank {ranks.rank} cannot see the checkpoint {str(checkpoint)!r} that rank 0 resumes from; the job"
+            " directory must be on a filesystem shared by every node, at the same path"
+        )
 
     images = load_images(spec.dataset, spec.image_size, spec.max_images)
     noise_scheduler = DDPMScheduler(num_train_timesteps=spec.num_train_timesteps)
     generator = torch.Generator().manual_seed(spec.seed)
-    checkpoint = checkpoints.latest_checkpoint(root)
     if checkpoint is not None:
         _check_resumable(checkpoint, spec)
-        model = checkpoints.load_unet(checkpoint)
+        unet = checkpoints.load_unet(checkpoint)
         meta = checkpoints.read_meta(checkpoint)
         step, loss = meta["step"], meta["loss"]
         log.info("resuming from %s at step %d", checkpoint, step)
@@ -85,36 +119,47 @@ def train(
         # Forked so that seeding the weights leaves the caller's global RNG alone.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(spec.seed)
-            model = build_unet(spec, image_channels=images.shape[1])
+            unet = build_unet(spec, image_channels=images.shape[1])
         step, loss = 0, None
-    model.to(device).train()
+    unet.to(device).train()
     if spec.gradient_checkpointing:
-        model.enable_gradient_checkpointing()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=spec.learning_rate)
+        unet.enable_gradient_checkpointing()
+    # DDP averages the gradients over the ranks (and starts every rank from rank 0's weights).
+    model = unet if not ranks.distributed else DistributedDataParallel(
+        unet, device_ids=[device.index] if device.type == "cuda" else None
+    )
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=spec.learning_rate)
     if checkpoint is not None:
         state = checkpoints.load_training_state(checkpoint)
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["rng"])
         # load_state_dict restores the old learning rate; the spec's is the one asked for now.
-        for group in optimizer.param_groups:
-            group["lr"] = spec.learning_rate
+        for param_group in optimizer.param_groups:
+            param_group["lr"] = spec.learning_rate
 
     def save(name: str) -> Path:
         # Reads step and loss when called: a checkpoint holds the state after the latest step.
-        return checkpoints.save_checkpoint(
-            root,
-            name,
-            model=model,
-            noise_scheduler=noise_scheduler,
-            training_state={"optimizer": optimizer.state_dict(), "rng": generator.get_state()},
-            meta={"step": step, "loss": loss},
-            spec=spec,
-        )
+        path = root / name
+        if ranks.is_main:
+            checkpoints.save_checkpoint(
+                root,
+                name,
+                model=unet,
+                noise_scheduler=noise_scheduler,
+                training_state={"optimizer": optimizer.state_dict(), "rng": generator.get_state()},
+                meta={"step": step, "loss": loss},
+                spec=spec,
+            )
+        return path
 
     start_step, checkpoint_step = step, step
     pacer = Pacer()
-    while step < spec.steps and not should_stop():
-        loss = _train_step(model, noise_scheduler, optimizer, images, generator, spec, device)
+    # Every rank takes the same decision to stop, after the same step: one that went on alone would wait forever
+    # for the others' gradients.
+    _, stop = group.mean_and_any(0.0, should_stop())
+    while step < spec.steps and not stop:
+        local_loss = _train_step(model, noise_scheduler, optimizer, images, generator, spec, device, ranks)
+        loss, stop = group.mean_and_any(local_loss, should_stop())
         step += 1
         if not math.isfinite(loss):
             raise JobFailed(
@@ -139,27 +184,34 @@ def train(
         "images_seen": (step - start_step) * spec.batch_size,
         "final_loss": loss,
         "checkpoint": None if checkpoint is None else str(checkpoint),
+        "world_size": ranks.world_size,
     }
 
 
 def _train_step(
-    model: UNet2DModel,
+    model: torch.nn.Module,
     noise_scheduler: DDPMScheduler,
     optimizer: torch.optim.Optimizer,
     images: torch.Tensor,
     generator: torch.Generator,
     spec: TrainSpec,
     device: torch.device,
+    ranks: Ranks,
 ) -> float:
-    """One optimizer step of the DDPM objective (MSE between true and predicted noise); returns the loss."""
+    """One optimizer step of the DDPM objective (MSE between true and predicted noise) on this rank's slice of
+    the global batch; returns this rank's loss."""
     # Drawn on the CPU generator, whatever the device, so the checkpointed RNG state is all there is to restore.
+    # Every rank draws the whole global batch, so the generators stay in step, and keeps its own slice.
     index = torch.randint(len(images), (spec.batch_size,), generator=generator)
-    clean = images[index].to(device)
-    noise = torch.randn(clean.shape, generator=generator).to(device)
-    timesteps = torch.randint(spec.num_train_timesteps, (spec.batch_size,), generator=generator).to(device)
+    noise = torch.randn((spec.batch_size, *images.shape[1:]), generator=generator)
+    timesteps = torch.randint(spec.num_train_timesteps, (spec.batch_size,), generator=generator)
+    share = spec.batch_size // ranks.world_size
+    mine = slice(ranks.rank * share, (ranks.rank + 1) * share)
+    clean, noise, timesteps = images[index[mine]].to(device), noise[mine].to(device), timesteps[mine].to(device)
     noisy = noise_scheduler.add_noise(clean, noise, timesteps)
     with autocast(device, spec.mixed_precision):
         predicted = model(noisy, timesteps).sample
+    # The mean over this rank's slice; DDP's average of equal slices' gradients is the global batch's gradient.
     loss = F.mse_loss(predicted.float(), noise)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
