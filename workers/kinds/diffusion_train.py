@@ -44,7 +44,8 @@ class TrainSpec:
     channels: the UNet's block_out_channels; the image is halved ``len(channels) - 1`` times.
     layers_per_block: ResNet layers in each UNet block.
     steps: total optimizer steps of the job, counted across resumes.
-    batch_size: images per optimizer step (drawn with replacement).
+    batch_size: images per optimizer step (drawn with replacement), over all the job's GPUs: the global batch,
+        split evenly between them, so a multiple of ``gpus``.
     learning_rate: AdamW learning rate.
     num_train_timesteps: length of the DDPM noise schedule.
     mixed_precision: ``"no"`` or ``"bf16"`` (bf16 autocast for the forward pass).
