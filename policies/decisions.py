@@ -9,14 +9,23 @@ from policies.snapshot import Hold
 from policies.status import Code, Status
 
 
+NodeGpus = tuple[str, tuple[str, ...]]
+"""A node and the GPU ids a job takes on it (empty on a pool)."""
+
+
 @dataclass(frozen=True)
 class Start:
-    """Start ``job_id`` now on ``gpu_ids`` (all on ``node_id``, in ``zone``), at ``power_cap_w`` (None: default).
+    """Start ``job_id`` now on ``gpu_ids`` in ``zone``, at ``power_cap_w`` (None: default).
+
+    A job on one node: ``node_id`` is that node and ``nodes`` is empty, so ``gpu_ids`` are all on ``node_id``.
+    A gang over several nodes (``policies.gang``): ``nodes`` lists every node with its GPU ids, rank 0's node
+    first and as many GPUs on each; ``node_id`` is rank 0's node and ``gpu_ids`` all of them, node by node.
+    ``placement`` gives both cases as ``nodes``. On a zone pool without nodes ``node_id`` is the zone; on any
+    pool the GPU id lists are empty (each node of a gang then holds ``gpus / len(nodes)``).
 
     cap_fraction: the cap as a fraction of the GPUs' maximum power (1.0 = full power), for clusters that know
     fractions rather than watts. until_s: run until then, then suspend the job and ask the policy again (only
-    for interruptible jobs; None = run to completion). On a zone pool ``node_id`` is the zone and ``gpu_ids``
-    is empty.
+    for interruptible jobs; None = run to completion).
     """
 
     job_id: str
@@ -27,6 +36,12 @@ class Start:
     reason: str = ""
     cap_fraction: float = 1.0
     until_s: float | None = None
+    nodes: tuple[NodeGpus, ...] = ()
+
+    @property
+    def placement(self) -> tuple[NodeGpus, ...]:
+        """Every node of the job with its GPU ids, rank 0's first (one entry for a one-node start)."""
+        return self.nodes or ((self.node_id, self.gpu_ids),)
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple, Protocol, Sequence
 
+from policies import gang
 from policies.decisions import Decision, Start, Suspend, Wait
-from policies.snapshot import FULL_POWER, CapStep, Hold, JobRequest, Snapshot
+from policies.snapshot import FULL_POWER, CapStep, Hold, JobRequest, RunningJob, Snapshot
 from policies.status import Code, Status
 
 MAX_SCORE = 100.0
@@ -33,58 +34,123 @@ BUDGET = "PowerBudget"
 
 
 class ClusterView:
-    """Free GPUs per zone and node during one cycle; ``take`` reserves them so later jobs see less room."""
+    """Free GPUs per zone and node during one cycle; ``take`` reserves them so later jobs see less room.
+
+    Jobs are placed as gangs (``policies.gang``): K GPUs on each of N / K nodes of one zone. A pool without nodes
+    counts as one node named after its zone and takes any job its free count has room for.
+    """
 
     def __init__(self, snapshot: Snapshot):
         # free[zone][node] -> free GPU ids (listed GPUs) or a count (pools)
         self.free: dict[str, dict[str, list[str] | int]] = {}
-        self.largest_node: dict[str, int] = {}
-        sizes: dict[tuple[str, str], int] = {}
+        self.node_sizes: dict[str, dict[str, int]] = {}  # zone -> node -> its GPUs, busy or not
+        self.pooled: set[str] = set()  # zones that are pools without nodes
+        self.node_of: dict[str, str] = {}  # listed GPU id -> its node
         for gpu in snapshot.gpus:
-            nodes = self.free.setdefault(gpu.zone, {})
-            ids = nodes.setdefault(gpu.node_id, [])
+            ids = self.free.setdefault(gpu.zone, {}).setdefault(gpu.node_id, [])
             if not gpu.busy:
                 ids.append(gpu.gpu_id)
-            sizes[gpu.zone, gpu.node_id] = sizes.get((gpu.zone, gpu.node_id), 0) + 1
-        self.size: dict[str, int] = {}  # GPUs per zone, busy or not
-        for (zone, _), size in sizes.items():
-            self.largest_node[zone] = max(self.largest_node.get(zone, 0), size)
-            self.size[zone] = self.size.get(zone, 0) + size
+            sizes = self.node_sizes.setdefault(gpu.zone, {})
+            sizes[gpu.node_id] = sizes.get(gpu.node_id, 0) + 1
+            self.node_of[gpu.gpu_id] = gpu.node_id
         for pool in snapshot.pools:
-            self.free.setdefault(pool.zone, {})[pool.zone] = pool.free_gpus
-            self.largest_node[pool.zone] = max(self.largest_node.get(pool.zone, 0), pool.gpus)
-            self.size[pool.zone] = self.size.get(pool.zone, 0) + pool.gpus
+            if pool.node_ids:
+                self.free.setdefault(pool.zone, {}).update(zip(pool.node_ids, pool.free_by_node))
+                self.node_sizes.setdefault(pool.zone, {}).update(dict.fromkeys(pool.node_ids, pool.gpus_per_node))
+            else:
+                self.free.setdefault(pool.zone, {})[pool.zone] = pool.free_gpus
+                self.node_sizes.setdefault(pool.zone, {})[pool.zone] = pool.gpus
+                self.pooled.add(pool.zone)
+        self.largest_node = {zone: max(sizes.values()) for zone, sizes in self.node_sizes.items()}
+        self.size = {zone: sum(sizes.values()) for zone, sizes in self.node_sizes.items()}  # GPUs, busy or not
         # the most free GPUs on one node of each zone: asked for every job and zone, changed by take() and release()
         self._most_free = {zone: max(map(_count, nodes.values()), default=0) for zone, nodes in self.free.items()}
 
-    def fits(self, zone: str, gpus: int) -> bool:
-        return self._most_free.get(zone, 0) >= gpus
+    def fits(self, zone: str, gpus: int, gpus_per_node: int | None = None) -> bool:
+        """Whether ``zone`` has room now for a job of ``gpus`` GPUs in its gang shape."""
+        if self._most_free.get(zone, 0) >= gpus and (gpus_per_node is None or gpus_per_node == gpus
+                                                     or zone in self.pooled):
+            return True  # on one node (the first shape of a job that leaves its shape open)
+        if zone in self.pooled:
+            return False
+        return self.per_node(zone, gpus, gpus_per_node) is not None
+
+    def per_node(self, zone: str, gpus: int, gpus_per_node: int | None = None) -> int | None:
+        """The GPUs per node a job would take in ``zone`` now (``policies.gang.fit``); None: no room."""
+        nodes = self.free.get(zone)
+        if not nodes:
+            return None
+        if zone in self.pooled:
+            return gpus if _count(nodes[zone]) >= gpus else None
+        return gang.fit(map(_count, nodes.values()), gpus, gpus_per_node)
+
+    def possible(self, zone: str, gpus: int, gpus_per_node: int | None = None) -> bool:
+        """Whether ``zone`` could ever take the job: enough nodes of its shape, busy or not."""
+        largest = self.largest_node.get(zone, 0)
+        if largest >= gpus and (gpus_per_node is None or gpus_per_node == gpus or zone in self.pooled):
+            return True
+        if zone in self.pooled or not largest:
+            return False
+        return gang.fit(self.node_sizes[zone].values(), gpus, gpus_per_node) is not None
 
     def free_gpus(self, zone: str) -> int:
         return sum(_count(free) for free in self.free.get(zone, {}).values())
 
-    def take(self, zone: str, gpus: int) -> tuple[str, tuple[str, ...]]:
-        """Reserve ``gpus`` on the first node of ``zone`` that has them: (node id, GPU ids; empty on a pool)."""
-        nodes = self.free[zone]
-        for node_id, free in nodes.items():
-            if isinstance(free, int):
-                if free >= gpus:
-                    nodes[node_id] = free - gpus
-                    self._most_free[zone] = max(map(_count, nodes.values()))
-                    return node_id, ()
-            elif len(free) >= gpus:
-                taken = tuple(free[:gpus])
-                del free[:gpus]
-                self._most_free[zone] = max(map(_count, nodes.values()))
-                return node_id, taken
-        raise ValueError(f"zone {zone} has no node with {gpus} free GPUs")  # callers check fits() first
+    def free_counts(self, zone: str) -> dict[str, int]:
+        """Free GPUs per node of ``zone``."""
+        return {node: _count(free) for node, free in self.free.get(zone, {}).items()}
 
-    def release(self, zone: str, node_id: str, gpus: int, gpu_ids: tuple[str, ...] = ()) -> None:
-        """Give back the GPUs of a job suspended during the cycle (``gpu_ids`` on listed GPUs, else a count)."""
-        nodes = self.free.setdefault(zone, {})
-        free = nodes.get(node_id, 0 if not gpu_ids else [])
-        nodes[node_id] = free + gpus if isinstance(free, int) else free + list(gpu_ids)
+    def choose(self, zone: str, gpus: int, gpus_per_node: int | None = None) -> tuple[tuple[str, int], ...]:
+        """The nodes ``take`` would reserve now, each with its GPU count (rank 0's node first); empty: no room."""
+        k = self.per_node(zone, gpus, gpus_per_node)
+        if k is None:
+            return ()
+        if zone in self.pooled:
+            return ((zone, gpus),)
+        return tuple((node, k) for node in gang.first_nodes(self.free_counts(zone), gpus, k))
+
+    def take(self, zone: str, gpus: int, gpus_per_node: int | None = None) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        """Reserve room for a job in ``zone``, on the first nodes in listed order that fit its shape: per node
+        (rank 0's first) its id and the GPU ids taken there (empty on a pool)."""
+        nodes = self.free[zone]
+        placement = []
+        for node_id, k in self.choose(zone, gpus, gpus_per_node):
+            free = nodes[node_id]
+            if isinstance(free, int):
+                nodes[node_id] = free - k
+                placement.append((node_id, ()))
+            else:
+                placement.append((node_id, tuple(free[:k])))
+                del free[:k]
+        if not placement:
+            raise ValueError(f"zone {zone} has no room for {gpus} GPUs")  # callers check fits() first
         self._most_free[zone] = max(map(_count, nodes.values()))
+        return tuple(placement)
+
+    def held_by(self, job: RunningJob) -> dict[str, int]:
+        """How many GPUs a running job holds on each of its nodes."""
+        if job.gpu_ids:
+            held: dict[str, int] = {}
+            for gpu_id in job.gpu_ids:
+                node_id = self.node_of.get(gpu_id, job.node_id)
+                held[node_id] = held.get(node_id, 0) + 1
+            return held
+        if job.nodes:
+            return dict.fromkeys(job.nodes, job.gpus // len(job.nodes))
+        return {job.node_id: job.gpus}
+
+    def release(self, job: RunningJob) -> None:
+        """Give back the GPUs of a job suspended during the cycle, on every node of its gang."""
+        nodes = self.free.setdefault(job.zone, {})
+        if job.gpu_ids:
+            for gpu_id in job.gpu_ids:
+                node_id = self.node_of.get(gpu_id, job.node_id)
+                free = nodes.get(node_id)
+                nodes[node_id] = [gpu_id] if free is None else free + [gpu_id]
+        else:
+            for node_id, gpus in self.held_by(job).items():
+                nodes[node_id] = nodes.get(node_id, 0) + gpus
+        self._most_free[job.zone] = max(map(_count, nodes.values()))
 
 
 def _count(free: list[str] | int) -> int:
@@ -92,12 +158,14 @@ def _count(free: list[str] | int) -> int:
 
 
 class Started(NamedTuple):
-    """A job started during the cycle, as later jobs' plans must count it: where, until when, how much."""
+    """A job started during the cycle, as later jobs' plans must count it: where, until when, how much, and on
+    which nodes (each with its GPU count)."""
 
     zone: str
     end_s: float
     gpus: int
     draw_w: float
+    nodes: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass
@@ -283,15 +351,18 @@ class ProfilePolicy:
             return Wait(job.job_id, Status(Code.UNSCHEDULABLE, BUDGET,
                                            f"waiting for power: at the {step.cap_fraction:.0%} cap the budget allows "
                                            "now the job would miss its deadline", retry_at_s=due_at_s))
-        node_id, gpu_ids = state.cluster.take(zone, job.gpus)
+        placement = state.cluster.take(zone, job.gpus, job.gpus_per_node)
         if state.budget_left_w is not None:
             state.budget_left_w -= draw_w
         work_s = job.expected_duration_s
         end_s = state.now_s + work_s / step.speed if work_s is not None else float("inf")
-        state.started.append(Started(zone, end_s if until_s is None else min(end_s, until_s), job.gpus, draw_w))
+        per_node = job.gpus // len(placement)
+        state.started.append(Started(zone, end_s if until_s is None else min(end_s, until_s), job.gpus, draw_w,
+                                     tuple((node_id, per_node) for node_id, _ in placement)))
+        gpu_ids = tuple(gpu_id for _, ids in placement for gpu_id in ids)
         cap_w = _cap_w(state.snapshot, gpu_ids, step)
-        return Start(job.job_id, node_id, zone, gpu_ids, power_cap_w=cap_w, reason=why,
-                     cap_fraction=step.cap_fraction, until_s=until_s)
+        return Start(job.job_id, placement[0][0], zone, gpu_ids, power_cap_w=cap_w, reason=why,
+                     cap_fraction=step.cap_fraction, until_s=until_s, nodes=placement if len(placement) > 1 else ())
 
     def _best_zone(self, state: CycleState, job: JobRequest, zones: tuple[str, ...]) -> str:
         if len(zones) == 1 or not self.profile.scorers:

@@ -38,12 +38,22 @@ FULL_POWER = CapStep(1.0, 1.0, 1.0)
 class ZonePool:
     """A zone's GPUs counted rather than listed (the simulator's cluster): ``gpus`` in all, ``free_gpus`` idle.
 
-    A pool behaves as one node named after the zone; decisions on a pool carry no GPU ids.
+    Without ``node_ids`` the pool has no node boundaries: it behaves as one node named after the zone, and any job
+    that fits in ``free_gpus`` fits, whatever its ``gpus_per_node``. With them, the zone is ``len(node_ids)`` nodes
+    of ``gpus_per_node`` GPUs each, ``free_by_node`` counting the idle ones on each (in the same order), and jobs
+    are placed on nodes as on listed GPUs (see ``policies.gang``). Decisions on a pool carry no GPU ids.
     """
 
     zone: str
     gpus: int
     free_gpus: int
+    node_ids: tuple[str, ...] = ()
+    free_by_node: tuple[int, ...] = ()
+
+    @property
+    def gpus_per_node(self) -> int | None:
+        """The size of each node (None: a pool without nodes)."""
+        return self.gpus // len(self.node_ids) if self.node_ids else None
 
 
 @dataclass(frozen=True)
@@ -56,6 +66,10 @@ class JobRequest:
     suspended job, what remains) and its per-GPU draw (W), or None when unknown.
     power_profile: the caps the job may run at (see ``PowerProfile``); None = full power only.
     started_s: when the job first started (a suspended interruptible job), or None.
+    gpus_per_node: the job's GPUs run as one gang in one zone, ``gpus_per_node`` on each of
+    ``gpus / gpus_per_node`` nodes (it divides ``gpus``: torchrun wants the same local world size on every
+    node); None: the fewest nodes that fit now (one node when one has room for all, else the same number on
+    each of as few nodes as possible; see ``policies.gang``). A pool without nodes ignores it.
     """
 
     job_id: str
@@ -70,6 +84,7 @@ class JobRequest:
     power_w: float | None = None
     power_profile: PowerProfile | None = None
     started_s: float | None = None
+    gpus_per_node: int | None = None
 
 
 @dataclass(frozen=True)
@@ -88,8 +103,9 @@ class RunningJob:
     """A job running now, as a policy weighs suspending it for a job that is due.
 
     draw_w: what it draws now on all its GPUs; remaining_s: the work it has left, in seconds at full speed (None:
-    unknown); gpu_ids: its GPUs (empty on a pool); end_s: when it is expected to give its GPUs back (at its cap, or
-    at a planned suspension; None: unknown).
+    unknown); gpu_ids: its GPUs (empty on a pool), on whichever nodes they are; end_s: when it is expected to give
+    its GPUs back (at its cap, or at a planned suspension; None: unknown). nodes: on a pool with nodes, a gang's
+    nodes (``node_id`` first), each holding ``gpus / len(nodes)`` of its GPUs; empty: all on ``node_id``.
     """
 
     job_id: str
@@ -102,6 +118,7 @@ class RunningJob:
     remaining_s: float | None
     gpu_ids: tuple[str, ...] = ()
     end_s: float | None = None
+    nodes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -114,6 +131,7 @@ class Hold:
 
     draw_w: its draw at full power; steps: its caps (empty: full power only). From a moment t on, it needs the
     least draw among the caps that still end its work (``end_s - latest_s`` at full speed) by ``end_s``.
+    gpus_per_node: the job's gang shape (``JobRequest.gpus_per_node``): the room is kept on nodes.
     """
 
     job_id: str
@@ -124,6 +142,7 @@ class Hold:
     draw_w: float
     latest_s: float | None = None  # None: start_s
     steps: tuple[CapStep, ...] = ()
+    gpus_per_node: int | None = None
 
     def draw_from_w(self, t_s: float) -> float:
         """The power it needs if it begins at ``t_s``: at the least-drawing cap that still meets its deadline."""

@@ -49,7 +49,8 @@ def test_cluster_view_counts_listed_gpus_and_pools():
                         pools=(ZonePool("FR", 8, 3),))
     view = ClusterView(snapshot)
     assert view.fits("DE", 1) and not view.fits("DE", 2) and view.largest_node == {"DE": 2, "FR": 8}
-    assert view.take("DE", 1) == ("n1", ("g0",)) and view.take("FR", 2) == ("FR", ()) and view.free_gpus("FR") == 1
+    assert view.take("DE", 1) == (("n1", ("g0",)),) and view.take("FR", 2) == (("FR", ()),)
+    assert view.free_gpus("FR") == 1
 
 
 def test_fifo_on_pools_and_the_power_budget():

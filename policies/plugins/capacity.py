@@ -1,31 +1,54 @@
-"""Plugins about room: GPUs on one node, the cluster's power budget, arrival order, the listed zone order."""
+"""Plugins about room: GPUs on the nodes of a zone, the cluster's power budget, arrival order, the listed zone order."""
 
 from __future__ import annotations
 
 from typing import Sequence
 
+from policies import gang
 from policies.framework import MAX_SCORE, CycleState, job_draw_w, steps_of
 from policies.snapshot import FULL_POWER, CapStep, JobRequest
 from policies.status import SUCCESS, Code, Status
 
 
 class NodeCapacity:
-    """Filter: zones with a node that has the job's GPUs free now."""
+    """Filter: zones with room for the job's gang now: K free GPUs on each of N / K nodes (``policies.gang``).
+
+    UNRESOLVABLE when none of its zones has enough nodes of K GPUs, busy or not, for any shape it may take;
+    UNSCHEDULABLE (waiting for room in the zones that could take it) when they are not free now.
+    """
 
     name = "NodeCapacity"
 
     def filter(self, state: CycleState, job: JobRequest, zones: tuple[str, ...]) -> tuple[tuple[str, ...], Status]:
-        fitting = tuple(z for z in zones if state.cluster.fits(z, job.gpus))
+        cluster, per_node = state.cluster, job.gpus_per_node
+        fitting = tuple(z for z in zones if cluster.fits(z, job.gpus, per_node))
         if fitting:
             return fitting, SUCCESS
         if not zones:
             return (), Status(Code.UNSCHEDULABLE, self.name, "waiting: the cluster has no GPUs yet")
         where = f"zone {zones[0]}" if len(zones) == 1 else f"zones {', '.join(zones)}"
-        if max((state.cluster.largest_node.get(z, 0) for z in zones), default=0) < job.gpus:
-            return (), Status(Code.UNRESOLVABLE, self.name, f"waiting: no node in {where} has {job.gpus} GPUs")
-        gpus = "a free GPU" if job.gpus == 1 else f"{job.gpus} free GPUs on one node"
-        big_enough = tuple(z for z in zones if state.cluster.largest_node.get(z, 0) >= job.gpus)
-        return (), Status(Code.UNSCHEDULABLE, self.name, f"waiting for {gpus} in {where}", room_in=big_enough)
+        big_enough = tuple(z for z in zones if cluster.possible(z, job.gpus, per_node))
+        if not big_enough:
+            return (), Status(Code.UNRESOLVABLE, self.name, f"waiting: {self._never(cluster, job, zones, where)}")
+        if all(z in cluster.pooled for z in big_enough):
+            shapes = [job.gpus]  # a pool without nodes takes any job its count has room for
+        else:
+            shapes = [k for k in gang.shapes(job.gpus, per_node)
+                      if any(gang.fit(cluster.node_sizes[z].values(), job.gpus, k) for z in big_enough)]
+        wanted = ", or ".join(gang.describe(job.gpus, k) for k in shapes)
+        return (), Status(Code.UNSCHEDULABLE, self.name, f"waiting for {wanted} in {where}", room_in=big_enough)
+
+    @staticmethod
+    def _never(cluster, job: JobRequest, zones: tuple[str, ...], where: str) -> str:
+        """Why no zone of ``zones`` can ever take the job."""
+        per_node = job.gpus_per_node
+        if per_node is not None and not gang.shapes(job.gpus, per_node):
+            return f"gpus_per_node {per_node} does not divide the job's {job.gpus} GPUs"
+        if per_node is not None and per_node < job.gpus and not all(z in cluster.pooled for z in zones):
+            return f"{where} {'has' if len(zones) == 1 else 'have'} no {job.gpus // per_node} nodes of {per_node} GPUs"
+        several = any(len(cluster.node_sizes.get(z, ())) > 1 for z in zones)
+        spread = ", nor enough nodes to spread them evenly" if several else ""
+        return f"no node in {where} has {job.gpus} GPUs{spread}"
 
 
 class PowerBudget:

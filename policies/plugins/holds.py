@@ -10,15 +10,17 @@ its deadline at a faster cap (as EASY backfill reserves at the earliest time the
 what it then needs: the least-drawing cap that still meets its deadline. Other jobs start only where they leave
 every hold that could be kept still keepable.
 
-Room is counted per zone, which is exact where a zone is one node (the simulator's pools); on zones of several
-nodes a hold can be kept in count yet split over nodes.
+Room is counted per node: a hold is kept only where its job's gang fits (``policies.gang``: K free GPUs on each
+of N / K nodes of one zone), and jobs and holds take the nodes they would be placed on (first fit). A pool
+without nodes is one node.
 """
 
 from __future__ import annotations
 
 from typing import Sequence
 
-from policies.framework import CycleState, is_due, job_draw_w, latest_start_s, steps_of
+from policies import gang
+from policies.framework import ClusterView, CycleState, is_due, job_draw_w, latest_start_s, steps_of
 from policies.snapshot import FULL_POWER, CapStep, Hold, JobRequest
 from policies.status import SUCCESS, Code, Status
 
@@ -54,7 +56,7 @@ class DeadlineHolds:
             if job.deadline_s is None or work_s is None:
                 continue
             zones = tuple(z for z in job.zones or all_zones
-                          if state.cluster.largest_node.get(z, 0) >= job.gpus)
+                          if state.cluster.possible(z, job.gpus, job.gpus_per_node))
             largest = max((state.cluster.largest_node[z] for z in zones), default=0)
             if zones and job.gpus > self.min_node_share * largest:
                 # from its latest start at its slowest cap: the time left to find room
@@ -62,7 +64,8 @@ class DeadlineHolds:
                 slowest = min(steps, key=lambda s: s.speed)
                 start_s = min(max(state.now_s, job.deadline_s - work_s / slowest.speed), job.deadline_s)
                 state.holds[job.job_id] = Hold(job.job_id, zones, start_s, max(job.deadline_s, start_s + work_s),
-                                               job.gpus, job_draw_w(job), max(job.deadline_s - work_s, start_s), steps)
+                                               job.gpus, job_draw_w(job), max(job.deadline_s - work_s, start_s), steps,
+                                               job.gpus_per_node)
 
     def filter(self, state: CycleState, job: JobRequest, zones: tuple[str, ...]) -> tuple[tuple[str, ...], Status]:
         now = state.now_s
@@ -117,7 +120,8 @@ class DeadlineHolds:
         """The holds of ``ahead`` that could no longer be kept (by their latest start) if ``job`` started in
         ``zone`` at ``step`` now."""
         end_s = now + job.expected_duration_s / step.speed if job.expected_duration_s is not None else float("inf")
-        kept = book.place(holds, (zone, end_s, job.gpus, job_draw_w(job, step)))
+        nodes = book.cluster.choose(zone, job.gpus, job.gpus_per_node) or ((zone, job.gpus),)
+        kept = book.place(holds, (zone, end_s, job.gpus, job_draw_w(job, step), nodes))
         return [h for h in ahead if h.job_id not in kept and begins[h.job_id] < end_s]
 
 
@@ -126,31 +130,42 @@ def allowed_steps(state: CycleState, job: JobRequest, zone: str) -> tuple[CapSte
     return state.notes.get((DeadlineHolds.name, job.job_id, zone))
 
 
+Booked = tuple[str, float, int, float, tuple[tuple[str, int], ...]]
+"""A job or hold in the book: zone, end (s), GPUs, draw (W), and its nodes, each with its GPU count."""
+
+
 class _Book:
-    """The room and power held by the running jobs and the jobs started this cycle, and until when (a job of
-    unknown end: always), and which holds can be kept around them."""
+    """The room and power held by the running jobs and the jobs started this cycle, node by node, and until when
+    (a job of unknown end: always), and which holds can be kept around them."""
 
     def __init__(self, state: CycleState):
         self.now_s = state.now_s
-        self.size = state.cluster.size
+        self.cluster: ClusterView = state.cluster
         self.budget_w = state.snapshot.power_budget_w
-        self.by_zone: dict[str, list[tuple[float, int]]] = {}
+        self.by_node: dict[str, dict[str, list[tuple[float, int]]]] = {}  # zone -> node -> (end, GPUs)
         self.draws: list[tuple[float, float]] = []
-        jobs = [(r.zone, float("inf") if r.end_s is None else r.end_s, r.gpus, r.draw_w)
-                for r in state.snapshot.running if r.job_id not in state.stopped]
-        for zone, end_s, gpus, draw_w in jobs + state.started:
-            self.by_zone.setdefault(zone, []).append((end_s, gpus))
-            self.draws.append((end_s, draw_w))
+        for r in state.snapshot.running:
+            if r.job_id not in state.stopped:
+                end_s = float("inf") if r.end_s is None else r.end_s
+                self._hold(r.zone, end_s, self.cluster.held_by(r).items(), r.draw_w)
+        for s in state.started:
+            self._hold(s.zone, s.end_s, s.nodes or ((s.zone, s.gpus),), s.draw_w)
 
-    def place(self, holds: list[Hold], extra: tuple[str, float, int, float] | None = None) -> dict[str, float]:
+    def _hold(self, zone: str, end_s: float, nodes, draw_w: float) -> None:
+        by_node = self.by_node.setdefault(zone, {})
+        for node, gpus in nodes:
+            by_node.setdefault(node, []).append((end_s, gpus))
+        self.draws.append((end_s, draw_w))
+
+    def place(self, holds: list[Hold], extra: Booked | None = None) -> dict[str, float]:
         """When each of the ``holds`` (taken in the order they begin) that can be kept begins: at its start, in
         the zone with most room then, or else at the first end of a job or placed hold after which it fits, up
-        to its latest start. ``extra``: a job (zone, end, GPUs, draw) to count as started now.
+        to its latest start. ``extra``: a job to count as started now.
 
         A job may so push a hold towards its latest start (at full speed): in the traces of the benchmark, letting
         it do so missed fewer deadlines than keeping each hold's first moment (congested cluster, 5,000 / 7,000
         jobs: 2 / 36 misses over three forecasts against 4 / 50)."""
-        placed: list[tuple[str, float, int, float]] = []  # (zone, end, GPUs, draw) of the holds kept
+        placed: list[Booked] = []  # the holds kept
         begins: dict[str, float] = {}
         for h in holds:
             t0 = max(h.start_s, self.now_s)
@@ -160,26 +175,46 @@ class _Book:
                 ends.add(extra[1])
             for t in [t0] + sorted(e for e in ends if t0 < e <= last_s):
                 draw_w = h.draw_from_w(t)
-                zone = self._zone_at(h, t, draw_w, placed, extra)
+                zone, nodes = self._zone_at(h, t, draw_w, placed, extra)
                 if zone is not None:
-                    placed.append((zone, h.end_s, h.gpus, draw_w))
+                    placed.append((zone, h.end_s, h.gpus, draw_w, nodes))
                     begins[h.job_id] = t
                     break
         return begins
 
-    def _zone_at(self, h: Hold, t: float, draw_w: float, placed: list[tuple[str, float, int, float]],
-                 extra: tuple[str, float, int, float] | None) -> str | None:
-        """The zone of ``h`` with most room at ``t``, if it has room for it and the budget has ``draw_w`` then."""
+    def _zone_at(self, h: Hold, t: float, draw_w: float, placed: list[Booked],
+                 extra: Booked | None) -> tuple[str | None, tuple[tuple[str, int], ...]]:
+        """The zone of ``h`` with most room at ``t`` where its gang fits, with the nodes it takes there, if the
+        budget has ``draw_w`` then; (None, ()) when there is none."""
         if self.budget_w is not None:
             then_w = (sum(d for end_s, d in self.draws if end_s > t) + sum(p[3] for p in placed if p[1] > t)
                       + (extra[3] if extra is not None and extra[1] > t else 0.0))
             if then_w + draw_w > self.budget_w + EPS_W:
-                return None
-        best, room = None, h.gpus - 1
+                return None, ()
+        best, room, where = None, h.gpus - 1, ()
         for zone in h.zones:
-            free = (self.size.get(zone, 0) - sum(g for end_s, g in self.by_zone.get(zone, ()) if end_s > t)
-                    - sum(p[2] for p in placed if p[0] == zone and p[1] > t)
-                    - (extra[2] if extra is not None and extra[0] == zone and extra[1] > t else 0))
-            if free > room:
-                best, room = zone, free
-        return best
+            free = self._free_at(zone, t, placed, extra)
+            total = sum(free.values())
+            if total <= room:
+                continue
+            if zone in self.cluster.pooled:
+                nodes = ((zone, h.gpus),)
+            else:
+                k = gang.fit(free.values(), h.gpus, h.gpus_per_node)
+                if k is None:
+                    continue
+                nodes = tuple((node, k) for node in gang.first_nodes(free, h.gpus, k))
+            best, room, where = zone, total, nodes
+        return best, where
+
+    def _free_at(self, zone: str, t: float, placed: list[Booked], extra: Booked | None) -> dict[str, int]:
+        """The GPUs of each node of ``zone`` that no job, hold placed so far or ``extra`` holds at ``t``."""
+        held = self.by_node.get(zone, {})
+        free = {node: size - sum(g for end_s, g in held.get(node, ()) if end_s > t)
+                for node, size in self.cluster.node_sizes.get(zone, {}).items()}
+        for booked in placed if extra is None else placed + [extra]:
+            if booked[0] == zone and booked[1] > t:
+                for node, gpus in booked[4]:
+                    if node in free:
+                        free[node] -= gpus
+        return free

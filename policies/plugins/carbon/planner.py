@@ -97,10 +97,10 @@ class CarbonPlanner:
         for job in jobs:
             if not job.expected_duration_s or job.power_w is None:
                 continue
-            zones = tuple(z for z in (job.zones or all_zones) if cluster.largest_node.get(z, 0) >= job.gpus)
+            zones = tuple(z for z in (job.zones or all_zones) if cluster.possible(z, job.gpus, job.gpus_per_node))
             if not zones:
                 continue
-            no_room = not any(cluster.fits(z, job.gpus) for z in zones)
+            no_room = not any(cluster.fits(z, job.gpus, job.gpus_per_node) for z in zones)
             no_power = budget_w is not None and min(job_draw_w(job, s) for s in steps_of(job)) > budget_w + 1e-9
             if (no_room or no_power) and not is_due(job, now):
                 continue  # it waits whatever its plan; one that is due may make room (Preempt)
