@@ -1,8 +1,10 @@
 """What one round's decisions may do, checked against the snapshot they answer.
 
-The ledger keeps the round's room (free GPUs per zone, or GPU by GPU) and power as decisions use and free them,
-so that a start without room, over the power budget, outside the job's zones, at a cap its profile does not
-list, or of a job that was not offered, is a ``PolicyViolation`` in the daemon and in the simulator alike.
+The ledger keeps the round's room (free GPUs per zone pool, per node of a pool with nodes, or GPU by GPU) and
+power as decisions use and free them, so that a start without room, over the power budget, outside the job's
+zones, at a cap its profile does not list, of a job that was not offered, or not laid out as a gang (the same
+number of GPUs on each node it lists, its ``gpus_per_node`` where it gave one; ``policies.gang``) is a
+``PolicyViolation`` in the daemon and in the simulator alike.
 """
 
 from __future__ import annotations
@@ -24,6 +26,10 @@ class Ledger:
         self.answered: set[str] = set()
         self.draw_w = snapshot.power_draw_w
         self.free_in_pool = {p.zone: p.free_gpus for p in snapshot.pools}
+        # pools with nodes: node -> its free GPUs, and its zone
+        self.free_on_node = {n: free for p in snapshot.pools for n, free in zip(p.node_ids, p.free_by_node)}
+        self._zone_of_node = {n: p.zone for p in snapshot.pools for n in p.node_ids}
+        self._zones_with_nodes = set(self._zone_of_node.values())
         self._slots = None  # GPU id -> slot, built on the first start on listed GPUs
         self._taken: set[str] = set()  # GPUs started on this round
         self._freed: set[str] = set()  # GPUs of jobs suspended this round (free once they stop)
@@ -45,9 +51,15 @@ class Ledger:
         step = cap_step(job, decision.cap_fraction, self.policy_name)
         if decision.until_s is not None and not job.interruptible:
             raise PolicyViolation(f"{self.policy_name} planned to suspend {job.job_id}, which is not interruptible")
+        per_node = self._per_node(job, decision)
         if decision.gpu_ids:
-            self._take_gpus(job, decision)
+            self._take_gpus(job, decision, per_node)
+        elif decision.zone in self._zones_with_nodes:
+            self._take_nodes(job, decision, per_node)
         else:
+            if decision.nodes:
+                raise PolicyViolation(f"{self.policy_name} spread {job.job_id} over nodes in {decision.zone}, a pool "
+                                      "without nodes")
             free = self.free_in_pool.get(decision.zone, -1)
             if free < job.gpus:
                 raise PolicyViolation(f"{self.policy_name} started {job.job_id} in {decision.zone} without room")
@@ -59,20 +71,56 @@ class Ledger:
         self.draw_w += draw_w
         return job, step
 
-    def _take_gpus(self, job: JobRequest, decision: Start) -> None:
+    def _per_node(self, job: JobRequest, decision: Start) -> int:
+        """Check the start's layout as a gang; returns the GPUs it takes on each of its nodes."""
+        nodes = decision.placement
+        name = f"{self.policy_name} started {job.job_id}"
+        if decision.nodes and (decision.node_id != nodes[0][0]
+                               or decision.gpu_ids != tuple(g for _, ids in nodes for g in ids)):
+            raise PolicyViolation(f"{name} with a node_id or gpu_ids that are not those of its nodes")
+        if len({node_id for node_id, _ in nodes}) != len(nodes):
+            raise PolicyViolation(f"{name} on nodes that are listed twice")
+        if job.gpus % len(nodes):
+            raise PolicyViolation(f"{name} on {len(nodes)} nodes, which cannot hold its {job.gpus} GPUs evenly")
+        per_node = job.gpus // len(nodes)
+        pooled = not decision.gpu_ids and decision.zone not in self._zones_with_nodes  # no node boundaries
+        if job.gpus_per_node is not None and per_node != job.gpus_per_node and not pooled:
+            raise PolicyViolation(f"{name} with {per_node} GPUs on each of {len(nodes)} nodes; it asked for "
+                                  f"{job.gpus_per_node} per node")
+        return per_node
+
+    def _take_gpus(self, job: JobRequest, decision: Start, per_node: int) -> None:
         if self._slots is None:
             self._slots = {g.gpu_id: g for g in self.snapshot.gpus}
         if len(decision.gpu_ids) != job.gpus or len(set(decision.gpu_ids)) != job.gpus:
             raise PolicyViolation(f"{self.policy_name} started {job.job_id} on GPUs {', '.join(decision.gpu_ids)}; "
                                   f"it asked for {job.gpus} different ones")
-        for gpu_id in decision.gpu_ids:
-            slot = self._slots.get(gpu_id)
-            if slot is None or slot.zone != decision.zone or slot.node_id != decision.node_id:
-                raise PolicyViolation(f"{self.policy_name} started {job.job_id} on GPU {gpu_id}, which is not on "
-                                      f"node {decision.node_id} in {decision.zone}")
-            if gpu_id in self._taken or (slot.busy and gpu_id not in self._freed):
-                raise PolicyViolation(f"{self.policy_name} started {job.job_id} on GPU {gpu_id}, which is busy")
+        for node_id, gpu_ids in decision.placement:
+            if len(gpu_ids) != per_node:
+                raise PolicyViolation(f"{self.policy_name} started {job.job_id} on {len(gpu_ids)} GPUs of node "
+                                      f"{node_id}, not the {per_node} its gang takes on each node")
+            for gpu_id in gpu_ids:
+                slot = self._slots.get(gpu_id)
+                if slot is None or slot.zone != decision.zone or slot.node_id != node_id:
+                    raise PolicyViolation(f"{self.policy_name} started {job.job_id} on GPU {gpu_id}, which is not on "
+                                          f"node {node_id} in {decision.zone}")
+                if gpu_id in self._taken or (slot.busy and gpu_id not in self._freed):
+                    raise PolicyViolation(f"{self.policy_name} started {job.job_id} on GPU {gpu_id}, which is busy")
         self._taken.update(decision.gpu_ids)
+
+    def _take_nodes(self, job: JobRequest, decision: Start, per_node: int) -> None:
+        """A start on a pool with nodes: ``per_node`` free on every node it lists, all of them in its zone."""
+        for node_id, _ in decision.placement:
+            if self._zone_of_node.get(node_id) != decision.zone:
+                raise PolicyViolation(f"{self.policy_name} started {job.job_id} on node {node_id}, which is not a "
+                                      f"node of {decision.zone}")
+            free = self.free_on_node[node_id]
+            if free < per_node:
+                raise PolicyViolation(f"{self.policy_name} started {job.job_id} on node {node_id} in {decision.zone} "
+                                      f"without room: {free} free, {per_node} needed")
+        for node_id, _ in decision.placement:
+            self.free_on_node[node_id] -= per_node
+        self.free_in_pool[decision.zone] -= job.gpus
 
     def wait(self, decision: Wait) -> None:
         self._offered(decision.job_id, "answered")
@@ -87,6 +135,9 @@ class Ledger:
             self._freed.update(job.gpu_ids)
         elif job.zone in self.free_in_pool:
             self.free_in_pool[job.zone] += job.gpus
+            for node_id in job.nodes or (job.node_id,):  # a suspended gang frees every node it ran on
+                if node_id in self.free_on_node:
+                    self.free_on_node[node_id] += job.gpus // len(job.nodes or (job.node_id,))
         self.draw_w -= job.draw_w
         return job
 
