@@ -1,7 +1,8 @@
 """An independent check of a RESULT.json against its inputs: every invariant simulation.md lists.
 
-It trusts nothing the simulator computed: work, capacity, the power budget, energy and emissions are recomputed
-from the segments, the jobs, the profiles and the carbon traces (integrated here with its own code).
+It trusts nothing the simulator computed: work, capacity (per zone, and per node where zones have nodes), the
+power budget, energy and emissions are recomputed from the segments, the jobs, the profiles and the carbon traces
+(integrated here with its own code).
 
     python -m scheduler.simulation.checker --cluster C.toml --jobs J.csv [--power-profiles P.csv] RESULT.json
 """
@@ -35,6 +36,8 @@ def check_result(result: dict[str, Any], cluster: Cluster, jobs: list[Job],
         problems.append(f"jobs listed {len(listed)} do not match the {len(by_id)} jobs of the input one for one")
     sizes = {z.name: z.gpus for z in cluster.zones}
     usage: dict[str, list[tuple[float, int]]] = defaultdict(list)
+    node_usage: dict[str, list[tuple[float, int]]] = defaultdict(list)
+    node_zone = {node: z for z in cluster.zones for node in z.node_ids}
     power: list[tuple[float, float]] = []
     totals = {"energy_kwh": 0.0, "emissions_kg": 0.0, "completed": 0, "deadline_misses": 0}
     for entry in result.get("jobs", []):
@@ -68,6 +71,8 @@ def check_result(result: dict[str, Any], cluster: Cluster, jobs: list[Job],
             kwh += watts * (end - start) / J_PER_KWH
             kg += watts * _integral(cluster.zone(zone), start, end) / J_PER_KWH / 1000.0
             usage[zone] += [(start, job.gpus), (end, -job.gpus)]
+            for node, gpus in _nodes(problems, name, job, seg, cluster.zone(zone), node_zone):
+                node_usage[node] += [(start, gpus), (end, -gpus)]
             power += [(start, watts), (end, -watts)]
         if segments and abs(work - job.duration_s) > WORK_TOLERANCE_S:
             problems.append(f"{name}: work done {work:.3f} s differs from duration {job.duration_s} s")
@@ -86,6 +91,11 @@ def check_result(result: dict[str, Any], cluster: Cluster, jobs: list[Job],
         peak = _peak(changes)
         if peak > sizes[zone]:
             problems.append(f"zone {zone}: {peak} GPUs in use at once, more than its {sizes[zone]}")
+    for node, changes in node_usage.items():
+        peak = _peak(changes)
+        size = node_zone[node].gpus_per_node
+        if peak > size:
+            problems.append(f"node {node}: {peak} GPUs in use at once, more than its {size}")
     if cluster.budget_w is not None and power:
         peak = _peak(power)
         if peak > cluster.budget_w * (1 + REL_TOLERANCE):
@@ -99,6 +109,27 @@ def check_result(result: dict[str, Any], cluster: Cluster, jobs: list[Job],
     for key in ("energy_kwh", "emissions_kg"):
         _close(problems, f"summary.{key}", summary.get(key, 0.0), totals[key])
     return problems
+
+
+def _nodes(problems: list[str], name: str, job: Job, seg: dict[str, Any], zone,
+           node_zone: dict[str, Any]) -> list[tuple[str, int]]:
+    """The GPUs a segment holds on each node, checked as a gang: nodes of its zone, listed once, as many GPUs on
+    each (its ``gpus_per_node`` where it gave one); empty for a pool without nodes."""
+    nodes = seg.get("nodes")
+    if zone.gpus_per_node is None:
+        if nodes:
+            problems.append(f"{name}: a segment names nodes in zone {zone.name}, which has none")
+        return []
+    if not nodes:
+        problems.append(f"{name}: a segment in zone {zone.name}, which has nodes, names none")
+        return []
+    if len(set(nodes)) != len(nodes) or any(node_zone.get(n) is not zone for n in nodes):
+        problems.append(f"{name}: a segment runs on nodes {nodes}, not distinct nodes of zone {zone.name}")
+        return []
+    if job.gpus % len(nodes) or (job.gpus_per_node is not None and job.gpus // len(nodes) != job.gpus_per_node):
+        problems.append(f"{name}: {job.gpus} GPUs on {len(nodes)} nodes is not its gang's shape")
+        return []
+    return [(node, job.gpus // len(nodes)) for node in nodes]
 
 
 def _integral(zone, start: float, end: float) -> float:

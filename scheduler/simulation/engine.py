@@ -5,6 +5,9 @@ Events sit in a heap: arrivals, completions, planned stops of interruptible jobs
 retry times of jobs a policy deferred (``Wait.retry_at_s``). At each event time the driver offers the policy only
 the jobs whose situation changed (arrived, stopped, due for a retry, or waiting for room where room was freed), so
 a year of 100,000 jobs costs a few hundred thousand small decision rounds, not one per job per step.
+
+A zone is a pool without node boundaries, or nodes of equal size (``inputs.Zone``); on nodes, each segment of a
+job records the nodes its gang ran on, each holding ``gpus / len(nodes)`` of its GPUs.
 """
 
 from __future__ import annotations
@@ -29,12 +32,14 @@ WORK_EPS_S = 1e-6
 
 @dataclass
 class Segment:
-    """A stretch of a job's run in one zone at one cap (``end_s`` None while it runs)."""
+    """A stretch of a job's run in one zone at one cap (``end_s`` None while it runs), on ``nodes`` (rank 0's
+    first; empty in a pool without nodes)."""
 
     start_s: float
     zone: str
     step: CapStep
     end_s: float | None = None
+    nodes: tuple[str, ...] = ()
 
 
 @dataclass
@@ -55,7 +60,8 @@ class JobRun:
         return JobRequest(job_id=job.job_id, gpus=job.gpus, submitted_s=job.submit_s, zones=job.zones,
                           deadline_s=job.effective_deadline_s, interruptible=job.interruptible, kind=job.kind,
                           expected_duration_s=self.remaining_s, power_w=job.power_w, power_profile=self.profile,
-                          started_s=self.segments[0].start_s if self.segments else None)
+                          started_s=self.segments[0].start_s if self.segments else None,
+                          gpus_per_node=job.gpus_per_node)
 
 
 class Simulation:
@@ -69,6 +75,10 @@ class Simulation:
         self.runs = [JobRun(j, profiles.get(j.profile) if j.profile else None, j.duration_s) for j in jobs]
         self._by_id = {r.job.job_id: i for i, r in enumerate(self.runs)}
         self.free = {z.name: z.gpus for z in cluster.zones}
+        # zones with nodes: free GPUs per node, in the order of the zone's node_ids
+        self._node_ids = {z.name: z.node_ids for z in cluster.zones if z.gpus_per_node is not None}
+        self.node_free = {zone: dict.fromkeys(ids, cluster.zone(zone).gpus_per_node)
+                          for zone, ids in self._node_ids.items()}
         self.draw_w = 0.0
         self.decision_rounds = 0
         self._heap: list[tuple[float, int, int, int, int]] = []  # (time, kind, seq, job index, token)
@@ -119,6 +129,8 @@ class Simulation:
         run.remaining_s -= (now - run.running_since_s) * seg.step.speed
         run.token += 1
         self.free[seg.zone] += run.job.gpus
+        for node in seg.nodes:
+            self.node_free[seg.zone][node] += run.job.gpus // len(seg.nodes)
         self.draw_w -= run.job.gpus * run.job.power_w * seg.step.power_fraction
         if run.remaining_s <= WORK_EPS_S * max(1.0, run.job.duration_s):
             run.remaining_s = 0.0
@@ -130,7 +142,10 @@ class Simulation:
         self.decision_rounds += 1
         self.forecast.now_s = now
         self._now_s = now
-        pools = tuple(ZonePool(z.name, z.gpus, self.free[z.name]) for z in self.cluster.zones)
+        pools = tuple(ZonePool(z.name, z.gpus, self.free[z.name]) if z.name not in self._node_ids else
+                      ZonePool(z.name, z.gpus, self.free[z.name], self._node_ids[z.name],
+                               tuple(self.node_free[z.name].values()))
+                      for z in self.cluster.zones)
         holds = ()
         if self._holds:
             offered_now = set(offered)
@@ -147,12 +162,18 @@ class Simulation:
         self._holds.pop(index, None)
         run, now = self.runs[index], self._now_s
         self.free[decision.zone] -= run.job.gpus
+        nodes = ()
+        if decision.zone in self._node_ids:
+            nodes = tuple(node for node, _ in decision.placement)
+            for node in nodes:
+                self.node_free[decision.zone][node] -= run.job.gpus // len(nodes)
         self.draw_w += run.job.gpus * run.job.power_w * step.power_fraction
         last = run.segments[-1] if run.segments else None
-        if last is not None and last.end_s == now and last.zone == decision.zone and last.step == step:
+        if (last is not None and last.end_s == now and last.zone == decision.zone and last.step == step
+                and last.nodes == nodes):
             last.end_s = None  # resumed where it stopped, as it was: one uninterrupted segment
         else:
-            run.segments.append(Segment(now, decision.zone, step))
+            run.segments.append(Segment(now, decision.zone, step, nodes=nodes))
         run.token += 1
         run.running_since_s = now
         self._running[index] = None
@@ -202,9 +223,10 @@ class RunningView(Sequence):
                 run = self._sim.runs[index]
                 job, seg = run.job, run.segments[-1]
                 done_s = (self._now_s - run.running_since_s) * seg.step.speed
-                self._jobs.append(RunningJob(job.job_id, seg.zone, seg.zone, job.gpus,
+                self._jobs.append(RunningJob(job.job_id, seg.zone, seg.nodes[0] if seg.nodes else seg.zone, job.gpus,
                                              job.gpus * job.power_w * seg.step.power_fraction, job.interruptible,
-                                             job.deadline_s, max(run.remaining_s - done_s, 0.0), end_s=run.stop_s))
+                                             job.deadline_s, max(run.remaining_s - done_s, 0.0), end_s=run.stop_s,
+                                             nodes=seg.nodes if len(seg.nodes) > 1 else ()))
         return self._jobs
 
     def __len__(self) -> int:

@@ -11,24 +11,45 @@ from pathlib import Path
 
 import numpy as np
 
+from policies import gang
 from policies.snapshot import CapStep, PowerProfile
 from scheduler.carbon.trace_file import load_carbon_trace
 from scheduler.errors import InputError
 
 JOB_COLUMNS = ("job_id", "submit_s", "duration_s", "gpus", "power_w", "deadline_s", "interruptible", "zones",
-               "profile", "kind")
+               "profile", "kind", "gpus_per_node")
 REQUIRED_JOB_COLUMNS = JOB_COLUMNS[:5]
 PROFILE_COLUMNS = ("profile", "cap_fraction", "speed", "power_fraction")
 
 
 @dataclass(frozen=True)
 class Zone:
-    """One zone of the virtual cluster: its GPUs and its carbon trace on the simulation clock (s since start)."""
+    """One zone of the virtual cluster: its GPUs and its carbon trace on the simulation clock (s since start).
+
+    gpus_per_node: None for a pool without node boundaries (``gpus = N``: any job that fits in the free count
+    starts); else the zone is ``gpus / gpus_per_node`` nodes of that size, named ``node_ids``, and jobs are
+    placed on them as gangs (``policies.gang``).
+    """
 
     name: str
     gpus: int
     times_s: np.ndarray
     g_per_kwh: np.ndarray
+    gpus_per_node: int | None = None
+
+    @property
+    def node_ids(self) -> tuple[str, ...]:
+        """The nodes' names, ``NAME/0`` to ``NAME/(nodes - 1)`` (empty for a pool without nodes)."""
+        if self.gpus_per_node is None:
+            return ()
+        return tuple(f"{self.name}/{i}" for i in range(self.gpus // self.gpus_per_node))
+
+    def can_hold(self, gpus: int, gpus_per_node: int | None = None) -> bool:
+        """Whether a job of ``gpus`` GPUs in that gang shape could ever run here."""
+        if self.gpus_per_node is None:
+            return gpus <= self.gpus
+        nodes = self.gpus // self.gpus_per_node
+        return gang.fit([self.gpus_per_node] * nodes, gpus, gpus_per_node) is not None
 
 
 @dataclass(frozen=True)
@@ -58,6 +79,7 @@ class Job:
     profile: str
     kind: str
     line: int
+    gpus_per_node: int | None = None  # the gang's shape (policies.gang); None: the fewest nodes that fit
 
     @property
     def effective_deadline_s(self) -> float:
@@ -88,23 +110,43 @@ def load_cluster(path: Path | str) -> Cluster:
     zones = []
     for i, z in enumerate(zones_data):
         field = f"zones[{i}]"
-        for key in ("name", "carbon", "gpus"):
+        for key in ("name", "carbon"):
             if key not in z:
                 raise InputError(path, None, f"{field}.{key}", "missing")
-        extra = set(z) - {"name", "carbon", "gpus"}
+        extra = set(z) - {"name", "carbon", "gpus", "nodes", "gpus_per_node"}
         if extra:
-            raise InputError(path, None, f"{field}.{sorted(extra)[0]}", "unknown key; expected name, carbon, gpus")
-        if not isinstance(z["gpus"], int) or z["gpus"] < 1:
-            raise InputError(path, None, f"{field}.gpus", f"must be a whole number >= 1, not {z['gpus']!r}")
+            raise InputError(path, None, f"{field}.{sorted(extra)[0]}",
+                             "unknown key; expected name, carbon, gpus, nodes, gpus_per_node")
+        gpus, per_node = _zone_size(path, field, z)
         if any(other.name == z["name"] for other in zones):
             raise InputError(path, None, f"{field}.name", f"zone {z['name']!r} is listed twice")
         unix_s, values = load_carbon_trace(path.parent / str(z["carbon"]))
-        zones.append(Zone(str(z["name"]), z["gpus"], unix_s - start_unix_s, values))
+        zones.append(Zone(str(z["name"]), gpus, unix_s - start_unix_s, values, per_node))
     power = data.get("power", {})
     budget = power.get("budget_w") if isinstance(power, dict) else None
     if budget is not None and (not isinstance(budget, (int, float)) or budget <= 0):
         raise InputError(path, None, "power.budget_w", f"must be a number > 0, not {budget!r}")
     return Cluster(start_unix_s, tuple(zones), None if budget is None else float(budget))
+
+
+def _zone_size(path: Path, field: str, z: dict) -> tuple[int, int | None]:
+    """A zone's GPUs and GPUs per node: ``gpus`` alone (a pool without nodes), or ``nodes`` and ``gpus_per_node``
+    (with ``gpus``, if given too, their product)."""
+    for key in ("gpus", "nodes", "gpus_per_node"):
+        if key in z and (not isinstance(z[key], int) or isinstance(z[key], bool) or z[key] < 1):
+            raise InputError(path, None, f"{field}.{key}", f"must be a whole number >= 1, not {z[key]!r}")
+    if "nodes" not in z and "gpus_per_node" not in z:
+        if "gpus" not in z:
+            raise InputError(path, None, f"{field}.gpus", "missing (give gpus, or nodes and gpus_per_node)")
+        return z["gpus"], None
+    for key, other in (("nodes", "gpus_per_node"), ("gpus_per_node", "nodes")):
+        if key not in z:
+            raise InputError(path, None, f"{field}.{key}", f"missing: {other} is given, so the zone has nodes")
+    gpus = z["nodes"] * z["gpus_per_node"]
+    if "gpus" in z and z["gpus"] != gpus:
+        raise InputError(path, None, f"{field}.gpus", f"is {z['gpus']}, but {z['nodes']} nodes of "
+                         f"{z['gpus_per_node']} GPUs make {gpus}")
+    return gpus, z["gpus_per_node"]
 
 
 def _parse_start(path: Path, start) -> float:
@@ -146,9 +188,9 @@ def load_profiles(path: Path | str | None) -> dict[str, PowerProfile]:
 
 
 def load_jobs(path: Path | str, cluster: Cluster, profiles: dict[str, PowerProfile]) -> list[Job]:
-    """JOBS.csv, checked against the cluster (zones, GPUs, power budget) and the profiles."""
+    """JOBS.csv, checked against the cluster (zones, GPUs and nodes, power budget) and the profiles."""
     path = Path(path)
-    sizes = {z.name: z.gpus for z in cluster.zones}
+    sizes = {z.name: z for z in cluster.zones}
     jobs: list[Job] = []
     seen: set[str] = set()
     for line, row in _rows(path, JOB_COLUMNS, REQUIRED_JOB_COLUMNS):
@@ -172,8 +214,18 @@ def load_jobs(path: Path | str, cluster: Cluster, profiles: dict[str, PowerProfi
         for zone in zones:
             if zone not in sizes:
                 raise InputError(path, line, "zones", f"unknown zone {zone!r}; the cluster has {', '.join(sizes)}")
-        if gpus > max(sizes[z] for z in (zones or tuple(sizes))):
+        per_node = None
+        if (row.get("gpus_per_node") or "").strip():
+            per_node = _whole(path, line, row, "gpus_per_node")
+            if gpus % per_node:
+                raise InputError(path, line, "gpus_per_node", f"{per_node} does not divide the job's {gpus} GPUs")
+        allowed = [sizes[z] for z in (zones or tuple(sizes))]
+        if gpus > max(z.gpus for z in allowed):
             raise InputError(path, line, "gpus", f"needs {gpus} GPUs, more than any allowed zone has")
+        if not any(z.can_hold(gpus, per_node) for z in allowed):
+            shape = f"{per_node} on each of {gpus // per_node} nodes" if per_node else "on nodes, evenly"
+            raise InputError(path, line, "gpus_per_node" if per_node else "gpus",
+                             f"needs {gpus} GPUs, {shape}: no allowed zone has nodes for that")
         profile = (row.get("profile") or "").strip()
         if profile and profile not in profiles:
             valid = ", ".join(profiles) or "none (pass --power-profiles)"
@@ -184,7 +236,7 @@ def load_jobs(path: Path | str, cluster: Cluster, profiles: dict[str, PowerProfi
                 raise InputError(path, line, "power_w", f"the job draws more than the whole {cluster.budget_w:g} W "
                                  "power budget even at its lowest cap")
         jobs.append(Job(job_id, submit, duration, gpus, power, deadline, flag == "1", zones, profile,
-                        (row.get("kind") or "").strip(), line))
+                        (row.get("kind") or "").strip(), line, per_node))
     return jobs
 
 

@@ -1,7 +1,8 @@
 """RESULT.json (simulation.md): every job's segments, energy and emissions, and the summary.
 
 Optional fields beyond the contract: ``summary.infeasible`` (jobs that could not meet their deadline even alone),
-``summary.decision_rounds``, and per job ``infeasible: true`` where it applies.
+``summary.decision_rounds``, per job ``infeasible: true`` where it applies, and per segment in a zone with nodes
+``nodes``, the nodes the job's gang ran on.
 """
 
 from __future__ import annotations
@@ -30,8 +31,11 @@ def build_result(runs: list[JobRun], cluster: Cluster, policy: str, forecast: st
             watts = job.gpus * job.power_w * seg.step.power_fraction
             job_kwh += watts * (seg.end_s - seg.start_s) / J_PER_KWH
             job_kg += watts * float(signals[seg.zone].curve.integral(seg.start_s, seg.end_s)) / J_PER_KWH / 1000.0
-            segments.append({"start_s": float(seg.start_s), "end_s": float(seg.end_s), "zone": seg.zone,
-                             "cap_fraction": float(seg.step.cap_fraction)})
+            segment = {"start_s": float(seg.start_s), "end_s": float(seg.end_s), "zone": seg.zone,
+                       "cap_fraction": float(seg.step.cap_fraction)}
+            if seg.nodes:
+                segment["nodes"] = list(seg.nodes)
+            segments.append(segment)
         entry: dict[str, Any] = {"job_id": job.job_id, "completed_s": run.completed_s, "energy_kwh": float(job_kwh),
                                  "emissions_kg": float(job_kg), "segments": segments}
         if not job.feasible:
