@@ -362,7 +362,7 @@ class Daemon:
                        interruptible=j.interruptible, kind=j.kind, priority=j.priority,
                        expected_duration_s=estimator.duration_s(j.kind, j.spec, j.progress, own_runs.get(j.id)),
                        power_w=estimator.power_w(j.kind), power_profile=self.profiles.get(j.kind),
-                       started_s=to_unix_s(j.started_at) if j.started_at else None)
+                       started_s=to_unix_s(j.started_at) if j.started_at else None, gpus_per_node=j.gpus_per_node)
             for j in jobs
         )
         gpus = tuple(GpuSlot(g.worker_id, g.node_id, g.zone, busy=g.busy_job is not None,
