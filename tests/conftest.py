@@ -8,7 +8,7 @@ start-up costs seconds, more on a busy machine.
 
 import pytest
 
-from db_fixtures import daemon, db_url  # noqa: F401  (fixtures)
+from db_fixtures import backend, daemon, db_url, upgraded_databases, upgraded_db_url  # noqa: F401  (fixtures)
 
 
 def pytest_collection_modifyitems(items):
