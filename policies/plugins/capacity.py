@@ -46,7 +46,7 @@ class NodeCapacity:
             return f"gpus_per_node {per_node} does not divide the job's {job.gpus} GPUs"
         if per_node is not None and per_node < job.gpus and not all(z in cluster.pooled for z in zones):
             return f"{where} {'has' if len(zones) == 1 else 'have'} no {job.gpus // per_node} nodes of {per_node} GPUs"
-        several = any(len(cluster.node_sizes.get(z, ())) > 1 for z in zones)
+        several = per_node is None and any(len(cluster.node_sizes.get(z, ())) > 1 for z in zones)
         spread = ", nor enough nodes to spread them evenly" if several else ""
         return f"no node in {where} has {job.gpus} GPUs{spread}"
 

@@ -85,8 +85,8 @@ class Ledger:
         per_node = job.gpus // len(nodes)
         pooled = not decision.gpu_ids and decision.zone not in self._zones_with_nodes  # no node boundaries
         if job.gpus_per_node is not None and per_node != job.gpus_per_node and not pooled:
-            raise PolicyViolation(f"{name} with {per_node} GPUs on each of {len(nodes)} nodes; it asked for "
-                                  f"{job.gpus_per_node} per node")
+            raise PolicyViolation(f"{name} on {len(nodes)} node{'s' if len(nodes) > 1 else ''} with {per_node} GPUs "
+                                  f"each; it asked for {job.gpus_per_node} per node")
         return per_node
 
     def _take_gpus(self, job: JobRequest, decision: Start, per_node: int) -> None:

@@ -95,7 +95,7 @@ def check_result(result: dict[str, Any], cluster: Cluster, jobs: list[Job],
         peak = _peak(changes)
         size = node_zone[node].gpus_per_node
         if peak > size:
-            problems.append(f"node {node}: {peak} GPUs in use at once, more than its {size}")
+            problems.append(f"node {node}: {peak:g} GPUs in use at once, more than its {size}")
     if cluster.budget_w is not None and power:
         peak = _peak(power)
         if peak > cluster.budget_w * (1 + REL_TOLERANCE):
@@ -127,7 +127,8 @@ def _nodes(problems: list[str], name: str, job: Job, seg: dict[str, Any], zone,
         problems.append(f"{name}: a segment runs on nodes {nodes}, not distinct nodes of zone {zone.name}")
         return []
     if job.gpus % len(nodes) or (job.gpus_per_node is not None and job.gpus // len(nodes) != job.gpus_per_node):
-        problems.append(f"{name}: {job.gpus} GPUs on {len(nodes)} nodes is not its gang's shape")
+        problems.append(f"{name}: a segment puts its {job.gpus} GPUs on {len(nodes)} node{'s' if len(nodes) > 1 else ''}, "
+                        "not in its gang's shape")
         return []
     return [(node, job.gpus // len(nodes)) for node in nodes]
 

@@ -223,9 +223,12 @@ def load_jobs(path: Path | str, cluster: Cluster, profiles: dict[str, PowerProfi
         if gpus > max(z.gpus for z in allowed):
             raise InputError(path, line, "gpus", f"needs {gpus} GPUs, more than any allowed zone has")
         if not any(z.can_hold(gpus, per_node) for z in allowed):
-            shape = f"{per_node} on each of {gpus // per_node} nodes" if per_node else "on nodes, evenly"
+            if per_node is None:
+                shape = "on one node or the same number on each of several"
+            else:
+                shape = "on one node" if per_node == gpus else f"as {per_node} on each of {gpus // per_node} nodes"
             raise InputError(path, line, "gpus_per_node" if per_node else "gpus",
-                             f"needs {gpus} GPUs, {shape}: no allowed zone has nodes for that")
+                             f"needs {gpus} GPUs {shape}: no allowed zone has nodes for that")
         profile = (row.get("profile") or "").strip()
         if profile and profile not in profiles:
             valid = ", ".join(profiles) or "none (pass --power-profiles)"
