@@ -22,8 +22,8 @@ JOB = {"kind": "diffusion-train", "spec": {"steps": 5}}
 
 
 @pytest.fixture
-def daemon(db_url, tmp_path):
-    daemon = Daemon(Settings(data_dir=tmp_path, database_url=db_url, port=0))
+def daemon(upgraded_db_url, tmp_path):
+    daemon = Daemon(Settings(data_dir=tmp_path, database_url=upgraded_db_url, port=0))
     upgrade(daemon.engine)
     yield daemon
     daemon.engine.dispose()

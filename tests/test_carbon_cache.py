@@ -19,8 +19,8 @@ H = timedelta(hours=1)
 
 
 @pytest.fixture
-def cache(db_url):
-    engine = make_engine(db_url)
+def cache(upgraded_db_url):
+    engine = make_engine(upgraded_db_url)
     upgrade(engine)
     yield CarbonCache(make_session_factory(engine))
     engine.dispose()

@@ -40,9 +40,9 @@ class SwitchableSignal:
         return ZoneStatus(zone, "em", "ok", "", 0.0)
 
 
-def test_forecast_based_emissions_are_finalised_with_actuals(db_url, tmp_path):
+def test_forecast_based_emissions_are_finalised_with_actuals(upgraded_db_url, tmp_path):
     signal = SwitchableSignal()
-    daemon = Daemon(Settings(data_dir=tmp_path, database_url=db_url), clock=lambda: T0, signal=signal)
+    daemon = Daemon(Settings(data_dir=tmp_path, database_url=upgraded_db_url), clock=lambda: T0, signal=signal)
     upgrade(daemon.engine)
     store = daemon.store
     job = store.submit(store.validate("diffusion-train", {"steps": 5}))
@@ -89,9 +89,9 @@ def run_an_hour_after_waiting_two(daemon, clock, cap_step, cap_mode=None):
     return job.id, [(t0 + 9000, 1.8e6), (t0 + 10800, 3.6e6)]
 
 
-def test_each_run_records_its_fifo_counterfactual(db_url, tmp_path):
+def test_each_run_records_its_fifo_counterfactual(upgraded_db_url, tmp_path):
     clock = FakeClock(T0)
-    daemon = Daemon(Settings(data_dir=tmp_path, database_url=db_url), clock=clock, signal=StepSignal())
+    daemon = Daemon(Settings(data_dir=tmp_path, database_url=upgraded_db_url), clock=clock, signal=StepSignal())
     upgrade(daemon.engine)
     job_id, _ = run_an_hour_after_waiting_two(daemon, clock, FULL_POWER)
     energy = daemon.store.get(job_id).runs[0].energy
@@ -131,13 +131,13 @@ CASES = [(FULL_POWER, None, 300.0, 600.0), (HALF_CAP, CapMode.APPLIED, 800.0, 16
 
 @pytest.mark.parametrize("cap_step, cap_mode, forecast_g, actual_g", CASES,
                          ids=["uncapped", "half-cap-applied", "half-cap-simulated", "half-cap-dry-run"])
-def test_the_counterfactual_is_at_full_power_and_finalisation_keeps_it(db_url, tmp_path, cap_step, cap_mode,
+def test_the_counterfactual_is_at_full_power_and_finalisation_keeps_it(upgraded_db_url, tmp_path, cap_step, cap_mode,
                                                                           forecast_g, actual_g):
     clock, signal = FakeClock(T0), EarlyStepSignal()
     profiles = tmp_path / "profiles.csv"
     profiles.write_text("profile,cap_fraction,speed,power_fraction\n"
                         "diffusion-train,1,1,1\ndiffusion-train,0.5,0.8,0.5\n")
-    settings = Settings(data_dir=tmp_path, database_url=db_url, power_profiles=str(profiles))
+    settings = Settings(data_dir=tmp_path, database_url=upgraded_db_url, power_profiles=str(profiles))
     daemon = Daemon(settings, clock=clock, signal=signal)
     upgrade(daemon.engine)
     job_id, points = run_an_hour_after_waiting_two(daemon, clock, cap_step, cap_mode)
@@ -154,7 +154,7 @@ def test_the_counterfactual_is_at_full_power_and_finalisation_keeps_it(db_url, t
     daemon.engine.dispose()
 
     # A restarted daemon without the profiles finalises with the cap step the run recorded.
-    restarted = Daemon(Settings(data_dir=tmp_path, database_url=db_url), clock=clock, signal=signal)
+    restarted = Daemon(Settings(data_dir=tmp_path, database_url=upgraded_db_url), clock=clock, signal=signal)
     signal.actuals = True
     assert restarted.finalise_emissions() == 1
     energy = restarted.store.get(job_id).runs[0].energy
@@ -167,9 +167,9 @@ def test_the_counterfactual_is_at_full_power_and_finalisation_keeps_it(db_url, t
 
 @pytest.mark.parametrize("cap_mode, first_speed", [(CapMode.APPLIED, 0.8), (CapMode.DRY_RUN, 1.0), (None, 1.0)],
                          ids=["applied", "dry-run", "never-reported"])
-def test_fifo_runs_earlier_capped_runs_back_to_back_at_full_power(db_url, tmp_path, cap_mode, first_speed):
+def test_fifo_runs_earlier_capped_runs_back_to_back_at_full_power(upgraded_db_url, tmp_path, cap_mode, first_speed):
     clock = FakeClock(T0)
-    daemon = Daemon(Settings(data_dir=tmp_path, database_url=db_url), clock=clock, signal=StepSignal())
+    daemon = Daemon(Settings(data_dir=tmp_path, database_url=upgraded_db_url), clock=clock, signal=StepSignal())
     upgrade(daemon.engine)
     store = daemon.store
     job = store.submit(store.validate("diffusion-train", {"steps": 5}))

@@ -54,9 +54,9 @@ def seed_history(daemon: Daemon, clock: FakeClock) -> dict[str, str]:
 
 
 @pytest.fixture
-def seeded(db_url, tmp_path):
+def seeded(upgraded_db_url, tmp_path):
     clock = FakeClock(DAY1)
-    daemon = Daemon(Settings(data_dir=tmp_path, database_url=db_url), clock=clock)
+    daemon = Daemon(Settings(data_dir=tmp_path, database_url=upgraded_db_url), clock=clock)
     upgrade(daemon.engine)
     ids = seed_history(daemon, clock)
     clock.now = DAY1 + timedelta(days=3)

@@ -41,10 +41,10 @@ JOBS = {
 
 
 @pytest.fixture
-def history(db_url, tmp_path):
+def history(upgraded_db_url, tmp_path):
     """A daemon whose history holds JOBS (all diffusion-train, in DE), and an admin's API client."""
     clock = FakeClock(DAY)
-    daemon = Daemon(Settings(data_dir=tmp_path, database_url=db_url), clock=clock)
+    daemon = Daemon(Settings(data_dir=tmp_path, database_url=upgraded_db_url), clock=clock)
     upgrade(daemon.engine)
     ids = {}
     for label, runs in JOBS.items():

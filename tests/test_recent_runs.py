@@ -79,14 +79,14 @@ def clock():
 
 
 @pytest.fixture
-def daemon(db_url, tmp_path, clock):
-    daemon = Daemon(Settings(data_dir=tmp_path, database_url=db_url), clock=clock)
+def daemon(upgraded_db_url, tmp_path, clock):
+    daemon = Daemon(Settings(data_dir=tmp_path, database_url=upgraded_db_url), clock=clock)
     upgrade(daemon.engine)
     yield daemon
     daemon.engine.dispose()
 
 
-def test_a_finished_run_updates_the_estimates_as_a_fresh_load_would(daemon, clock, db_url, tmp_path):
+def test_a_finished_run_updates_the_estimates_as_a_fresh_load_would(daemon, clock, upgraded_db_url, tmp_path):
     finish(daemon, clock, "diffusion-train", {"steps": 100}, 56.0, {"steps_this_run": 100})
     for kind, spec in (TRAIN, SAMPLE):  # waiting jobs the policy needs estimates for
         daemon.store.submit(daemon.store.validate(kind, spec))
@@ -101,7 +101,7 @@ def test_a_finished_run_updates_the_estimates_as_a_fresh_load_would(daemon, cloc
     learned = estimates(daemon.recent_runs.estimator())
     assert learned != loaded
     assert learned == estimates(WorkEstimator(daemon.store.recent_finished_runs()))
-    restarted = Daemon(Settings(data_dir=tmp_path, database_url=db_url), clock=clock)
+    restarted = Daemon(Settings(data_dir=tmp_path, database_url=upgraded_db_url), clock=clock)
     try:
         assert restarted.snapshot().waiting == daemon.snapshot().waiting
     finally:

@@ -85,10 +85,10 @@ def metered_hour(gpu_w: float, cpu_w: float, dry_run: bool, cap_w: float = 200.0
 
 
 @pytest.fixture
-def daemon(db_url, tmp_path):
+def daemon(upgraded_db_url, tmp_path):
     profiles = tmp_path / "profiles.csv"
     profiles.write_text(PROFILES)
-    daemon = Daemon(Settings(data_dir=tmp_path, database_url=db_url, power_profiles=str(profiles)),
+    daemon = Daemon(Settings(data_dir=tmp_path, database_url=upgraded_db_url, power_profiles=str(profiles)),
                     clock=FakeClock(T0), signal=FlatSignal())
     upgrade(daemon.engine)
     yield daemon

@@ -16,8 +16,8 @@ T0 = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
 
 
 @pytest.fixture
-def store(db_url, tmp_path):
-    engine = make_engine(db_url)
+def store(upgraded_db_url, tmp_path):
+    engine = make_engine(upgraded_db_url)
     upgrade(engine)
     yield JobStore(make_session_factory(engine), FakeClock(T0), tmp_path / "jobs")
     engine.dispose()
