@@ -14,6 +14,8 @@ from pathlib import Path
 from scheduler.errors import ConfigError
 
 ENV_PREFIX = "WATTSCHED_"
+#: Who may submit ``command`` jobs (the user's own code, run as the workers' OS user), weakest first.
+COMMAND_JOBS = ("off", "loopback", "admins", "all")
 
 
 def default_data_dir() -> Path:
@@ -75,6 +77,10 @@ class Settings:
     carbon_config: str = ""
     #: Seconds between refreshes of every zone's carbon signal from its provider.
     carbon_refresh_s: float = 300.0
+    #: Who may submit ``command`` jobs, which run arbitrary code as the workers' OS user: ``loopback`` (the
+    #: default: the local user's and admins' tokens, only while the API listens on a loopback address),
+    #: ``admins`` (admin tokens, on any address), ``all`` (every token) or ``off``.
+    command_jobs: str = "loopback"
 
     @property
     def resolved_database_url(self) -> str:
@@ -116,6 +122,9 @@ class Settings:
                 raise ConfigError(f"{name}={raw!r} is not a valid {type(current).__name__}") from None
         settings = replace(base, **values)
         settings = replace(settings, **overrides) if overrides else settings
+        if settings.command_jobs not in COMMAND_JOBS:
+            raise ConfigError(f"{ENV_PREFIX}COMMAND_JOBS={settings.command_jobs!r} must be one of "
+                              f"{', '.join(COMMAND_JOBS)}")
         if settings.power_budget_w < 0:
             raise ConfigError(f"{ENV_PREFIX}POWER_BUDGET_W={settings.power_budget_w:g} must be >= 0 (0: no limit)")
         return settings

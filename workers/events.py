@@ -62,7 +62,10 @@ class ExitStatus(str, Enum):
 
 @dataclass(frozen=True)
 class Started:
-    """The job process runs on ``gpu_ids`` and is metered; ``power_cap`` None when no cap was asked."""
+    """The job's processes run on ``gpu_ids`` and are metered; ``power_cap`` None when no cap was asked.
+
+    pid: the main (lowest-rank) process's; pids: every process of the job on this node, in rank order.
+    """
 
     type: ClassVar[str] = "started"
     job_id: str
@@ -75,6 +78,7 @@ class Started:
     gpu_method: str
     cpu_method: str
     power_cap: PowerCap | None = None
+    pids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

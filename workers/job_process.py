@@ -1,7 +1,8 @@
 """The child process that runs one job: ``python -m workers.job_process --job FILE.json``.
 
 A worker starts one process per job so that the job can be stopped (SIGTERM) or killed without harm to the
-worker. FILE holds ``{"kind": a registered kind's name, "spec": {...}, "workdir": "path"}``; the kind (see
+worker. FILE holds ``{"kind": a registered kind's name, "spec": {...}, "workdir": "path"}`` and, optionally,
+``"stop_signal": "SIGUSR1"``, the signal that asks the job to stop (SIGTERM when absent); the kind (see
 ``workers.kinds``) validates the spec and runs the job.
 
 Protocol: stdout carries only JSON objects, one per line, flushed as they happen:
@@ -10,13 +11,15 @@ Protocol: stdout carries only JSON objects, one per line, flushed as they happen
     {"event": "result", "result": {...}}                    last line, when the job finished or stopped
     {"event": "error", "message": "<one line>"}             last line, when the job failed
 
-Exit codes: 0 finished; 1 failed (traceback on stderr); 143 stopped by SIGTERM: an interruptible kind wrote a
-checkpoint first and the result line says where (sampling writes the batches it had finished). A second SIGTERM kills
-at once. Whatever the libraries print goes to stderr, as do the logs.
+Exit codes: 0 finished; 1 failed (traceback on stderr); 128 + the stop signal's number (143 for SIGTERM) stopped
+on request: an interruptible kind wrote a checkpoint first and the result line says where (sampling writes the
+batches it had finished). A second stop signal kills at once. Whatever the libraries print goes to stderr, as do
+the logs.
 
 One process of a job at a time: the process locks its workdir (``.job.lock``) and one that finds it locked waits
 for the holder to exit. A job requeued because its run was lost (its controller or worker died) may start again
-while the lost run's process is still stopping; the new run then resumes from what that one left.
+while the lost run's process is still stopping; the new run then resumes from what that one left. Of a job run as
+several processes (torchrun's ``RANK``), rank 0 takes the lock.
 """
 
 from __future__ import annotations
@@ -40,9 +43,11 @@ from workers.kinds import JobContext, KindRegistry, builtin_kinds
 
 EXIT_OK = 0
 EXIT_FAILED = 1
-#: 128 + SIGTERM: what a shell reports for a process ended by SIGTERM, so both ways of stopping read alike.
-EXIT_STOPPED = 128 + signal.SIGTERM
 _JOB_KEYS = ("kind", "spec", "workdir")
+#: Keys a job file may hold besides those.
+_OPTIONAL_KEYS = ("stop_signal",)
+#: The signals a job may be asked to stop with (as the scheduler accepts them).
+STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP", "SIGUSR1", "SIGUSR2")
 #: The file in a job's workdir that the job's running process holds locked.
 LOCK_FILE = ".job.lock"
 #: Seconds between two looks at whether an earlier process of the job has released the workdir.
@@ -52,19 +57,21 @@ log = logging.getLogger(__name__)
 
 
 class StopFlag:
-    """Turns SIGTERM into a flag the job polls, so it can checkpoint and stop between two steps."""
+    """Turns the job's stop signal (SIGTERM by default) into a flag the job polls, so it can checkpoint and stop
+    between two steps."""
 
-    def __init__(self) -> None:
+    def __init__(self, signum: int = signal.SIGTERM) -> None:
+        self.signum = signum
         self._requested = False
         self._parent_pid = os.getppid()
 
     def install(self) -> None:
-        signal.signal(signal.SIGTERM, self._on_sigterm)
+        signal.signal(self.signum, self._on_signal)
 
-    def _on_sigterm(self, signum: int, frame: Any) -> None:
+    def _on_signal(self, signum: int, frame: Any) -> None:
         self._requested = True
-        # Whoever sends a second SIGTERM will not wait for the checkpoint: let it kill the process.
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        # Whoever sends a second stop signal will not wait for the checkpoint: let it kill the process.
+        signal.signal(self.signum, signal.SIG_DFL)
 
     def __call__(self) -> bool:
         # A job whose worker died (actor or node killed) must not run on unmetered and unowned: when the
@@ -82,8 +89,8 @@ def run_job(
 
     kinds: where the job's kind is looked up (the built-in kinds when None).
     """
-    if not isinstance(job, dict) or set(job) != set(_JOB_KEYS):
-        accepted = "a JSON object with exactly the keys " + ", ".join(_JOB_KEYS)
+    if not isinstance(job, dict) or not set(_JOB_KEYS) <= set(job) <= {*_JOB_KEYS, *_OPTIONAL_KEYS}:
+        accepted = f"a JSON object with the keys {', '.join(_JOB_KEYS)} (and optionally {', '.join(_OPTIONAL_KEYS)})"
         raise SpecError(f"job file: must be {accepted}, got {job!r}", field="job", accepted=accepted)
     if not isinstance(job["workdir"], str) or not job["workdir"]:
         accepted = "a path to the job's working directory"
@@ -92,7 +99,10 @@ def run_job(
     spec = kind.validate(job["spec"])
     workdir = Path(job["workdir"])
     workdir.mkdir(parents=True, exist_ok=True)
-    with workdir_lock(workdir, should_stop):
+    # Every rank of a job of several processes runs here; one lock holder is enough, and the others must not wait
+    # for it (they would wait for the whole job).
+    lock = workdir_lock(workdir, should_stop) if os.environ.get("RANK", "0") == "0" else contextlib.nullcontext()
+    with lock:
         # A kind imports its heavy libraries (torch) in run(), by when SIGTERM is already handled.
         return kind.run(spec, JobContext(workdir, report, should_stop))
 
@@ -150,9 +160,10 @@ def main(argv: list[str] | None = None) -> int:
     events = _claim_stdout()
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stop = StopFlag()
-    stop.install()
     try:
         job = json.loads(Path(args.job).read_text())
+        stop = StopFlag(stop_signal_of(job))
+        stop.install()
         result = run_job(job, lambda progress: _emit(events, {"event": "progress", **progress}), stop)
     except Exception as exc:
         traceback.print_exc()
@@ -160,7 +171,17 @@ def main(argv: list[str] | None = None) -> int:
         _emit(events, {"event": "error", "message": message})
         return EXIT_FAILED
     _emit(events, {"event": "result", "result": result})
-    return EXIT_STOPPED if result["stopped"] else EXIT_OK
+    # 128 + the signal: what a shell reports for a process the signal ended, so both ways of stopping read alike
+    return 128 + stop.signum if result["stopped"] else EXIT_OK
+
+
+def stop_signal_of(job: Any) -> int:
+    """The number of the signal a job file asks to be stopped with (SIGTERM when it names none)."""
+    name = job.get("stop_signal", "SIGTERM") if isinstance(job, dict) else "SIGTERM"
+    if name not in STOP_SIGNALS:
+        accepted = "one of " + ", ".join(STOP_SIGNALS)
+        raise SpecError(f"stop_signal: must be {accepted}, got {name!r}"[:300], field="stop_signal", accepted=accepted)
+    return int(getattr(signal, name))
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from scheduler.api.command_access import KIND as COMMAND_KIND
+from scheduler.api.command_access import check_command_access
 from scheduler.api.service import SchedulerService
 from scheduler.store.auth import Principal
 from scheduler.errors import (Forbidden, InvalidRequest, InvalidTransition, JobNotFound, KeyReused, TooLarge,
@@ -275,6 +277,8 @@ def create_app(daemon: SchedulerService) -> FastAPI:
         if unknown:
             name = unknown[0][:60]
             raise InvalidRequest(f"{name}: unknown field; accepted: {', '.join(sorted(SUBMIT_FIELDS))}", name)
+        if body.get("kind") == COMMAND_KIND:  # the user's own code, run as the workers' OS user
+            check_command_access(daemon.settings.command_jobs, daemon.settings.host, who.is_admin)
         header_key = request.headers.get("idempotency-key")
         key = body.get("idempotency_key")
         if header_key is not None:

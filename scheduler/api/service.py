@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from scheduler.cluster.inventory import GpuInfo
+    from scheduler.config import Settings
     from scheduler.store.auth import TokenStore
     from scheduler.store.jobs import JobStore, Submission
     from scheduler.store.models import Job
@@ -22,6 +23,7 @@ class SchedulerService(Protocol):
 
     store: JobStore  # jobs, runs and history: reads, validation and ownership checks
     auth: TokenStore  # users and API tokens
+    settings: Settings  # where the API listens and who may submit command jobs
 
     def submit_once(self, submission: Submission, user_id: int | None = None) -> tuple[Job, bool]:
         """Queue a job, or find the one its idempotency key made: (job, created now)."""

@@ -146,8 +146,43 @@ def _summary(job: Job) -> str:
     return f"{job.state} ({job.reason})" if job.reason else job.state
 
 
+def split_command_line(argv: Sequence[str]) -> tuple[list[str], list[str] | None]:
+    """``wattsched submit ... -- CMD ARG...``: the arguments before ``--``, and the command line after it (None
+    without one), as ``ray job submit -- ...`` reads them."""
+    argv = list(argv)
+    if "--" in argv:
+        cut = argv.index("--")
+        if "submit" in argv[:cut]:
+            return argv[:cut], argv[cut + 1:]
+    return argv, None
+
+
+def command_spec(spec: dict[str, Any], command_line: list[str] | None, cwd: str | None,
+                 env: Sequence[str]) -> dict[str, Any]:
+    """A ``command`` job's spec: ``spec`` with the command line given after ``--``, ``--cwd`` and ``--env``."""
+    if command_line:
+        spec["argv"] = command_line
+    if not spec.get("argv"):
+        raise ValueError("submit command: give the command line after --, e.g. "
+                         "wattsched submit command --gpus 2 -- python train.py --lr 1e-4")
+    if cwd is not None:
+        spec["cwd"] = cwd
+    for assignment in env:
+        name, sep, value = assignment.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--env {assignment!r}: expected NAME=VALUE")
+        spec.setdefault("env", {})[name] = value
+    return spec
+
+
 def _submit(args: argparse.Namespace) -> int:
     spec = parse_spec(args.spec, args.set)
+    command_line = getattr(args, "command_line", None)
+    if args.kind == "command":
+        spec = command_spec(spec, command_line, args.cwd, args.env)
+    elif command_line is not None or args.cwd is not None or args.env:
+        raise ValueError(f"a command line after --, --cwd and --env are for command jobs, not {args.kind} jobs: "
+                         "wattsched submit command [options] -- CMD ARG...")
     client = _client(args)
     depends_on = [j for value in args.depends_on for j in value.replace(":", ",").split(",")
                   if j and j not in ("afterok",)] or None
@@ -346,8 +381,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--format", choices=choices, default=choices[0],
                          help=f"output format (default {choices[0]})")
 
-    sub = command("submit", _submit, "queue a job")
-    sub.add_argument("kind", metavar="KIND", help="job kind, e.g. diffusion-train or diffusion-sample")
+    sub = command("submit", _submit, "queue a job; a command job's command line follows --: "
+                  "wattsched submit command --gpus 2 -- python train.py --lr 1e-4")
+    sub.add_argument("kind", metavar="KIND", help="job kind, e.g. diffusion-train, diffusion-sample or command")
     sub.add_argument("--spec", metavar="JSON|@FILE", help="job spec as a JSON object, or @path to a JSON file")
     sub.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
                      help="set one spec field (dotted keys nest; JSON values); repeatable")
@@ -378,6 +414,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="submitting again with the same key returns the same job (default: a fresh key)")
     sub.add_argument("--wait", action="store_true",
                      help="wait until it finishes; exit 0 only if it succeeded")
+    sub.add_argument("--cwd", metavar="DIR",
+                     help="command jobs: where the command runs (relative: under the job's directory; default it)")
+    sub.add_argument("--env", metavar="NAME=VALUE", action="append", default=[],
+                     help="command jobs: a variable added to the command's environment; repeatable")
     output(sub, ("text", "json"))
 
     sub = command("status", _status, "the daemon's status, or one job with its runs, energy and reason")
@@ -482,10 +522,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``wattsched`` with ``argv`` (default: the command line); returns the exit status."""
+    argv, command_line = split_command_line(sys.argv[1:] if argv is None else argv)
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # argparse exits on --help (0) and usage errors (2); a status suits main better
         return exc.code if isinstance(exc.code, int) else 0
+    args.command_line = command_line
     try:
         with naming_missing_extras(args.command_name):  # a command of an absent extra says which to install
             return args.command(args)

@@ -47,8 +47,9 @@ CONTROLLER_DEFAULTS: dict[str, Any] = {
     "worker_start_timeout_s": 30.0,
     # Seconds to wait for a worker to answer a command (start, cancel, liveness probe).
     "worker_call_timeout_s": 30.0,
-    # Seconds a job gets between SIGTERM and SIGKILL when it is cancelled or the controller shuts down.
-    "cancel_grace_s": 10.0,
+    # Seconds from the stop signal to SIGKILL for a job started without a grace of its own (the daemon always gives
+    # the job's).
+    "cancel_grace_s": 120.0,
     # Unacknowledged events kept at most; beyond it the oldest progress events are dropped (never started or
     # finished ones), so a daemon that stays away long loses power samples, not outcomes.
     "max_events": 100_000,
@@ -62,6 +63,11 @@ HEAD_NODE_RESOURCE = "node:__internal_head__"
 MAX_CONCURRENCY = 32
 #: Threads of a worker actor: cancel and describe must not wait behind each other.
 WORKER_MAX_CONCURRENCY = 4
+#: Seconds a stop for a job the controller does not run yet is kept, to be applied if the job starts meanwhile: a
+#: daemon's cancel may overtake its own start_job (the controller serves calls on many threads).
+EARLY_STOP_TTL_S = 120.0
+#: Seconds of slack when the controller waits for its workers to stop their jobs, beyond the longest grace.
+SHUTDOWN_SLACK_S = 5.0
 
 
 @dataclass
@@ -82,6 +88,9 @@ class _Job:
     worker_ids: list[str]
     node_id: str
     submitted_at: float
+    grace_s: float = 0.0  # from its stop signal to SIGKILL
+    launched: bool = False  # its lead worker has taken it (a stop now goes to the worker)
+    stop: str | None = None  # a stop asked before then: cancelled or suspended
     started: Started | None = None
     last_sample: PowerSample | None = None
     peak_power_w: float = 0.0
@@ -120,6 +129,7 @@ class Controller:
         self._sync_lock = threading.Lock()
         self._workers: dict[str, _Worker] = {}
         self._jobs: dict[str, _Job] = {}
+        self._early_stops: dict[str, tuple[str, float]] = {}  # job id -> (outcome, monotonic time asked)
 
     # --- workers -------------------------------------------------------------------------------------------
 
@@ -231,17 +241,27 @@ class Controller:
         workdir: str,
         power_cap_w: float | None = None,
         speed: float = 1.0,
+        attempt: int = 1,
+        resuming: bool = False,
+        launch: dict | None = None,
     ) -> None:
-        """Start a job on idle workers of one node; the first runs it with all their GPUs, the others are held.
+        """Start a job on idle workers of one node; the first runs all its processes with all their GPUs, the
+        others are held.
 
         power_cap_w: the GPUs' power cap (None: their default); speed: the job's expected pace under it (from its
-        power profile), which logical GPUs impose on the job process.
+        power profile), which logical GPUs impose on the job's processes. attempt: the run's number (1, 2, ...);
+        resuming: an earlier run of the job was suspended, preempted or lost. launch: the job's launch as the
+        store keeps it (``{"launch": "per-gpu" or "per-node", "stop_signal": "SIGTERM", "grace_s": 120, ...}``;
+        None: those defaults, with the ``cancel_grace_s`` option as the grace).
 
-        Returns once the lead worker has taken the job; its outcome arrives as events. Raises ControllerError
-        when a worker is unknown, busy or on another node, or the lead refuses the job.
+        Returns once the lead worker has taken the job; its outcome arrives as events. A stop asked before then
+        (``cancel_job``, even one that came before this call) is applied as soon as the job's processes exist.
+        Raises ControllerError when a worker is unknown, busy or on another node, or the lead refuses the job.
         """
         if not worker_ids or len(set(worker_ids)) != len(worker_ids):
             raise ControllerError(f"job {job_id}: give one or more distinct worker ids, got {worker_ids}")
+        launch = dict(launch or {})
+        grace_s = float(launch["grace_s"]) if launch.get("grace_s") is not None else self.options["cancel_grace_s"]
         with self._lock:
             if job_id in self._jobs:
                 raise ControllerError(f"job {job_id} is already running (run {self._jobs[job_id].run_id})")
@@ -256,10 +276,13 @@ class Controller:
             if len(nodes) > 1:
                 raise ControllerError(f"job {job_id}: workers {worker_ids} span nodes {sorted(nodes)}; use one node")
             gpu_ids = [g for w in workers for g in w.info["gpu_ids"]]
-            self._jobs[job_id] = _Job(job_id, run_id, list(worker_ids), workers[0].node_id, time.time())
+            record = _Job(job_id, run_id, list(worker_ids), workers[0].node_id, time.time(), grace_s=grace_s,
+                          stop=self._take_early_stop(job_id))
+            self._jobs[job_id] = record
             for w in workers:
                 w.busy_job = job_id
             lead = workers[0]
+            stop_first = record.stop
         job = {
             "job_id": job_id,
             "run_id": run_id,
@@ -269,6 +292,11 @@ class Controller:
             "gpu_ids": gpu_ids,
             "power_cap_w": power_cap_w,
             "speed": speed,
+            "attempt": attempt,
+            "resuming": resuming,
+            "launch": {"mode": launch.get("launch") or "per-gpu", "stop_signal": launch.get("stop_signal") or "SIGTERM",
+                       "grace_s": grace_s},
+            "stop": stop_first,
         }
         try:
             ray.get(lead.handle.start.remote(job), timeout=self.options["worker_call_timeout_s"])
@@ -281,18 +309,43 @@ class Controller:
                     self._release(job_record)
             cause = getattr(exc, "cause", None) or exc
             raise ControllerError(f"worker {lead.worker_id} did not start job {job_id}: {cause}") from None
+        with self._lock:
+            record.launched = True
+            late_stop = record.stop if record.stop != stop_first else None
+        if late_stop is not None:  # asked while the worker was taking the job
+            self._cancel_on(lead, job_id, late_stop)
+
+    def _take_early_stop(self, job_id: str) -> str | None:
+        """The stop asked for a job before it started, if recent enough; forgets stale ones. Call with the lock."""
+        now = time.monotonic()
+        for stale in [j for j, (_, at) in self._early_stops.items() if now - at > EARLY_STOP_TTL_S]:
+            del self._early_stops[stale]
+        early = self._early_stops.pop(job_id, None)
+        return early[0] if early else None
 
     def cancel_job(self, job_id: str, outcome: str = "cancelled") -> bool:
-        """Ask the job's worker to stop it; False when the controller runs no such job.
+        """Ask the job's worker to stop it: its stop signal, its grace, then SIGKILL.
 
         The ``finished`` event (``outcome``: ``cancelled``, or ``suspended`` to resume later) follows once the
-        job has stopped (checkpointed, for training).
+        job has stopped (checkpointed, for training). A job still being started is stopped as soon as its
+        processes exist. Returns False when the controller runs no such job; the stop is then kept for
+        ``EARLY_STOP_TTL_S``, in case the job's start_job is on its way.
         """
         with self._lock:
             job = self._jobs.get(job_id)
-            worker = self._workers.get(job.lead) if job else None
-        if job is None or worker is None:
+            if job is None:
+                self._early_stops[job_id] = (outcome, time.monotonic())
+                return False
+            if job.stop is None or outcome == "cancelled":  # a user's cancel overrides a pending suspension
+                job.stop = outcome
+            worker = self._workers.get(job.lead) if job.launched else None
+            if not job.launched:
+                return True  # start_job passes it on once the worker has the job
+        if worker is None:
             return False
+        return self._cancel_on(worker, job_id, outcome)
+
+    def _cancel_on(self, worker: _Worker, job_id: str, outcome: str) -> bool:
         try:
             return bool(ray.get(worker.handle.cancel.remote(job_id, outcome),
                                 timeout=self.options["worker_call_timeout_s"]))
@@ -392,14 +445,14 @@ class Controller:
     # --- shutdown ------------------------------------------------------------------------------------------
 
     def shutdown_workers(self) -> None:
-        """Stop every running job (SIGTERM, then SIGKILL after the grace period) and kill the worker actors."""
+        """Stop every running job (its stop signal, then SIGKILL after its grace) and kill the worker actors."""
         with self._lock:
             workers = list(self._workers.values())
             self._workers.clear()
-        grace = self.options["cancel_grace_s"]
-        refs = [w.handle.shutdown.remote(grace) for w in workers]
+            longest_grace_s = max((j.grace_s for j in self._jobs.values()), default=0.0)
+        refs = [w.handle.shutdown.remote() for w in workers]
         if refs:
-            ray.wait(refs, num_returns=len(refs), timeout=grace + 5)
+            ray.wait(refs, num_returns=len(refs), timeout=longest_grace_s + SHUTDOWN_SLACK_S)
         for w in workers:
             try:
                 ray.kill(w.handle, no_restart=True)

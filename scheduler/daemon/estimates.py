@@ -54,7 +54,8 @@ class WorkEstimator:
 
     def duration_s(self, kind: str, spec: dict[str, Any], progress: dict[str, Any] | None = None,
                    own_runs: tuple[float, int] | None = None) -> float | None:
-        """Seconds the job still needs at full speed (a suspended job: what remains after its progress).
+        """Seconds the job still needs at full speed (a suspended job: what remains after its progress); None when
+        unknown (a kind that is not registered, or that cannot tell its work until the job's progress does).
 
         own_runs: (seconds run so far, number of runs) of this job; a job that has run is its own best
         predictor (its knobs — bf16, gradient checkpointing, batch size — change its pace).
@@ -64,7 +65,7 @@ class WorkEstimator:
             return None
         units = job_kind.work_units(spec)
         rate = self._s_per_unit.get(kind)
-        if rate is None:
+        if rate is None and units is not None:
             rate = job_kind.nominal_s_per_unit(spec)
         startup_s = job_kind.startup_s
         # Only a kind that resumes from a checkpoint keeps the progress of earlier runs; others start over.
@@ -73,6 +74,8 @@ class WorkEstimator:
             units = max(float(progress["total"]) - done, 0.0)
             if own_runs and own_runs[0] > own_runs[1] * startup_s:
                 rate = (own_runs[0] - own_runs[1] * startup_s) / done
+        if units is None or rate is None:  # a kind that cannot tell its work (a command) before its progress does
+            return None
         return SAFETY_FACTOR * (startup_s + units * rate)
 
     def power_w(self, kind: str) -> float:

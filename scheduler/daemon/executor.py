@@ -15,9 +15,14 @@ from scheduler.cluster.inventory import GpuInfo
 from scheduler.cluster.link import ControllerLink
 from scheduler.daemon.timers import Timers
 from scheduler.errors import PolicyViolation
+from scheduler.store.job_state import RunStatus
 from scheduler.store.jobs import JobStore
+from scheduler.store.launch import Launch
 
 log = logging.getLogger(__name__)
+
+#: How an earlier run ended when the next one resumes (WATTSCHED_RESUMING=1): stopped at a checkpoint, or lost.
+RESUMED_AFTER = frozenset({RunStatus.SUSPENDED.value, RunStatus.LOST.value})
 
 
 class ControllerExecutor:
@@ -45,9 +50,11 @@ class ControllerExecutor:
         reason = decision.reason or f"running in zone {decision.zone}"
         run = self.store.start_run(row.id, decision.node_id, decision.zone, decision.gpu_ids,
                                    decision.power_cap_w, f"{reason} on node {decision.node_id[:8]}", step)
+        # the job's scripts resume from their checkpoint when an earlier run was stopped (suspended, preempted) or lost
+        resuming = any(r.status in RESUMED_AFTER for r in row.runs)
         try:
             self.controller.call("start_job", row.id, run.id, row.kind, row.spec, list(decision.gpu_ids), row.workdir,
-                                 decision.power_cap_w, step.speed)
+                                 decision.power_cap_w, step.speed, run.attempt, resuming, Launch.of(row).to_dict())
         except Exception as exc:  # the controller refused (worker busy or gone) or is lost: keep the job queued
             log.warning("could not start job %s: %s", row.id, exc)
             self.store.abort_run(run.id, one_line(exc))

@@ -71,6 +71,9 @@ class JobKind(ABC):
     name: ClassVar[str]
     interruptible: ClassVar[bool] = False
     startup_s: ClassVar[float]
+    #: True if a job launched ``per-gpu`` on several GPUs runs one process per GPU with torchrun's environment
+    #: (``workers.launcher``); False: one process sees all the node's GPUs.
+    process_per_gpu: ClassVar[bool] = False
 
     @abstractmethod
     def validate(self, spec: Any) -> dict[str, Any]:
@@ -88,9 +91,16 @@ class JobKind(ABC):
         """
         return spec
 
+    def argv(self, spec: Mapping[str, Any]) -> list[str] | None:
+        """The command line of each of the job's processes; None (the default) runs ``workers.job_process``, which
+        calls ``run`` and reports on its stdout. A kind that gives one (``command``) reports through its
+        progress file instead."""
+        return None
+
     @abstractmethod
     def work_units(self, spec: Mapping[str, Any]) -> float:
-        """Units of work of a job with this (normalised) spec: the ``total`` its progress reports will carry."""
+        """Units of work of a job with this (normalised) spec: the ``total`` its progress reports will carry;
+        None when the kind cannot know (``command``: only its progress lines say)."""
 
     @abstractmethod
     def nominal_s_per_unit(self, spec: Mapping[str, Any]) -> float:

@@ -42,9 +42,11 @@ class KindRegistry:
 
 
 def builtin_kinds() -> KindRegistry:
-    """A new registry holding the kinds that ship with wattsched: the diffusion jobs and the synthetic load."""
+    """A new registry holding the kinds that ship with wattsched: the diffusion jobs, the synthetic load and the
+    user's own commands."""
+    from workers.kinds.command import Command
     from workers.kinds.diffusion_sample import DiffusionSample
     from workers.kinds.diffusion_train import DiffusionTrain
     from workers.kinds.synthetic import Synthetic
 
-    return KindRegistry([DiffusionTrain(), DiffusionSample(), Synthetic()])
+    return KindRegistry([DiffusionTrain(), DiffusionSample(), Synthetic(), Command()])

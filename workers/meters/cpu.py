@@ -10,7 +10,7 @@ import functools
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import psutil
@@ -118,27 +118,28 @@ class RaplCpuMeter(EnergyMeter):
         return EnergyReading(timestamp_s=now, energy_j=self._energy_j, power_w=power_w)
 
 
-def process_tree_cpu_seconds(pid: int) -> float | None:
+def process_tree_cpu_seconds(pid: int | Sequence[int]) -> float | None:
     """CPU time used so far by a process and all its descendants, or None once the process is gone. Units: s.
 
-    Each process's reaped children are counted through its ``children_*`` times, so a child that exits moves
-    its time to its parent rather than dropping it from the sum.
+    pid: one process, or several (a job's processes on a node, one per rank): their trees' sum, None once every
+    one of them is gone. Each process's reaped children are counted through its ``children_*`` times, so a child
+    that exits moves its time to its parent rather than dropping it from the sum.
     """
-    try:
-        root = psutil.Process(pid)
-        processes = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return None
-    total = 0.0
-    for process in processes:
+    total, roots_read = 0.0, 0
+    for root_pid in ([pid] if isinstance(pid, int) else pid):
         try:
-            times = process.cpu_times()
+            root = psutil.Process(root_pid)
+            processes = [root, *root.children(recursive=True)]
         except psutil.NoSuchProcess:
-            if process is root:
-                return None
-            continue  # a descendant that exited between listing and reading; its parent will count it
-        total += times.user + times.system + times.children_user + times.children_system
-    return total
+            continue
+        for process in processes:
+            try:
+                times = process.cpu_times()
+            except psutil.NoSuchProcess:
+                continue  # a descendant that exited between listing and reading; its parent will count it
+            roots_read += process is root
+            total += times.user + times.system + times.children_user + times.children_system
+    return total if roots_read else None
 
 
 class EstimatedCpuMeter(EnergyMeter):
@@ -146,8 +147,9 @@ class EstimatedCpuMeter(EnergyMeter):
 
     method = METHOD_ESTIMATE
 
-    def __init__(self, pid: int, watts_per_core: float = 10.0, clock: Callable[[], float] = time.time) -> None:
-        """watts_per_core: the assumed draw of one fully busy core. Units: W."""
+    def __init__(self, pid: int | Sequence[int], watts_per_core: float = 10.0,
+                 clock: Callable[[], float] = time.time) -> None:
+        """pid: the job's process, or its processes; watts_per_core: the assumed draw of one busy core. Units: W."""
         start = process_tree_cpu_seconds(pid)
         if start is None:
             raise MeterError(f"process {pid} does not exist: open the meter after starting the job")

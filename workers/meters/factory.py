@@ -83,7 +83,7 @@ def _nvml_reason_against(gpu_indices: list[int], nvml: Any) -> str | None:
 def open_gpu_meter(
     gpu_indices: Sequence[int],
     *,
-    pid: int,
+    pid: int | Sequence[int],
     gpu_type: str = DEFAULT_GPU_TYPE,
     mode: str = "auto",
     nvml: Any = None,
@@ -92,7 +92,8 @@ def open_gpu_meter(
 ) -> EnergyMeter:
     """Open the meter for a job's GPUs.
 
-    pid: the job's process, whose CPU activity drives a simulated meter's utilisation.
+    pid: the job's process (or its processes, one per rank), whose CPU activity drives a simulated meter's
+        utilisation.
     gpu_type: the model a simulated meter stands in for (see gpu_types.GPU_TYPES).
     power_cap_w: the per-GPU cap a simulated meter applies; real GPUs enforce their own. Units: W.
     cores: busy cores that count as a fully busy simulated GPU (default: the cores this process may use).
@@ -115,7 +116,8 @@ def open_gpu_meter(
 
 
 def open_cpu_meter(
-    pid: int, *, mode: str = "auto", rapl_root: str = DEFAULT_RAPL_ROOT, watts_per_core: float = 10.0
+    pid: int | Sequence[int], *, mode: str = "auto", rapl_root: str = DEFAULT_RAPL_ROOT,
+    watts_per_core: float = 10.0,
 ) -> EnergyMeter:
     """Open the meter for a job's CPU: RAPL package counters (whole packages) or the job's CPU-time estimate.
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from workers.errors import MeterError
 from workers.meters.base import METHOD_SIMULATED, EnergyMeter, EnergyReading
@@ -72,7 +72,8 @@ class ProcessUtilization:
     A process that has exited reads 0.
     """
 
-    def __init__(self, pid: int, cores: float | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, pid: int | Sequence[int], cores: float | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         """cores: how many busy cores count as full utilisation (default: the cores this process may use)."""
         self._pid = pid
         self._cores = cores if cores is not None else float(len(os.sched_getaffinity(0)))
