@@ -1,8 +1,8 @@
 """Shared fixtures and the test lanes. Database fixtures live in db_fixtures.py (SQLite and PostgreSQL for every
 DB test).
 
-Lanes: ``pytest -m "not slow"`` is the quick one (no Ray, no real diffusion model in a child process); the whole
-suite is ``pytest``. A test that starts Ray is marked ``ray`` and counts as slow without saying so: each Ray
+Lanes: ``pytest -m "not slow"`` is the quick one (no Ray, no real diffusion model trained or sampled, no API
+fuzzing); the whole suite is ``pytest``. A test that starts Ray is marked ``ray`` and counts as slow without saying so: each Ray
 start-up costs seconds, more on a busy machine.
 """
 

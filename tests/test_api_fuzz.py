@@ -19,6 +19,9 @@ from scheduler.config import Settings  # noqa: E402
 from scheduler.daemon.daemon import Daemon  # noqa: E402
 from scheduler.store.engine import upgrade  # noqa: E402
 
+# Hypothesis generates and sends hundreds of requests: seconds, more on a busy machine.
+pytestmark = pytest.mark.slow
+
 MAX_EXAMPLES = 12
 
 

@@ -16,6 +16,8 @@ from workers.errors import SpecError
 from workers.kinds.diffusion_sample import DiffusionSample
 from workers.kinds.diffusion_train import DiffusionTrain
 
+#: Tests that train (or sample from) a real model: seconds each, more on a busy machine.
+trains_a_model = pytest.mark.slow
 # Small enough for a few seconds on one CPU thread.
 TINY = {
     "image_size": 8,
@@ -49,6 +51,7 @@ def trained(tmp_path_factory):
     return workdir
 
 
+@trains_a_model
 def test_training_writes_checkpoints_and_reports_a_finite_loss(tmp_path):
     reports = []
     result = train(tiny_train(steps=8, checkpoint_every=2), tmp_path, report=reports.append)
@@ -69,6 +72,7 @@ def test_training_writes_checkpoints_and_reports_a_finite_loss(tmp_path):
     assert reports[0]["step"] == 1 and reports[-1] == {"step": 8, "total": 8, "loss": result["final_loss"]}
 
 
+@trains_a_model
 def test_a_stopped_job_resumes_where_it_stopped_and_ends_like_an_uninterrupted_one(tmp_path):
     spec = tiny_train(steps=8, checkpoint_every=100)
     uninterrupted = train(spec, tmp_path / "whole")
@@ -84,12 +88,14 @@ def test_a_stopped_job_resumes_where_it_stopped_and_ends_like_an_uninterrupted_o
     assert resumed["final_loss"] == pytest.approx(uninterrupted["final_loss"], rel=1e-5)
 
 
+@trains_a_model
 def test_a_finished_job_resumed_again_does_no_more_steps(trained):
     result = train(tiny_train(steps=4), trained)
     assert (result["steps_done"], result["steps_this_run"], result["images_seen"]) == (4, 0, 0)
     assert math.isfinite(result["final_loss"])
 
 
+@trains_a_model
 def test_resume_false_starts_over(tmp_path):
     train(tiny_train(steps=3), tmp_path)
     result = train(tiny_train(steps=2, resume=False), tmp_path)
@@ -97,6 +103,7 @@ def test_resume_false_starts_over(tmp_path):
     assert read_meta(latest_checkpoint(tmp_path / "checkpoints"))["step"] == 2
 
 
+@trains_a_model
 def test_resuming_with_a_different_model_is_refused(tmp_path):
     train(tiny_train(steps=2), tmp_path)
     with pytest.raises(SpecError) as caught:
@@ -105,6 +112,7 @@ def test_resuming_with_a_different_model_is_refused(tmp_path):
     assert "resume" in str(caught.value)
 
 
+@trains_a_model
 def test_a_half_written_checkpoint_is_ignored_and_cleaned_up(tmp_path):
     train(tiny_train(steps=4, checkpoint_every=1), tmp_path, should_stop=stop_after(2))
     # What a kill during a save leaves behind: a hidden folder without a complete checkpoint.
@@ -117,6 +125,7 @@ def test_a_half_written_checkpoint_is_ignored_and_cleaned_up(tmp_path):
     assert not partial.exists()
 
 
+@trains_a_model
 def test_bf16_and_gradient_checkpointing_train(tmp_path):
     result = train(tiny_train(steps=2, mixed_precision="bf16", gradient_checkpointing=True), tmp_path)
     assert result["steps_done"] == 2 and math.isfinite(result["final_loss"])
@@ -128,6 +137,7 @@ def test_digits_are_upscaled_into_minus_one_to_one():
     assert images.min().item() == pytest.approx(-1.0) and images.max().item() <= 1.0
 
 
+@trains_a_model
 def test_a_folder_of_colour_images_trains_a_colour_model(tmp_path):
     folder = tmp_path / "images"
     folder.mkdir()
@@ -170,6 +180,7 @@ def test_npy_arrays_load_as_training_images(tmp_path, array, shape):
     assert -1.0 <= images.min().item() and images.max().item() <= 1.0
 
 
+@trains_a_model
 def test_training_on_an_npy_array(tmp_path):
     np.save(tmp_path / "images.npy", np.random.default_rng(0).integers(0, 256, (6, 8, 8), dtype=np.uint8))
     result = train(tiny_train(dataset=str(tmp_path / "images.npy"), steps=2), tmp_path / "run")
@@ -202,6 +213,7 @@ def _write(path, data):
     return str(path.parent)
 
 
+@trains_a_model
 @pytest.mark.parametrize(
     ("sampler", "steps", "expected_steps"),
     # The tiny model trained with 20 timesteps: DDPM defaults to all of them, DDIM to 50 capped at 20.
@@ -225,6 +237,7 @@ def test_sampling_writes_images_and_a_grid(trained, tmp_path, sampler, steps, ex
     assert reports[-1] == {"step": 5 * expected_steps, "total": 5 * expected_steps, "images_done": 5}
 
 
+@trains_a_model
 def test_the_same_seed_draws_the_same_images_from_a_checkpoint_folder(trained, tmp_path):
     checkpoint = str(trained / "checkpoints" / "final")
     spec = DiffusionSample().parse({"checkpoint": checkpoint, "num_inference_steps": 3, "num_images": 2})
@@ -233,12 +246,14 @@ def test_the_same_seed_draws_the_same_images_from_a_checkpoint_folder(trained, t
     assert np.array_equal(first, second)
 
 
+@trains_a_model
 def test_bf16_sampling_runs(trained, tmp_path):
     given = {"checkpoint": str(trained), "num_inference_steps": 2, "num_images": 2, "mixed_precision": "bf16"}
     spec = DiffusionSample().parse(given)
     assert np.load(sample(spec, tmp_path)["images_path"]).shape == (2, 8, 8, 1)
 
 
+@trains_a_model
 def test_a_stopped_sampling_job_keeps_the_batches_it_finished(trained, tmp_path):
     given = {"checkpoint": str(trained), "num_inference_steps": 2, "num_images": 5, "batch_size": 2}
     spec = DiffusionSample().parse(given)
@@ -247,6 +262,7 @@ def test_a_stopped_sampling_job_keeps_the_batches_it_finished(trained, tmp_path)
     assert np.load(result["images_path"]).shape == (2, 8, 8, 1)
 
 
+@trains_a_model
 def test_more_inference_steps_than_training_timesteps_is_refused(trained, tmp_path):
     spec = DiffusionSample().parse({"checkpoint": str(trained), "num_inference_steps": 21})
     with pytest.raises(SpecError, match="from 1 to 20") as caught:
