@@ -31,7 +31,7 @@ from workers.kinds.synthetic import CHECKPOINT_FILE, read_checkpoint  # noqa: E4
 pytestmark = pytest.mark.ray
 
 # The grace is generous, so that no stop on a busy machine is ever SIGKILLed (a killed job's exit code is not 143).
-OPTIONS = {"logical_zones": ("DE", "FR"), "sample_interval_s": 0.25, "cancel_grace_s": 60.0}
+OPTIONS = {"logical_zones": ("DE", "FR"), "sample_interval_s": 0.25, "cancel_grace_s": 120.0}
 # Generous: it only bounds a test that fails, and a busy machine slows Ray and job processes down many times.
 TIMEOUT_S = 240
 

@@ -32,7 +32,7 @@ BUSY_JOB = {"steps": 5_000_000, "step_s": 0, "checkpoint_every": 1_000_000}
 TIMEOUT_S = 240
 # Generous too, so that no stop on a busy machine is ever SIGKILLed: a job that ignored SIGTERM would still be killed,
 # and its exit code (-9, not 143) fails the tests that cancel.
-CANCEL_GRACE_S = 60.0
+CANCEL_GRACE_S = 120.0
 
 
 class EventSink:
