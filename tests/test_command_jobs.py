@@ -145,6 +145,19 @@ def test_a_command_gets_the_protocols_environment_in_its_cwd(client, scripts):
     assert job.result["exit_codes"] == {"0": 0} and job.result["stopped"] is False
 
 
+def test_a_command_that_ends_at_once_is_metered_and_one_that_fails_says_why(client):
+    # Ended before the meters opened: it is not reaped until they have looked at it.
+    quick = finished(client, client.submit("command", {"argv": [sys.executable, "-c", "pass"]}))
+    assert quick.state == "succeeded", quick.raw
+    assert quick.energy is not None
+    failing = [sys.executable, "-c", "import sys; print('cannot find data.csv', file=sys.stderr); sys.exit(3)"]
+    failed = finished(client, client.submit("command", {"argv": failing}))
+    assert failed.state == "failed" and failed.reason == "failed: the command exited with code 3", failed.raw
+    assert failed.raw["error"].endswith("cannot find data.csv\nthe command exited with code 3")  # its stderr too
+    missing = finished(client, client.submit("command", {"argv": ["/no/such/program"]}))
+    assert missing.state == "failed" and "cannot start '/no/such/program'" in missing.reason, missing.raw
+
+
 def test_progress_lines_reach_the_job_view_while_it_runs(client, scripts):
     job = client.submit("command", {"argv": [sys.executable, str(scripts / "progress.py")]})
     job = poll(lambda: (j := client.get(job.id)).raw.get("progress") == {"step": 3, "total": 10} and j,

@@ -152,7 +152,8 @@ class JobRun:
         if self.protocol and failure.rank in errors:  # the job's own words say more than its exit code
             return f"{who}: {errors[failure.rank]}" if several else errors[failure.rank]
         tail = self.stderr_tail()
-        return f"{first}\n{tail}" if tail else first
+        # The cause last, as in a traceback: the line that the job's reason shows
+        return f"{tail}\n{first}" if tail else first
 
     def stderr_tail(self) -> str:
         try:

@@ -156,6 +156,7 @@ class Launcher:
         self._lock = threading.Lock()
         self._all_exited = threading.Event()
         self._kill_timer: threading.Timer | None = None
+        self._supervised = False
         self.popens: list[subprocess.Popen] = []
         self.returncodes: dict[int, int] = {}  # rank -> returncode, as processes end
         self.stop_reason: str | None = None  # why a stop was asked (None: it was not)
@@ -165,8 +166,12 @@ class Launcher:
 
     # --- life ----------------------------------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Spawn every process; if one cannot be spawned, kill those already started and raise OSError."""
+    def start(self, supervise: bool = True) -> None:
+        """Spawn every process; if one cannot be spawned, kill those already started and raise OSError.
+
+        supervise: start waiting for the processes now; False leaves it to ``supervise()``, so that a process
+        that ends at once stays (a zombie) until then, for whoever must look at it first (the energy meters).
+        """
         try:
             for spec in self.specs:
                 self.popens.append(subprocess.Popen(
@@ -178,6 +183,15 @@ class Launcher:
             for popen in self.popens:
                 popen.wait()
             raise
+        if supervise:
+            self.supervise()
+
+    def supervise(self) -> None:
+        """Wait for each process in a thread of its own, and act as they end (see the class docstring)."""
+        with self._lock:
+            if self._supervised:
+                return
+            self._supervised = True
         for spec, popen in zip(self.specs, self.popens):
             threading.Thread(target=self._wait_for, args=(spec.rank, popen), name=f"rank-{spec.rank}",
                              daemon=True).start()

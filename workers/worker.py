@@ -262,7 +262,7 @@ class GpuWorker:
             with run.lock:
                 if not run.stop_requested:
                     try:
-                        launcher.start()
+                        launcher.start(supervise=False)  # supervised once metered: see below
                     except OSError as exc:
                         raise OSError(f"cannot start {argv[0]!r} in {str(cwd)!r}: {exc.strerror or exc}") from None
                     run.launcher = launcher
@@ -288,6 +288,8 @@ class GpuWorker:
             run.recorder.start()
         except Exception as exc:
             raise MeterError(f"could not open energy meters: {exc}") from exc
+        # Only now: a process that ended at once was not reaped before the meters could look at it.
+        launcher.supervise()
 
         self._outbox.put(Started(
             job_id=run.job_id, run_id=run.run_id, worker_id=self.worker_id, node_id=self.describe()["node_id"],
@@ -328,6 +330,7 @@ class GpuWorker:
         """Clean up a launch that failed part-way and report the job as failed."""
         if run.launcher is not None and not run.launcher.exited:
             run.launcher.kill()
+            run.launcher.supervise()
             run.launcher.wait()
         energy = None
         if run.recorder is not None:
