@@ -125,7 +125,8 @@ def main() -> int:
               f"policy fifo; polling every {POLL_S * 1000:g} ms; load average {load_before} -> {load_average()}")
         print(f"wattsched command job, submit -> process running: {summary(wattsched_s)}")
         print(f"Ray Jobs submit_job, submit -> process running:   {summary(ray_s)}")
-        print(f"ratio (Ray Jobs / wattsched, medians): {statistics.median(ray_s) / statistics.median(wattsched_s):.1f}x")
+        ratio = statistics.median(ray_s) / statistics.median(wattsched_s)
+        print(f"ratio (Ray Jobs / wattsched, medians): {ratio:.1f}x")
     finally:
         daemon.stop()
         shutdown_controller()
