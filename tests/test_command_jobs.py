@@ -187,6 +187,18 @@ def test_two_gpus_per_gpu_from_the_cli_run_two_ranks_that_all_reduce(daemon, scr
     assert job["energy"]["gpu_energy_j"] > 0
 
 
+def test_per_node_is_one_process_with_both_gpus(client, scripts):
+    job = finished(client, client.submit("command", {"argv": [sys.executable, str(scripts / "probe.py")]}, gpus=2,
+                                         launch="per-node"))
+    assert job.state == "succeeded", job.raw
+    workdir = Path(job.raw["workdir"])
+    assert [p.name for p in workdir.glob("probe-*.json")] == ["probe-node.json"]  # no RANK: one process
+    env = json.loads((workdir / "probe-node.json").read_text())["env"]
+    assert sorted(env["CUDA_VISIBLE_DEVICES"].split(",")) == ["0", "1"]
+    assert (env["NNODES"], env["NODE_RANK"], env["MASTER_ADDR"]) == ("1", "0", "127.0.0.1")
+    assert int(env["MASTER_PORT"]) > 0 and env["WORLD_SIZE"] is None
+
+
 def test_a_rank_killed_by_a_signal_stops_the_other_and_fails_the_job_naming_both(client, scripts):
     job = client.submit("command", {"argv": [sys.executable, str(scripts / "killed_rank.py")]}, gpus=2)
     job = finished(client, job)
