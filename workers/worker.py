@@ -30,7 +30,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from workers.errors import MeterError, WorkerBusy
 from workers.events import CapMode, ExitStatus, Finished, Progress, Started
@@ -206,8 +206,6 @@ class GpuWorker:
         launcher.signal_all(signal.SIGCONT)
 
     def _launch(self, run: JobRun) -> None:
-        from workers.meters.factory import open_cpu_meter, open_gpu_meter
-        from workers.meters.recorder import EnergyRecorder
         from workers.power_cap import cap_run
 
         job = run.job
@@ -219,32 +217,7 @@ class GpuWorker:
         run.job["gpu_ids"] = gpu_ids = list(gpu_ids)
         workdir = Path(job["workdir"])
         workdir.mkdir(parents=True, exist_ok=True)
-        kind = self._kinds.get(job["kind"])
-        launch = job.get("launch") or {}
-        stop_signal = launch.get("stop_signal") or "SIGTERM"
-        run.stop_signal = int(getattr(signal, stop_signal))
-        run.grace_s = float(launch["grace_s"] if launch.get("grace_s") is not None else self.options["cancel_grace_s"])
-        per_gpu = launch.get("mode", "per-gpu") == "per-gpu" and kind.process_per_gpu
-        layout = NodeLayout(tuple(gpu_ids), "per-gpu" if per_gpu else "per-node", master_port=free_port())
-
-        argv = kind.argv(job["spec"])
-        # A command's own variables go under wattsched's and the launcher's, which it may not change.
-        env = job_environment(job, workdir, self.options["torch_threads"],
-                              job["spec"].get("env") or {} if argv is not None else {})
-        if argv is None:  # a built-in kind: its job process speaks the stdout protocol
-            job_file = workdir / "job.json"
-            job_file.write_text(json.dumps({"kind": job["kind"], "spec": job["spec"], "workdir": str(workdir),
-                                            "stop_signal": stop_signal}))
-            argv = [sys.executable, "-m", "workers.job_process", "--job", str(job_file)]
-            cwd = workdir
-        else:  # the user's command: it reports in its progress file
-            run.protocol = False
-            env["WATTSCHED_PROGRESS"] = str(workdir / PROGRESS_FILE)
-            run.progress_file = ProgressFile(workdir / PROGRESS_FILE)
-            cwd = workdir / (job["spec"].get("cwd") or ".")  # an absolute cwd replaces the workdir
-        processes = [ProcessSpec(rank, tuple(argv), {**env, **rank_env}, str(cwd))
-                     for rank, rank_env in layout.rank_envs()]
-        run.main_rank = processes[0].rank
+        processes = self._lay_out(run, workdir)
 
         # Physical GPUs are capped through NVML (a dry run by default); logical ones in their simulated meter.
         run.power_cap, run.capper = cap_run([as_index(g) for g in gpu_ids], job.get("power_cap_w"),
@@ -264,17 +237,77 @@ class GpuWorker:
                     try:
                         launcher.start(supervise=False)  # supervised once metered: see below
                     except OSError as exc:
-                        raise OSError(f"cannot start {argv[0]!r} in {str(cwd)!r}: {exc.strerror or exc}") from None
+                        first = processes[0]
+                        raise OSError(f"cannot start {first.argv[0]!r} in {first.cwd!r}: {exc.strerror or exc}") \
+                            from None
                     run.launcher = launcher
         if run.launcher is None:  # stopped before it began: nothing was started
             self._release(run)
             self._finish(run, run.stop_outcome, None, None, None, ())
             return
         pids = launcher.pids
+        gpu_meter, cpu_meter = self._meter(run, pids)
+        # Only now: a process that ended at once was not reaped before the meters could look at it.
+        launcher.supervise()
+
+        self._outbox.put(Started(
+            job_id=run.job_id, run_id=run.run_id, worker_id=self.worker_id, node_id=self.describe()["node_id"],
+            gpu_ids=tuple(gpu_ids), pid=pids[0], at=time.time(), gpu_method=gpu_meter.method,
+            cpu_method=cpu_meter.method, power_cap=run.power_cap, pids=tuple(pids)))
+        speed = float(job.get("speed") or 1.0)
+        if run.power_cap and run.power_cap.mode is CapMode.SIMULATED and speed < 1.0:
+            threading.Thread(target=self._pace, args=(run, speed), name=f"pace-{run.job_id}", daemon=True).start()
+        readers, sink = [], None
+        if run.protocol:
+            sink = open(workdir / "events.jsonl", "a")
+            for spec, popen in zip(processes, launcher.popens):
+                reader = threading.Thread(target=run.read_stdout, args=(spec.rank, popen.stdout, sink), daemon=True)
+                reader.start()
+                readers.append(reader)
+        threading.Thread(target=self._monitor, args=(run, readers, sink), name=f"monitor-{run.job_id}",
+                         daemon=True).start()
+
+    def _lay_out(self, run: JobRun, workdir: Path) -> list[ProcessSpec]:
+        """The job's processes on this node: its kind's command line (or the job process), with the job's
+        environment and each rank's; sets how the run stops and reports."""
+        job = run.job
+        kind = self._kinds.get(job["kind"])
+        launch = job.get("launch") or {}
+        stop_signal = launch.get("stop_signal") or "SIGTERM"
+        run.stop_signal = int(getattr(signal, stop_signal))
+        run.grace_s = float(launch["grace_s"] if launch.get("grace_s") is not None else self.options["cancel_grace_s"])
+        per_gpu = launch.get("mode", "per-gpu") == "per-gpu" and kind.process_per_gpu
+        layout = NodeLayout(tuple(job["gpu_ids"]), "per-gpu" if per_gpu else "per-node", master_port=free_port())
+
+        argv = kind.argv(job["spec"])
+        # A command's own variables go under wattsched's and the launcher's, which it may not change.
+        env = job_environment(job, workdir, self.options["torch_threads"],
+                              job["spec"].get("env") or {} if argv is not None else {})
+        if argv is None:  # a built-in kind: its job process speaks the stdout protocol
+            job_file = workdir / "job.json"
+            job_file.write_text(json.dumps({"kind": job["kind"], "spec": job["spec"], "workdir": str(workdir),
+                                            "stop_signal": stop_signal}))
+            argv = [sys.executable, "-m", "workers.job_process", "--job", str(job_file)]
+            cwd = workdir
+        else:  # the user's command: it reports in its progress file
+            run.protocol = False
+            env["WATTSCHED_PROGRESS"] = str(workdir / PROGRESS_FILE)
+            run.progress_file = ProgressFile(workdir / PROGRESS_FILE)
+            cwd = workdir / (job["spec"].get("cwd") or ".")  # an absolute cwd replaces the workdir
+        processes = [ProcessSpec(rank, tuple(argv), {**env, **rank_env}, str(cwd))
+                     for rank, rank_env in layout.rank_envs()]
+        run.main_rank = processes[0].rank
+        return processes
+
+    def _meter(self, run: JobRun, pids: list[int]) -> tuple:
+        """Open the meters of the run's GPUs and processes and start recording; (GPU meter, CPU meter)."""
+        from workers.meters.factory import open_cpu_meter, open_gpu_meter
+        from workers.meters.recorder import EnergyRecorder
+
         try:
             metered = pids[0] if len(pids) == 1 else tuple(pids)
             gpu_meter = open_gpu_meter(
-                [as_index(g) for g in gpu_ids],
+                [as_index(g) for g in run.job["gpu_ids"]],
                 pid=metered,
                 gpu_type=self.options["gpu_type"],
                 mode=self.options["meter_mode"],
@@ -288,24 +321,7 @@ class GpuWorker:
             run.recorder.start()
         except Exception as exc:
             raise MeterError(f"could not open energy meters: {exc}") from exc
-        # Only now: a process that ended at once was not reaped before the meters could look at it.
-        launcher.supervise()
-
-        self._outbox.put(Started(
-            job_id=run.job_id, run_id=run.run_id, worker_id=self.worker_id, node_id=self.describe()["node_id"],
-            gpu_ids=tuple(gpu_ids), pid=pids[0], at=time.time(), gpu_method=gpu_meter.method,
-            cpu_method=cpu_meter.method, power_cap=run.power_cap, pids=tuple(pids)))
-        speed = float(job.get("speed") or 1.0)
-        if run.power_cap and run.power_cap.mode is CapMode.SIMULATED and speed < 1.0:
-            threading.Thread(target=self._pace, args=(run, speed), name=f"pace-{run.job_id}", daemon=True).start()
-        readers = []
-        if run.protocol:
-            sink = open(workdir / "events.jsonl", "a")
-            for spec, popen in zip(processes, launcher.popens):
-                reader = threading.Thread(target=run.read_stdout, args=(spec.rank, popen.stdout, sink), daemon=True)
-                reader.start()
-                readers.append(reader)
-        threading.Thread(target=self._monitor, args=(run, readers), name=f"monitor-{run.job_id}", daemon=True).start()
+        return gpu_meter, cpu_meter
 
     def _pace(self, run: JobRun, speed: float) -> None:
         """Make a job on a logical GPU run at ``speed`` x its pace, as a capped GPU would (its power profile).
@@ -341,7 +357,7 @@ class GpuWorker:
         self._release(run)
         self._finish(run, ExitStatus.FAILED, run.exit_code(), reason, energy, ())
 
-    def _monitor(self, run: JobRun, readers: list[threading.Thread]) -> None:
+    def _monitor(self, run: JobRun, readers: list[threading.Thread], sink: IO[str] | None) -> None:
         """Report progress until every process has exited, then stop metering and report how the run ended."""
         interval = self.options["report_interval_s"]
         while not run.launcher.wait(interval):
@@ -351,6 +367,8 @@ class GpuWorker:
         run.launcher.kill()
         for reader in readers:
             reader.join(timeout=10)
+        if sink is not None:
+            sink.close()
         self._report_progress(run)  # the last progress lines, before the end
         energy, samples = None, ()
         try:
