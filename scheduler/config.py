@@ -35,6 +35,16 @@ class Settings:
     data_dir: Path = field(default_factory=default_data_dir)
     #: SQLAlchemy URL; empty means a SQLite file ``wattsched.db`` in data_dir.
     database_url: str = ""
+    #: Seconds to wait for a new PostgreSQL connection (at least 2, libpq's floor; half of it for a pooled one
+    #: to answer the check made before each use); past it the API answers 503 and the daemon retries later.
+    db_connect_timeout_s: float = 3.0
+    #: Seconds one PostgreSQL statement may run: the server cancels it, and the daemon gives up on a connection
+    #: that has not answered a second after that.
+    db_statement_timeout_s: float = 10.0
+    #: Seconds a request waits for a free connection of the engine's pool before it is answered 503.
+    db_pool_timeout_s: float = 5.0
+    #: Seconds a SQLite write waits for another writer's lock before it is answered 503.
+    db_busy_timeout_s: float = 10.0
     #: Address the REST API listens on; loopback only by default.
     host: str = "127.0.0.1"
     #: Port of the REST API; 0 picks a free one (tests).
@@ -127,4 +137,7 @@ class Settings:
                               f"{', '.join(COMMAND_JOBS)}")
         if settings.power_budget_w < 0:
             raise ConfigError(f"{ENV_PREFIX}POWER_BUDGET_W={settings.power_budget_w:g} must be >= 0 (0: no limit)")
+        for name in ("db_connect_timeout_s", "db_statement_timeout_s", "db_pool_timeout_s", "db_busy_timeout_s"):
+            if not getattr(settings, name) > 0:  # unbounded waits are what made the API hang
+                raise ConfigError(f"{ENV_PREFIX}{name.upper()}={getattr(settings, name):g} must be > 0")
         return settings

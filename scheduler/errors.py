@@ -11,6 +11,7 @@ database). The Python client (``scheduler.client``) keeps its own tree, ``Client
     ├── ApiServerError      the REST API could not listen (port taken, address not this machine's)
     ├── MissingExtra        a command needs an extra of the distribution that is not installed (names it)
     ├── DatabaseError       the database cannot be reached, upgraded or used
+    │   └── DatabaseUnavailable  it refuses connections, does not answer in time, or is locked: try again later
     ├── JobNotFound         no job has that id
     ├── InvalidRequest      a submission or query is malformed (names the field)
     ├── KeyReused           an idempotency key this user already used for a different submission
@@ -54,6 +55,18 @@ class MissingExtra(WattschedError):
 
 class DatabaseError(WattschedError):
     pass
+
+
+class DatabaseUnavailable(DatabaseError):
+    """The database refused a connection, did not answer within its timeout, or stayed locked: a transient state.
+
+    The API answers 503 with ``Retry-After: retry_after_s``; the daemon keeps what it could not record and tries
+    again. Raised in place of the driver's error by the engine (scheduler.store.engine).
+    """
+
+    def __init__(self, message: str, retry_after_s: float = 2.0):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class JobNotFound(WattschedError):
