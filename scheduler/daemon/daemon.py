@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import cached_property
 from typing import Any
@@ -25,15 +26,16 @@ from scheduler.clock import Clock, to_unix_s, utc_now
 from scheduler.config import Settings
 from scheduler.cluster.inventory import GpuInfo
 from scheduler.cluster.link import ControllerLink
-from scheduler.store.engine import make_engine, make_session_factory, upgrade
+from scheduler.store.engine import DatabaseTimeouts, make_engine, make_session_factory, upgrade
 from scheduler.store.inventory import record_inventory
-from scheduler.errors import ConfigError, ControllerUnavailable
+from scheduler.errors import ConfigError, ControllerUnavailable, DatabaseUnavailable
 from scheduler.daemon.estimates import RecentRuns
 from scheduler.carbon.grid import GridCarbon, configured_signal
 from scheduler.store.job_state import JobState, RunStatus
 from scheduler.store.jobs import JobStore, Submission
 from scheduler.carbon.emissions import RunEmissions
 from scheduler.core import SchedulingCore
+from scheduler.daemon.db_outage import DatabaseOutage
 from scheduler.daemon.events import EventRecorder
 from scheduler.daemon.executor import ControllerExecutor, one_line
 from scheduler.daemon.running import RunningJobs
@@ -51,6 +53,16 @@ LOST_WHILE_AWAY = "the controller no longer runs it (it or its node restarted)"
 LOST_WITH_CONTROLLER = "the controller restarted and lost this run"
 
 
+@dataclass(frozen=True)
+class Drained:
+    """What one round of recording the controller's events did: the last event number committed, whether a run
+    finished, and the outage that stopped it before the end (None: every event fetched was recorded)."""
+
+    after: int
+    finished: bool
+    stalled: DatabaseUnavailable | None = None
+
+
 class Daemon:
     """One scheduler daemon. ``start()`` brings it up; ``stop()`` takes it down (running jobs keep running)."""
 
@@ -61,7 +73,7 @@ class Daemon:
             self.policy = create_policy(settings.policy, **settings.policy_options)
         except TypeError as exc:  # an option the policy does not take
             raise ConfigError(f"WATTSCHED_POLICY_OPTIONS: {exc}") from None
-        self.engine = make_engine(settings.resolved_database_url)
+        self.engine = make_engine(settings.resolved_database_url, DatabaseTimeouts.of(settings))
         self.store = JobStore(make_session_factory(self.engine), clock, settings.jobs_dir)
         self.signal = signal or configured_signal(settings, self.store.sessions, clock)
         self.grid_carbon = GridCarbon(self.signal, clock)
@@ -83,6 +95,7 @@ class Daemon:
         self._server: ApiServer | None = None
         self._inventory: list[GpuInfo] = []
         self._attached_epoch: str | None = None  # the controller whose runs the database was last reconciled with
+        self.db_outage = DatabaseOutage()
 
     def _load_profiles(self) -> dict[str, PowerProfile]:
         """Power profiles by job kind (empty: jobs always run at full power)."""
@@ -157,15 +170,18 @@ class Daemon:
         then requeue the runs it does not know. Returns the last event number seen and how many runs were lost.
 
         Holds the tick lock: a run a tick opens in the database before the controller starts it would
-        otherwise look lost.
+        otherwise look lost. Raises DatabaseUnavailable, before deciding anything is lost, when the database goes
+        away meanwhile.
         """
         with self._tick_lock:
             self.sync_workers()
             while True:  # what happened while no daemon listened, before deciding what was lost
-                before = after
-                after, _ = self._drain_events(after, 0.0)
-                if after == before:
+                drained = self._drain_events(after, 0.0)
+                if drained.stalled:  # a run whose end is not recorded yet would look lost
+                    raise DatabaseUnavailable("the database went away while catching up with the controller")
+                if drained.after == after:
                     break
+                after = drained.after
             lost = self.reconcile(lost_reason)
         self._attached_epoch = self.controller.epoch
         return after, lost
@@ -325,6 +341,8 @@ class Daemon:
                 self.tick()
             except ControllerUnavailable:
                 pass  # logged once when the outage began; the tick after the controller is back catches up
+            except DatabaseUnavailable as exc:
+                self.db_outage.failed("scheduling", exc)  # logged once; the next interval's tick retries
             except Exception:  # a tick must never kill the loop; the next one retries
                 log.exception("scheduling tick failed")
 
@@ -333,6 +351,8 @@ class Daemon:
             self.sync_workers()
         except ControllerUnavailable:
             pass  # getting the controller back syncs its workers
+        except DatabaseUnavailable as exc:
+            self.db_outage.failed("the inventory", exc)  # the next sync records it
 
     def sync_workers(self) -> None:
         inventory = self.controller.call("sync_workers")
@@ -382,6 +402,7 @@ class Daemon:
         with self._tick_lock:
             self._set_inventory(self.controller.call("inventory"))
             self.schedule()
+        self.db_outage.recovered()
 
     def schedule(self) -> None:
         """Decide on every waiting job with the current inventory, and apply the decisions (the scheduling core,
@@ -439,18 +460,26 @@ class Daemon:
                 if self.controller.generation != attached:
                     after, attached = self._reattach(after), self.controller.generation
                     continue
-                after, finished = self._drain_events(after, EVENT_POLL_S)
+                drained = self._drain_events(after, EVENT_POLL_S)
             except ControllerUnavailable:
                 continue  # the link logged it once; the next round gets the controller back
+            except DatabaseUnavailable as exc:  # while reattaching: nothing was decided, do it all again
+                self._stopping.wait(self.db_outage.failed("recording worker events", exc))
+                continue
             except Exception as exc:  # Ray shutting down
                 if self._stopping.is_set():
                     return
                 log.warning("fetching events from the controller failed: %s", exc)
                 self._stopping.wait(EVENT_POLL_S)
                 continue
-            if finished:
+            if drained.after != after:
+                self.db_outage.recovered()
+            after = drained.after
+            if drained.finished:
                 self._notify()
                 self.trigger_tick()
+            if drained.stalled:  # the controller keeps the rest; fetch them again from ``after``
+                self._stopping.wait(self.db_outage.failed("recording worker events", drained.stalled))
 
     def _reattach(self, after: int) -> int:
         """Catch up with a controller got back after an outage; returns the last event number seen."""
@@ -463,20 +492,30 @@ class Daemon:
         self.trigger_tick()
         return after
 
-    def _drain_events(self, after: int, timeout_s: float) -> tuple[int, bool]:
+    def _drain_events(self, after: int, timeout_s: float) -> Drained:
         """Record the controller's events after sequence number ``after`` (waiting up to ``timeout_s`` for the
-        first), acknowledge them; returns the last sequence number seen and whether a run finished."""
+        first) and acknowledge those committed.
+
+        An event is acknowledged only once what it says is in the database: at the first one the database cannot
+        take (it is away), draining stops, and that event and the ones after it stay with the controller, to be
+        fetched again from the returned ``after``. Recording is idempotent, so an event recorded but not
+        acknowledged (the daemon died in between) is recorded once when it comes again. An event that fails for
+        any other reason (a bug) is logged and passed over, so that it cannot hold up the others.
+        """
         events = self.controller.call("fetch_events", after, timeout_s)
-        finished = False
+        first_after, finished, stalled = after, False, None
         for seq, event in events:
             try:
                 finished |= self.handle_event(event)
+            except DatabaseUnavailable as exc:
+                stalled = exc
+                break
             except Exception:
                 log.exception("could not record the %s event of run %s", event.type, event.run_id)
             after = seq
-        if events:
+        if after != first_after:
             self.controller.send("ack_events", after)
-        return after, finished
+        return Drained(after, finished, stalled)
 
     def reconcile(self, reason: str = LOST_WHILE_AWAY) -> int:
         """Requeue runs the database thinks are running but the controller does not (it or its node restarted);

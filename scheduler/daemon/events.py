@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from scheduler.carbon.emissions import RunEmissions
+from scheduler.clock import to_unix_s
 from scheduler.daemon.estimates import RecentRuns
 from scheduler.errors import InvalidTransition
 from scheduler.store.job_state import RunStatus
@@ -16,21 +18,39 @@ from workers.meters.recorder import PowerSample
 
 log = logging.getLogger(__name__)
 
+#: Seconds within which two samples' times are the same sample (stored times round to the microsecond).
+SAME_SAMPLE_S = 1e-3
+
+
+class SampleMark(NamedTuple):
+    """Unix times of a run's first and last stored power samples (None: none yet)."""
+
+    first_s: float | None
+    last_s: float | None
+
 
 class EventRecorder:
-    """Turns the controller's events into store writes; remembers which samples of each open run it kept."""
+    """Turns the controller's events into store writes; remembers which samples of each open run it kept.
+
+    Recording is idempotent: the controller delivers an event again until the daemon acknowledges it, which it does
+    only after the commit, so an event may arrive twice (the daemon died, or the database went away, in between).
+    A run's end is recorded once (a closed run's events are passed over), and power samples at or before the
+    last one stored for the run are not stored again.
+    """
 
     def __init__(self, store: JobStore, run_emissions: RunEmissions, recent_runs: RecentRuns,
                  max_samples_per_run: int):
         self.store, self.run_emissions, self.recent_runs = store, run_emissions, recent_runs
         self._max_samples_per_run = max_samples_per_run
-        self._sample_marks: dict[int, tuple[float, float | None]] = {}  # run -> first, last kept
+        self._sample_marks: dict[int, SampleMark] = {}  # run -> its first and last stored samples' times
 
     def record(self, event: WorkerEvent) -> bool:
         """Record one worker event; True when a run finished (the cluster has room again).
 
         A ``Started`` event changes nothing in the store: the run was opened when the daemon started it, and how
         its cap was applied comes again with its ``Finished`` event (also when the controller makes that one).
+        Raises DatabaseUnavailable when the database is away: what was not committed is written when the event
+        comes again.
         """
         if not isinstance(event, (Progress, Finished)):
             return False
@@ -38,10 +58,13 @@ class EventRecorder:
         if not self.store.run_is_open(run_id):
             return False  # delivered again after a daemon restart: already recorded
         if isinstance(event, Progress):
-            self.store.add_progress(run_id, event.progress, self._thin(run_id, event.samples))
+            kept, mark = self._thin(run_id, event.samples)
+            self.store.add_progress(run_id, event.progress, kept)
+            self._sample_marks[run_id] = mark
             return False
-        self.store.add_samples(run_id, self._thin(run_id, event.samples, keep_last=True))
-        self._sample_marks.pop(run_id, None)
+        kept, mark = self._thin(run_id, event.samples, keep_last=True)
+        self.store.add_samples(run_id, kept)
+        self._sample_marks[run_id] = mark  # stored: a retry of this event must not store them again
         status = RunStatus(event.exit_status.value)
         energy = self.run_emissions.energy_record(run_id, event.energy, event.samples, event.power_cap)
         try:
@@ -52,19 +75,33 @@ class EventRecorder:
         else:
             if status is RunStatus.SUCCEEDED and (run := self.store.finished_run(run_id)) is not None:
                 self.recent_runs.add(run)
+        self._sample_marks.pop(run_id, None)
         return True
 
-    def _thin(self, run_id: int, samples: Sequence[PowerSample], keep_last: bool = False) -> list[PowerSample]:
-        """Keep samples at least a gap apart that grows with the run's age, so long runs stay bounded.
+    def _thin(self, run_id: int, samples: Sequence[PowerSample],
+              keep_last: bool = False) -> tuple[list[PowerSample], SampleMark]:
+        """The samples to store, and the run's mark once they are: samples after the last stored one, at least a
+        gap apart that grows with the run's age, so long runs stay bounded.
 
         Energies in samples are cumulative, so dropping a sample loses no energy, only time resolution.
         """
+        mark = self._sample_marks.get(run_id) or self._stored_mark(run_id)
+        first_s, last_s = mark
         kept = []
         for i, sample in enumerate(samples):
-            first_s, last_s = self._sample_marks.get(run_id, (sample.timestamp_s, None))
+            if first_s is None:
+                first_s = sample.timestamp_s
+            if last_s is not None and sample.timestamp_s <= last_s + SAME_SAMPLE_S:
+                continue  # stored already: this event came before
             gap_s = max(1.0, (sample.timestamp_s - first_s) / self._max_samples_per_run)
             if last_s is None or sample.timestamp_s - last_s >= gap_s or (keep_last and i == len(samples) - 1):
                 kept.append(sample)
                 last_s = sample.timestamp_s
-            self._sample_marks[run_id] = (first_s, last_s)
-        return kept
+        return kept, SampleMark(first_s, last_s)
+
+    def _stored_mark(self, run_id: int) -> SampleMark:
+        """The times of the run's first and last stored samples (the daemon restarted since they were stored)."""
+        stored = self.store.stored_samples(run_id)
+        if not stored:
+            return SampleMark(None, None)
+        return SampleMark(to_unix_s(stored[0].at), to_unix_s(stored[-1].at))
