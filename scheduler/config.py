@@ -91,6 +91,11 @@ class Settings:
     #: default: the local user's and admins' tokens, only while the API listens on a loopback address),
     #: ``admins`` (admin tokens, on any address), ``all`` (every token) or ``off``.
     command_jobs: str = "loopback"
+    #: Folders under which the paths of job specs (a dataset, a checkpoint, a command's cwd) may point, as
+    #: WATTSCHED_PATH_ROOTS=/data/datasets:/scratch (absolute, separated by ':'). Empty: the local user's home
+    #: directory for the local user's token on a daemon listening on loopback only, else none. Each user's own
+    #: jobs' directories are always allowed; the data directory and the database never (scheduler.store.paths).
+    path_roots: tuple[str, ...] = field(default=(), metadata={"separator": os.pathsep})
 
     @property
     def resolved_database_url(self) -> str:
@@ -125,7 +130,8 @@ class Settings:
                     if not isinstance(values[f.name], dict):
                         raise ValueError
                 elif isinstance(current, tuple):
-                    values[f.name] = tuple(z.strip() for z in raw.split(",") if z.strip())
+                    separator = f.metadata.get("separator", ",")
+                    values[f.name] = tuple(z.strip() for z in raw.split(separator) if z.strip())
                 else:
                     values[f.name] = raw
             except ValueError:
@@ -135,6 +141,10 @@ class Settings:
         if settings.command_jobs not in COMMAND_JOBS:
             raise ConfigError(f"{ENV_PREFIX}COMMAND_JOBS={settings.command_jobs!r} must be one of "
                               f"{', '.join(COMMAND_JOBS)}")
+        relative = [r for r in settings.path_roots if not os.path.isabs(r)]
+        if relative:
+            raise ConfigError(f"{ENV_PREFIX}PATH_ROOTS: {relative[0]!r} is not an absolute path; give folders such "
+                              "as /data/datasets, separated by ':'")
         if settings.power_budget_w < 0:
             raise ConfigError(f"{ENV_PREFIX}POWER_BUDGET_W={settings.power_budget_w:g} must be >= 0 (0: no limit)")
         for name in ("db_connect_timeout_s", "db_statement_timeout_s", "db_pool_timeout_s", "db_busy_timeout_s"):

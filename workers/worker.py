@@ -293,7 +293,7 @@ class GpuWorker:
             run.protocol = False
             env["WATTSCHED_PROGRESS"] = str(workdir / PROGRESS_FILE)
             run.progress_file = ProgressFile(workdir / PROGRESS_FILE)
-            cwd = workdir / (job["spec"].get("cwd") or ".")  # an absolute cwd replaces the workdir
+            cwd = kind.working_directory(job["spec"], workdir)  # its cwd, checked again where it runs
         processes = [ProcessSpec(rank, tuple(argv), {**env, **rank_env}, str(cwd))
                      for rank, rank_env in layout.rank_envs()]
         run.main_rank = processes[0].rank

@@ -26,6 +26,8 @@ from scheduler.store.finished_runs import RECENT_RUNS, FinishedRun
 from scheduler.errors import InvalidRequest, InvalidTransition, JobNotFound, KeyReused
 from scheduler.store.job_state import JobState, RunStatus
 from scheduler.store.launch import DEFAULT_LAUNCH, Launch, check_launch
+from scheduler.store.paths import PathRoots
+from scheduler.store.storable import check_storable
 from policies.snapshot import FULL_POWER, CapStep
 from workers.errors import SpecError
 from workers.events import CapMode, PowerCap
@@ -165,18 +167,26 @@ class JobStore:
                  interruptible: Any = False, *, not_before: Any = None, time_limit_s: Any = None,
                  priority: Any = 0, hold: Any = False, depends_on: Any = None, idempotency_key: Any = None,
                  gpus_per_node: Any = None, launch: Any = None, stop_signal: Any = None, grace_s: Any = None,
-                 owner: int | None = None) -> Submission:
+                 owner: int | None = None, paths: PathRoots | None = None) -> Submission:
         """Check a submission; a problem raises InvalidRequest naming the field and what is accepted.
 
-        ``owner``: the submitting user's id when they may only depend on their own jobs (None: any job).
+        ``owner``: the submitting user's id when they may only refer to their own jobs (``depends_on``, a spec's
+        ``job:<id>`` or a path into a job's directory), None for an admin (any job); another user's job is
+        refused exactly as a job that does not exist. ``paths``: where the spec's paths may point (None: not
+        checked, for callers inside the daemon); they are stored resolved.
         """
         try:
             job_kind = self.kinds.get(kind)
             if not isinstance(spec, dict):
                 raise InvalidRequest("spec: must be a JSON object", "spec")
-            normalised = job_kind.resolve(job_kind.validate(spec), self._find_job)
+            check_storable(spec, "spec")
+            normalised = job_kind.resolve(job_kind.validate(spec), lambda job_id: self._find_job(job_id, owner))
         except SpecError as exc:
             raise InvalidRequest(str(exc), exc.field) from None
+        if paths is not None:
+            for key, path in job_kind.paths(normalised).items():
+                normalised = {**normalised, key: paths.check(
+                    f"spec.{key}", path, admin=owner is None, owns_job=lambda job_id: self._owns(job_id, owner))}
         if isinstance(gpus, bool) or not isinstance(gpus, int) or not 1 <= gpus <= MAX_GPUS_PER_JOB:
             raise InvalidRequest(f"gpus: must be an integer from 1 to {MAX_GPUS_PER_JOB}, got {gpus!r}", "gpus")
         zone_list: tuple[str, ...] = ()
@@ -248,13 +258,20 @@ class JobStore:
                 raise InvalidRequest(f"depends_on: no job with id {missing[0]!r}", "depends_on")
         return ids
 
-    def _find_job(self, job_id: str) -> ReferencedJob | None:
-        """A job a spec refers to (``job:<id>``), for its kind to resolve the reference; None if there is none."""
+    def _find_job(self, job_id: str, owner: int | None = None) -> ReferencedJob | None:
+        """A job a spec refers to (``job:<id>``), for its kind to resolve the reference; None if there is none,
+        or (with ``owner``) if it is another user's."""
         if not JOB_ID_PATTERN.fullmatch(job_id):
             return None
         with self.sessions() as session:
             job = session.get(Job, job_id)
-            return None if job is None else ReferencedJob(job.id, job.kind, dict(job.spec or {}), job.workdir)
+            if job is None or (owner is not None and job.user_id != owner):
+                return None
+            return ReferencedJob(job.id, job.kind, dict(job.spec or {}), job.workdir)
+
+    def _owns(self, job_id: str, owner: int | None) -> bool:
+        """Whether ``job_id`` names a job, and (with ``owner``) that user's."""
+        return JOB_ID_PATTERN.fullmatch(job_id) is not None and self._find_job(job_id, owner) is not None
 
     def submit(self, submission: Submission, user_id: int | None = None) -> Job:
         return self.submit_once(submission, user_id)[0]

@@ -8,6 +8,7 @@ they are what the run would have emitted elsewhere or at another time, never a m
 
 from __future__ import annotations
 
+import os
 from datetime import datetime
 from typing import Any, Iterable
 
@@ -90,17 +91,42 @@ def _user_name(job: Job) -> str | None:
     return None if user is None else user.name
 
 
-def job_view(job: Job) -> dict[str, Any]:
+#: What a server path in a job's view reads as to a user who may not see it.
+HIDDEN_PATH = "(a path on the server)"
+
+
+def shows_paths(job: Job, user_id: int | None, is_admin: bool) -> bool:
+    """Whether a viewer sees the job's absolute server paths: its submitter and admins do."""
+    return is_admin or (user_id is not None and job.user_id == user_id)
+
+
+def _hide_paths(value: Any) -> Any:
+    """``value`` (a spec or result) with every absolute path in its top-level values or lists replaced."""
+    if not isinstance(value, dict):
+        return value
+
+    def hide(item: Any) -> Any:
+        if isinstance(item, str) and os.path.isabs(os.path.expanduser(item)):
+            return HIDDEN_PATH
+        return [hide(i) for i in item] if isinstance(item, list) else item
+
+    return {key: hide(item) for key, item in value.items()}
+
+
+def job_view(job: Job, paths: bool = True) -> dict[str, Any]:
+    """A job as the API shows it; ``paths``: with its absolute server paths (its workdir, the paths of its spec
+    and result), for its submitter and admins only (``shows_paths``)."""
     runs = list(job.runs)
+    spec, result = (job.spec, job.result) if paths else (_hide_paths(job.spec), _hide_paths(job.result))
     return {
-        "id": job.id, "kind": job.kind, "spec": job.spec, "gpus": job.gpus, "state": job.state,
+        "id": job.id, "kind": job.kind, "spec": spec, "gpus": job.gpus, "state": job.state,
         "reason": job.reason, "wait_code": job.wait_code, "wait_plugin": job.wait_plugin,
         "unschedulable": job.wait_code == Code.UNRESOLVABLE.value,  # no node of its zones can ever take it
         "zones": list(job.zones or []), "deadline": iso(job.deadline_at),
         "interruptible": job.interruptible, "cancel_requested": job.cancel_requested,
         "submitted_at": iso(job.submitted_at), "started_at": iso(job.started_at),
-        "finished_at": iso(job.finished_at), "progress": job.progress, "result": job.result, "error": job.error,
-        "workdir": job.workdir, "user": _user_name(job), "priority": job.priority,
+        "finished_at": iso(job.finished_at), "progress": job.progress, "result": result, "error": job.error,
+        "workdir": job.workdir if paths else None, "user": _user_name(job), "priority": job.priority,
         "not_before": iso(job.not_before_at), "time_limit_s": job.time_limit_s, "hold": bool(job.held),
         "depends_on": list(job.depends_on or []), "idempotency_key": job.idempotency_key,
         **Launch.of(job).to_dict(),

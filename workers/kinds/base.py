@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from workers.kinds.progress import Report, ShouldStop, never_stop, no_report
+from workers.kinds.spec_paths import check_at_launch
 
 #: How a spec refers to another job, e.g. a sampling job's ``"checkpoint": "job:<id>"`` (that job's workdir).
 JOB_REF_PREFIX = "job:"
@@ -79,8 +80,9 @@ class JobKind(ABC):
     def validate(self, spec: Any) -> dict[str, Any]:
         """The user's spec checked and normalised (every default filled in, JSON-able).
 
-        Raises SpecError naming the field (``spec``, ``spec.<name>``) and what it accepts. Pure: what a spec
-        points to (a file, a checkpoint) is checked by ``run``, since the scheduler may not see that file system.
+        Raises SpecError naming the field (``spec``, ``spec.<name>``) and what it accepts. Pure: where a spec's
+        paths may point is the scheduler's to check (``paths``), and what they hold is checked by ``run``, since
+        the scheduler may not see that file system.
         """
 
     def resolve(self, spec: dict[str, Any], find_job: FindJob) -> dict[str, Any]:
@@ -90,6 +92,28 @@ class JobKind(ABC):
         The default: a kind whose specs refer to no other job returns the spec as it is.
         """
         return spec
+
+    def paths(self, spec: Mapping[str, Any]) -> dict[str, str]:
+        """The spec's keys that name a file or folder on the workers (``dataset``, ``checkpoint``, ``cwd``), with
+        their values, for a (resolved) spec: the scheduler lets them through only under the roots it allows and
+        stores them resolved (``scheduler.store.paths``); ``run`` checks them again where the job runs
+        (``workers.kinds.spec_paths.check_at_launch``). A relative path is under the job's own directory.
+
+        The default: a kind whose specs name no path.
+        """
+        return {}
+
+    def checked_spec(self, spec: Mapping[str, Any], workdir: Path) -> dict[str, Any]:
+        """The spec with each of its ``paths`` checked again where the job runs and made absolute (SpecError
+        naming the field otherwise): ``run`` opens the paths of this spec only."""
+        checked = dict(spec)
+        for key, path in self.paths(spec).items():
+            checked[key] = str(check_at_launch(f"spec.{key}", path, workdir))
+        return checked
+
+    def working_directory(self, spec: Mapping[str, Any], workdir: Path) -> Path:
+        """Where the job's processes start: its own directory (a kind with ``argv`` may say otherwise)."""
+        return workdir
 
     def argv(self, spec: Mapping[str, Any]) -> list[str] | None:
         """The command line of each of the job's processes; None (the default) runs ``workers.job_process``, which

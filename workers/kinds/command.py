@@ -18,10 +18,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from workers.errors import JobFailed, SpecError
 from workers.kinds.base import JobContext, JobKind
+from workers.kinds.spec_paths import check_at_launch
 from workers.kinds.spec_fields import Rule, parse_fields, spec_field, to_dict, validate_fields
 
 NAME = "command"
@@ -103,6 +105,15 @@ class Command(JobKind):
 
     def argv(self, spec: Mapping[str, Any]) -> list[str] | None:
         return list(spec["argv"])
+
+    def paths(self, spec: Mapping[str, Any]) -> dict[str, str]:
+        return {"cwd": spec["cwd"]} if spec.get("cwd") else {}
+
+    def working_directory(self, spec: Mapping[str, Any], workdir: Path) -> Path:
+        """The spec's cwd, checked again where the job runs; the job's directory when it gives none."""
+        if not spec.get("cwd"):
+            return workdir
+        return check_at_launch("spec.cwd", spec["cwd"], workdir, folder_links=False)
 
     def work_units(self, spec: Mapping[str, Any]) -> float | None:
         """Unknown: only the job's own progress lines say (``total``)."""

@@ -114,6 +114,10 @@ class DiffusionSample(JobKind):
             resolved["num_inference_steps"] = inference_steps(spec["sampler"], None, timesteps)
         return resolved
 
+    def paths(self, spec: Mapping[str, Any]) -> dict[str, str]:
+        checkpoint = spec["checkpoint"]  # a job:<id> not yet resolved names no path
+        return {} if checkpoint.startswith(JOB_REF_PREFIX) else {"checkpoint": checkpoint}
+
     def work_units(self, spec: Mapping[str, Any]) -> float:
         steps = spec.get("num_inference_steps")
         if steps is None:  # the checkpoint decides; the scheduler assumes a default training schedule
@@ -131,6 +135,7 @@ class DiffusionSample(JobKind):
         return self.work_units(spec)
 
     def run(self, spec: Mapping[str, Any], context: JobContext) -> dict[str, Any]:
+        checked = self.parse(self.checked_spec(spec, context.workdir))  # before anything is opened
         from workers.diffusion.sample import sample  # torch and diffusers: only where the job runs
 
-        return sample(self.parse(spec), context.workdir, context.report, context.should_stop)
+        return sample(checked, context.workdir, context.report, context.should_stop)

@@ -104,6 +104,10 @@ class DiffusionTrain(JobKind):
     def validate(self, spec: Any) -> dict[str, Any]:
         return self.parse(spec).to_dict()
 
+    def paths(self, spec: Mapping[str, Any]) -> dict[str, str]:
+        dataset = spec.get("dataset", DIGITS)
+        return {} if dataset == DIGITS else {"dataset": dataset}
+
     def work_units(self, spec: Mapping[str, Any]) -> float:
         # The job's steps counted across resumes: its progress reports say {"step": done, "total": steps}.
         return float(spec.get("steps", default_of(TrainSpec, "steps")))
@@ -118,6 +122,7 @@ class DiffusionTrain(JobKind):
         return self.work_units(spec)
 
     def run(self, spec: Mapping[str, Any], context: JobContext) -> dict[str, Any]:
+        checked = self.parse(self.checked_spec(spec, context.workdir))  # before anything is opened
         from workers.diffusion.train import train  # torch and diffusers: only where the job runs
 
-        return train(self.parse(spec), context.workdir, context.report, context.should_stop)
+        return train(checked, context.workdir, context.report, context.should_stop)
