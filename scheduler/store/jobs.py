@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
+import os
 import re
+import shutil
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from sqlalchemy import Select, func, insert, select
+from sqlalchemy import Select, delete, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
@@ -32,6 +35,9 @@ from policies.snapshot import FULL_POWER, CapStep
 from workers.errors import SpecError
 from workers.events import CapMode, PowerCap
 from workers.kinds import KindRegistry, ReferencedJob, builtin_kinds
+from workers.kinds.spec_paths import is_within
+
+log = logging.getLogger(__name__)
 
 MAX_GPUS_PER_JOB = 64
 MAX_ZONE_NAME = 64
@@ -528,6 +534,61 @@ class JobStore:
             else:
                 transition(session, job, JobState.CANCELLED, why, now)
         return self.get(job_id), must_stop
+
+    def delete(self, job_id: str, owner: int | None = None) -> bool:
+        """Remove a job that has ended, with its events, runs, energy and power samples, then its directory (only
+        the one it has in the jobs directory). Returns whether that directory is gone (False: it could not be
+        removed, or lies elsewhere; the log says why).
+
+        owner: only if the job is this user id's (else JobNotFound). InvalidTransition while the job has not
+        ended, or while a job that has not ended needs it (depends on it, or reads a path in its directory).
+        """
+        with self.sessions.begin() as session:
+            job = session.scalars(select(Job).where(Job.id == job_id).with_for_update()).one_or_none()
+            if job is None or (owner is not None and job.user_id != owner):
+                raise JobNotFound(job_id)
+            state = JobState(job.state)
+            if not state.terminal:
+                raise InvalidTransition(f"job {job_id} is {state.value}; cancel it, and delete it once it has ended")
+            workdir = job.workdir
+            if self._needed(session, job_id, workdir):
+                # which job needs it is not said: it may be another user's
+                raise InvalidTransition(f"job {job_id} is needed by a job that has not ended (it depends on it or "
+                                        "reads from its directory); delete it once that job has ended")
+            runs = select(Run.id).where(Run.job_id == job_id)
+            session.execute(delete(PowerSample).where(PowerSample.run_id.in_(runs)))
+            session.execute(delete(RunEnergy).where(RunEnergy.run_id.in_(runs)))
+            session.execute(delete(Run).where(Run.job_id == job_id))
+            session.execute(delete(JobEvent).where(JobEvent.job_id == job_id))
+            session.execute(delete(Job).where(Job.id == job_id))
+        return self._remove_workdir(job_id, workdir)
+
+    @staticmethod
+    def _needed(session: Session, job_id: str, workdir: str) -> bool:
+        """Whether a job that has not ended depends on ``job_id`` or names a path in its directory."""
+        folders = {os.path.realpath(workdir), os.path.normpath(workdir)} if workdir else set()
+        ended = [s.value for s in JobState if s.terminal]
+        for depends_on, spec in session.execute(select(Job.depends_on, Job.spec).where(Job.state.not_in(ended))):
+            if job_id in (depends_on or ()):
+                return True
+            if any(isinstance(v, str) and is_within(v, f) for v in (spec or {}).values() for f in folders):
+                return True
+        return False
+
+    def _remove_workdir(self, job_id: str, workdir: str) -> bool:
+        """Remove the job's directory if it is ``jobs_dir/<job_id>`` itself (not a link to one elsewhere)."""
+        own = os.path.join(os.path.realpath(self.jobs_dir), job_id)
+        if not workdir or os.path.islink(workdir) or os.path.realpath(workdir) != own:
+            log.warning("job %s deleted; its directory %r is not %s, so it was left in place", job_id, workdir, own)
+            return False
+        try:
+            shutil.rmtree(own)
+        except FileNotFoundError:
+            pass  # it never ran
+        except OSError as exc:
+            log.warning("job %s deleted; its directory %s could not be removed: %s", job_id, own, exc)
+            return False
+        return True
 
     def hold(self, job_id: str, owner: int | None = None) -> Job:
         """Keep a waiting job from starting until it is released (Slurm's ``scontrol hold``)."""
