@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import threading
 import time
@@ -25,14 +26,16 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from scheduler.api.command_access import KIND as COMMAND_KIND
-from scheduler.api.command_access import check_command_access
+from scheduler.api.command_access import check_command_access, listens_on_loopback
+from scheduler.api.responses import SafeJSONResponse
 from scheduler.api.service import SchedulerService
 from scheduler.store.auth import Principal
 from scheduler.errors import (Forbidden, InvalidRequest, InvalidTransition, JobNotFound, KeyReused, TooLarge,
                               Unauthenticated, WattschedError)
 from scheduler.store.exports import GROUP_BY
 from scheduler.store.job_state import JobState
-from scheduler.store.views import history_view, job_view
+from scheduler.store.paths import PathRoots
+from scheduler.store.views import history_view, job_view, shows_paths
 from workers.kinds import builtin_kinds
 
 MAX_WAIT_S = 60.0
@@ -99,8 +102,8 @@ ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 403, 404, 40
 
 
 def _error(status: int, code: str, message: str, field: str | None = None) -> JSONResponse:
-    return JSONResponse(status_code=status,
-                        content={"error": {"code": code, "message": message[:1000], "field": field}})
+    return SafeJSONResponse(status_code=status,
+                            content={"error": {"code": code, "message": message[:1000], "field": field}})
 
 
 # --- parsing parameters --------------------------------------------------------------------------------
@@ -183,13 +186,17 @@ def create_app(daemon: SchedulerService) -> FastAPI:
     """The API over a scheduler service (``scheduler.api.service``; the daemon is one); blocking calls run in
     FastAPI's thread pool."""
     app = FastAPI(title="wattsched", version="1", docs_url="/v1/docs", redoc_url=None,
-                  openapi_url="/v1/openapi.json",
+                  openapi_url="/v1/openapi.json", default_response_class=SafeJSONResponse,
                   description="Energy- and carbon-aware scheduling of GPU jobs. Authenticate with a bearer token.")
     bearer = HTTPBearer(auto_error=False, description="a wattsched API token (wattsched token create)")
     # Submissions use at most as many threads as the pool keeps connections: beyond that the pool would open
     # (and close) an extra database connection per request, which costs more than waiting for a pooled one.
     # A thread semaphore, not an anyio limiter: that one binds to the event loop it is first used on.
     db_slots = threading.BoundedSemaphore(max(2, daemon.db_pool_size()))
+    path_roots = PathRoots.for_daemon(daemon.settings, listens_on_loopback(daemon.settings.host))
+
+    def view(job, who: Principal) -> dict[str, Any]:
+        return job_view(job, shows_paths(job, who.user_id, who.is_admin))
 
     async def principal(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Principal:
         secret = credentials.credentials if credentials is not None else None
@@ -298,14 +305,15 @@ def create_app(daemon: SchedulerService) -> FastAPI:
                 time_limit_s=body.get("time_limit_s"), priority=body.get("priority", 0),
                 hold=body.get("hold", False), depends_on=body.get("depends_on"), idempotency_key=key,
                 gpus_per_node=body.get("gpus_per_node"), launch=body.get("launch"),
-                stop_signal=body.get("stop_signal"), grace_s=body.get("grace_s"), owner=who.owner_filter())
+                stop_signal=body.get("stop_signal"), grace_s=body.get("grace_s"), owner=who.owner_filter(),
+                paths=path_roots)
             job, created = daemon.submit_once(submission, who.user_id)
-            view = job_view(job)
-            view["user"] = view["user"] or who.user  # a new job's user is not read back: it is the submitter
-            return view, created
+            shown = job_view(job)  # its submitter's: with its paths
+            shown["user"] = shown["user"] or who.user  # a new job's user is not read back: it is the submitter
+            return shown, created
 
-        view, created = await run_in_threadpool(run)
-        return JSONResponse(view, status_code=201 if created else 200)
+        shown, created = await run_in_threadpool(run)
+        return SafeJSONResponse(shown, status_code=201 if created else 200)
 
     @app.get("/v1/jobs", responses=ERRORS, summary="Jobs newest first, filtered, paginated (limit/offset, total)")
     def list_jobs(state: str | None = None, kind: str | None = None, user: str | None = None,
@@ -319,23 +327,23 @@ def create_app(daemon: SchedulerService) -> FastAPI:
             _text_param(state, "state"), _text_param(kind, "kind"), limit_n, offset_n, owner=who.owner_filter(),
             user=user, zone=_text_param(zone, "zone"), since=_parse_time(since, "since"),
             until=_parse_time(until, "until"))
-        return {"jobs": [job_view(j) for j in jobs], "total": total, "limit": limit_n, "offset": offset_n}
+        return {"jobs": [view(j, who) for j in jobs], "total": total, "limit": limit_n, "offset": offset_n}
 
     @app.get("/v1/jobs/{job_id}", responses=ERRORS, summary="One job with its runs, energy and reason")
     def get_job(job_id: str, who: Principal = Depends(principal)) -> dict[str, Any]:
-        return job_view(daemon.store.get(_checked_job_id(job_id), owner=who.owner_filter()))
+        return view(daemon.store.get(_checked_job_id(job_id), owner=who.owner_filter()), who)
 
     @app.post("/v1/jobs/{job_id}/cancel", responses=ERRORS, summary="Cancel a job (a running one stops shortly)")
     def cancel(job_id: str, who: Principal = Depends(principal)) -> dict[str, Any]:
-        return job_view(daemon.cancel(_checked_job_id(job_id), owner=who.owner_filter()))
+        return view(daemon.cancel(_checked_job_id(job_id), owner=who.owner_filter()), who)
 
     @app.post("/v1/jobs/{job_id}/hold", responses=ERRORS, summary="Keep a waiting job from starting")
     def hold(job_id: str, who: Principal = Depends(principal)) -> dict[str, Any]:
-        return job_view(daemon.hold(_checked_job_id(job_id), owner=who.owner_filter()))
+        return view(daemon.hold(_checked_job_id(job_id), owner=who.owner_filter()), who)
 
     @app.post("/v1/jobs/{job_id}/release", responses=ERRORS, summary="Let a held job be scheduled")
     def release(job_id: str, who: Principal = Depends(principal)) -> dict[str, Any]:
-        return job_view(daemon.release(_checked_job_id(job_id), owner=who.owner_filter()))
+        return view(daemon.release(_checked_job_id(job_id), owner=who.owner_filter()), who)
 
     @app.get("/v1/jobs/{job_id}/wait", responses=ERRORS, summary="Long poll: the job once over, or after timeout_s")
     async def wait(job_id: str, timeout_s: float = 30.0, who: Principal = Depends(principal)) -> dict[str, Any]:
@@ -344,7 +352,7 @@ def create_app(daemon: SchedulerService) -> FastAPI:
         job_id = _checked_job_id(job_id)
         await run_in_threadpool(daemon.store.check_owner, job_id, who.owner_filter())
         job = await asyncio.to_thread(daemon.wait_for, job_id, timeout_s)
-        return job_view(job)
+        return view(job, who)
 
     @app.get("/v1/jobs/{job_id}/logs", responses=ERRORS,
              summary="A chunk of the job's stderr.log or events.jsonl from a byte offset, and the next offset")
@@ -374,6 +382,12 @@ def create_app(daemon: SchedulerService) -> FastAPI:
         size = await run_in_threadpool(_size, path)
         return {"job_id": job_id, "stream": stream, "offset": offset, "next_offset": offset + used, "text": text,
                 "state": job.state, "complete": terminal and offset + used >= size}
+
+    @app.delete("/v1/jobs/{job_id}", responses=ERRORS,
+                summary="Delete a job that has ended, with its runs, energy and outputs (users: their own)")
+    def delete_job(job_id: str, who: Principal = Depends(principal)) -> dict[str, Any]:
+        removed = daemon.store.delete(_checked_job_id(job_id), owner=who.owner_filter())
+        return {"id": job_id, "deleted": True, "outputs_removed": removed}
 
     # --- history, carbon, status ---
 
@@ -464,6 +478,8 @@ def _own_user_filter(who: Principal, user: str | None) -> str | None:
 def _read_chunk(path: Path, offset: int, max_bytes: int) -> bytes:
     try:
         with path.open("rb") as f:
+            if offset >= os.fstat(f.fileno()).st_size:
+                return b""  # past the end: seeking there may fail (EINVAL) on file systems with smaller limits
             f.seek(offset)
             return f.read(max_bytes)
     except FileNotFoundError:

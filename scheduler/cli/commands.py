@@ -256,6 +256,14 @@ def _cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+def _delete(args: argparse.Namespace) -> int:
+    removed = _client(args).delete(args.job_id)
+    text = f"deleted job {args.job_id}" + ("" if removed else "; its directory was left in place (see the "
+                                                                "daemon's log)")
+    _emit(args, {"id": args.job_id, "deleted": True, "outputs_removed": removed}, text)
+    return 0
+
+
 def _history(args: argparse.Namespace) -> int:
     history = _client(args).history(since=_when(args.since, "--since", past=True),
                                     until=_when(args.until, "--until", past=True), kind=args.kind,
@@ -436,6 +444,11 @@ def build_parser() -> argparse.ArgumentParser:
     output(sub, tables.FORMATS)
 
     sub = command("cancel", _cancel, "cancel a job (a running one stops shortly)")
+    sub.add_argument("job_id", metavar="JOB_ID")
+    output(sub, ("text", "json"))
+
+    sub = command("delete", _delete, "delete a job that has ended, with its runs, energy and outputs (admins: "
+                  "any job; users: their own)")
     sub.add_argument("job_id", metavar="JOB_ID")
     output(sub, ("text", "json"))
 

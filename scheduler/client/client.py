@@ -226,6 +226,13 @@ class Client:
         ``cancel_requested`` until its worker stops it. Cancelling a finished job raises Conflict."""
         return self._parse(Job, self._request("POST", f"/v1/jobs/{quote(str(job_id), safe='')}/cancel"))
 
+    def delete(self, job_id: str) -> bool:
+        """Delete a job that has ended, with its runs, energy and outputs (admins: any job; users: their own).
+        Returns whether its directory was removed too. A job that has not ended, or that a job still waiting or
+        running needs, raises Conflict."""
+        answer = self._request("DELETE", f"/v1/jobs/{quote(str(job_id), safe='')}")
+        return bool(self._field(answer, "outputs_removed"))
+
     def list(self, state: JobState | str | None = None, kind: str | None = None, limit: int = 100,
              offset: int = 0, *, user: str | None = None, zone: str | None = None,
              since: datetime | str | None = None, until: datetime | str | None = None) -> list[Job]:
