@@ -55,8 +55,10 @@ class Settings:
     logical_gpus: int = 2
     #: GPU model the simulated meter imitates for logical GPUs (see workers.meters.gpu_types).
     logical_gpu_type: str = "A100-SXM4-40GB"
-    #: Zones of the logical GPUs of the embedded default, assigned round-robin.
-    logical_zones: tuple[str, ...] = ("DE", "FR")
+    #: Zones of the logical GPUs of the embedded default, assigned round-robin (empty: all in ``default_zone``, as a
+    #: real node without a zone label; a job's GPUs share one zone, so spreading two GPUs over two zones means no
+    #: two-GPU job can ever start).
+    logical_zones: tuple[str, ...] = ()
     #: Zone of a GPU whose node carries no ``wattsched.io/zone`` label.
     default_zone: str = "DE"
     #: Name of the scheduling policy (see policies.builtin).

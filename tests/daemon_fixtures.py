@@ -49,7 +49,7 @@ def running_daemon(data_dir, signal=None, **settings):
     if ray.is_initialized():
         ray.shutdown()
     settings = replace(Settings.from_env(environ={}), data_dir=data_dir, port=0,
-                       **{"logical_gpus": 2, "sample_interval_s": 0.2, **settings})
+                       **{"logical_gpus": 2, "logical_zones": ("DE", "FR"), "sample_interval_s": 0.2, **settings})
     daemon = Daemon(settings, signal=signal).start()
     try:
         yield daemon

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from scheduler.config import Settings
+
 from daemon_fixtures import JOB_TIMEOUT_S, poll, running_daemon, wait_until_running
 
 pytestmark = pytest.mark.ray
@@ -99,8 +101,9 @@ os.replace(checkpoint + ".tmp", checkpoint)
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory):
-    # One zone for both logical GPUs: a two-GPU job must find them on one node of one zone.
-    with running_daemon(tmp_path_factory.mktemp("wattsched"), logical_zones=("DE",)) as daemon:
+    # The embedded default's zones (Settings' own: both logical GPUs in the default zone), so a two-GPU job finds
+    # them on one node of one zone.
+    with running_daemon(tmp_path_factory.mktemp("wattsched"), logical_zones=Settings().logical_zones) as daemon:
         yield daemon
 
 

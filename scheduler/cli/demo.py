@@ -29,6 +29,8 @@ TRAIN_FR = {**TRAIN_DE, "steps": 60, "mixed_precision": "bf16", "gradient_checkp
 POLL_S = 0.5
 #: Real seconds per hour of the synthetic grid's day (the demo clock): a day passes in a minute.
 DEMO_SECONDS_PER_HOUR = 2.5
+#: The zones the demo's logical GPUs stand in, unless WATTSCHED_LOGICAL_ZONES says otherwise.
+DEMO_ZONES = ("DE", "FR")
 #: The grid's hour of day when the demo starts: just before the evening peak, when waiting pays.
 DEMO_START_HOUR = 16.0
 #: The shortest stretch an interruptible job runs before it may be suspended again (each resume restarts a
@@ -94,6 +96,8 @@ def main(args=None) -> int:
     from scheduler.daemon.daemon import Daemon
 
     settings = Settings.from_env()
+    if not settings.logical_zones:  # the demo shows space shifting: its logical GPUs stand in two zones
+        settings = replace(settings, logical_zones=DEMO_ZONES)
     data_dir = Path(tempfile.mkdtemp(prefix="wattsched-demo-"))
     settings = replace(settings, data_dir=data_dir, database_url="", port=0, ray_address="", policy="carbon-aware",
                        policy_options={"min_stretch_s": DEMO_MIN_STRETCH_S}, carbon_config="")
