@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import re
 import threading
@@ -30,8 +31,8 @@ from scheduler.api.command_access import check_command_access, listens_on_loopba
 from scheduler.api.responses import SafeJSONResponse
 from scheduler.api.service import SchedulerService
 from scheduler.store.auth import Principal
-from scheduler.errors import (Forbidden, InvalidRequest, InvalidTransition, JobNotFound, KeyReused, TooLarge,
-                              Unauthenticated, WattschedError)
+from scheduler.errors import (DatabaseUnavailable, Forbidden, InvalidRequest, InvalidTransition, JobNotFound,
+                              KeyReused, TooLarge, Unauthenticated, WattschedError)
 from scheduler.store.exports import GROUP_BY
 from scheduler.store.job_state import JobState
 from scheduler.store.paths import PathRoots
@@ -55,7 +56,8 @@ PUBLIC_PATHS = frozenset({"/v1/openapi.json"})
 
 class ErrorDetail(BaseModel):
     code: str = Field(description="stable machine-readable code: bad_request, invalid_spec, unauthorized, "
-                                  "forbidden, not_found, conflict, too_large, unavailable, internal")
+                                  "forbidden, not_found, conflict, too_large, unavailable, database_unavailable, "
+                                  "internal")
     message: str = Field(description="one line for people, naming the field and what it accepts")
     field: str | None = Field(description="the field at fault (spec.steps, deadline, limit), or null")
 
@@ -252,6 +254,15 @@ def create_app(daemon: SchedulerService) -> FastAPI:
     @app.exception_handler(WattschedError)
     async def _scheduler_error(_request, exc: WattschedError):
         return _error(503, "unavailable", str(exc))
+
+    @app.exception_handler(DatabaseUnavailable)
+    async def _database_unavailable(_request, exc: DatabaseUnavailable):
+        # Not the driver's words: they name the database's host and port, which users need not know.
+        retry_after_s = max(1, math.ceil(exc.retry_after_s))
+        response = _error(503, "database_unavailable", f"the scheduler's database is unavailable (refusing "
+                          f"connections or not answering in time); try again in {retry_after_s} s")
+        response.headers["Retry-After"] = str(retry_after_s)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request, exc: RequestValidationError):

@@ -47,6 +47,12 @@ DEFAULT_URL = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}"
 _GET_TRIES = 3  # GETs and submissions (idempotent by their key); other POSTs once: one that failed mid-way
 # may have been applied
 _RETRY_BACKOFF_S = 0.2  # then 0.4 s: enough for a blip or a port rebind; an outage should fail fast
+# A 503 (the daemon is up but its database is away) is asked again, for the requests above, after the answer's
+# Retry-After (at most _UNAVAILABLE_MAX_WAIT_S) or else a backoff doubling from _UNAVAILABLE_BACKOFF_S, while the
+# waits add up to at most _UNAVAILABLE_PATIENCE_S: long enough for a database restart or a failover.
+_UNAVAILABLE_BACKOFF_S = 0.5
+_UNAVAILABLE_MAX_WAIT_S = 10.0
+_UNAVAILABLE_PATIENCE_S = 30.0
 _LONG_POLL_S = 30.0  # one /wait request; the API holds it at most 60 s
 _LOG_POLL_S = 10.0  # one /logs request while following; the daemon answers as soon as there is more
 
@@ -70,6 +76,18 @@ def _iso(at: datetime | str | None) -> str | None:
     if at is None or isinstance(at, str):
         return at
     return at.astimezone(timezone.utc).isoformat()
+
+
+def _retry_after_s(response: requests.Response, default_s: float) -> float:
+    """Seconds to wait before asking again, as the answer's Retry-After says (in seconds; its other form, an HTTP
+    date, and a missing one give ``default_s``), at most ``_UNAVAILABLE_MAX_WAIT_S``."""
+    try:
+        wait_s = float(response.headers.get("Retry-After", ""))
+    except ValueError:
+        wait_s = default_s
+    if wait_s != wait_s:  # "nan" parses as a float too
+        wait_s = default_s
+    return min(max(wait_s, 0.0), _UNAVAILABLE_MAX_WAIT_S)
 
 
 def _api_error(response: requests.Response) -> ApiError:
@@ -289,23 +307,34 @@ class Client:
                  headers: dict[str, str] | None = None, retry: bool = False) -> Any:
         """The decoded JSON answer, or the ClientError that says what went wrong.
 
-        GETs, and requests marked ``retry`` (idempotent ones), are tried again on connection errors.
+        GETs, and requests marked ``retry`` (idempotent ones), are tried again on connection errors, and on 503
+        answers (the daemon's database is away) for as long as their Retry-After says, within a bound.
         """
-        tries = _GET_TRIES if method == "GET" or retry else 1
+        retryable = method == "GET" or retry
+        tries = _GET_TRIES if retryable else 1
         timeout_s = self.timeout_s if timeout_s is None else timeout_s
-        for attempt in range(tries):
+        attempt, unavailable, waited_s = 0, 0, 0.0
+        while True:
             try:
                 response = self._session.request(method, self.url + path, params=params, json=body,
                                                  timeout=timeout_s, headers=headers)
-                break
             except requests.ConnectionError as exc:  # refused, reset or connect timeout: worth another try
-                if attempt + 1 == tries:
+                attempt += 1
+                if attempt == tries:
                     raise self._connection_failed(exc, timeout_s) from exc
-                time.sleep(_RETRY_BACKOFF_S * 2**attempt)
+                time.sleep(_RETRY_BACKOFF_S * 2 ** (attempt - 1))
+                continue
             except requests.Timeout as exc:  # it accepted the request but is stuck: asking again would not help
                 raise self._connection_failed(exc, timeout_s) from exc
             except requests.RequestException as exc:
                 raise ClientError(f"request to {self.url} failed: {exc}") from exc
+            if response.status_code != 503 or not retryable:
+                break
+            wait_s = _retry_after_s(response, _UNAVAILABLE_BACKOFF_S * 2**unavailable)
+            if waited_s + wait_s > _UNAVAILABLE_PATIENCE_S:
+                break  # raise the 503: it says what is away
+            time.sleep(wait_s)
+            unavailable, waited_s = unavailable + 1, waited_s + wait_s
         if response.status_code >= 400:
             raise _api_error(response)
         try:

@@ -32,6 +32,11 @@ class DatabaseOutage:
     def ongoing(self) -> bool:
         return self._since_s is not None
 
+    @property
+    def failures(self) -> int:
+        """Attempts that failed since the outage began (0: none is going on)."""
+        return self._failures
+
     def failed(self, what: str, exc: BaseException) -> float:
         """``what`` could not be done because the database is away; returns the seconds to wait before retrying."""
         with self._lock:
