@@ -178,6 +178,20 @@ def test_relative_paths_stay_in_the_jobs_own_directory(daemon):
     refused(submit(admin, "diffusion-train", {"dataset": "../other/images"}), "spec.dataset")
 
 
+def test_a_root_given_through_a_link_allows_paths_written_either_way(upgraded_db_url, tmp_path):
+    real = tmp_path / "mnt" / "datasets"
+    real.mkdir(parents=True)
+    (tmp_path / "datasets").symlink_to(real)
+    daemon = make_daemon(upgraded_db_url, tmp_path / "data", host="0.0.0.0",
+                         path_roots=(str(tmp_path / "datasets"),))
+    alice = as_user(daemon, "alice")
+    for given in (tmp_path / "datasets" / "faces", real / "faces"):
+        accepted = submit(alice, "diffusion-train", {"dataset": str(given)})
+        assert accepted.status_code == 201 and accepted.json()["spec"]["dataset"] == str(real / "faces")
+    refused(submit(alice, "diffusion-train", {"dataset": str(tmp_path / "mnt")}), "spec.dataset")
+    daemon.engine.dispose()
+
+
 def test_path_roots_setting():
     settings = Settings.from_env({"WATTSCHED_PATH_ROOTS": "/data/datasets:/scratch"})
     assert settings.path_roots == ("/data/datasets", "/scratch")

@@ -36,31 +36,32 @@ _SQLITE_SIDE_FILES = ("", "-wal", "-shm", "-journal")
 
 @dataclass(frozen=True)
 class PathRoots:
-    """One daemon's rules for spec paths (see the module docstring); all paths absolute and resolved.
+    """One daemon's rules for spec paths (see the module docstring). Each folder is listed as configured and as
+    it resolves (when a link leads elsewhere), so a path is judged alike whichever way it is written.
 
-    roots: allowed to every token; local_roots: allowed to the local user's (admin) tokens only; jobs_dir: the
+    roots: allowed to every token; local_roots: allowed to the local user's (admin) tokens only; jobs_dirs: the
     job directories' parent; private: never allowed, nor anything below them (but own job directories).
     """
 
     roots: tuple[str, ...]
     local_roots: tuple[str, ...]
-    jobs_dir: str
+    jobs_dirs: tuple[str, ...]
     private: tuple[str, ...]
 
     @classmethod
     def for_daemon(cls, settings: Settings, loopback: bool) -> PathRoots:
         """The rules of a daemon run with ``settings``; ``loopback``: its API listens on a loopback address only."""
-        roots = tuple(resolve(r) for r in settings.path_roots)
-        local = () if roots or not loopback else (resolve("~"),)
-        private = [resolve(str(settings.data_dir))]
+        roots = _forms(*settings.path_roots)
+        local = () if roots or not loopback else _forms("~")
+        private = [str(settings.data_dir)]
         url = settings.resolved_database_url
         if url.startswith("sqlite"):
             from sqlalchemy.engine import make_url
 
             database = make_url(url).database
             if database and database != ":memory:":
-                private += [resolve(database + side) for side in _SQLITE_SIDE_FILES]
-        return cls(roots, local, resolve(str(settings.jobs_dir)), tuple(private))
+                private += [database + side for side in _SQLITE_SIDE_FILES]
+        return cls(roots, local, _forms(str(settings.jobs_dir)), _forms(*private))
 
     def allowed_roots(self, admin: bool) -> tuple[str, ...]:
         return self.roots + (self.local_roots if admin else ())
@@ -86,9 +87,10 @@ class PathRoots:
         return resolved
 
     def _allowed(self, path: str, admin: bool, owns_job: OwnsJob) -> bool:
-        if is_within(path, self.jobs_dir):
-            job_id = os.path.relpath(path, self.jobs_dir).split(os.sep)[0]
-            return job_id != os.curdir and owns_job(job_id)
+        for jobs_dir in self.jobs_dirs:
+            if is_within(path, jobs_dir):
+                job_id = os.path.relpath(path, jobs_dir).split(os.sep)[0]
+                return job_id != os.curdir and owns_job(job_id)
         if any(is_within(path, p) for p in self.private):
             return False
         return any(is_within(path, root) for root in self.allowed_roots(admin))
@@ -99,3 +101,12 @@ class PathRoots:
             "in the directory of one of your own jobs"
         more = "" if self.roots else "; an admin allows more with WATTSCHED_PATH_ROOTS"
         return InvalidRequest(f"{field}: a path in a job's spec must be {where}{more}", field)
+
+
+def _forms(*paths: str) -> tuple[str, ...]:
+    """Each path as written (``~`` expanded, ``..`` folded) and as it resolves, without repeats."""
+    found: dict[str, None] = {}
+    for path in paths:
+        written = os.path.normpath(os.path.expanduser(path))
+        found.update(dict.fromkeys((written, resolve(written))))
+    return tuple(found)
