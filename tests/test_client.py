@@ -296,7 +296,8 @@ def isolated_env(monkeypatch, tmp_path):
 
 @pytest.fixture
 def client(api) -> Client:
-    with Client(api.url, timeout_s=5) as c:
+    # Generous: a busy machine can keep the in-process server from answering for seconds (5 s was seen to run out).
+    with Client(api.url, timeout_s=60) as c:
         yield c
 
 
