@@ -172,6 +172,10 @@ def test_a_command_that_cannot_be_started_raises_and_leaves_nothing_running(tmp_
     ('{"step": NaN}', False),
     ('{"loss": Infinity}', False),
     ('{"step": 1, "pad": "' + "x" * 5000 + '"}', False),
+    ('{"step": 1, "note": "\\ud800"}', False),  # a lone surrogate: PostgreSQL cannot store it
+    ('{"step": 1, "note": "a\\u0000b"}', False),  # nor a NUL
+    ('{"step": 1, "\\u0000": 2}', False),
+    ('{"step": 1, "note": "\u00e9t\u00e9"}', True),
 ])
 def test_progress_lines_are_json_objects_with_numeric_step_and_total(line, good):
     assert (parse_progress_line(line) is not None) == good

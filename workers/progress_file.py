@@ -3,7 +3,8 @@
 A script appends lines such as ``{"step": 120, "total": 5000}`` to the file named by ``WATTSCHED_PROGRESS``;
 the worker reads the new complete lines now and then, and the latest good one becomes the job's progress (its
 run-length estimate and its view). A line that is not a JSON object, is longer than ``MAX_LINE_CHARS``, or has
-a ``step`` or ``total`` that is not a finite number of at least 0 is ignored and counted, never fatal: a
+a ``step`` or ``total`` that is not a finite number of at least 0, or holds text a database cannot store (a NUL, a
+lone surrogate) is ignored and counted, never fatal: a
 training loop must not fail on how it reports.
 """
 
@@ -38,11 +39,13 @@ def parse_progress_line(line: str) -> dict[str, Any] | None:
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
             return None
-    try:  # NaN or infinity elsewhere in the line would not survive the JSON the event travels as
-        json.dumps(progress, allow_nan=False)
-    except ValueError:
+    try:  # NaN or infinity elsewhere would not survive the JSON the event travels as, nor a lone surrogate or a
+        # NUL the database it is stored in (PostgreSQL refuses both)
+        text = json.dumps(progress, allow_nan=False, ensure_ascii=False)
+        text.encode("utf-8")
+    except ValueError:  # UnicodeEncodeError is one
         return None
-    return progress
+    return None if "\\u0000" in text else progress
 
 
 class ProgressFile:
