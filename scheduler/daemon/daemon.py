@@ -31,7 +31,7 @@ from scheduler.store.inventory import record_inventory
 from scheduler.errors import ConfigError, ControllerUnavailable, DatabaseUnavailable
 from scheduler.daemon.estimates import RecentRuns
 from scheduler.carbon.grid import GridCarbon, configured_signal
-from scheduler.store.job_state import JobState, RunStatus
+from scheduler.store.job_state import JobState
 from scheduler.store.jobs import JobStore, Submission
 from scheduler.carbon.emissions import RunEmissions
 from scheduler.core import SchedulingCore
@@ -522,13 +522,14 @@ class Daemon:
         ``reason`` is what their jobs say.
 
         Call only after the controller's pending events are recorded, so that a run that finished while no
-        daemon listened is recorded as finished, not lost. Returns how many runs were lost.
+        daemon listened is recorded as finished, not lost. A lost run keeps the energy its samples measured and
+        ends at its last sample. Returns how many runs were lost.
         """
         running = {int(r["run_id"]) for r in self.controller.call("running")}
         lost = 0
         for run in self.store.running_runs():
             if run.id not in running:
-                self.store.finish_run(run.id, RunStatus.LOST, None, reason, None, None)
+                self.events.record_lost(run.id, to_unix_s(run.started_at), reason)
                 lost += 1
         return lost
 

@@ -683,16 +683,22 @@ class JobStore:
                                         .order_by(PowerSample.at)).all())
 
     def finish_run(self, run_id: int, status: RunStatus, exit_code: int | None, message: str | None,
-                   energy: RunEnergy | None, result: dict | None, *, power_cap: PowerCap | None = None) -> Job:
+                   energy: RunEnergy | None, result: dict | None, *, power_cap: PowerCap | None = None,
+                   ended_at: datetime | None = None) -> Job:
         """Close a run with its energy and how its power cap was applied (None: no cap asked, or not known), and
-        move the job to where the run's end takes it."""
+        move the job to where the run's end takes it.
+
+        ended_at: when the run ended (None: now), which may be well before the daemon learns of it (it was down,
+        or the database was away); kept between the run's start and now, whatever the worker's clock says.
+        """
         now = self.clock()
         with self.sessions.begin() as session:
             run = session.get(Run, run_id)
             if run is None or run.status != RunStatus.RUNNING.value:
                 return run.job if run else None  # already recorded (events can be delivered twice)
             job = run.job
-            run.status, run.ended_at, run.exit_code, run.message = status.value, now, exit_code, message
+            ended = now if ended_at is None else min(max(ended_at, run.started_at), now)
+            run.status, run.ended_at, run.exit_code, run.message = status.value, ended, exit_code, message
             if power_cap is not None:
                 run.power_cap_mode, run.power_cap_limit_w = power_cap.mode.value, power_cap.limit_w
             if energy is not None:
@@ -700,19 +706,19 @@ class JobStore:
                 session.add(energy)
             if status == RunStatus.SUCCEEDED:
                 job.result = result
-                transition(session, job, JobState.SUCCEEDED, "finished", now)
+                transition(session, job, JobState.SUCCEEDED, "finished", ended)
             elif status in (RunStatus.CANCELLED, RunStatus.SUSPENDED, RunStatus.LOST) and job.cancel_requested:
                 why = job.reason[len(STOPPING):] if job.reason.startswith(STOPPING) else CANCELLED_BY_USER
-                transition(session, job, JobState.CANCELLED, why, now)
+                transition(session, job, JobState.CANCELLED, why, ended)
             elif status == RunStatus.SUSPENDED:
                 # a suspension the scheduler asked for with a reason (request_suspend) keeps it
                 why = job.reason[len(STOPPING):] if job.reason.startswith(STOPPING) else None
-                transition(session, job, JobState.SUSPENDED, why or message or "suspended at a checkpoint", now)
-            elif status == RunStatus.LOST:
+                transition(session, job, JobState.SUSPENDED, why or message or "suspended at a checkpoint", ended)
+            elif status == RunStatus.LOST:  # queued again now, when the loss is noticed
                 transition(session, job, JobState.PENDING, f"{_first_line(message)}; queued again", now)
             else:
                 job.error = message
-                transition(session, job, JobState.FAILED, f"failed: {_first_line(message)}", now)
+                transition(session, job, JobState.FAILED, f"failed: {_first_line(message)}", ended)
             return job
 
     def runs_with_basis(self, basis: str) -> list[tuple[RunEnergy, Run]]:
