@@ -83,9 +83,8 @@ def assert_unavailable(response: requests.Response) -> None:
 # --- the API ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.slow
 @pytest.mark.postgres
-@pytest.mark.parametrize("cut", ["refuse", "blackhole"])
+@pytest.mark.parametrize("cut", ["refuse", pytest.param("blackhole", marks=pytest.mark.slow)])
 def test_the_api_answers_503_with_retry_after_at_once_and_serves_again_when_the_database_is_back(
         postgres, tmp_path, cut):
     daemon = make_daemon(tmp_path, postgres.via).start_api_only()
@@ -123,7 +122,6 @@ def test_the_api_answers_503_with_retry_after_at_once_and_serves_again_when_the_
         daemon.stop()
 
 
-@pytest.mark.slow
 @pytest.mark.postgres
 def test_the_client_waits_out_a_503_for_as_long_as_retry_after_says_and_submits_once(postgres, tmp_path,
                                                                                      monkeypatch):
@@ -285,7 +283,7 @@ def assert_recorded_once(engine, run_id):
 
 
 @pytest.mark.postgres
-@pytest.mark.parametrize("cut", ["refuse", "blackhole"])
+@pytest.mark.parametrize("cut", ["refuse", pytest.param("blackhole", marks=pytest.mark.slow)])
 def test_events_are_acknowledged_only_once_committed_and_recorded_once_when_the_database_returns(
         postgres, tmp_path, cut):
     daemon = make_daemon(tmp_path, postgres.via)
