@@ -83,7 +83,11 @@ class Started:
 
 @dataclass(frozen=True)
 class Progress:
-    """The job's latest progress line (``{}`` before its first) and the power samples since the last event."""
+    """The job's latest progress line (``{}`` before its first) and the power samples since the last event.
+
+    worker_id: the worker that metered the samples (a gang's node lead: the controller combines the nodes'
+    samples into the gang's, see scheduler/cluster/gang.py); empty from older workers.
+    """
 
     type: ClassVar[str] = "progress"
     job_id: str
@@ -91,6 +95,7 @@ class Progress:
     at: float
     progress: dict[str, Any] = field(default_factory=dict)
     samples: tuple[PowerSample, ...] = ()
+    worker_id: str = ""
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from workers.events import CapMode, ExitStatus, Finished, Progress, Started
 from workers.gpu_info import as_index, describe_worker
 from workers.job_run import JobRun
 from workers.kinds import KindRegistry, builtin_kinds
-from workers.launcher import Launcher, NodeLayout, ProcessSpec, free_port
+from workers.launcher import LOOPBACK, Launcher, NodeLayout, ProcessSpec, free_port
 from workers.outbox import ControllerReporter, Outbox, Reporter
 from workers.progress_file import ProgressFile
 
@@ -118,6 +118,11 @@ class GpuWorker:
             self._description = describe_worker(self.worker_id, o["gpu_type"], o["zone"], o["logical_zone"])
         return dict(self._description)
 
+    def free_port(self) -> int:
+        """A TCP port free now on this worker's node, on every interface: the rendezvous (MASTER_PORT) of a gang
+        whose rank 0 runs here."""
+        return free_port("0.0.0.0")
+
     def busy(self) -> str | None:
         """The id of the job this worker runs, or None when idle."""
         with self._lock:
@@ -133,7 +138,9 @@ class GpuWorker:
         from 1), ``resuming`` (an earlier run was suspended, preempted or lost), ``launch`` (``{"mode": "per-gpu"
         or "per-node", "stop_signal": "SIGTERM", "grace_s": 120}``) and ``stop`` (``cancelled`` or ``suspended``:
         a stop that came before the job, so nothing is started). Raises ``WorkerBusy`` when a job is running,
-        ``ValueError`` when a key is missing. A launch that fails after that is reported as ``Finished``/``failed``.
+        ``ValueError`` when a key is missing. ``gang`` (``{"node_rank", "nnodes", "master_addr", "master_port"}``):
+        this node's place in a multi-node gang; the worker then runs this node's processes only. A launch that
+        fails after that is reported as ``Finished``/``failed``.
         """
         missing = [k for k in ("job_id", "run_id", "kind", "spec", "workdir") if k not in job]
         if missing:
@@ -277,7 +284,11 @@ class GpuWorker:
         run.stop_signal = int(getattr(signal, stop_signal))
         run.grace_s = float(launch["grace_s"] if launch.get("grace_s") is not None else self.options["cancel_grace_s"])
         per_gpu = launch.get("mode", "per-gpu") == "per-gpu" and kind.process_per_gpu
-        layout = NodeLayout(tuple(job["gpu_ids"]), "per-gpu" if per_gpu else "per-node", master_port=free_port())
+        gang = job.get("gang") or {}  # this node's place in a multi-node gang, from the controller
+        layout = NodeLayout(tuple(job["gpu_ids"]), "per-gpu" if per_gpu else "per-node",
+                            node_rank=int(gang.get("node_rank", 0)), nnodes=int(gang.get("nnodes", 1)),
+                            master_addr=gang.get("master_addr") or LOOPBACK,
+                            master_port=int(gang.get("master_port") or free_port()))
 
         argv = kind.argv(job["spec"])
         # A command's own variables go under wattsched's and the launcher's, which it may not change.
@@ -399,7 +410,7 @@ class GpuWorker:
             return
         run.progress_reported = progress
         self._outbox.put(Progress(job_id=run.job_id, run_id=run.run_id, at=time.time(),
-                                  progress=dict(progress or {}), samples=samples))
+                                  progress=dict(progress or {}), samples=samples, worker_id=self.worker_id))
 
     def _finish(self, run: JobRun, status: ExitStatus, exit_code: int | None, error: str | None, energy,
                 samples: tuple, result: dict | None = None) -> None:

@@ -25,8 +25,10 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from scheduler.cluster.event_log import EventLog
+from scheduler.cluster.gang import GangNode, GangRun
 from scheduler.errors import ConfigError, ControllerError
 from workers.events import ExitStatus, Finished, Progress, Started, WorkerEvent
+from workers.kinds import builtin_kinds
 from workers.meters.recorder import EnergyTotals, PowerSample
 from workers.worker import WORKER_DEFAULTS, GpuWorker
 
@@ -95,10 +97,17 @@ class _Job:
     last_sample: PowerSample | None = None
     peak_power_w: float = 0.0
     progress: dict = field(default_factory=dict)
+    gang: GangRun | None = None  # a job over several nodes: its nodes' events are combined into the job's
 
     @property
     def lead(self) -> str:
+        """Rank 0's worker (a single-node job's only launcher)."""
         return self.worker_ids[0]
+
+    @property
+    def leads(self) -> list[str]:
+        """The worker that runs each node's launcher, rank 0's node first."""
+        return [n.lead for n in self.gang.nodes] if self.gang else [self.lead]
 
 
 def check_options(options: dict | None) -> dict:
@@ -178,9 +187,13 @@ class Controller:
                 return
             log.warning("dropping worker %s: %s", worker_id, reason)
             job = self._jobs.get(worker.busy_job) if worker.busy_job else None
-            if job is not None and job.lead == worker_id:
+            if job is not None and worker_id in job.leads:
                 self._release(job)
                 self._events.append(self._lost_event(job, f"{reason} (worker {worker_id})"))
+                for lead in job.leads:  # a gang stops whole: the other nodes' launchers are told to stop
+                    other = self._workers.get(lead)
+                    if other is not None:
+                        other.handle.cancel.remote(job.job_id, "cancelled")
         try:
             ray.kill(worker.handle, no_restart=True)
         except Exception:  # noqa: BLE001 - it is usually dead already
@@ -244,9 +257,20 @@ class Controller:
         attempt: int = 1,
         resuming: bool = False,
         launch: dict | None = None,
+        placement: list[list[str]] | None = None,
     ) -> None:
-        """Start a job on idle workers of one node; the first runs all its processes with all their GPUs, the
-        others are held.
+        """Start a job on idle workers: on one node, or as a gang over several nodes of one zone.
+
+        worker_ids: every worker of the job, rank 0's first. placement: the same workers node by node (rank 0's
+        node first, as many on each), as the policy placed them; None groups ``worker_ids`` by node in order. On
+        each node the first worker (its lead) runs all the node's processes with all its GPUs; the others are
+        held. A gang's lead workers each get the node's rank, the node count and the rendezvous (rank 0's node
+        address and a port free there), and meter their node; their events reach the daemon combined into one
+        run's (``scheduler.cluster.gang``).
+
+        Every worker of the job is reserved in one step under the controller's lock before any process starts:
+        a worker anywhere unknown, not ready or busy refuses the whole start (never a partial start), and since
+        reserving is one step, two gangs can never each hold part of what the other needs.
 
         power_cap_w: the GPUs' power cap (None: their default); speed: the job's expected pace under it (from its
         power profile), which logical GPUs impose on the job's processes. attempt: the run's number (1, 2, ...);
@@ -254,14 +278,18 @@ class Controller:
         store keeps it (``{"launch": "per-gpu" or "per-node", "stop_signal": "SIGTERM", "grace_s": 120, ...}``;
         None: those defaults, with the ``cancel_grace_s`` option as the grace).
 
-        Returns once the lead worker has taken the job; its outcome arrives as events. A stop asked before then
+        Returns once every lead worker has taken the job; its outcome arrives as events. A stop asked before then
         (``cancel_job``, even one that came before this call) is applied as soon as the job's processes exist.
-        Raises ControllerError when a worker is unknown, busy or on another node, or the lead refuses the job.
+        Raises ControllerError when a worker is unknown, busy, the placement is not one zone with as many
+        workers on each node, or a lead refuses the job (the leads that took it are then stopped).
         """
         if not worker_ids or len(set(worker_ids)) != len(worker_ids):
             raise ControllerError(f"job {job_id}: give one or more distinct worker ids, got {worker_ids}")
+        if placement is not None and [w for ids in placement for w in ids] != list(worker_ids):
+            raise ControllerError(f"job {job_id}: placement {placement} does not list the workers {worker_ids}")
         launch = dict(launch or {})
         grace_s = float(launch["grace_s"]) if launch.get("grace_s") is not None else self.options["cancel_grace_s"]
+        mode = launch.get("launch") or "per-gpu"
         with self._lock:
             if job_id in self._jobs:
                 raise ControllerError(f"job {job_id} is already running (run {self._jobs[job_id].run_id})")
@@ -272,16 +300,21 @@ class Controller:
             busy = {w.worker_id: w.busy_job for w in workers if w.busy_job}
             if busy:
                 raise ControllerError(f"job {job_id}: workers are busy {busy}; pick idle workers or cancel")
-            nodes = {w.node_id for w in workers}
-            if len(nodes) > 1:
-                raise ControllerError(f"job {job_id}: workers {worker_ids} span nodes {sorted(nodes)}; use one node")
-            gpu_ids = [g for w in workers for g in w.info["gpu_ids"]]
+            groups = self._node_groups(job_id, workers, placement)
+            gang = None
+            if len(groups) > 1:
+                per_rank = mode == "per-gpu" and builtin_kinds().get(kind).process_per_gpu
+                k = len(groups[0])
+                gang = GangRun(job_id, run_id, [
+                    GangNode(group[0].node_id, i, group[0].worker_id, [w.worker_id for w in group],
+                             list(range(i * k, (i + 1) * k)) if per_rank else [i])
+                    for i, group in enumerate(groups)])
             record = _Job(job_id, run_id, list(worker_ids), workers[0].node_id, time.time(), grace_s=grace_s,
-                          stop=self._take_early_stop(job_id))
+                          stop=self._take_early_stop(job_id), gang=gang)
             self._jobs[job_id] = record
-            for w in workers:
+            for w in workers:  # the whole gang, in this one step
                 w.busy_job = job_id
-            lead = workers[0]
+            leads = [group[0] for group in groups]
             stop_first = record.stop
         job = {
             "job_id": job_id,
@@ -289,31 +322,84 @@ class Controller:
             "kind": kind,
             "spec": spec,
             "workdir": str(workdir),
-            "gpu_ids": gpu_ids,
             "power_cap_w": power_cap_w,
             "speed": speed,
             "attempt": attempt,
             "resuming": resuming,
-            "launch": {"mode": launch.get("launch") or "per-gpu", "stop_signal": launch.get("stop_signal") or "SIGTERM",
-                       "grace_s": grace_s},
+            "launch": {"mode": mode, "stop_signal": launch.get("stop_signal") or "SIGTERM", "grace_s": grace_s},
             "stop": stop_first,
         }
         try:
-            ray.get(lead.handle.start.remote(job), timeout=self.options["worker_call_timeout_s"])
+            if gang is None:
+                jobs = [{**job, "gpu_ids": [g for w in workers for g in w.info["gpu_ids"]]}]
+            else:
+                rendezvous = self._rendezvous(leads[0])
+                jobs = [{**job, "gpu_ids": [g for w in group for g in w.info["gpu_ids"]],
+                         "gang": {"node_rank": i, "nnodes": len(groups), **rendezvous}}
+                        for i, group in enumerate(groups)]
+            refs = {lead.handle.start.remote(one): lead for lead, one in zip(leads, jobs)}
+            ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=self.options["worker_call_timeout_s"])
+            for ref in refs:
+                if ref not in ready:
+                    raise ControllerError(f"worker {refs[ref].worker_id} did not answer in time")
+                try:
+                    ray.get(ref)
+                except Exception as exc:  # noqa: BLE001 - named below with its worker
+                    cause = getattr(exc, "cause", None) or exc
+                    raise ControllerError(f"worker {refs[ref].worker_id} did not start job {job_id}: {cause}") \
+                        from None
         except Exception as exc:
-            if isinstance(exc, ray.exceptions.GetTimeoutError):
-                lead.handle.cancel.remote(job_id)  # in case it starts after all: its events name this run
+            for lead in leads:  # in case one starts after all, or did: its events name this run
+                lead.handle.cancel.remote(job_id)
             with self._lock:
                 job_record = self._jobs.get(job_id)
                 if job_record is not None and job_record.run_id == run_id:
                     self._release(job_record)
-            cause = getattr(exc, "cause", None) or exc
-            raise ControllerError(f"worker {lead.worker_id} did not start job {job_id}: {cause}") from None
+            if isinstance(exc, ControllerError):
+                raise
+            raise ControllerError(f"job {job_id} could not be started: {exc}") from None
         with self._lock:
             record.launched = True
             late_stop = record.stop if record.stop != stop_first else None
-        if late_stop is not None:  # asked while the worker was taking the job
-            self._cancel_on(lead, job_id, late_stop)
+        if late_stop is not None:  # asked while the workers were taking the job
+            for lead in leads:
+                self._cancel_on(lead, job_id, late_stop)
+
+    def _node_groups(self, job_id: str, workers: list[_Worker],
+                     placement: list[list[str]] | None) -> list[list[_Worker]]:
+        """The job's workers node by node, rank 0's node first; ControllerError unless they make a gang: every
+        group on one node of its own, as many workers on each, all in one zone. Call with the lock."""
+        if placement is None:
+            by_node: dict[str, list[_Worker]] = {}
+            for w in workers:
+                by_node.setdefault(w.node_id, []).append(w)
+            groups = list(by_node.values())
+        else:
+            groups = [[self._workers[w] for w in ids] for ids in placement]
+        ids = [w.worker_id for w in workers]
+        zones = sorted({w.info.get("zone") for w in workers})
+        if len(groups) > 1 and len(zones) > 1:  # (one node's logical GPUs may stand in several zones: a demo's)
+            raise ControllerError(f"job {job_id}: workers {ids} span nodes in zones {zones}; a gang runs in one zone")
+        for group in groups:
+            nodes = sorted({w.node_id for w in group})
+            if len(nodes) > 1:
+                raise ControllerError(f"job {job_id}: one node's workers {[w.worker_id for w in group]} span nodes "
+                                      f"{nodes}")
+        if len({g[0].node_id for g in groups}) != len(groups):
+            raise ControllerError(f"job {job_id}: placement {[[w.worker_id for w in g] for g in groups]} names a "
+                                  f"node twice")
+        if len({len(g) for g in groups}) > 1:
+            raise ControllerError(f"job {job_id}: a gang has as many GPUs on each node; got "
+                                  f"{[len(g) for g in groups]}")
+        return groups
+
+    def _rendezvous(self, lead: _Worker) -> dict:
+        """Rank 0's node address (as Ray knows it) and a port its lead worker found free there."""
+        address = next((n.get("NodeManagerAddress") for n in ray.nodes() if n["NodeID"] == lead.node_id), None)
+        if not address:
+            raise ControllerError(f"node {lead.node_id} of rank 0 is not in the cluster")
+        port = ray.get(lead.handle.free_port.remote(), timeout=self.options["worker_call_timeout_s"])
+        return {"master_addr": address, "master_port": int(port)}
 
     def _take_early_stop(self, job_id: str) -> str | None:
         """The stop asked for a job before it started, if recent enough; forgets stale ones. Call with the lock."""
@@ -338,12 +424,15 @@ class Controller:
                 return False
             if job.stop is None or outcome == "cancelled":  # a user's cancel overrides a pending suspension
                 job.stop = outcome
-            worker = self._workers.get(job.lead) if job.launched else None
+            if job.gang is not None:
+                job.gang.stop_asked = True  # a rank that fails from now on fails because of the stop
             if not job.launched:
-                return True  # start_job passes it on once the worker has the job
-        if worker is None:
+                return True  # start_job passes it on once the workers have the job
+            workers = [self._workers[w] for w in job.leads if w in self._workers]
+        if not workers:
             return False
-        return self._cancel_on(worker, job_id, outcome)
+        answers = [self._cancel_on(worker, job_id, outcome) for worker in workers]  # every node of a gang
+        return any(answers)
 
     def _cancel_on(self, worker: _Worker, job_id: str, outcome: str) -> bool:
         try:
@@ -381,6 +470,12 @@ class Controller:
         """A finished event for a job whose worker vanished, with the energy of the last sample seen."""
         energy = None
         started = job.started
+        if job.gang is not None:
+            energy = job.gang.lost_energy()
+            return Finished(job_id=job.job_id, run_id=job.run_id, worker_id=job.lead, at=time.time(),
+                            exit_status=ExitStatus.LOST, error=f"a node of the gang was lost: {reason}",
+                            energy=energy, result={"nodes": job.gang.breakdown()},
+                            power_cap=started.power_cap if started else None, energy_partial=energy is not None)
         if started is not None and job.last_sample is not None:
             last = job.last_sample
             duration_s = max(0.0, last.timestamp_s - started.at)
@@ -403,6 +498,9 @@ class Controller:
             job = self._jobs.get(event.job_id)
             if job is not None and job.run_id != event.run_id:
                 job = None  # an event of an earlier run (one declared lost, say): logged, but it changes nothing
+            if job is not None and job.gang is not None:
+                combined = self._through_gang(job, event)
+                return self._events.append(combined) if combined is not None else self._events.last_seq
             if job is not None:
                 if isinstance(event, Started):
                     job.started = event
@@ -415,6 +513,36 @@ class Controller:
                 elif isinstance(event, Finished):
                     self._release(job)
             return self._events.append(event)
+
+    def _through_gang(self, job: _Job, event: WorkerEvent) -> WorkerEvent | None:
+        """A gang node's event turned into the job's (None: nothing to log yet). Call with the lock.
+
+        The first node that fails while no stop was asked stops the others (their stop signal, grace, SIGKILL).
+        """
+        gang = job.gang
+        if isinstance(event, Started):
+            combined = gang.on_started(event)
+            if combined is not None:
+                job.started = combined
+            return combined
+        if isinstance(event, Progress):
+            combined = gang.on_progress(event)
+            if combined is not None:
+                job.progress = combined.progress
+                job.last_sample = gang.last_sample
+                job.peak_power_w = gang.peak_power_w
+            return combined
+        failed, combined = gang.on_finished(event)
+        if failed is not None:
+            log.warning("job %s: %s", job.job_id, gang.failure_reason(failed))
+            job.stop = job.stop or "cancelled"  # nodes still being started are stopped once they are
+            for node in gang.nodes:
+                other = self._workers.get(node.lead)
+                if node.finished is None and other is not None:
+                    other.handle.cancel.remote(job.job_id, "cancelled")
+        if combined is not None:
+            self._release(job)
+        return combined
 
     def fetch_events(self, after_seq: int, timeout_s: float = 0.0,
                      limit: int = 1000) -> list[tuple[int, WorkerEvent]]:

@@ -48,13 +48,18 @@ class ControllerExecutor:
             return
         row = self.store.get(decision.job_id)
         reason = decision.reason or f"running in zone {decision.zone}"
+        where = ", ".join(node_id[:8] for node_id, _ in decision.placement)
+        where = f"on nodes {where}" if len(decision.placement) > 1 else f"on node {where}"
         run = self.store.start_run(row.id, decision.node_id, decision.zone, decision.gpu_ids,
-                                   decision.power_cap_w, f"{reason} on node {decision.node_id[:8]}", step)
+                                   decision.power_cap_w, f"{reason} {where}", step)
         # the job's scripts resume from their checkpoint when an earlier run was stopped (suspended, preempted) or lost
         resuming = any(r.status in RESUMED_AFTER for r in row.runs)
         try:
+            # the placement node by node (rank 0's first): the controller reserves every worker of it in one step
+            placement = [list(gpu_ids) for _, gpu_ids in decision.placement]
             self.controller.call("start_job", row.id, run.id, row.kind, row.spec, list(decision.gpu_ids), row.workdir,
-                                 decision.power_cap_w, step.speed, run.attempt, resuming, Launch.of(row).to_dict())
+                                 decision.power_cap_w, step.speed, run.attempt, resuming, Launch.of(row).to_dict(),
+                                 placement)
         except Exception as exc:  # the controller refused (worker busy or gone) or is lost: keep the job queued
             log.warning("could not start job %s: %s", row.id, exc)
             self.store.abort_run(run.id, one_line(exc))

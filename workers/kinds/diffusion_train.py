@@ -92,6 +92,7 @@ class DiffusionTrain(JobKind):
 
     name = NAME
     interruptible = True
+    process_per_gpu = True  # gpus > 1: one process per GPU, data-parallel from torchrun's environment
     #: Interpreter, torch and diffusers imports, dataset loading.
     startup_s = 6.0
     #: A step of the default model (16 px, channels 16/32, batch 32) on one CPU thread, roughly.
