@@ -229,6 +229,7 @@ class HeldEvents:
     def __init__(self):
         self.log = EventLog(threading.RLock(), max_events=10_000)
         self.acks: list[int] = []
+        self.sent: list[tuple] = []  # everything else, in order
 
     def call(self, method, *args):
         if method == "fetch_events":
@@ -237,10 +238,12 @@ class HeldEvents:
             return []
         raise AssertionError(f"unexpected call {method}")
 
-    def send(self, method, upto_seq):
-        assert method == "ack_events"
-        self.acks.append(upto_seq)
-        self.log.ack(upto_seq)
+    def send(self, method, *args):
+        if method == "ack_events":
+            self.acks.append(args[0])
+            self.log.ack(args[0])
+        else:
+            self.sent.append((method, *args))
 
 
 def running_job(daemon):
@@ -409,3 +412,29 @@ def poll(condition, what: str, limit_s: float = CATCH_UP_S) -> None:
     while not condition():
         assert time.monotonic() < give_up_at, f"timed out waiting for {what}"
         time.sleep(0.05)
+
+
+@pytest.mark.postgres
+def test_a_time_limit_or_a_suspension_due_during_an_outage_is_armed_again_not_dropped(postgres, tmp_path):
+    daemon = make_daemon(tmp_path, postgres.via)
+    daemon.controller = controller = HeldEvents()
+    armed = []
+    daemon.timers = types.SimpleNamespace(time_limit=lambda *args: armed.append(("time_limit", *args)),
+                                          suspend_at=lambda *args: armed.append(("suspend_at", *args)))
+    try:
+        store = daemon.store
+        job_id = store.submit(store.validate("diffusion-train", {"steps": 5}, time_limit_s=60.0)).id
+        run_id = store.start_run(job_id, "node-a", "DE", ["w0"], None, "running in zone DE").id
+        postgres.proxy.refuse()
+        daemon._time_up(job_id, run_id)
+        daemon._suspend(job_id, run_id)
+        assert [(what, job, run) for what, job, run, _ in armed] == [("time_limit", job_id, run_id),
+                                                                   ("suspend_at", job_id, run_id)]
+        assert controller.sent == []
+
+        postgres.proxy.forward()
+        daemon._time_up(*armed[0][1:3])  # the timer armed again fires after the database is back
+        assert controller.sent == [("cancel_job", job_id)]
+        assert daemon.store.get(job_id).cancel_requested
+    finally:
+        daemon.engine.dispose()

@@ -436,16 +436,23 @@ class Daemon:
         return None
 
     def _time_up(self, job_id: str, run_id: int) -> None:
-        if self.store.run_is_open(run_id):
-            job = self.store.get(job_id)
-            log.info("job %s reached its time limit", job_id)
-            self.store.request_cancel(job_id, why=f"time limit of {job.time_limit_s:g} s reached")
-            self.controller.send("cancel_job", job_id)
+        try:
+            if self.store.run_is_open(run_id):
+                job = self.store.get(job_id)
+                log.info("job %s reached its time limit", job_id)
+                self.store.request_cancel(job_id, why=f"time limit of {job.time_limit_s:g} s reached")
+                self.controller.send("cancel_job", job_id)
+        except DatabaseUnavailable as exc:  # a one-off timer: armed again, or the limit would never be enforced
+            self.timers.time_limit(job_id, run_id, self.db_outage.failed("a time limit", exc))
 
     def _suspend(self, job_id: str, run_id: int) -> None:
-        if self.store.run_is_open(run_id):
-            log.info("suspending job %s at the end of its planned stretch", job_id)
-            self.controller.send("cancel_job", job_id, "suspended")
+        try:
+            if self.store.run_is_open(run_id):
+                log.info("suspending job %s at the end of its planned stretch", job_id)
+                self.controller.send("cancel_job", job_id, "suspended")
+        except DatabaseUnavailable as exc:
+            retry_s = self.db_outage.failed("a planned suspension", exc)
+            self.timers.suspend_at(job_id, run_id, to_unix_s(self.clock()) + retry_s)
 
     # --- events from the controller -------------------------------------------------------------------
 
