@@ -77,3 +77,15 @@ def test_a_stop_asked_is_reported_as_asked():
 
 def test_sum_energy_of_no_node_is_none():
     assert sum_energy([None, None]) is None
+
+
+def test_status_shows_each_nodes_energy():
+    from scheduler.cli.tables import _node_energy_lines
+
+    g = gang()
+    g.on_finished(finished("a-gpu0", ExitStatus.SUCCEEDED, totals(300, 30, 1.0, 20.0)))
+    _, done = g.on_finished(finished("b-gpu0", ExitStatus.SUCCEEDED, totals(200, 20, 1.5, 19.0)))
+    lines = dict(_node_energy_lines(done.result))
+    assert "330 J" in lines["  node 0"] and "ranks 0" in lines["  node 0"] and "succeeded" in lines["  node 0"]
+    assert "220 J" in lines["  node 1"] and "ranks 1" in lines["  node 1"]
+    assert _node_energy_lines({"stopped": False}) == [] and _node_energy_lines(None) == []

@@ -201,6 +201,26 @@ def _energy_lines(energy: JobEnergy) -> list[tuple[str, str]]:
     return lines
 
 
+def _node_energy_lines(result: Any) -> list[tuple[str, str]]:
+    """A gang's per-node breakdown (its run's ``result.nodes``, scheduler/cluster/gang.py): each node's ranks, GPUs,
+    energy and how it ended; none for a job on one node."""
+    nodes = result.get("nodes") if isinstance(result, dict) else None
+    if not isinstance(nodes, list) or not nodes:
+        return []
+    lines = []
+    for node in nodes:
+        if not isinstance(node, dict):
+            continue
+        gpu_j, cpu_j = node.get("gpu_energy_j"), node.get("cpu_energy_j")
+        total_j = None if gpu_j is None and cpu_j is None else (gpu_j or 0.0) + (cpu_j or 0.0)
+        energy = f"{format_joules(total_j)} (gpu {format_joules(gpu_j)}, cpu {format_joules(cpu_j)})"
+        ranks = ",".join(str(r) for r in node.get("ranks") or ())
+        lines.append((f"  node {node.get('node_rank', '?')}",
+                      f"{short_id(str(node.get('node_id') or NONE))} ranks {ranks or NONE}: {energy}, "
+                      f"{node.get('samples', 0)} samples, {node.get('exit_status') or NONE}"))
+    return lines
+
+
 def render_job(job: Job, now: datetime | None = None) -> str:
     """One job in full: its request, state and reason, times, energy and emissions, and each run."""
     pairs: list[tuple[str, str]] = [
@@ -233,6 +253,7 @@ def render_job(job: Job, now: datetime | None = None) -> str:
     if job.progress:
         pairs.append(("progress", json.dumps(job.progress)))
     pairs.extend(_energy_lines(job.energy) if job.energy else [("energy", f"{NONE} (not measured yet)")])
+    pairs.extend(_node_energy_lines(job.result))
     if job.error:
         pairs.append(("error", job.error))
     if job.result is not None:
