@@ -171,6 +171,20 @@ def test_a_locked_sqlite_database_answers_503_too(tmp_path):
 # --- the engine ------------------------------------------------------------------------------------------
 
 
+def test_a_pool_with_no_free_connection_is_unavailable_after_its_timeout(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'pool.db'}", DatabaseTimeouts(pool_s=0.2))
+    held = []
+    try:
+        with pytest.raises(DatabaseUnavailable, match="no free database connection"):
+            for _ in range(100):  # the pool keeps 5 and opens 10 more at most
+                held.append(engine.connect())
+        assert len(held) == 15
+    finally:
+        for connection in held:
+            connection.close()
+        engine.dispose()
+
+
 def bounded(call, limit_s: float):
     """``call()``'s result or exception, failing the test if it has not returned after ``limit_s`` (a hang)."""
     outcome = {}

@@ -35,9 +35,9 @@ _watchdog = SocketWatchdog()  # one thread for every engine's connections: it ho
 class DatabaseTimeouts:
     """How long the engine waits on the database before raising ``DatabaseUnavailable``. Units: s.
 
-    connect_s: a new PostgreSQL connection (half of it for the check of a pooled one before use, so that a
-    dead pool and a failed reconnection together stay within it and a half). statement_s: one
-    PostgreSQL statement (0: none, for schema upgrades). pool_s: a free connection of the pool. busy_s: another
+    connect_s: a new PostgreSQL connection; half of it for the check of a pooled one before use, so that a dead
+    pool and a failed reconnection together take at most one and a half times it. statement_s: one PostgreSQL
+    statement (0: none, for schema upgrades). pool_s: a free connection of the pool. busy_s: another
     SQLite writer's lock. The defaults are the daemon's (scheduler.config.Settings).
     """
 
@@ -59,7 +59,7 @@ class _BoundedPool(QueuePool):
         try:
             return super().connect()
         except sa_exc.TimeoutError as exc:
-            raise DatabaseUnavailable(f"no free database connection within {self._timeout:g} s: "
+            raise DatabaseUnavailable(f"no free database connection within {self.timeout():g} s: "
                                       "the database is slow or overloaded") from exc
 
 
