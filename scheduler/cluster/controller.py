@@ -431,7 +431,14 @@ class Controller:
             workers = [self._workers[w] for w in job.leads if w in self._workers]
         if not workers:
             return False
-        answers = [self._cancel_on(worker, job_id, outcome) for worker in workers]  # every node of a gang
+        answers, errors = [], []
+        for worker in workers:  # every node of a gang, even when one of them does not answer
+            try:
+                answers.append(self._cancel_on(worker, job_id, outcome))
+            except ControllerError as exc:
+                errors.append(exc)
+        if errors and not any(answers):
+            raise errors[0]
         return any(answers)
 
     def _cancel_on(self, worker: _Worker, job_id: str, outcome: str) -> bool:
