@@ -76,3 +76,18 @@ def test_history_of_an_empty_database(api):
         "jobs": 0, "by_method": [], "mixed_methods": False, "gpu_energy_j": 0, "cpu_energy_j": 0, "energy_j": 0,
         "energy_kwh": 0, "emissions_g": 0, "counterfactual_emissions_g": None, "saving_g": None, "saving_jobs": 0,
         "saving_basis": None, "energy_unknown_jobs": 0, "emissions_unknown_jobs": 0}}
+
+
+def test_an_unexpected_error_is_answered_in_the_api_error_shape_not_plain_text(daemon, monkeypatch, caplog):
+    token = daemon.auth.create_token("admin", "admin").secret
+    api = TestClient(create_app(daemon), headers={"Authorization": f"Bearer {token}"},
+                     raise_server_exceptions=False)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug at /srv/secret/path")
+
+    monkeypatch.setattr(daemon, "status", broken)
+    answer = api.get("/v1/status")
+    assert answer.status_code == 500
+    assert answer.json()["error"]["code"] == "internal_error" and "/srv" not in answer.text
+    assert "a bug at /srv/secret/path" in caplog.text  # the log keeps the details

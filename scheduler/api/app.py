@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import os
 import re
@@ -39,6 +40,7 @@ from scheduler.store.paths import PathRoots
 from scheduler.store.views import history_view, job_view, shows_paths
 from workers.kinds import builtin_kinds
 
+log = logging.getLogger(__name__)
 MAX_WAIT_S = 60.0
 MAX_LIST_LIMIT = 1000
 MAX_BODY_BYTES = 64 * 1024
@@ -263,6 +265,14 @@ def create_app(daemon: SchedulerService) -> FastAPI:
                           f"connections or not answering in time); try again in {retry_after_s} s")
         response.headers["Retry-After"] = str(retry_after_s)
         return response
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request, exc: Exception):
+        # A bug, not the user's doing: logged with its traceback here, answered in the API's error shape (never
+        # Starlette's plain-text 500, which clients cannot parse) without the details, which may hold paths.
+        log.error("unexpected error answering %s %s", request.method, request.url.path, exc_info=exc)
+        return _error(500, "internal_error", "the daemon failed to answer this request (a bug: its log has the "
+                                             "details)")
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request, exc: RequestValidationError):
