@@ -251,3 +251,13 @@ class CarbonIntensity(Base):
     source: Mapped[str] = mapped_column(String(64))
     basis: Mapped[str] = mapped_column(String(16))  # actual | forecast | synthetic
     issued_at: Mapped[datetime]
+
+
+class LeaderLease(Base):
+    """Which daemon schedules: the holder of the row named ``scheduler`` until ``expires_at`` (it renews it every
+    few seconds; another daemon takes it over once it has expired). See scheduler.store.lease."""
+
+    __tablename__ = "leader_lease"
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200))
+    expires_at: Mapped[datetime]
