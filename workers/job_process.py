@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from workers.errors import JobFailed, SpecError
+from workers.file_modes import make_private_dir
 from workers.kinds import JobContext, KindRegistry, builtin_kinds
 
 EXIT_OK = 0
@@ -97,8 +98,7 @@ def run_job(
         raise SpecError(f"workdir: must be {accepted}, got {job['workdir']!r}", field="workdir", accepted=accepted)
     kind = (kinds or builtin_kinds()).get(job["kind"])
     spec = kind.validate(job["spec"])
-    workdir = Path(job["workdir"])
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir = make_private_dir(job["workdir"])
     # Every rank of a job of several processes runs here; one lock holder is enough, and the others must not wait
     # for it (they would wait for the whole job).
     lock = workdir_lock(workdir, should_stop) if os.environ.get("RANK", "0") == "0" else contextlib.nullcontext()

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from workers.errors import MeterError, WorkerBusy
+from workers.file_modes import make_private_dir
 from workers.events import CapMode, ExitStatus, Finished, Progress, Started
 from workers.gpu_info import as_index, describe_worker
 from workers.job_run import JobRun
@@ -222,8 +223,7 @@ class GpuWorker:
 
             gpu_ids = list(ray.get_gpu_ids())
         run.job["gpu_ids"] = gpu_ids = list(gpu_ids)
-        workdir = Path(job["workdir"])
-        workdir.mkdir(parents=True, exist_ok=True)
+        workdir = make_private_dir(job["workdir"])
         processes = self._lay_out(run, workdir)
 
         # Physical GPUs are capped through NVML (a dry run by default); logical ones in their simulated meter.

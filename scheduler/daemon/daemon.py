@@ -43,6 +43,7 @@ from scheduler.daemon.timers import Timers
 from policies.builtin import create_policy
 from policies.snapshot import GpuSlot, JobRequest, PowerProfile, Snapshot
 from policies.status import Code
+from workers.file_modes import make_private_dir
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,7 @@ class Daemon:
         # Loaded now, before the event and tick threads exist: a first load in the tick thread while the event
         # thread records a finish could learn that run twice, or not at all.
         self.recent_runs.estimator()
-        self.settings.jobs_dir.mkdir(parents=True, exist_ok=True)
+        make_private_dir(self.settings.jobs_dir)  # every user's outputs: readable by the daemon's user only
         self._connect_ray()
         after, lost = self._attach(0, LOST_WHILE_AWAY)
         if lost:
@@ -223,7 +224,7 @@ class Daemon:
         """Serve the REST API on the database without Ray or scheduling (submissions queue, nothing starts):
         for benchmarks of the API and for inspecting a database."""
         upgrade(self.engine)
-        self.settings.jobs_dir.mkdir(parents=True, exist_ok=True)
+        make_private_dir(self.settings.jobs_dir)  # every user's outputs: readable by the daemon's user only
         self._start_api()
         return self
 

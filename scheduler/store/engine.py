@@ -8,6 +8,7 @@ so the API can answer 503 and the daemon can keep what it has not recorded and t
 from __future__ import annotations
 
 import math
+import os
 import sqlite3
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -21,12 +22,14 @@ from sqlalchemy.pool import QueuePool
 from scheduler.config import Settings
 from scheduler.errors import DatabaseError, DatabaseUnavailable
 from scheduler.store.watchdog import SocketWatchdog
+from workers.file_modes import PRIVATE_FILE_MODE, make_private_dir, make_private_file
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent.parent / "migrations"
 #: Seconds a connection may stay silent past the server's statement timeout before the watchdog closes it.
 STATEMENT_SLACK_S = 1.0
 #: What SQLite says when it is locked or its file cannot be used for now (other errors are bugs, not outages).
 SQLITE_TRANSIENT = ("locked", "busy", "unable to open", "disk i/o error")
+SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
 
 _watchdog = SocketWatchdog()  # one thread for every engine's connections: it holds no state between waits
 
@@ -91,7 +94,7 @@ def make_engine(url: str, timeouts: DatabaseTimeouts = DatabaseTimeouts()) -> En
 def _sqlite_engine(url: str, parsed, timeouts: DatabaseTimeouts) -> Engine:
     in_memory = not parsed.database or parsed.database == ":memory:"
     if not in_memory:
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        _make_private(Path(parsed.database))
     # The API threads and the event thread share the file: a writer waits for another's lock, up to busy_s.
     pool = {} if in_memory else {"poolclass": _BoundedPool, "pool_timeout": timeouts.pool_s}
     engine = create_engine(url, connect_args={"timeout": timeouts.busy_s, "check_same_thread": False}, **pool)
@@ -106,6 +109,23 @@ def _sqlite_engine(url: str, parsed, timeouts: DatabaseTimeouts) -> Engine:
 
     _translate_outages(engine)
     return engine
+
+
+def _make_private(database: Path) -> None:
+    """The database file 0600 (and its folder 0700 if made here): it holds every user's jobs and token hashes.
+
+    SQLite gives its -wal and -shm files the database file's mode; side files left by an older, world-readable
+    database are made private too.
+    """
+    if not database.parent.exists():
+        make_private_dir(database.parent)
+    if database.exists() and database.stat().st_uid != os.getuid():
+        return  # another user's database, opened to be read: not ours to change
+    make_private_file(database)
+    for suffix in SQLITE_SIDE_FILES:
+        side = database.with_name(database.name + suffix)
+        if side.exists():
+            os.chmod(side, PRIVATE_FILE_MODE)
 
 
 def _postgres_connect_args(query, timeouts: DatabaseTimeouts) -> dict:
