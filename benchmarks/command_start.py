@@ -34,21 +34,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from timing import POLL_S, load_average, summary, until  # noqa: E402  (beside this script)
+
 SCRIPT = ("import os, time\n"
           "started_s = time.time()\n"
           "with open(os.path.join(os.environ['WATTSCHED_JOB_DIR'], 'started'), 'w') as f:\n"
           "    f.write(repr(started_s))\n")
-POLL_S = 0.002
 
-
-def until(predicate, timeout_s: float = 120.0):
-    give_up_at = time.monotonic() + timeout_s
-    while time.monotonic() < give_up_at:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(POLL_S)
-    raise TimeoutError("condition not met in time")
 
 
 def started_s(folder: Path) -> float:
@@ -71,13 +63,6 @@ def ray_jobs_ready(jobs, timeout_s: float = 120.0) -> None:
     until(lambda: jobs.get_job_status(submission_id).is_terminal(), timeout_s=timeout_s)
 
 
-def summary(values: list[float]) -> str:
-    ms = [v * 1000 for v in values]
-    return f"median {statistics.median(ms):.1f} ms (min {min(ms):.1f}, max {max(ms):.1f}, n={len(ms)})"
-
-
-def load_average() -> str:
-    return Path("/proc/loadavg").read_text().split()[0] if Path("/proc/loadavg").exists() else "?"
 
 
 def main() -> int:
