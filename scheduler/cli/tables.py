@@ -21,6 +21,7 @@ FORMATS = ("table", "csv", "json")
 HISTORY_FORMATS = ("table", "csv", "json", "codecarbon")
 NONE = "-"  # how a missing value reads in text output
 NOT_AVAILABLE = "n/a"  # a figure that cannot be computed (no counterfactual known), not a zero
+RUN_RUNNING, RUN_LOST = "running", "lost"  # run exit statuses as the API says them
 
 
 # --- units --------------------------------------------------------------------------------------------
@@ -142,9 +143,25 @@ def _state(job: Job) -> str:
 
 
 def _reason(job: Job) -> str:
-    """Why the job is in its state, with the policy plugin that decided when one did."""
+    """Why the job is in its state, with the policy plugin that decided when one did, and why its last run was
+    lost when its reason no longer says (it runs again, say)."""
     reason = job.reason or ""
-    return f"[{job.wait_plugin}] {reason}" if job.wait_plugin and not job.terminal else reason
+    reason = f"[{job.wait_plugin}] {reason}" if job.wait_plugin and not job.terminal else reason
+    lost = _last_lost_message(job)
+    return f"{reason} (last run lost: {lost})" if lost and lost not in reason else reason
+
+
+def _last_lost_message(job: Job) -> str | None:
+    """The first line of why the job's latest ended run was lost; None unless that run was lost."""
+    ended = [r for r in job.runs if r.exit_status and r.exit_status != RUN_RUNNING]
+    if not ended or ended[-1].exit_status != RUN_LOST:
+        return None
+    return _first_line(ended[-1].raw.get("message")) or "no reason given"
+
+
+def _first_line(message: Any) -> str:
+    lines = [line.strip() for line in str(message or "").splitlines() if line.strip()]
+    return lines[0] if lines else ""
 
 
 def render_jobs(jobs: Sequence[Job], fmt: str = "table", now: datetime | None = None) -> str:
@@ -264,9 +281,10 @@ def render_job(job: Job, now: datetime | None = None) -> str:
     if job.runs:
         rows = [[str(r.attempt if r.attempt is not None else NONE), short_id(r.node_id), r.zone or NONE,
                  ",".join(str(g) for g in r.gpu_ids) or NONE, format_number(r.power_cap_w),
-                 format_time(r.started_at), format_time(r.ended_at), r.exit_status or NONE] for r in job.runs]
+                 format_time(r.started_at), format_time(r.ended_at), r.exit_status or NONE,
+                 _first_line(r.raw.get("message")) or NONE] for r in job.runs]
         text += "\n\nruns\n" + render_table(
-            ("attempt", "node", "zone", "gpus", "cap W", "started", "ended", "exit"), rows, numeric=(0, 4))
+            ("attempt", "node", "zone", "gpus", "cap W", "started", "ended", "exit", "why"), rows, numeric=(0, 4))
     return text
 
 
