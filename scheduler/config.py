@@ -68,6 +68,11 @@ class Settings:
     policy_options: dict = field(default_factory=dict)
     #: Seconds between scheduling ticks; submits and finishes also tick at once.
     tick_interval_s: float = 5.0
+    #: Seconds a daemon's leader lease lasts: a standby on the same database takes over this long after the
+    #: leader's last renewal (its death, or its losing the database).
+    leader_lease_s: float = 10.0
+    #: Seconds between the leader's renewals of its lease (and a standby's attempts to take it over).
+    leader_renew_s: float = 3.0
     #: Seconds between power samples taken by the workers' meters.
     sample_interval_s: float = 0.5
     #: At most this many power samples are kept in the database per run (downsampled).

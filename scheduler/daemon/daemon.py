@@ -6,6 +6,10 @@ the database. Submits and finishes run the tick at once, so an idle cluster star
 the next interval. The grids' carbon signal (``GridCarbon``) and the emissions charged to runs
 (``RunEmissions``) are the daemon's own, in modules of their own.
 
+Several daemons may run on one database: the one holding the leader lease (``Leadership``) schedules, the
+others stand by, serving the API, until its lease expires; then one of them takes over, attaching to the
+controller as at start.
+
 Every call to the controller goes through a ``ControllerLink``: when the controller actor is lost while the daemon
 runs, the event thread gets or creates it again and reattaches as at start (its runs the new controller does not
 know are requeued).
@@ -33,11 +37,13 @@ from scheduler.daemon.estimates import RecentRuns
 from scheduler.carbon.grid import GridCarbon, configured_signal
 from scheduler.store.job_state import JobState
 from scheduler.store.jobs import JobStore, Submission
+from scheduler.store.lease import Lease
 from scheduler.carbon.emissions import RunEmissions
 from scheduler.core import SchedulingCore
 from scheduler.daemon.db_outage import DatabaseOutage
 from scheduler.daemon.events import EventRecorder
 from scheduler.daemon.executor import ControllerExecutor, one_line
+from scheduler.daemon.leadership import STANDBY, Leadership
 from scheduler.daemon.running import RunningJobs
 from scheduler.daemon.timers import Timers
 from policies.builtin import create_policy
@@ -88,6 +94,10 @@ class Daemon:
         self._tick_lock = threading.Lock()
         self._changed = threading.Condition()
         self._stopping = threading.Event()
+        # This daemon's current term as the leader: its tick and event threads end with it. Until a term begins it
+        # is the daemon's own life (loops that tests drive on an unstarted daemon end when it stops).
+        self._term = self._stopping
+        self.leadership: Leadership | None = None
         self._tick_wanted = threading.Event()
         self._tick_thread: threading.Thread | None = None
         self._event_thread: threading.Thread | None = None
@@ -115,33 +125,71 @@ class Daemon:
         self.recent_runs.estimator()
         make_private_dir(self.settings.jobs_dir)  # every user's outputs: readable by the daemon's user only
         self._connect_ray()
+        s = self.settings
+        self.leadership = Leadership(Lease(self.store.sessions, self.clock), self.clock, s.leader_lease_s,
+                                     s.leader_renew_s, self._lead, self._stand_by)
+        if self.leadership.step() == STANDBY:
+            log.warning("another daemon holds the leader lease on this database: this one stands by (it serves the "
+                        "API) and takes over once that lease expires")
+        self.leadership.start(self._stopping)
+        if serve_api:
+            self._start_api()
+        return self
+
+    @property
+    def role(self) -> str:
+        """``leader`` (this daemon schedules) or ``standby``."""
+        return self.leadership.role if self.leadership is not None else STANDBY
+
+    def _lead(self) -> None:
+        """Begin a term as the leader: catch up with the controller (requeuing only the runs it does not know:
+        those of a previous leader that still run are its), then tick, record events and keep timers."""
+        # A standby's estimates missed the runs the previous leader recorded.
+        self.recent_runs = self.events.recent_runs = RecentRuns(self.store.recent_finished_runs)
+        self.recent_runs.estimator()
         after, lost = self._attach(0, LOST_WHILE_AWAY)
         if lost:
-            log.warning("%d run(s) were lost while the daemon was away; their jobs are queued again", lost)
+            log.warning("%d run(s) were lost while no daemon led; their jobs are queued again", lost)
+        self._term = threading.Event()
+        if self._stopping.is_set():  # stopped while catching up: the term is over before it began
+            self._term.set()
         self._event_thread = threading.Thread(target=self._event_loop, args=(after,), name="wattsched-events",
                                               daemon=True)
         self._event_thread.start()
         self._tick_thread = threading.Thread(target=self._tick_loop, name="wattsched-tick", daemon=True)
         self._tick_thread.start()
         self._start_scheduler()
-        if serve_api:
-            self._start_api()
         self.trigger_tick()
-        return self
+
+    def _stand_by(self) -> None:
+        """End the term as the leader (another daemon holds the lease): no more ticks, events or timers; the
+        API goes on."""
+        self._term.set()
+        self._tick_wanted.set()
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+            self._scheduler = self.timers.scheduler = None
+        self._join_threads()
+
+    def _join_threads(self) -> None:
+        for thread in (self._event_thread, self._tick_thread):
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(timeout=EVENT_POLL_S * 3)
 
     def stop(self) -> None:
         """Stop scheduling and serving; idempotent. Running jobs go on under the controller."""
         if self._stopping.is_set():
             return
         self._stopping.set()
+        self._term.set()
         self._tick_wanted.set()
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
         if self._server is not None:
             self._server.stop()
-        for thread in (self._event_thread, self._tick_thread):
-            if thread is not None:
-                thread.join(timeout=EVENT_POLL_S * 3)
+        self._join_threads()
+        if self.leadership is not None:  # ends the lease, so that a standby takes over at once
+            self.leadership.stop()
         self.engine.dispose()
 
     def _connect_ray(self) -> None:
@@ -302,6 +350,7 @@ class Daemon:
         return {
             "policy": self.policy.name,
             "database": self.engine.dialect.name,
+            "role": self.role,
             "gpus": [dict(g.raw, busy_job=g.busy_job) for g in self._inventory],
             "queue": self.store.count_by_state(),
             "carbon": self.grid_carbon.health(sorted(self._zones())),
@@ -333,10 +382,11 @@ class Daemon:
         self._tick_wanted.set()
 
     def _tick_loop(self) -> None:
-        while not self._stopping.is_set():
+        term = self._term
+        while not term.is_set():
             self._tick_wanted.wait()
             self._tick_wanted.clear()
-            if self._stopping.is_set():
+            if term.is_set():
                 return
             try:
                 self.tick()
@@ -398,7 +448,7 @@ class Daemon:
 
     def tick(self) -> None:
         """One scheduling decision round: snapshot, policy, apply."""
-        if self._stopping.is_set():
+        if self._term.is_set():  # stopped, or another daemon leads now
             return
         with self._tick_lock:
             self._set_inventory(self.controller.call("inventory"))
@@ -459,10 +509,11 @@ class Daemon:
 
     def _event_loop(self, after: int) -> None:
         attached = self.controller.generation  # the controller handle the daemon has caught up with
-        while not self._stopping.is_set():
+        term = self._term
+        while not term.is_set():
             try:
                 if self.controller.unavailable:
-                    self._stopping.wait(self.controller.retry_in_s())
+                    term.wait(self.controller.retry_in_s())
                     self.controller.reacquire()
                     continue
                 if self.controller.generation != attached:
@@ -472,13 +523,13 @@ class Daemon:
             except ControllerUnavailable:
                 continue  # the link logged it once; the next round gets the controller back
             except DatabaseUnavailable as exc:  # while reattaching: nothing was decided, do it all again
-                self._stopping.wait(self.db_outage.failed("recording worker events", exc))
+                term.wait(self.db_outage.failed("recording worker events", exc))
                 continue
             except Exception as exc:  # Ray shutting down
-                if self._stopping.is_set():
+                if term.is_set():
                     return
                 log.warning("fetching events from the controller failed: %s", exc)
-                self._stopping.wait(EVENT_POLL_S)
+                term.wait(EVENT_POLL_S)
                 continue
             if drained.after != after:
                 self.db_outage.recovered()
@@ -487,7 +538,7 @@ class Daemon:
                 self._notify()
                 self.trigger_tick()
             if drained.stalled:  # the controller keeps the rest; fetch them again from ``after``
-                self._stopping.wait(self.db_outage.failed("recording worker events", drained.stalled))
+                term.wait(self.db_outage.failed("recording worker events", drained.stalled))
 
     def _reattach(self, after: int) -> int:
         """Catch up with a controller got back after an outage; returns the last event number seen."""
