@@ -52,6 +52,10 @@ MAX_DEPENDENCIES = 100
 MAX_IDEMPOTENCY_KEY = 200
 MAX_AHEAD_S = 366 * 86400.0  # a deadline or begin time more than a year ahead is a typo
 HELD_REASON = "held by the user"
+#: How many times a failed run of an interruptible job (a rank that crashed, a node's process killed) queues the
+#: job again to resume from its checkpoint, before the next failure fails it: a gang stops whole when one rank
+#: fails, and its checkpoint is the place to go on from; a script that fails every time still ends.
+REQUEUES_AFTER_FAILURE = 2
 
 
 def cap_in_force(power_cap_mode: str | None) -> bool:
@@ -718,7 +722,13 @@ class JobStore:
                 transition(session, job, JobState.PENDING, f"{_first_line(message)}; queued again", now)
             else:
                 job.error = message
-                transition(session, job, JobState.FAILED, f"failed: {_first_line(message)}", ended)
+                failures = sum(1 for r in job.runs if r.status == RunStatus.FAILED.value)  # this one included
+                if job.interruptible and failures <= REQUEUES_AFTER_FAILURE:
+                    transition(session, job, JobState.PENDING,
+                               f"{_first_line(message)}; queued again to resume from its checkpoint (failure "
+                               f"{failures} of {REQUEUES_AFTER_FAILURE + 1} allowed)", now)
+                else:
+                    transition(session, job, JobState.FAILED, f"failed: {_first_line(message)}", ended)
             return job
 
     def runs_with_basis(self, basis: str) -> list[tuple[RunEnergy, Run]]:
