@@ -136,3 +136,14 @@ def test_a_leader_that_cannot_renew_keeps_its_role_until_its_lease_expires(tmp_p
     finally:
         writer.close()
         engine.dispose()
+
+
+def test_wattsched_status_prints_the_role():
+    from scheduler.cli.tables import render_status
+
+    first = render_status({"version": "1", "policy": "fifo", "database": "postgresql", "role": "standby"})
+    assert first.splitlines()[0] == "wattsched 1  policy fifo  database postgresql  role standby"
+
+
+def test_an_unstarted_daemon_reports_standby_in_its_status(daemon):
+    assert daemon.status()["role"] == STANDBY

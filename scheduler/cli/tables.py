@@ -375,11 +375,13 @@ def _render_groups(history: History) -> str:
 
 
 def render_status(status: dict[str, Any]) -> str:
-    """The daemon's status: version, policy, database, controller, carbon source, queue counts and its GPUs."""
+    """The daemon's status: version, policy, database, role (leader or standby), controller, carbon source, queue
+    counts and its GPUs."""
     queue = status.get("queue") or {}
+    role = f"  role {status['role']}" if status.get("role") else ""  # older daemons do not say
     lines = [
         f"wattsched {status.get('version', '?')}  policy {status.get('policy', '?')}  "
-        f"database {status.get('database', '?')}",
+        f"database {status.get('database', '?')}{role}",
         "queue: " + (", ".join(f"{n} {state}" for state, n in queue.items()) or "empty"),
     ]
     if controller := status.get("controller"):
