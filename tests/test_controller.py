@@ -107,8 +107,9 @@ class TestOneNode:
             assert worker["node_id"] == node and worker["logical"] and worker["busy_job"] is None
             assert worker["gpu_name"] == "A100-SXM4-40GB" and worker["max_power_w"] > worker["idle_power_w"]
         assert ray.get(controller.sync_workers.remote()) == inventory  # idempotent
-        # Attaching again gives the same controller, whatever options are passed.
-        again = get_or_create_controller({"cancel_grace_s": 1.0}, namespace=namespace)
+        # Attaching again gives the same controller (other options would be applied to it: see
+        # test_operator_controller_options.py).
+        again = get_or_create_controller(OPTIONS, namespace=namespace)
         assert ray.get(again.info.remote())["epoch"] == ray.get(controller.info.remote())["epoch"]
 
     def test_bad_options_and_missing_controller(self, one_node):

@@ -120,14 +120,25 @@ def check_options(options: dict | None) -> dict:
     return options
 
 
+def _worker_options_of(given: dict, options: dict) -> dict:
+    """What every new worker is given: the worker options among ``given``, and the controller's cancel grace."""
+    worker_options = {k: v for k, v in given.items() if k in _WORKER_KEYS}
+    worker_options.setdefault("cancel_grace_s", options["cancel_grace_s"])
+    return worker_options
+
+
+def _comparable(value: Any) -> Any:
+    """A list and a tuple of the same zones are the same setting (options cross Ray and JSON as either)."""
+    return tuple(value) if isinstance(value, (list, tuple)) else value
+
+
 class Controller:
     """Owns one GPU worker per GPU of the cluster, starts and cancels jobs on them, and keeps their events."""
 
     def __init__(self, options: dict | None = None):
         options = check_options(options)
         self.options = {**CONTROLLER_DEFAULTS, **options}
-        self._worker_options = {k: v for k, v in options.items() if k in _WORKER_KEYS}
-        self._worker_options.setdefault("cancel_grace_s", self.options["cancel_grace_s"])
+        self._worker_options = _worker_options_of(options, self.options)
         self.epoch = uuid.uuid4().hex
         self.started_at = time.time()
         ctx = ray.get_runtime_context()
@@ -139,6 +150,31 @@ class Controller:
         self._workers: dict[str, _Worker] = {}
         self._jobs: dict[str, _Job] = {}
         self._early_stops: dict[str, tuple[str, float]] = {}  # job id -> (outcome, monotonic time asked)
+
+    def configure(self, options: dict | None = None) -> dict:
+        """Apply a restarted daemon's options (the same keys as at creation; those not given take their defaults).
+
+        The controller's own options apply at once; worker options and zones apply to workers created from now on
+        (a node that joins or comes back): a worker keeps the options it was created with, because its zone is
+        part of what running jobs and the scheduler's placement were decided on. Returns ``changed`` (key ->
+        [old, new]) and ``workers_keeping_old`` (how many workers still run with the former options).
+        """
+        options = check_options(options)
+        wanted = {**CONTROLLER_DEFAULTS, **options}
+        worker_options = _worker_options_of(options, wanted)
+        with self._lock:
+            before = {**self.options, **self._worker_options}
+            after = {**wanted, **worker_options}
+            changed = {k: [before.get(k), after.get(k)] for k in sorted(set(before) | set(after))
+                       if _comparable(before.get(k)) != _comparable(after.get(k))}
+            self.options, self._worker_options = wanted, worker_options
+            self._events.max_events = wanted["max_events"]
+            keeping = len(self._workers) if changed else 0
+        if changed:
+            log.warning("controller options changed: %s; %d existing worker(s) keep their former options until "
+                        "recreated", ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changed.items()),
+                        keeping)
+        return {"changed": changed, "workers_keeping_old": keeping}
 
     # --- workers -------------------------------------------------------------------------------------------
 
@@ -603,14 +639,24 @@ def get_or_create_controller(
 ):
     """The controller actor's handle: attached by name if it exists, else created detached (on this node).
 
-    Options only matter when it is created; an existing controller keeps its own (see ``info()``).
+    An existing controller is given ``options`` (``Controller.configure``): what changed is logged here and
+    applies to workers created from now on; the workers it already has keep theirs until recreated.
     Needs ``ray.init`` first.
     """
+    options = check_options(options)  # here, where the error is readable, not inside the actor
     try:
-        return ray.get_actor(name, namespace=namespace)
+        handle = ray.get_actor(name, namespace=namespace)
     except ValueError:
         pass
-    options = check_options(options)  # here, where the error is readable, not inside the actor
+    else:
+        applied = ray.get(handle.configure.remote(options))
+        if applied["changed"]:
+            log.warning(
+                "the running controller now has this daemon's options: %s; %d existing worker(s) keep their former "
+                "options (zone included) until recreated (a node that rejoins, or the controller restarted)",
+                ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in applied["changed"].items()),
+                applied["workers_keeping_old"])
+        return handle
     handle = (
         ray.remote(Controller)
         .options(

@@ -32,6 +32,15 @@ class EventLog:
         self._next_seq = 1
 
     @property
+    def max_events(self) -> int:
+        return self._max_events
+
+    @max_events.setter
+    def max_events(self, value: int) -> None:  # a restarted daemon's new setting (Controller.configure)
+        with self._changed:
+            self._max_events = value
+
+    @property
     def last_seq(self) -> int:
         return self._next_seq - 1
 
