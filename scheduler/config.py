@@ -68,6 +68,9 @@ class Settings:
     policy_options: dict = field(default_factory=dict)
     #: Seconds between scheduling ticks; submits and finishes also tick at once.
     tick_interval_s: float = 5.0
+    #: Seconds between the daemon's syncs of the GPU workers with the cluster's nodes: a node that joins (or a
+    #: lost one) is noticed within this long. Each sync asks Ray for its nodes and probes every worker.
+    node_sync_s: float = 30.0
     #: Seconds a daemon's leader lease lasts: a standby on the same database takes over this long after the
     #: leader's last renewal (its death, or its losing the database).
     leader_lease_s: float = 10.0
@@ -154,7 +157,8 @@ class Settings:
                               "as /data/datasets, separated by ':'")
         if settings.power_budget_w < 0:
             raise ConfigError(f"{ENV_PREFIX}POWER_BUDGET_W={settings.power_budget_w:g} must be >= 0 (0: no limit)")
-        for name in ("db_connect_timeout_s", "db_statement_timeout_s", "db_pool_timeout_s", "db_busy_timeout_s"):
+        for name in ("db_connect_timeout_s", "db_statement_timeout_s", "db_pool_timeout_s", "db_busy_timeout_s",
+                     "node_sync_s"):
             if not getattr(settings, name) > 0:  # unbounded waits are what made the API hang
                 raise ConfigError(f"{ENV_PREFIX}{name.upper()}={getattr(settings, name):g} must be > 0")
         return settings

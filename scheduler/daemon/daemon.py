@@ -249,8 +249,8 @@ class Daemon:
         self._scheduler = BackgroundScheduler(timezone=timezone.utc)
         self._scheduler.add_job(self.trigger_tick, "interval", seconds=self.settings.tick_interval_s,
                                 id=TICK_JOB_ID, coalesce=True)
-        self._scheduler.add_job(self._sync_workers_if_connected, "interval", seconds=30, id="sync-workers",
-                                max_instances=1, coalesce=True)
+        self._scheduler.add_job(self._sync_workers_if_connected, "interval", seconds=self.settings.node_sync_s,
+                                id="sync-workers", max_instances=1, coalesce=True)
         if self.grid_carbon.needs_refresh:  # keep the providers' cache fresh, starting right away
             self._scheduler.add_job(self.refresh_carbon, "interval", seconds=self.settings.carbon_refresh_s,
                                     id="carbon-refresh", max_instances=1, coalesce=True,
