@@ -106,6 +106,11 @@ class Settings:
     #: directory for the local user's token on a daemon listening on loopback only, else none. Each user's own
     #: jobs' directories are always allowed; the data directory and the database never (scheduler.store.paths).
     path_roots: tuple[str, ...] = field(default=(), metadata={"separator": os.pathsep})
+    #: The secret of a first admin token, made for user ``admin`` at start when no admin token exists (a fresh
+    #: database behind a daemon listening beyond loopback, as in docker/compose.yaml). Never shown.
+    admin_token: str = field(default="", repr=False)
+    #: A file holding that secret (a Docker or Kubernetes secret), read when WATTSCHED_ADMIN_TOKEN is not set.
+    admin_token_file: str = ""
 
     @property
     def resolved_database_url(self) -> str:

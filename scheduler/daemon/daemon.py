@@ -266,6 +266,9 @@ class Daemon:
         return TokenStore(self.store.sessions, self.clock)
 
     def _check_listen_address(self) -> None:
+        from scheduler.daemon.admin_token import bootstrap_admin_token
+
+        bootstrap_admin_token(self.auth, self.settings)  # a fresh deployment's first admin (docker/compose.yaml)
         check_listen_address(self.settings.host, self.auth.configured())
 
     def start_api_only(self) -> Daemon:

@@ -31,6 +31,9 @@ ROLES = ("admin", "user")
 LOCAL_TOKEN_NAME = "local daemon.json"
 """Name of the token a local daemon makes for its OS user; it does not count as configured authentication."""
 TOKEN_PREFIX = "ws_"
+BOOTSTRAP_USER = "admin"
+BOOTSTRAP_TOKEN_NAME = "bootstrap (WATTSCHED_ADMIN_TOKEN)"
+MIN_SECRET_CHARS = 16  # a secret chosen by an operator: refuse the trivially guessable
 MAX_NAME = 200
 CACHE_TTL_S = 2.0
 """How long a verified token is trusted without asking the database again (a revocation made elsewhere, e.g.
@@ -157,6 +160,34 @@ class TokenStore:
         with self.sessions() as session:
             return bool(session.scalar(select(func.count()).select_from(ApiToken).where(
                 ApiToken.revoked_at.is_(None), ApiToken.name != LOCAL_TOKEN_NAME)))
+
+    def bootstrap_admin(self, secret: str, user: str = BOOTSTRAP_USER) -> NewToken | None:
+        """Make ``secret`` an admin token of ``user`` when no admin token exists yet (besides a local daemon's
+        own), so that a daemon on a fresh database can listen beyond loopback; None when there is one already,
+        or when this secret was a token once (a revoked one is not brought back).
+
+        For a deployment's first start (WATTSCHED_ADMIN_TOKEN): the secret is chosen by the operator, stored
+        only as its hash like any other.
+        """
+        if not isinstance(secret, str) or len(secret) < MIN_SECRET_CHARS or not secret.isprintable() \
+                or secret != secret.strip():
+            raise InvalidRequest(f"an admin token's secret must be at least {MIN_SECRET_CHARS} printable characters "
+                                 "without surrounding spaces", "secret")
+        user = _check_name(user, "user")
+        now = self.clock()
+        with self.sessions.begin() as session:
+            admins = session.scalar(select(func.count()).select_from(ApiToken).join(User).where(
+                User.role == "admin", ApiToken.revoked_at.is_(None), ApiToken.name != LOCAL_TOKEN_NAME))
+            known = session.scalar(select(func.count()).select_from(ApiToken).where(
+                ApiToken.token_hash == hash_token(secret)))
+            if admins or known:
+                return None
+            row = self._user(session, user, "admin", now)
+            row.role = "admin"
+            token = ApiToken(user_id=row.id, name=BOOTSTRAP_TOKEN_NAME, token_hash=hash_token(secret), created_at=now)
+            session.add(token)
+            session.flush()
+            return NewToken(token.id, row.name, row.role, token.name, secret)
 
     def local_token(self, user: str | None = None) -> NewToken:
         """A fresh admin token for the local OS user (the owner of this daemon); earlier ones are revoked."""
