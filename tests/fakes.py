@@ -14,3 +14,41 @@ class FakeClock:
 
     def advance(self, **delta) -> None:
         self.now += timedelta(**delta)
+
+
+class RecordingExecutor:
+    """A scheduling-core executor (``scheduler.core.Executor``) that keeps what it was asked to do, as tuples in
+    ``done``: ("start", job id, *details(decision, job, step)), ("suspend", id), ("wait", id), ("refused", id,
+    message), and ("unanswered", ids) when ``record_unanswered``."""
+
+    def __init__(self, details=lambda decision, job, step: (), record_unanswered: bool = False):
+        self.done = []
+        self._details, self._record_unanswered = details, record_unanswered
+
+    def start(self, decision, job, step):
+        self.done.append(("start", decision.job_id, *self._details(decision, job, step)))
+
+    def suspend(self, decision, job):
+        self.done.append(("suspend", decision.job_id))
+
+    def wait(self, decision):
+        self.done.append(("wait", decision.job_id))
+
+    def refuse(self, decision, violation):
+        self.done.append(("refused", decision.job_id, str(violation)))
+
+    def unanswered(self, job_ids):
+        if self._record_unanswered:
+            self.done.append(("unanswered", tuple(job_ids)))
+
+
+class FixedPolicy:
+    """A policy that answers every snapshot with the decisions it was made with."""
+
+    name = "answers"
+
+    def __init__(self, *decisions):
+        self.decisions = decisions
+
+    def decide(self, snapshot):
+        return list(self.decisions)

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pytest
 
-from fakes import FakeClock
+from fakes import FakeClock, FixedPolicy as Answers, RecordingExecutor
 from test_daemon_policy import RecordingController
 from policies.decisions import Start, Suspend, Wait
 from policies.builtin import create_policy
@@ -17,7 +17,6 @@ from scheduler.carbon.signal import IntensityReading, ZoneStatus
 from scheduler.config import Settings
 from scheduler.core import SchedulingCore
 from scheduler.daemon.daemon import Daemon
-from scheduler.errors import PolicyViolation
 from scheduler.simulation.engine import Simulation
 from scheduler.simulation.forecasts import make_forecast
 from scheduler.simulation.inputs import Cluster, Job, Zone
@@ -27,38 +26,9 @@ NOW = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
 PROFILE = PowerProfile("p", (CapStep(1.0, 1.0, 1.0), CapStep(0.5, 0.8, 0.5)))
 
 
-class Recorder:
-    """An executor that keeps what it was asked to do."""
-
-    def __init__(self):
-        self.done = []
-
-    def start(self, decision, job, step):
-        self.done.append(("start", decision.job_id, step))
-
-    def suspend(self, decision, job):
-        self.done.append(("suspend", decision.job_id))
-
-    def wait(self, decision):
-        self.done.append(("wait", decision.job_id))
-
-    def refuse(self, decision, violation):
-        self.done.append(("refused", decision.job_id, str(violation)))
-
-    def unanswered(self, job_ids):
-        self.done.append(("unanswered", tuple(job_ids)))
-
-
-class Answers:
-    """A policy that gives the decisions it was made with."""
-
-    name = "answers"
-
-    def __init__(self, *decisions):
-        self.decisions = decisions
-
-    def decide(self, snapshot):
-        return list(self.decisions)
+def Recorder():  # noqa: N802  (read as the executor it makes)
+    """Keeps each start's cap step, and the jobs the policy said nothing about."""
+    return RecordingExecutor(lambda decision, job, step: (step,), record_unanswered=True)
 
 
 def pool_snapshot(*jobs, free=2, budget_w=None, draw_w=0.0, running=()):
@@ -222,7 +192,6 @@ def test_the_daemon_and_the_simulator_make_the_same_decisions_on_the_same_scenar
     assert {d[0] for d in decisions} == set(ids)
     kinds = {d[1] for d in decisions}
     assert "start" in kinds and "wait" in kinds  # the scenario is not trivial: some start, some wait
-
 
 
 def test_a_job_no_node_can_take_is_shown_unschedulable_with_the_plugin_that_said_so(tmp_path):

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from fakes import FakeClock
+from fakes import FakeClock, FixedPolicy as Answers, RecordingExecutor as Recorder
 from policies.decisions import Start, Suspend
 from policies.snapshot import GpuSlot, JobRequest, RunningJob, Snapshot, ZonePool
 from scheduler.config import Settings
@@ -20,36 +20,6 @@ GANG = JobRequest("g", 8, 0.0, zones=("A",), gpus_per_node=4)
 OPEN = JobRequest("g", 6, 0.0, zones=("A",))  # its shape left open
 N1 = tuple(f"n1g{k}" for k in range(4))
 N2 = tuple(f"n2g{k}" for k in range(4))
-
-
-class Recorder:
-    def __init__(self):
-        self.done = []
-
-    def start(self, decision, job, step):
-        self.done.append(("start", decision.job_id))
-
-    def suspend(self, decision, job):
-        self.done.append(("suspend", decision.job_id))
-
-    def wait(self, decision):
-        self.done.append(("wait", decision.job_id))
-
-    def refuse(self, decision, violation):
-        self.done.append(("refused", decision.job_id, str(violation)))
-
-    def unanswered(self, job_ids):
-        pass
-
-
-class Answers:
-    name = "answers"
-
-    def __init__(self, *decisions):
-        self.decisions = decisions
-
-    def decide(self, snapshot):
-        return list(self.decisions)
 
 
 def listed(job, busy=(), running=()):

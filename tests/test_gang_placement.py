@@ -2,6 +2,7 @@
 kept node by node; preemption freeing a whole gang."""
 
 import pytest
+from fakes import RecordingExecutor
 
 from policies import gang
 from policies.builtin import create_policy
@@ -151,26 +152,6 @@ def preempting_policy() -> ProfilePolicy:
                                  filters=(NodeCapacity(), PowerBudget()), preemptors=(Preempt(),)))
 
 
-class Recorder:
-    def __init__(self):
-        self.done = []
-
-    def start(self, decision, job, step):
-        self.done.append(("start", decision.job_id, tuple(n for n, _ in decision.placement)))
-
-    def suspend(self, decision, job):
-        self.done.append(("suspend", decision.job_id))
-
-    def wait(self, decision):
-        self.done.append(("wait", decision.job_id))
-
-    def refuse(self, decision, violation):
-        self.done.append(("refused", decision.job_id, str(violation)))
-
-    def unanswered(self, job_ids):
-        pass
-
-
 @pytest.mark.parametrize("kind", ["listed", "pooled"])
 def test_suspending_a_gang_frees_all_its_nodes_for_the_due_job_and_the_next(kind):
     """Two nodes of 4 GPUs, both taken by one interruptible 8-GPU gang with slack. A 4-GPU job falls due: the
@@ -185,7 +166,7 @@ def test_suspending_a_gang_frees_all_its_nodes_for_the_due_job_and_the_next(kind
     due = JobRequest("due", 4, 0.0, deadline_s=1 * H, expected_duration_s=1 * H, power_w=0.0)
     other = JobRequest("other", 4, 1.0, power_w=0.0)
     snapshot = Snapshot(0.0, (due, other), snapshot.gpus, pools=snapshot.pools, running=(running,))
-    executor = Recorder()
+    executor = RecordingExecutor(lambda decision, job, step: (tuple(n for n, _ in decision.placement),))
     decisions = SchedulingCore(preempting_policy()).run(snapshot, executor)
     assert isinstance(decisions[0], Suspend) and decisions[0].job_id == "g"
     first, second = ("n1",), ("n2",)
