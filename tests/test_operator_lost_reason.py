@@ -6,34 +6,12 @@ real SQLite and PostgreSQL; the text is rendered from the API's view of the job 
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
-import pytest
-from fakes import FakeClock
+from test_lost_runs import daemon  # noqa: F401  (the fixture: a daemon whose controller runs nothing)
 
 from scheduler.cli.tables import render_job, render_jobs
 from scheduler.client.models import Job
-from scheduler.config import Settings
-from scheduler.daemon.daemon import LOST_WHILE_AWAY, Daemon
+from scheduler.daemon.daemon import LOST_WHILE_AWAY
 from scheduler.store.views import job_view
-
-T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
-
-
-class RunsNothing:
-    """Stands in for a controller that restarted: it runs nothing, so every open run is lost."""
-
-    def call(self, method, *args):
-        assert method == "running"
-        return []
-
-
-@pytest.fixture
-def daemon(upgraded_db_url, tmp_path):
-    daemon = Daemon(Settings(data_dir=tmp_path, database_url=upgraded_db_url), clock=FakeClock(T0))
-    daemon.controller = RunsNothing()
-    yield daemon
-    daemon.engine.dispose()
 
 
 def as_cli_sees_it(daemon, job_id) -> Job:

@@ -42,10 +42,6 @@ class SchedulingCore:
     def __init__(self, policy: Policy):
         self.policy = policy
 
-    @property
-    def name(self) -> str:
-        return self.policy.name
-
     def run(self, snapshot: Snapshot, executor: Executor) -> list[Decision]:
         """One round; returns the policy's decisions (refused ones included), in the order it gave them."""
         decisions = list(self.policy.decide(snapshot))

@@ -42,7 +42,7 @@ from scheduler.carbon.emissions import RunEmissions
 from scheduler.core import SchedulingCore
 from scheduler.daemon.db_outage import DatabaseOutage
 from scheduler.daemon.events import EventRecorder
-from scheduler.daemon.executor import ControllerExecutor, one_line
+from scheduler.daemon.executor import ControllerExecutor
 from scheduler.daemon.leadership import STANDBY, Leadership
 from scheduler.daemon.running import RunningJobs
 from scheduler.daemon.timers import Timers
