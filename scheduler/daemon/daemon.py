@@ -38,6 +38,7 @@ from scheduler.carbon.grid import GridCarbon, configured_signal
 from scheduler.store.job_state import JobState
 from scheduler.store.jobs import JobStore, Submission
 from scheduler.store.lease import Lease
+from scheduler.store.timers import TimerStore
 from scheduler.carbon.emissions import RunEmissions
 from scheduler.core import SchedulingCore
 from scheduler.daemon.db_outage import DatabaseOutage
@@ -150,6 +151,10 @@ class Daemon:
         after, lost = self._attach(0, LOST_WHILE_AWAY)
         if lost:
             log.warning("%d run(s) were lost while no daemon led; their jobs are queued again", lost)
+        # The previous leader's timers (time limits, planned suspensions) died with it. Read before anything
+        # starts: a database gone away now fails this election cleanly, and the next round tries it again.
+        timer_store = TimerStore(self.store.sessions)
+        running = timer_store.running(self.clock())
         self._term = threading.Event()
         if self._stopping.is_set():  # stopped while catching up: the term is over before it began
             self._term.set()
@@ -159,6 +164,7 @@ class Daemon:
         self._tick_thread = threading.Thread(target=self._tick_loop, name="wattsched-tick", daemon=True)
         self._tick_thread.start()
         self._start_scheduler()
+        self.timers.take_over(timer_store, running)
         self.trigger_tick()
 
     def _stand_by(self) -> None:

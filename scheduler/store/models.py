@@ -191,6 +191,9 @@ class Run(Base):
     power_cap_limit_w: Mapped[float | None] = mapped_column(Float)
     started_at: Mapped[datetime]
     ended_at: Mapped[datetime | None]
+    # When the policy planned to suspend it (an interruptible job's clean stretch ends), None = no plan. Kept so
+    # that a daemon that takes over (a restart, a standby) arms the suspension again (scheduler.store.timers).
+    planned_suspend_at: Mapped[datetime | None]
     status: Mapped[str] = mapped_column(String(20))  # scheduler.store.job_state.RunStatus
     exit_code: Mapped[int | None]
     message: Mapped[str | None] = mapped_column(Text)
