@@ -149,10 +149,17 @@ class GangRun:
         return (last,) if last is not None else ()
 
     def failure_reason(self, node: GangNode) -> str:
-        """Why the gang failed, naming the node's ranks, the node and the cause."""
+        """Why the gang failed, naming the node's ranks, the node and the cause.
+
+        The node's error is its stderr's last lines above its cause; the cause stays last, now naming rank and
+        node, since the last line is what the job's reason shows.
+        """
+        lines = (node.finished.error or "").strip().splitlines()
+        tail, cause = lines[:-1], (lines[-1] if lines else "failed")
         ranks = ", ".join(str(r) for r in node.ranks)
-        return (f"node {node.node_id[:12]} (node rank {node.node_rank} of {len(self.nodes)}, rank "
-                f"{ranks}): {node.finished.error or 'failed'}; the other nodes were stopped")
+        named = (f"node {node.node_id[:12]} (node rank {node.node_rank} of {len(self.nodes)}, rank {ranks}): "
+                 f"{cause}; the other nodes were stopped")
+        return "\n".join([*tail, named])
 
     def breakdown(self) -> list[dict[str, Any]]:
         """Per node: node id, node rank, GPUs, ranks, how it ended, its energy (J) and samples."""
