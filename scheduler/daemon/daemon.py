@@ -22,6 +22,7 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import cached_property
+from collections.abc import Sequence
 from typing import Any
 
 from scheduler.api.server import ApiServer, check_listen_address, write_address_file
@@ -45,11 +46,11 @@ from scheduler.daemon.db_outage import DatabaseOutage
 from scheduler.daemon.events import EventRecorder
 from scheduler.daemon.executor import ControllerExecutor
 from scheduler.daemon.leadership import STANDBY, Leadership
+from scheduler.daemon.queue import WaitingQueue
 from scheduler.daemon.running import RunningJobs
 from scheduler.daemon.timers import Timers
 from policies.builtin import create_policy
-from policies.snapshot import GpuSlot, JobRequest, PowerProfile, Snapshot
-from policies.status import Code
+from policies.snapshot import GpuSlot, Hold, JobRequest, PowerProfile, Snapshot
 from workers.file_modes import make_private_dir
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,8 @@ class Daemon:
         self._event_thread: threading.Thread | None = None
         self._scheduler = None
         self.timers = Timers(clock, self.trigger_tick, self._suspend, self._time_up)
+        # the waiting jobs between rounds; the database is compared with it every tick interval
+        self.queue = WaitingQueue(self.store, clock, settings.tick_interval_s)
         self._server: ApiServer | None = None
         self._inventory: list[GpuInfo] = []
         self._attached_epoch: str | None = None  # the controller whose runs the database was last reconciled with
@@ -302,6 +305,7 @@ class Daemon:
         """Queue a job (or find the one its idempotency key made): (job, created now)."""
         job, created = self.store.submit_once(submission, user_id)
         if created:
+            self.queue.came(job.id)
             self.trigger_tick()
         return job, created
 
@@ -311,18 +315,21 @@ class Daemon:
         if must_stop:
             self.controller.send("cancel_job", job_id)
         else:
+            self.queue.went(job_id)
             self._notify()
         return job
 
     def hold(self, job_id: str, owner: int | None = None):
         """Keep a waiting job from starting until released."""
         job = self.store.hold(job_id, owner)
+        self.queue.went(job_id)
         self._notify()
         return job
 
     def release(self, job_id: str, owner: int | None = None):
         """Let a held job be scheduled again (a tick runs at once)."""
         job = self.store.release(job_id, owner)
+        self.queue.came(job_id)
         self.trigger_tick()
         return job
 
@@ -369,9 +376,12 @@ class Daemon:
     # --- carbon ---------------------------------------------------------------------------------------
 
     def refresh_carbon(self) -> None:
-        """Refresh every zone's carbon data from its provider, then finalise emissions that used forecasts."""
+        """Refresh every zone's carbon data from its provider, then finalise emissions that used forecasts; the
+        waiting jobs are offered again on the new forecasts."""
         self.grid_carbon.refresh()
         self.finalise_emissions()
+        self.queue.reoffer()
+        self.trigger_tick()
 
     def finalise_emissions(self) -> int:
         """Recompute emissions of runs charged at forecast values once actuals cover them; returns how many."""
@@ -392,6 +402,7 @@ class Daemon:
 
     def _tick_loop(self) -> None:
         term = self._term
+        self.queue.reload()  # a new term: the previous leader changed the queue meanwhile
         while not term.is_set():
             self._tick_wanted.wait()
             self._tick_wanted.clear()
@@ -427,10 +438,12 @@ class Daemon:
         """The zones of the cluster's GPUs."""
         return {g.zone for g in self._inventory}
 
-    def snapshot(self, jobs: list | None = None) -> Snapshot:
-        """What the policy sees now: waiting jobs with their expected length and draw, GPUs, carbon forecast, and
-        the running jobs (read only if the policy looks, to weigh suspending one for a job that is due, or when a
-        power budget is set, to count their draw against it)."""
+    def snapshot(self, jobs: Sequence | None = None, holds: tuple[Hold, ...] = ()) -> Snapshot:
+        """What the policy sees now: waiting jobs with their expected length and draw (``jobs``: those offered
+        this round, as ``scheduler.store.queue.QueuedJob`` or job rows; None: every waiting job, read now), the
+        room kept by the others (``holds``), GPUs, carbon forecast, and the running jobs (read only if the policy
+        looks, to weigh suspending one for a job that is due, or when a power budget is set, to count their draw
+        against it)."""
         now = self.clock()
         now_s = to_unix_s(now)
         jobs = self.store.waiting() if jobs is None else jobs
@@ -453,47 +466,41 @@ class Daemon:
                         intensity_g_per_kwh=self.grid_carbon.intensities(self._zones(), now_s),
                         forecast=self.grid_carbon.forecast(now_s), running=running, power_budget_w=budget_w,
                         # the draw is what the running jobs are estimated to draw, as waiting jobs are counted
-                        power_draw_w=sum(r.draw_w for r in running) if budget_w else 0.0)
+                        power_draw_w=sum(r.draw_w for r in running) if budget_w else 0.0, holds=holds)
 
     def tick(self) -> None:
-        """One scheduling decision round: snapshot, policy, apply."""
+        """One scheduling round on what changed since the last (``scheduler.daemon.queue``): snapshot of the jobs
+        offered, policy, apply."""
         if self._term.is_set():  # stopped, or another daemon leads now
             return
         with self._tick_lock:
             self._set_inventory(self.controller.call("inventory"))
-            self.schedule()
+            self._round()
         self.db_outage.recovered()
 
     def schedule(self) -> None:
-        """Decide on every waiting job with the current inventory, and apply the decisions (the scheduling core,
-        with the controller as its executor)."""
-        ready = []
-        for job in self.store.waiting():
-            blocked = self._blocked_reason(job)
-            if blocked:
-                reason, code = blocked
-                self.store.set_waiting(job.id, reason, deferred=False, code=code.value)
-            else:
-                ready.append(job)
-        executor = ControllerExecutor(self.store, self.controller, self._inventory, self.timers, self._notify,
-                                      self.policy.name)
-        SchedulingCore(self.policy).run(self.snapshot(ready), executor)
+        """A full round with the current inventory: the waiting jobs read again from the database, every one that
+        may start offered to the policy, and the decisions applied (the scheduling core, with the controller as
+        its executor)."""
+        self.queue.reload()
+        self._round()
 
-    def _blocked_reason(self, job) -> tuple[str, Code] | None:
-        """Why a waiting job may not start yet whatever the policy thinks (its user's own constraints), and
-        whether it ever can."""
-        not_before = getattr(job, "not_before_at", None)
-        if not_before is not None and not_before > self.clock():
-            self.timers.tick_at(to_unix_s(not_before))
-            return f"waiting for its begin time {not_before:%Y-%m-%d %H:%M} UTC", Code.UNSCHEDULABLE
-        unmet = self.store.unmet_dependencies([job]).get(job.id) if getattr(job, "depends_on", None) else None
-        if unmet:
-            reason = "waiting for " + ", ".join(f"job {dep} ({state})" for dep, state in unmet)
-            if any(JobState(state).terminal for _, state in unmet):
-                reason += ": a dependency ended without succeeding and can never be met; cancel this job"
-                return reason, Code.UNRESOLVABLE
-            return reason, Code.UNSCHEDULABLE
-        return None
+    def _round(self) -> None:
+        """Offer the policy what the queue says changed, apply its decisions, and arm a tick for the next job
+        that falls due (a begin time, a deferred job's next look)."""
+        try:
+            offer = self.queue.begin_round(self._inventory)
+            if offer.jobs or offer.full:
+                executor = ControllerExecutor(self.store, self.controller, self._inventory, self.timers, self._notify,
+                                              self.policy.name, self.queue)
+                SchedulingCore(self.policy).run(self.snapshot(offer.jobs, offer.holds), executor)
+            self.queue.end_round(self._inventory)
+        except BaseException:
+            self.queue.reload()  # half a round: what the queue holds may be off, so read it all next time
+            raise
+        wake_s = self.queue.wake_to_arm()
+        if wake_s is not None:
+            self.timers.tick_at(wake_s)
 
     def _time_up(self, job_id: str, run_id: int) -> None:
         try:
@@ -556,6 +563,7 @@ class Daemon:
         after, lost = self._attach(0 if new else after, LOST_WITH_CONTROLLER)
         if lost:
             log.warning("%d run(s) were lost with the controller; their jobs are queued again", lost)
+        self.queue.reload()  # starts refused while the controller was away left their jobs waiting
         self._notify()
         self.trigger_tick()
         return after
@@ -598,12 +606,17 @@ class Daemon:
         for run in self.store.running_runs():
             if run.id not in running:
                 self.events.record_lost(run.id, to_unix_s(run.started_at), reason)
+                self.queue.came(run.job_id)
                 lost += 1
         return lost
 
     def handle_event(self, event: dict[str, Any]) -> bool:
-        """Record one worker event; True when a run finished (the cluster has room again)."""
-        return self.events.record(event)
+        """Record one worker event; True when a run finished (the cluster has room again, and its job may wait
+        again or have met another's dependency)."""
+        finished = self.events.record(event)
+        if finished:
+            self.queue.came(event.job_id)
+        return finished
 
 
 def main(args) -> int:
