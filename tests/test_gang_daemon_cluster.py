@@ -6,7 +6,8 @@ daemon's executor through the controller, recorded in the database. A 2-rank ``c
 ``torch.distributed`` (gloo) from torchrun's environment, all-reduces a tensor on the two DE nodes and is metered
 on both; killing one rank stops the other and fails the job naming rank, node and signal; an interruptible
 2-rank job is suspended, checkpoints on its signal and resumes from the checkpoint; a 4-GPU job never starts
-on the 3 GPUs there are.
+on the 3 GPUs there are; and, last (it replaces a node), a gang that loses a node stops whole, is queued again
+and resumes from its checkpoint on the survivor and a node that joined.
 
 Which node a rank ran on: each Ray node has a raylet of its own, and every process a node's worker starts
 inherits that raylet's pid (``RAY_RAYLET_PID``), which the scripts record. Tests wait on the daemon's long
@@ -91,7 +92,8 @@ if rank == 0:
 
 @pytest.fixture(scope="module")
 def cluster_daemon(tmp_path_factory):
-    """(daemon, {name: (node id, raylet pid)}) on a cluster of a head without CPUs or GPUs and three one-GPU nodes."""
+    """(daemon, {name: (node id, raylet pid)}, the cluster, {name: its node}) on a cluster of a head without CPUs
+    or GPUs and three one-GPU nodes. The last test of the module replaces one node."""
     from ray.cluster_utils import Cluster
 
     if ray.is_initialized():
@@ -99,9 +101,9 @@ def cluster_daemon(tmp_path_factory):
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
     try:
         nodes = {
-            "DE1": cluster.add_node(num_cpus=1, num_gpus=1, labels={ZONE_LABEL: "DE"}),
-            "DE2": cluster.add_node(num_cpus=1, num_gpus=1, labels={ZONE_LABEL: "DE"}),
-            "FR": cluster.add_node(num_cpus=1, num_gpus=1, labels={ZONE_LABEL: "FR"}),
+            "DE1": cluster.add_node(num_cpus=0, num_gpus=1, labels={ZONE_LABEL: "DE"}),
+            "DE2": cluster.add_node(num_cpus=0, num_gpus=1, labels={ZONE_LABEL: "DE"}),
+            "FR": cluster.add_node(num_cpus=0, num_gpus=1, labels={ZONE_LABEL: "FR"}),
         }
         cluster.wait_for_nodes()
         where = {name: (node.node_id, raylet_pid(node)) for name, node in nodes.items()}
@@ -109,7 +111,7 @@ def cluster_daemon(tmp_path_factory):
                             node_sync_s=5.0) as daemon:
             # every node's worker up and known to the scheduler (a busy machine may take a sync or two)
             poll(lambda: len(daemon.controller.call("inventory")) == 3, what="a worker on each of the 3 nodes")
-            yield daemon, where
+            yield daemon, where, cluster, nodes
     finally:
         cluster.shutdown()
 
@@ -124,7 +126,7 @@ def raylet_pid(node) -> int:
 def client(cluster_daemon):
     from scheduler.client import Client
 
-    daemon, _ = cluster_daemon
+    daemon, *_ = cluster_daemon
     return Client(url=daemon.url, token=daemon.token)
 
 
@@ -166,7 +168,7 @@ def test_a_two_rank_command_all_reduces_on_the_two_nodes_of_one_zone_metered_on_
     pytest.importorskip("torch")
     from scheduler.cli.commands import main
 
-    daemon, where = cluster_daemon
+    daemon, where, *_ = cluster_daemon
     job = ended(client, client.submit("command", command(scripts / "all_reduce.py"), gpus=2))
     assert job.state == "succeeded", job.raw
     workdir = Path(job.raw["workdir"])
@@ -202,7 +204,7 @@ def test_a_two_rank_command_all_reduces_on_the_two_nodes_of_one_zone_metered_on_
 @pytest.mark.ray
 def test_killing_one_rank_stops_the_other_and_fails_the_job_naming_rank_node_and_signal(cluster_daemon, client,
                                                                                            scripts):
-    daemon, where = cluster_daemon
+    daemon, where, *_ = cluster_daemon
     job = client.submit("command", command(scripts / "sleeper.py"), gpus=2, gpus_per_node=1)
     workdir = Path(job.raw["workdir"])
     rank0, rank1 = noted(workdir / "pid-0.json"), noted(workdir / "pid-1.json")
@@ -224,7 +226,7 @@ def test_killing_one_rank_stops_the_other_and_fails_the_job_naming_rank_node_and
 
 @pytest.mark.ray
 def test_an_interruptible_gang_is_suspended_at_a_checkpoint_and_resumes_from_it(cluster_daemon, client, scripts):
-    daemon, where = cluster_daemon
+    daemon, where, *_ = cluster_daemon
     job = client.submit("command", command(scripts / "resumable.py"), gpus=2, gpus_per_node=1, interruptible=True,
                         stop_signal="SIGUSR1", grace_s=60)
     workdir = Path(job.raw["workdir"])
@@ -254,7 +256,7 @@ def test_an_interruptible_gang_is_suspended_at_a_checkpoint_and_resumes_from_it(
 
 @pytest.mark.ray
 def test_a_four_gpu_job_never_starts_on_three_free_gpus(cluster_daemon, client, scripts):
-    daemon, _ = cluster_daemon
+    daemon, *_ = cluster_daemon
     poll(lambda: idle(daemon), what="every GPU free")
     four = client.submit("command", command(scripts / "sleeper.py"), gpus=4)
     # a job submitted after it runs and ends: the scheduler has looked at the four-GPU job meanwhile
@@ -270,6 +272,65 @@ def test_a_four_gpu_job_never_starts_on_three_free_gpus(cluster_daemon, client, 
     client.cancel(four.id)
     assert client.get(four.id).state == "cancelled"
 
+
+def runs_noted(workdir: Path) -> dict[int, list[dict]]:
+    """Each run's notes by run number, for the runs both ranks have noted."""
+    runs: dict[int, list[dict]] = {}
+    for path in sorted(workdir.glob("run*-*.json")):
+        seen = json.loads(path.read_text())
+        runs.setdefault(int(seen["run"]), []).append(seen)
+    return {run: sorted(seen, key=lambda n: n["rank"]) for run, seen in runs.items() if len(seen) == 2}
+
+
+@pytest.mark.ray
+def test_a_gang_that_loses_a_node_stops_whole_and_resumes_from_its_checkpoint_on_another(cluster_daemon, client,
+                                                                                          scripts):
+    # Last in the module: it takes a node away for good (and brings another in its place).
+    daemon, where, cluster, nodes = cluster_daemon
+    assert ray.get_runtime_context().get_node_id() == cluster.head_node.node_id  # the driver's node stays
+    job = client.submit("command", command(scripts / "resumable.py"), gpus=2, gpus_per_node=1, interruptible=True,
+                        stop_signal="SIGUSR1", grace_s=60)
+    workdir = Path(job.raw["workdir"])
+    wait_until_running(client, job)
+    rank0, rank1 = [noted(workdir / f"run1-{r}.json") for r in (0, 1)]
+    survivor, lost = node_named(where, rank0["raylet_pid"]), node_named(where, rank1["raylet_pid"])
+
+    cluster.remove_node(nodes[lost])
+    try:
+        first = poll(lambda: (r := daemon.store.get(job.id).runs[0]).status != "running" and r,
+                     what="the run that lost a node ends")
+        assert first.status == "lost" and where[lost][0][:8] in first.message, first.message
+    finally:
+        # The lost node's rank outlives its raylet and worker (one machine plays every node here, and a rank runs
+        # in a session of its own): this test's own child, ended by it.
+        try:
+            os.kill(rank1["pid"], signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    # rank 0 was stopped on its node by the job's signal, and checkpointed
+    checkpoint = poll(lambda: (workdir / "checkpoint.json").exists()
+                      and json.loads((workdir / "checkpoint.json").read_text()), what="rank 0's checkpoint")
+    assert checkpoint["run"] == "1" and checkpoint["step"] > 0
+
+    # another DE node joins: the job starts again there and on the survivor, resuming from the checkpoint
+    nodes["DE3"] = cluster.add_node(num_cpus=0, num_gpus=1, labels={ZONE_LABEL: "DE"})
+    new_raylet = raylet_pid(nodes["DE3"])
+    resumed = poll(lambda: {run: seen for run, seen in runs_noted(workdir).items() if run > 1},
+                   what="both ranks of a second run")
+    (run, seen), = resumed.items()
+    assert [(n["resuming"], n["start_step"]) for n in seen] == [("1", checkpoint["step"])] * 2
+    assert sorted(n["raylet_pid"] for n in seen) == sorted([where[survivor][1], new_raylet])
+    (workdir / "finish").write_text("")
+
+    job = ended(client, job)
+    assert job.state == "succeeded", job.raw
+    assert job.runs[0].exit_status == "lost" and job.runs[-1].exit_status == "succeeded"
+    assert job.runs[-1].attempt == run
+    requeued = [e.reason for e in daemon.store.get(job.id).events if e.to_state == "pending"][1:]
+    assert len(requeued) == 1 and "a node of the gang was lost" in requeued[0] and "queued again" in requeued[0]
+    assert job.runs[0].raw["energy"] is not None  # the lost run's energy up to its nodes' last samples
+    final = json.loads((workdir / "checkpoint.json").read_text())
+    assert final["run"] == str(run) and final["step"] > checkpoint["step"]
 
 def test_a_failed_nodes_log_lines_stay_above_the_cause_which_names_rank_and_node():
     # The job's reason is its error's last line: with the rank's stderr above its cause, that line must still
