@@ -19,13 +19,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from sqlalchemy import Select, delete, func, insert, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Select, delete, func, select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from scheduler.clock import Clock, from_unix_s
 from scheduler.store.models import Job, JobEvent, PowerSample, Run, RunEnergy
 from scheduler.store.finished_runs import RECENT_RUNS, FinishedRun
+from scheduler.store.group_commit import GroupCommit
+from scheduler.store.new_jobs import NewJob, insert_new_jobs
 from scheduler.errors import InvalidRequest, InvalidTransition, JobNotFound, KeyReused
 from scheduler.store.job_state import JobState, RunStatus
 from scheduler.store.launch import DEFAULT_LAUNCH, Launch, check_launch
@@ -170,6 +171,8 @@ class JobStore:
         self.jobs_dir = jobs_dir
         #: The job kinds submissions are checked against (the built-in kinds unless given).
         self.kinds = kinds if kinds is not None else builtin_kinds()
+        #: Submissions arriving together are inserted in one transaction (scheduler.store.new_jobs).
+        self.submit_batches: GroupCommit[NewJob, bool] = GroupCommit(self._insert_batch)
 
     # --- submission and queries -------------------------------------------------------------------------
 
@@ -289,16 +292,16 @@ class JobStore:
     def submit_once(self, submission: Submission, user_id: int | None = None) -> tuple[Job, bool]:
         """Queue a job, or find the one this user's ``idempotency_key`` already created.
 
-        Returns the job and whether it was created now. The same key with a different request raises KeyReused.
+        Returns the job and whether it was created now, once it is committed. The same key with a different
+        request raises KeyReused. Submissions made at the same time share a transaction (``GroupCommit``); one
+        the database refuses fails alone.
         """
         key = submission.idempotency_key
         digest = submission.request_hash() if key else None
         now = self.clock()
         job_id = uuid.uuid4().hex[:12]
         held = submission.hold
-        # Insert first and let the unique (user, key) constraint catch a repeat: most submissions are new, so
-        # this saves the look-up on the common path (the API's throughput is bound by database round trips).
-        values = dict(
+        new = NewJob(dict(
             id=job_id, user_id=user_id, kind=submission.kind, spec=submission.spec, gpus=submission.gpus,
             zones=list(submission.zones), deadline_at=submission.deadline, interruptible=submission.interruptible,
             priority=submission.priority, state=JobState.PENDING.value, reason=HELD_REASON if held else "queued",
@@ -306,25 +309,21 @@ class JobStore:
             not_before_at=submission.not_before, time_limit_s=submission.time_limit_s, held=held,
             depends_on=list(submission.depends_on), idempotency_key=key, request_hash=digest,
             **submission.launch.to_dict(),
-        )
-        event = dict(job_id=job_id, at=now, from_state=None, to_state=JobState.PENDING.value,
-                     reason="submitted, held by the user" if held else "submitted")
-        try:
-            # Two plain INSERTs (not the ORM's unit of work): submission is the API's hot path.
-            with self.sessions.begin() as session:
-                session.execute(insert(Job), [values])
-                session.execute(insert(JobEvent), [event])
-        except IntegrityError:
+        ))
+        if not self.submit_batches(new):
             # This user's key made a job already (a retry, or the same key racing in from another request).
             found = self._by_key(user_id, key, digest) if key and user_id is not None else None
             if found is None:
-                raise
+                raise RuntimeError(f"job {job_id} was not inserted, and no job has its idempotency key")
             return found, False
         # A new job has no runs and one event: build it rather than read it back.
-        job = Job(**values)
+        job = Job(**new.values)
         job.runs = []
-        job.events = [JobEvent(**event)]
+        job.events = [JobEvent(**new.event)]
         return job, True
+
+    def _insert_batch(self, batch: list[NewJob]) -> list[bool | BaseException]:
+        return insert_new_jobs(self.sessions.kw["bind"], batch)
 
     def _by_key(self, user_id: int, key: str, digest: str | None) -> Job | None:
         with self.sessions() as session:
