@@ -498,9 +498,10 @@ class Daemon:
         except BaseException:
             self.queue.reload()  # half a round: what the queue holds may be off, so read it all next time
             raise
-        wake_s = self.queue.wake_to_arm()
-        if wake_s is not None:
-            self.timers.tick_at(wake_s)
+        if self.timers.running:  # (a round before the scheduler runs, as at a term's start, leaves it to the next)
+            wake_s = self.queue.wake_to_arm()
+            if wake_s is not None:
+                self.timers.tick_at(wake_s)
 
     def _time_up(self, job_id: str, run_id: int) -> None:
         try:
