@@ -149,7 +149,8 @@ def test_the_store_submits_any_registered_kind_and_lets_only_interruptible_kinds
     echo = store.submit(store.validate("echo", {"words": ("a", "b")}))
     assert (echo.kind, echo.spec) == ("echo", {"words": ["a", "b"]})
     synthetic = store.submit(store.validate("synthetic", {"steps": 5}, interruptible=True))
-    assert synthetic.interruptible and synthetic.spec == {"steps": 5, "step_s": 0.05, "checkpoint_every": 10}
+    assert synthetic.interruptible and synthetic.spec == {"steps": 5, "step_s": 0.05, "checkpoint_every": 10,
+                                                             "memory_mib": 0}
     for name, spec in (("echo", {}), ("diffusion-sample", {"checkpoint": "/x"})):
         with pytest.raises(InvalidRequest, match=f"interruptible: {name} jobs cannot be suspended and resumed; "
                                                  "kinds that can: diffusion-train, synthetic, command") as caught:

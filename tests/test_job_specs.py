@@ -48,7 +48,7 @@ SAMPLE_DEFAULTS = {
     "seed": 0,
     "mixed_precision": "no",
 }
-SYNTHETIC_DEFAULTS = {"steps": 100, "step_s": 0.05, "checkpoint_every": 10}
+SYNTHETIC_DEFAULTS = {"steps": 100, "step_s": 0.05, "checkpoint_every": 10, "memory_mib": 0}
 DEFAULTS = {TRAIN: TRAIN_DEFAULTS, SAMPLE: SAMPLE_DEFAULTS, SYNTHETIC: SYNTHETIC_DEFAULTS}
 
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import socket
+from pathlib import Path
 from typing import Any
 
 #: The Ray node label that names a node's electricity-grid zone (set with ``ray start --labels``).
 ZONE_LABEL = "wattsched.io/zone"
+#: Where a container's memory limit is read (cgroup v2, then v1); "max" or a huge v1 figure means none.
+CGROUP_MEMORY_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
 
 
 def describe_worker(worker_id: str, gpu_type: str, zone: str | None, logical_zone: str | None) -> dict[str, Any]:
@@ -32,9 +36,27 @@ def describe_worker(worker_id: str, gpu_type: str, zone: str | None, logical_zon
         "zone": labels.get(ZONE_LABEL) or (logical_zone if logical else None) or zone,
         "gpu_ids": gpu_ids,
         "logical": logical,
+        "memory_bytes": node_memory_bytes(),
     }
     info.update(gpu_power_info(gpu_ids, logical, gpu_type))
     return info
+
+
+def node_memory_bytes(limits: tuple[str, ...] = CGROUP_MEMORY_LIMITS) -> int | None:
+    """The memory the jobs of this node share, in bytes: its physical memory, or its container's limit when that
+    is lower; None when the system does not say."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return None
+    for path in limits:
+        try:
+            raw = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if raw.isdigit():
+            total = min(total, int(raw))
+    return total
 
 
 def as_index(gpu_id) -> int | str:

@@ -14,7 +14,8 @@ Protocol: stdout carries only JSON objects, one per line, flushed as they happen
 Exit codes: 0 finished; 1 failed (traceback on stderr); 128 + the stop signal's number (143 for SIGTERM) stopped
 on request: an interruptible kind wrote a checkpoint first and the result line says where (sampling writes the
 batches it had finished). A second stop signal kills at once. Whatever the libraries print goes to stderr, as do
-the logs.
+the logs. A job run under a memory limit (``workers.memory_limit``) that is refused memory fails saying
+"killed: memory limit of N GiB reached".
 
 One process of a job at a time: the process locks its workdir (``.job.lock``) and one that finds it locked waits
 for the holder to exit. A job requeued because its run was lost (its controller or worker died) may start again
@@ -41,6 +42,7 @@ from typing import Any, TextIO
 from workers.errors import JobFailed, SpecError
 from workers.file_modes import make_private_dir
 from workers.kinds import JobContext, KindRegistry, builtin_kinds
+from workers.memory_limit import LIMIT_VARIABLE, describe_limit
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -168,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         traceback.print_exc()
         message = " ".join(f"{type(exc).__name__}: {exc}".split())
+        if isinstance(exc, MemoryError) and os.environ.get(LIMIT_VARIABLE, "").isdigit():
+            # refused memory past the job's own limit (workers.memory_limit), not the node's running out
+            message = f"{describe_limit(int(os.environ[LIMIT_VARIABLE]))} ({message.rstrip(': ')})"
         _emit(events, {"event": "error", "message": message})
         return EXIT_FAILED
     _emit(events, {"event": "result", "result": result})

@@ -39,6 +39,7 @@ from workers.gpu_info import as_index, describe_worker
 from workers.job_run import JobRun
 from workers.kinds import KindRegistry, builtin_kinds
 from workers.launcher import LOOPBACK, Launcher, NodeLayout, ProcessSpec, free_port
+from workers.memory_limit import GIB, limited_argv
 from workers.outbox import ControllerReporter, Outbox, Reporter
 from workers.progress_file import ProgressFile
 
@@ -305,6 +306,8 @@ class GpuWorker:
             env["WATTSCHED_PROGRESS"] = str(workdir / PROGRESS_FILE)
             run.progress_file = ProgressFile(workdir / PROGRESS_FILE)
             cwd = kind.working_directory(job["spec"], workdir)  # its cwd, checked again where it runs
+        if launch.get("memory_limit_gib"):  # each process sets it on itself before it becomes the job's
+            argv = limited_argv(argv, int(launch["memory_limit_gib"] * GIB))
         processes = [ProcessSpec(rank, tuple(argv), {**env, **rank_env}, str(cwd))
                      for rank, rank_env in layout.rank_envs()]
         run.main_rank = processes[0].rank

@@ -362,7 +362,8 @@ class Controller:
             "speed": speed,
             "attempt": attempt,
             "resuming": resuming,
-            "launch": {"mode": mode, "stop_signal": launch.get("stop_signal") or "SIGTERM", "grace_s": grace_s},
+            "launch": {"mode": mode, "stop_signal": launch.get("stop_signal") or "SIGTERM", "grace_s": grace_s,
+                       "memory_limit_gib": launch.get("memory_limit_gib")},
             "stop": stop_first,
         }
         try:

@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -90,6 +91,8 @@ class Node(Base):
     hostname: Mapped[str] = mapped_column(String(255), default="")
     zone: Mapped[str] = mapped_column(String(64))
     alive: Mapped[bool] = mapped_column(Boolean, default=True)
+    # What its workers report: its physical memory, or its container's limit when lower; None until reported
+    memory_bytes: Mapped[int | None] = mapped_column(BigInteger)
     first_seen_at: Mapped[datetime]
     last_seen_at: Mapped[datetime]
     gpus: Mapped[list[Gpu]] = relationship(back_populates="node")
@@ -134,6 +137,7 @@ class Job(Base):
     launch: Mapped[str] = mapped_column(String(16), default="per-gpu")  # per-gpu | per-node processes
     stop_signal: Mapped[str] = mapped_column(String(16), default="SIGTERM")
     grace_s: Mapped[float] = mapped_column(Float, default=120.0)  # from the stop signal to SIGKILL
+    memory_limit_gib: Mapped[float | None] = mapped_column(Float)  # per process; None: no limit
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     submitted_at: Mapped[datetime] = mapped_column(index=True)
     started_at: Mapped[datetime | None]

@@ -121,6 +121,24 @@ class JobKind(ABC):
         progress file instead."""
         return None
 
+    def check_launch(self, spec: Mapping[str, Any], gpus: int, mode: str) -> None:
+        """Whether a (normalised) spec can run on ``gpus`` GPUs launched ``mode`` (``per-gpu`` or ``per-node``,
+        ``scheduler.store.launch``): checked on submit, so that a job that cannot run is refused then, not failed
+        when it starts. Raises SpecError naming the field; pure, like ``validate``.
+
+        The default: any spec runs on any number of GPUs, either way.
+        """
+
+    def memory_bytes(self, spec: Mapping[str, Any], gpus: int = 1) -> int | None:
+        """An estimate of the memory (RAM) one process of a job with this spec holds at its peak, in bytes, when
+        the job runs on ``gpus`` GPUs; None when the kind cannot tell (the default, so a new kind need not say).
+
+        An estimate from the spec alone, not a measurement: the scheduler refuses on submit a job whose estimate
+        exceeds the memory of the largest node, and a job's own memory limit (its launch's
+        ``memory_limit_gib``) is what bounds what it really takes.
+        """
+        return None
+
     @abstractmethod
     def work_units(self, spec: Mapping[str, Any]) -> float:
         """Units of work of a job with this (normalised) spec: the ``total`` its progress reports will carry;

@@ -15,6 +15,7 @@ from workers.errors import SpecError
 from workers.kinds.base import JOB_REF_PREFIX, FindJob, JobContext, JobKind
 from workers.kinds.diffusion_train import MIXED_PRECISION, TrainSpec
 from workers.kinds.diffusion_train import NAME as TRAIN_NAME
+from workers.kinds.memory import TORCH_RUNTIME_BYTES
 from workers.kinds.spec_fields import (
     SEED, Rule, choice, default_of, integer, is_non_empty_string, optional_integer, parse_fields, spec_field,
     to_dict, validate_fields,
@@ -27,6 +28,10 @@ DEFAULT_DDIM_STEPS = 50
 #: the workers' files): a training job's default. Only a job that leaves num_inference_steps out depends on it;
 #: a checkpoint given as ``job:<id>`` tells its schedule length by the training job's spec.
 ASSUMED_TRAIN_TIMESTEPS = default_of(TrainSpec, "num_train_timesteps")
+
+#: Bytes of the smallest image a training job makes (8 x 8, one channel, uint8): what a sampling job's images are
+#: counted at, since their real size is the checkpoint's, which the scheduler cannot read.
+SMALLEST_IMAGE_BYTES = 8 * 8
 
 _CHECKPOINT = Rule(
     f"a path to a checkpoint directory or to a training job's workdir, or {JOB_REF_PREFIX}<id> of a training job",
@@ -133,6 +138,12 @@ class DiffusionSample(JobKind):
         if result and result.get("num_inference_steps"):
             return float(result.get("num_images", 0)) * float(result["num_inference_steps"])
         return self.work_units(spec)
+
+    def memory_bytes(self, spec: Mapping[str, Any], gpus: int = 1) -> int | None:
+        """At least this much: the images the job keeps until it writes them (uint8, and once more when they are
+        put together), counted at the smallest image there is, and the interpreter with torch. A job of
+        100,000 images of 256 x 256 RGB holds about 37 GiB: the job's memory limit is what bounds that."""
+        return 2 * spec["num_images"] * SMALLEST_IMAGE_BYTES + TORCH_RUNTIME_BYTES
 
     def run(self, spec: Mapping[str, Any], context: JobContext) -> dict[str, Any]:
         checked = self.parse(self.checked_spec(spec, context.workdir))  # before anything is opened

@@ -12,6 +12,9 @@ from typing import Any
 
 from workers.errors import SpecError
 from workers.kinds.base import JobContext, JobKind
+from workers.kinds.memory import (
+    ADAM_FLOATS_PER_PARAMETER, FLOAT32_BYTES, TORCH_RUNTIME_BYTES, unet_activation_bytes, unet_parameters,
+)
 from workers.kinds.spec_fields import (
     BOOLEAN, SEED, Rule, choice, default_of, integer, is_int, is_non_empty_string, optional_integer,
     parse_fields, positive_number, spec_field, to_dict, validate_fields,
@@ -20,6 +23,10 @@ from workers.kinds.spec_fields import (
 NAME = "diffusion-train"
 #: The dataset name that means scikit-learn's bundled 8x8 digits (1797 grey images, no download).
 DIGITS = "digits"
+#: Images in the digits dataset.
+DIGITS_IMAGES = 1797
+#: Colour channels assumed for a dataset the scheduler cannot open (a path on the workers): RGB, the common case.
+ASSUMED_IMAGE_CHANNELS = 3
 
 _DATASET = Rule(
     f"{DIGITS!r}, or a path to a folder of PNG/JPEG images or to a .npy array (N x H x W or N x H x W x C)",
@@ -108,6 +115,35 @@ class DiffusionTrain(JobKind):
     def paths(self, spec: Mapping[str, Any]) -> dict[str, str]:
         dataset = spec.get("dataset", DIGITS)
         return {} if dataset == DIGITS else {"dataset": dataset}
+
+    def check_launch(self, spec: Mapping[str, Any], gpus: int, mode: str) -> None:
+        # The job starts its ranks itself (one per GPU, data-parallel): a per-node process would train alone on
+        # every GPU of its node, and the global batch is split evenly between the ranks.
+        if mode != "per-gpu":
+            accepted = "per-gpu (diffusion-train starts one data-parallel process per GPU itself)"
+            raise SpecError(f"launch: must be {accepted}, got {mode!r}", field="launch", accepted=accepted)
+        if spec["batch_size"] % gpus:
+            accepted = f"a multiple of gpus ({gpus}): the batch is split evenly between the job's GPUs"
+            raise SpecError(f"spec.batch_size: must be {accepted}, got {spec['batch_size']}",
+                            field="spec.batch_size", accepted=accepted)
+
+    def memory_bytes(self, spec: Mapping[str, Any], gpus: int = 1) -> int | None:
+        """Each rank's estimate: the model's weights, gradients and AdamW state (float32), the activations of its
+        share of the batch (halved under bf16 autocast), the dataset as the float32 tensor it is loaded into (when
+        its size is known: the digits, or ``max_images``), and the interpreter with torch."""
+        image_channels = 1 if spec["dataset"] == DIGITS else ASSUMED_IMAGE_CHANNELS
+        channels, layers = spec["channels"], spec["layers_per_block"]
+        parameters = unet_parameters(channels, layers, image_channels)
+        per_image = unet_activation_bytes(channels, layers, spec["image_size"], spec["gradient_checkpointing"])
+        if spec["mixed_precision"] == "bf16":
+            per_image //= 2
+        batch = -(-spec["batch_size"] // gpus)
+        images = DIGITS_IMAGES if spec["dataset"] == DIGITS else None
+        if spec.get("max_images") is not None:
+            images = min(images or spec["max_images"], spec["max_images"])
+        dataset = (images or 0) * image_channels * spec["image_size"] ** 2 * FLOAT32_BYTES
+        return (ADAM_FLOATS_PER_PARAMETER * FLOAT32_BYTES * parameters + batch * per_image + dataset
+                + TORCH_RUNTIME_BYTES)
 
     def work_units(self, spec: Mapping[str, Any]) -> float:
         # The job's steps counted across resumes: its progress reports say {"step": done, "total": steps}.

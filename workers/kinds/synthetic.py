@@ -22,6 +22,7 @@ from typing import Any
 
 from workers.errors import JobFailed
 from workers.kinds.base import JobContext, JobKind
+from workers.kinds.memory import MIB, PYTHON_RUNTIME_BYTES
 from workers.kinds.progress import Pacer, ShouldStop
 from workers.kinds.spec_fields import default_of, integer, number, parse_fields, spec_field, to_dict, validate_fields
 
@@ -38,11 +39,13 @@ class SyntheticSpec:
     steps: total steps of the job, counted across resumes.
     step_s: seconds each step takes (slept); 0 runs the steps as fast as the loop goes.
     checkpoint_every: write a checkpoint every this many steps (and always at the end or on stop).
+    memory_mib: MiB the job holds (allocated and written) while it steps, to try out memory limits; 0 for none.
     """
 
     steps: int = spec_field(100, integer(1, 10_000_000))
     step_s: float = spec_field(0.05, number(0, 3600))
     checkpoint_every: int = spec_field(10, integer(1, 10_000_000))
+    memory_mib: int = spec_field(0, integer(0, 1024 * 1024))
 
     def __post_init__(self) -> None:
         validate_fields(self)
@@ -77,6 +80,10 @@ class Synthetic(JobKind):
             return float(result["steps_this_run"])
         return self.work_units(spec)
 
+    def memory_bytes(self, spec: Mapping[str, Any], gpus: int = 1) -> int | None:
+        """What it holds (``memory_mib``) and the interpreter."""
+        return spec.get("memory_mib", 0) * MIB + PYTHON_RUNTIME_BYTES
+
     def run(self, spec: Mapping[str, Any], context: JobContext) -> dict[str, Any]:
         return run_synthetic(self.parse(spec), context)
 
@@ -92,6 +99,7 @@ def run_synthetic(spec: SyntheticSpec, context: JobContext) -> dict[str, Any]:
     checkpoint = workdir / CHECKPOINT_FILE
     # A checkpoint beyond the spec's steps (the job was resubmitted shorter) counts as done.
     start = step = min(read_checkpoint(checkpoint), spec.steps)
+    held = _hold_memory(spec.memory_mib)  # noqa: F841  (held while the job steps)
     saved = start
     pacer = Pacer()
     while step < spec.steps and not context.should_stop():
@@ -125,6 +133,14 @@ def read_checkpoint(path: Path) -> int:
     if not isinstance(step, int) or isinstance(step, bool) or step < 0:
         raise JobFailed(f"the checkpoint {str(path)!r} holds step {step!r}; delete it to start over")
     return step
+
+
+def _hold_memory(mib: int) -> bytearray:
+    """``mib`` MiB allocated and written to (so the pages are really the process's)."""
+    held = bytearray(mib * MIB)
+    for offset in range(0, len(held), 4096):
+        held[offset] = 1
+    return held
 
 
 def _write_checkpoint(path: Path, step: int) -> int:
