@@ -6,7 +6,7 @@ daemon's executor through the controller, recorded in the database. A 2-rank ``c
 ``torch.distributed`` (gloo) from torchrun's environment, all-reduces a tensor on the two DE nodes and is metered
 on both; killing one rank stops the other and fails the job naming rank, node and signal; an interruptible
 2-rank job is suspended, checkpoints on its signal and resumes from the checkpoint; a 4-GPU job never starts
-on the 3 GPUs there are; and, last (it replaces a node), a gang that loses a node stops whole, is queued again
+on the 3 GPUs there are, nor a 2-GPU one on a free GPU in each zone; and, last (it replaces a node), a gang that loses a node stops whole, is queued again
 and resumes from its checkpoint on the survivor and a node that joined.
 
 Which node a rank ran on: each Ray node has a raylet of its own, and every process a node's worker starts
@@ -272,6 +272,28 @@ def test_a_four_gpu_job_never_starts_on_three_free_gpus(cluster_daemon, client, 
     client.cancel(four.id)
     assert client.get(four.id).state == "cancelled"
 
+
+@pytest.mark.ray
+def test_two_free_gpus_in_two_zones_do_not_make_a_gang(cluster_daemon, client, scripts):
+    daemon, where, *_ = cluster_daemon
+    poll(lambda: idle(daemon), what="every GPU free")
+    holder = client.submit("command", command(scripts / "sleeper.py"), zones=["DE"])
+    noted(Path(holder.raw["workdir"]) / "pid-0.json")
+    # one DE GPU and the FR GPU are free: two GPUs, but not in one zone
+    pair = client.submit("command", {"argv": [sys.executable, "-c", "pass"]}, gpus=2)
+    pair = poll(lambda: (j := client.get(pair.id)).raw["wait_code"] is not None and j, what="a reason for the pair")
+    assert pair.state == "pending" and pair.runs == (), pair.raw
+    # not now, rather than never: room may free up in DE
+    assert pair.raw["wait_code"] == "Unschedulable" and "waiting for" in pair.reason, pair.reason
+
+    client.cancel(holder.id)
+    assert ended(client, holder).state == "cancelled"
+    pair = ended(client, pair)
+    assert pair.state == "succeeded", pair.raw
+    (run,) = pair.runs
+    assert run.zone == "DE" and sorted(g.split("-")[0] for g in run.gpu_ids) == sorted(
+        where[n][0][:8] for n in ("DE1", "DE2"))
+    poll(lambda: idle(daemon), what="the gang's workers free again")
 
 def runs_noted(workdir: Path) -> dict[int, list[dict]]:
     """Each run's notes by run number, for the runs both ranks have noted."""
