@@ -202,3 +202,43 @@ def test_the_limit_is_handed_to_the_job(tmp_path):
     shown = subprocess.run(limited_argv([sys.executable, "-c", f"import os; print(os.environ['{LIMIT_VARIABLE}'])"],
                                         GIB), capture_output=True, text=True, timeout=60)
     assert shown.stdout.strip() == str(GIB)
+
+
+# --- on submit, through the API ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def api(daemon):
+    from fastapi.testclient import TestClient
+
+    from scheduler.api.app import create_app
+
+    token = daemon.auth.create_token("alice", "admin").secret
+    return TestClient(create_app(daemon), headers={"Authorization": f"Bearer {token}"})
+
+
+def test_submit_refuses_a_job_that_fits_no_node_and_keeps_a_memory_limit(api, daemon):
+    assert api.post("/v1/jobs", json={"kind": "synthetic", "spec": {"memory_mib": 4096}}).status_code == 201
+    record_inventory(daemon.store.sessions, [{"worker_id": "w0", "node_id": "a", "zone": "DE",
+                                              "memory_bytes": 2 * GIB}], NOW)
+    refused = api.post("/v1/jobs", json={"kind": "synthetic", "spec": {"memory_mib": 4096}})
+    assert refused.status_code == 400, refused.text
+    error = refused.json()["error"]
+    assert error["field"] == "spec" and "4.0 GiB" in error["message"] and "(2.0 GiB)" in error["message"]
+
+    limited = api.post("/v1/jobs", json={"kind": "synthetic", "spec": {"memory_mib": 100}, "memory_limit_gib": 0.5})
+    assert limited.status_code == 201 and limited.json()["memory_limit_gib"] == 0.5
+    assert daemon.store.get(limited.json()["id"]).memory_limit_gib == 0.5
+    bad = api.post("/v1/jobs", json={"kind": "synthetic", "spec": {}, "memory_limit_gib": 0})
+    assert (bad.status_code, bad.json()["error"]["field"]) == (400, "memory_limit_gib")
+    assert api.get("/v1/jobs").json()["total"] == 2  # the refused ones left nothing behind
+
+
+def test_submit_refuses_a_training_batch_its_gpus_cannot_split_and_a_per_node_launch(api):
+    uneven = api.post("/v1/jobs", json={"kind": "diffusion-train", "spec": {"batch_size": 30}, "gpus": 4})
+    assert uneven.status_code == 400 and uneven.json()["error"]["field"] == "spec.batch_size"
+    assert "gpus (4)" in uneven.json()["error"]["message"]
+    per_node = api.post("/v1/jobs", json={"kind": "diffusion-train", "spec": {}, "gpus": 2, "launch": "per-node"})
+    assert per_node.status_code == 400 and per_node.json()["error"]["field"] == "launch"
+    even = api.post("/v1/jobs", json={"kind": "diffusion-train", "spec": {"batch_size": 32}, "gpus": 4})
+    assert even.status_code == 201, even.text

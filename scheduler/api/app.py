@@ -90,6 +90,8 @@ class SubmitBody(BaseModel):
     stop_signal: str | None = Field(None, description="signal that asks the job to stop (default SIGTERM)")
     grace_s: float | None = Field(None, ge=0, le=3600, description="seconds from the stop signal to SIGKILL "
                                   "(default 120)")
+    memory_limit_gib: float | None = Field(None, description="memory each of the job's processes may allocate "
+                                           "(GiB); null: no limit")
 
 
 #: What a submission may carry: the body's fields (others are refused, naming them).
@@ -332,7 +334,8 @@ def create_app(daemon: SchedulerService) -> FastAPI:
                 time_limit_s=body.get("time_limit_s"), priority=body.get("priority", 0),
                 hold=body.get("hold", False), depends_on=body.get("depends_on"), idempotency_key=key,
                 gpus_per_node=body.get("gpus_per_node"), launch=body.get("launch"),
-                stop_signal=body.get("stop_signal"), grace_s=body.get("grace_s"), owner=who.owner_filter(),
+                stop_signal=body.get("stop_signal"), grace_s=body.get("grace_s"),
+                memory_limit_gib=body.get("memory_limit_gib"), owner=who.owner_filter(),
                 paths=path_roots)
 
         shown, created = await run_in_threadpool(run)

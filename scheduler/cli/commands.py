@@ -122,6 +122,18 @@ def parse_duration(text: str, flag: str) -> float:
     raise ValueError(f"{flag}: {text!r} is not a duration such as 90m, 2h, 1d12h or 1-12:00:00")
 
 
+#: --memory-limit's units, in GiB (as Slurm's --mem reads them, powers of 1024; a bare number is GiB).
+_MEMORY_UNITS_GIB = {"k": 1 / 1024**2, "m": 1 / 1024, "g": 1.0, "t": 1024.0}
+
+
+def parse_memory_gib(text: str) -> float:
+    """GiB from ``512M``, ``4G``, ``4GiB``, ``1T`` or a number of GiB."""
+    size = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kmgt])?(?:i?b)?", text.strip().lower())
+    if not size:
+        raise ValueError(f"--memory-limit: {text!r} is not a size such as 512M, 4G or 1T")
+    return float(size.group(1)) * _MEMORY_UNITS_GIB[size.group(2) or "g"]
+
+
 def _when(text: str | None, flag: str, past: bool = False) -> datetime | None:
     if text is None:
         return None
@@ -193,7 +205,8 @@ def _submit(args: argparse.Namespace) -> int:
                         priority=args.priority, hold=args.hold, depends_on=depends_on,
                         idempotency_key=args.idempotency_key, gpus_per_node=args.gpus_per_node,
                         launch=args.launch, stop_signal=args.signal,
-                        grace_s=parse_duration(args.grace, "--grace") if args.grace else None)
+                        grace_s=parse_duration(args.grace, "--grace") if args.grace else None,
+                        memory_limit_gib=parse_memory_gib(args.memory_limit) if args.memory_limit else None)
     if not args.wait:
         _emit(args, job.raw, f"submitted job {job.id}: {_summary(job)}")
         return 0
@@ -404,6 +417,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="signal that asks the job to stop at a checkpoint (default SIGTERM; as Slurm's --signal)")
     sub.add_argument("--grace", metavar="DURATION",
                      help="time from that signal to SIGKILL, to checkpoint and exit (default 120s)")
+    sub.add_argument("--memory-limit", metavar="SIZE",
+                     help="memory each of the job's processes may allocate: 512M, 4G (GiB), 1T; default none")
     sub.add_argument("--deadline", metavar="WHEN",
                      help="finish by then: ISO 8601 or +DURATION (+2h, +1d12h); lets it wait for cleaner power")
     sub.add_argument("--zone", action="append", metavar="ZONE",
@@ -526,6 +541,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="logical GPUs to declare on a machine without GPUs (or WATTSCHED_LOGICAL_GPUS)")
 
     command("demo", _run_main_of("scheduler.cli.demo"), "run a small end-to-end demo on this machine", connects=False)
+
+    sub = command("levers", _run_main_of("scheduler.cli.levers.main"),
+                  "measure what energy levers are worth (precision, checkpointing, batch, sampler steps, diffusion "
+                  "vs GAN vs VAE) on a daemon and write a report")
+    importlib.import_module("scheduler.cli.levers.main").add_arguments(sub)
 
     sub = command("simulate", _simulate, "replay a job trace against carbon traces with a policy (no GPUs needed)",
                   connects=False)

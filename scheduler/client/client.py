@@ -149,7 +149,8 @@ class Client:
                not_before: datetime | str | None = None, time_limit_s: float | None = None, priority: int = 0,
                hold: bool = False, depends_on: Sequence[str] | None = None,
                idempotency_key: str | None = None, gpus_per_node: int | None = None, launch: str | None = None,
-               stop_signal: str | None = None, grace_s: float | None = None) -> Job:
+               stop_signal: str | None = None, grace_s: float | None = None,
+               memory_limit_gib: float | None = None) -> Job:
         """Queue a job of ``kind`` (``diffusion-train``, ``diffusion-sample``, ...) and return it as created.
 
         deadline: when it must be finished (datetime or ISO 8601); the scheduler may delay it until then to
@@ -159,7 +160,8 @@ class Client:
         depends_on: ids of jobs that must succeed first. gpus_per_node: the gang's GPUs on each node (None: the
         fewest nodes that fit); launch: ``per-gpu`` (one process per GPU, default) or ``per-node``. stop_signal
         (default SIGTERM) and grace_s (default 120): how the job is asked to stop, and how long it has to
-        checkpoint and exit before SIGKILL.
+        checkpoint and exit before SIGKILL. memory_limit_gib: the memory each of its processes may allocate (a
+        process refused more fails the job, "killed: memory limit"); None: no limit.
 
         Submitting is idempotent: the request carries ``idempotency_key`` (a fresh random one by default), so
         a retry after a connection error finds the job the first attempt created instead of making another.
@@ -175,7 +177,8 @@ class Client:
                     "hold": hold or None,
                     "depends_on": None if depends_on is None else [depends_on] if isinstance(depends_on, str)
                     else list(depends_on),
-                    "gpus_per_node": gpus_per_node, "launch": launch, "stop_signal": stop_signal, "grace_s": grace_s}
+                    "gpus_per_node": gpus_per_node, "launch": launch, "stop_signal": stop_signal, "grace_s": grace_s,
+                    "memory_limit_gib": memory_limit_gib}
         body.update({k: v for k, v in optional.items() if v is not None})
         key = idempotency_key or uuid.uuid4().hex
         return self._parse(Job, self._request("POST", "/v1/jobs", body=body, headers={"Idempotency-Key": key},

@@ -30,7 +30,9 @@ from scheduler.store.new_jobs import NewJob, insert_new_jobs
 from scheduler.errors import InvalidRequest, InvalidTransition, JobNotFound, KeyReused
 from scheduler.store.job_state import JobState, RunStatus
 from scheduler.store.launch import DEFAULT_LAUNCH, Launch, check_launch
+from scheduler.store.inventory import largest_node_memory_bytes
 from scheduler.store.paths import PathRoots
+from scheduler.store.resources import check_resources
 from scheduler.store.storable import check_storable
 from policies.snapshot import FULL_POWER, CapStep
 from workers.errors import SpecError
@@ -180,6 +182,7 @@ class JobStore:
                  interruptible: Any = False, *, not_before: Any = None, time_limit_s: Any = None,
                  priority: Any = 0, hold: Any = False, depends_on: Any = None, idempotency_key: Any = None,
                  gpus_per_node: Any = None, launch: Any = None, stop_signal: Any = None, grace_s: Any = None,
+                 memory_limit_gib: Any = None,
                  owner: int | None = None, paths: PathRoots | None = None) -> Submission:
         """Check a submission; a problem raises InvalidRequest naming the field and what is accepted.
 
@@ -248,7 +251,8 @@ class JobStore:
                 and idempotency_key.isascii() and idempotency_key.isprintable()):
             raise InvalidRequest(f"idempotency_key: must be 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters",
                                  "idempotency_key")
-        launch_options = check_launch(gpus, gpus_per_node, launch, stop_signal, grace_s)
+        launch_options = check_launch(gpus, gpus_per_node, launch, stop_signal, grace_s, memory_limit_gib)
+        check_resources(job_kind, normalised, gpus, launch_options, lambda: largest_node_memory_bytes(self.sessions))
         return Submission(kind, normalised, gpus, deadline, zone_list, interruptible, not_before, time_limit_s,
                           priority, hold, dependencies, idempotency_key, launch_options)
 
