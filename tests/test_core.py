@@ -210,7 +210,7 @@ def test_a_job_no_node_can_take_is_shown_unschedulable_with_the_plugin_that_said
     try:
         big, small, later = [], [], []
         for job, gpus in ((big, 3), (small, 2), (later, 2)):
-            job.append(store.submit(store.validate("diffusion-train", {"steps": 100}, gpus=gpus)))
+            job.append(store.submit(store.validate("diffusion-train", {"steps": 100, "batch_size": 30}, gpus=gpus)))
             clock.advance(seconds=1)  # arrival order
         (big,), (small,), (later,) = big, small, later
         daemon.schedule()

@@ -138,8 +138,8 @@ def test_kill_9_of_the_leader_the_standby_takes_over_and_the_running_job_ends_on
         poll(lambda: standby.status()["role"] == "leader", timeout_s=60, what="the standby takes over")
         taken_over = standby.get(job.id)
         # still running under the controller: not lost, not requeued
-        assert (taken_over.state, [(r.id, r.exit_status) for r in taken_over.runs]) == ("running", [(run.id, "running")]), \
-            taken_over.raw
+        runs = [(r.id, r.exit_status) for r in taken_over.runs]
+        assert (taken_over.state, runs) == ("running", [(run.id, "running")]), taken_over.raw
 
         done = standby.wait(job.id, timeout=JOB_TIMEOUT_S)
         assert done.state == "succeeded", done.raw
