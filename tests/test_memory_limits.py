@@ -242,3 +242,19 @@ def test_submit_refuses_a_training_batch_its_gpus_cannot_split_and_a_per_node_la
     assert per_node.status_code == 400 and per_node.json()["error"]["field"] == "launch"
     even = api.post("/v1/jobs", json={"kind": "diffusion-train", "spec": {"batch_size": 32}, "gpus": 4})
     assert even.status_code == 201, even.text
+
+
+@pytest.mark.ray
+def test_a_job_past_its_memory_limit_fails_saying_so_through_a_real_daemon(tmp_path):
+    from daemon_fixtures import JOB_TIMEOUT_S, running_daemon
+
+    from scheduler.client import Client
+
+    with running_daemon(tmp_path) as daemon:
+        client = Client(url=daemon.url, token=daemon.token, timeout_s=60)
+        over = client.submit("synthetic", {"steps": 2, "step_s": 0, "memory_mib": 600}, memory_limit_gib=0.25)
+        under = client.submit("synthetic", {"steps": 2, "step_s": 0, "memory_mib": 16}, memory_limit_gib=0.25)
+        over, under = client.wait(over.id, timeout=JOB_TIMEOUT_S), client.wait(under.id, timeout=JOB_TIMEOUT_S)
+        assert over.state == "failed" and "killed: memory limit of 0.25 GiB reached" in over.reason, over.raw
+        assert under.state == "succeeded", under.raw
+        assert largest_node_memory_bytes(daemon.store.sessions) == node_memory_bytes()  # what the worker reported
