@@ -113,16 +113,16 @@ def test_a_parked_job_is_offered_when_its_begin_time_comes_and_a_timer_is_armed_
     soon = submit(daemon, not_before=NOW + timedelta(hours=1))
     submit(daemon, not_before=NOW + timedelta(hours=2))
     daemon.schedule()
-    assert daemon.queue.wake_to_arm() is None  # armed by the round already
+    # the time of the daemon's one timer (here no scheduler runs: the test asks); once armed, not again
+    assert daemon.queue.wake_to_arm() == (NOW + timedelta(hours=1)).timestamp()
+    assert daemon.queue.wake_to_arm() is None
     daemon.clock.advance(minutes=59)
     daemon._round()
     assert daemon.controller.started() == []
     daemon.clock.advance(minutes=1)
     daemon._round()
     assert daemon.policy.rounds[-1] == [soon.id] and daemon.controller.started() == [soon.id]
-    # the next wake-up is the other job's begin time
-    daemon.queue._armed_s = None
-    assert daemon.queue.wake_to_arm() == (NOW + timedelta(hours=2)).timestamp()
+    assert daemon.queue.wake_to_arm() == (NOW + timedelta(hours=2)).timestamp()  # the other job's begin time
 
 
 def test_a_dependent_job_is_woken_when_its_dependency_succeeds_and_told_when_it_never_can(daemon):
@@ -235,3 +235,19 @@ def test_a_finished_event_notes_the_job_for_the_next_round(daemon):
                                         exit_status=ExitStatus.SUSPENDED))
     daemon._round()
     assert daemon.policy.rounds[-1] == [job.id]  # suspended: it waits again
+
+
+def test_new_forecasts_and_the_full_round_offer_every_job_that_may_start_but_not_the_parked_ones(daemon):
+    daemon._set_inventory([gpu("w0", "x"), gpu("w1", "y")])
+    waiting = submit(daemon)
+    parked = submit(daemon, not_before=NOW + timedelta(hours=1))
+    daemon.schedule()
+    daemon._round()
+    assert daemon.policy.rounds[-1] == [waiting.id] and len(daemon.policy.rounds) == 1  # then not offered again
+    daemon.queue.reoffer()  # as refresh_carbon does
+    daemon._round()
+    assert daemon.policy.rounds[-1] == [waiting.id]
+    daemon.monotonic.now_s += 300.0
+    daemon._round()
+    assert daemon.policy.rounds[-1] == [waiting.id] and len(daemon.policy.rounds) == 3
+    assert parked.id not in {j for r in daemon.policy.rounds for j in r}
