@@ -39,7 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from timing import until  # noqa: E402  (beside this script)
+from timing import load_average, until  # noqa: E402  (beside this script)
 
 POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 #: A synthetic job far longer than a measurement: it is cancelled once seen running.
@@ -251,11 +251,13 @@ def main() -> int:
                 return
             dropped = made
             settings = replace(settings, database_url=f"{POSTGRES_URL}?options=-csearch_path%3D{made[0]}")
+        load_before = load_average()
         try:
             result = measure(settings, waiting, args.repeats, args.idle_s, stand_in)
         finally:
             if dropped is not None:
                 drop_schema(*dropped)
+        result["load"] = f"{load_before} -> {load_average()}"
         rows.append((label, backend, waiting, result))
         print(f"{label:<28} {backend:<10} {waiting:>6} waiting: {result}", flush=True)
 
@@ -280,10 +282,10 @@ def main() -> int:
     print(f"\nmachine: {os.cpu_count()} CPUs, Ray {ray.__version__}, policy fifo; idle window {args.idle_s:g} s, "
           f"{args.repeats} submissions a row")
     print(f"{'cluster':<28} {'database':<10} {'waiting':>7} {'ready (s)':>9} {'idle CPU (cores)':>16} "
-          f"{'submit->running median (s)':>26} {'max (s)':>8}")
+          f"{'submit->running median (s)':>26} {'max (s)':>8}  load average")
     for label, backend, waiting, r in rows:
         print(f"{label:<28} {backend:<10} {waiting:>7} {r['ready_s']:>9.1f} {r['idle_core']:>16.3f} "
-              f"{r['median_s']:>26.3f} {r['max_s']:>8.3f}")
+              f"{r['median_s']:>26.3f} {r['max_s']:>8.3f}  {r['load']}")
     if args.big_gpus:
         print("* the controller is a stand-in actor without worker processes (see the docstring)")
     return 0
