@@ -252,9 +252,12 @@ def test_a_job_past_its_memory_limit_fails_saying_so_through_a_real_daemon(tmp_p
 
     with running_daemon(tmp_path) as daemon:
         client = Client(url=daemon.url, token=daemon.token, timeout_s=60)
+        command = client.submit("command", {"argv": [sys.executable, "-c", ALLOCATE_600_MIB]}, memory_limit_gib=0.25)
         over = client.submit("synthetic", {"steps": 2, "step_s": 0, "memory_mib": 600}, memory_limit_gib=0.25)
         under = client.submit("synthetic", {"steps": 2, "step_s": 0, "memory_mib": 16}, memory_limit_gib=0.25)
         over, under = client.wait(over.id, timeout=JOB_TIMEOUT_S), client.wait(under.id, timeout=JOB_TIMEOUT_S)
         assert over.state == "failed" and "killed: memory limit of 0.25 GiB reached" in over.reason, over.raw
         assert under.state == "succeeded", under.raw
+        command = client.wait(command.id, timeout=JOB_TIMEOUT_S)
+        assert command.state == "failed" and "killed: memory limit of 0.25 GiB reached" in command.reason, command.raw
         assert largest_node_memory_bytes(daemon.store.sessions) == node_memory_bytes()  # what the worker reported

@@ -18,10 +18,14 @@ from typing import IO, Any
 
 from workers.events import ExitStatus, PowerCap
 from workers.launcher import Launcher, RankFailure, describe_returncode
+from workers.memory_limit import GIB, describe_limit
 from workers.progress_file import ProgressFile
 
 #: How many trailing lines of the job's stderr a failed job reports.
 STDERR_TAIL_LINES = 20
+#: What a command refused memory usually prints last (Python, C++, glibc's strerror, CUDA and others): with a
+#: memory limit set, its failure then says the limit was reached.
+OUT_OF_MEMORY_WORDS = ("MemoryError", "std::bad_alloc", "Cannot allocate memory", "out of memory")
 
 
 class JobRun:
@@ -152,6 +156,9 @@ class JobRun:
         if self.protocol and failure.rank in errors:  # the job's own words say more than its exit code
             return f"{who}: {errors[failure.rank]}" if several else errors[failure.rank]
         tail = self.stderr_tail()
+        limit_gib = (self.job.get("launch") or {}).get("memory_limit_gib")
+        if limit_gib and any(words in tail for words in OUT_OF_MEMORY_WORDS):  # refused memory past its own limit
+            first += f" ({describe_limit(int(limit_gib * GIB))})"
         # The cause last, as in a traceback: the line that the job's reason shows
         return f"{tail}\n{first}" if tail else first
 
