@@ -33,6 +33,8 @@ def default_checkpoint(tmp_path_factory) -> Path:
     """A training workdir whose model has the default noise schedule (one training step: only its shape counts)."""
     workdir = tmp_path_factory.mktemp("trained")
     train(DiffusionTrain().parse({**TINY_MODEL, "steps": 1}), workdir)
+    # A GAN generator beside it, for generative-sample (its file does not clash with the diffusion checkpoints).
+    KINDS.get("gan-train").run(KINDS.get("gan-train").validate({"steps": 1, "hidden": 16}), JobContext(workdir))
     return workdir
 
 
@@ -47,7 +49,8 @@ def first_report(kind: JobKind, spec: dict[str, Any], workdir: Path) -> tuple[di
 def default_specs(checkpoint: Path) -> list[tuple[str, dict[str, Any]]]:
     """Every built-in kind with its default spec (sampling needs a checkpoint, so both samplers get one)."""
     return [("diffusion-train", {}), ("diffusion-sample", {"checkpoint": str(checkpoint)}),
-            ("diffusion-sample", {"checkpoint": str(checkpoint), "sampler": "ddpm"}), ("synthetic", {})]
+            ("diffusion-sample", {"checkpoint": str(checkpoint), "sampler": "ddpm"}), ("synthetic", {}),
+            ("gan-train", {}), ("vae-train", {}), ("generative-sample", {"checkpoint": str(checkpoint)})]
 
 
 def test_every_built_in_kind_has_a_default_spec_here():
@@ -157,7 +160,8 @@ def test_the_store_submits_any_registered_kind_and_lets_only_interruptible_kinds
             store.validate(name, spec, interruptible=True)
         assert caught.value.field == "interruptible"
     with pytest.raises(InvalidRequest,
-                       match="'diffusion-train', 'diffusion-sample', 'synthetic', 'command', 'echo', got 'x'"):
+                       match="'diffusion-train', 'diffusion-sample', 'synthetic', 'command', 'gan-train', 'vae-train', "
+                             "'generative-sample', 'echo', got 'x'"):
         store.validate("x", {})
 
 

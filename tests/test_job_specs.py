@@ -147,16 +147,19 @@ def test_constructing_a_spec_directly_validates_it_too():
     assert SampleSpec(checkpoint="c").sampler == "ddim"
 
 
-def test_the_built_in_kinds_are_the_two_diffusion_jobs_the_synthetic_load_and_commands():
-    assert KINDS.names() == ["diffusion-train", "diffusion-sample", "synthetic", "command"]
-    assert {k.name: k.interruptible for k in KINDS} == {TRAIN: True, SAMPLE: False, SYNTHETIC: True, "command": True}
+def test_the_built_in_kinds_are_the_two_diffusion_jobs_the_synthetic_load_commands_and_the_gan_and_vae():
+    assert KINDS.names() == ["diffusion-train", "diffusion-sample", "synthetic", "command", "gan-train", "vae-train",
+                             "generative-sample"]
+    assert {k.name: k.interruptible for k in KINDS} == {TRAIN: True, SAMPLE: False, SYNTHETIC: True, "command": True,
+                                                        "gan-train": False, "vae-train": False,
+                                                        "generative-sample": False}
 
 
 def test_a_kind_registered_twice_is_refused_and_an_unknown_one_lists_the_valid_names():
     with pytest.raises(DuplicateKind, match="'synthetic' is already registered"):
         KINDS.register(KINDS.get(SYNTHETIC))
     with pytest.raises(SpecError, match=r"^kind: must be one of 'diffusion-train', 'diffusion-sample', 'synthetic', "
-                                        r"'command', got 'shell'$"):
+                                        r"'command', 'gan-train', 'vae-train', 'generative-sample', got 'shell'$"):
         KINDS.get("shell")
     assert "shell" not in KINDS and SYNTHETIC in KINDS
 

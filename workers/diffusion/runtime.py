@@ -49,3 +49,23 @@ def autocast(device: torch.device, mixed_precision: str) -> contextlib.AbstractC
     """The forward-pass precision context: bf16 autocast when asked for (CPU and CUDA), else full precision."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=mixed_precision == "bf16")
 
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    """Start counting a CUDA device's peak allocated memory from now (the CPU's peak RSS cannot be reset)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory(device: torch.device) -> dict[str, object]:
+    """The job's peak memory and how it was read: torch's peak allocated bytes on a CUDA device since
+    ``reset_peak_memory``; on the CPU, the process's peak resident set (which includes the libraries, so levers
+    differ by less there than on a GPU)."""
+    if device.type == "cuda":
+        return {"peak_memory_bytes": int(torch.cuda.max_memory_allocated(device)),
+                "peak_memory_method": "cuda-max-allocated"}
+    import resource
+
+    # Linux reports ru_maxrss in KiB.
+    return {"peak_memory_bytes": int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024,
+            "peak_memory_method": "process-peak-rss"}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from PIL import Image
 from workers.diffusion import checkpoints
 from workers.diffusion.runtime import autocast, prepare_torch
 from workers.kinds.diffusion_sample import SampleSpec, inference_steps
+from workers.kinds.diffusion_train import DIGITS
 from workers.kinds.progress import Pacer, Report, ShouldStop, never_stop, no_report
 
 SAMPLES_FILE = "samples.npy"
@@ -45,7 +47,9 @@ def sample(
     images of finished batches are written and the result says ``"stopped": True``.
 
     Returns ``stopped``, ``num_images`` (images written), ``images_path``, ``grid_path`` (None if no image
-    was finished), ``sampler``, ``num_inference_steps``, ``checkpoint`` and ``image_shape`` ([H, W, C]).
+    was finished), ``sampler``, ``num_inference_steps``, ``checkpoint``, ``image_shape`` ([H, W, C]), ``sample_s``
+    (seconds denoising, without loading or scoring) and ``quality`` (``workers.generative.quality``, for a model
+    trained on the digits; else None).
     """
     device = prepare_torch()
     checkpoint = checkpoints.resolve_checkpoint(spec.checkpoint)
@@ -62,6 +66,7 @@ def sample(
     total_steps = spec.num_images * num_steps
     done_steps, images_done, stopped, batches = 0, 0, False, []
     pacer = Pacer()
+    began_s = time.perf_counter()
     with torch.inference_mode():
         for batch_size in batch_sizes:
             # Drawn on the CPU generator so that a seed gives the same starting noise on any device.
@@ -82,7 +87,13 @@ def sample(
             batches.append(_to_uint8(latents))
             images_done += batch_size
 
+    sample_s = time.perf_counter() - began_s
     images = np.concatenate(batches) if batches else None
+    quality = None
+    if images is not None and checkpoints.read_spec(checkpoint).get("dataset") == DIGITS:
+        from workers.generative.quality import digit_quality
+
+        quality = digit_quality(images)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     images_path = grid_path = None
@@ -98,6 +109,8 @@ def sample(
         "num_inference_steps": num_steps,
         "checkpoint": str(checkpoint),
         "image_shape": [size, size, channels],
+        "sample_s": sample_s,
+        "quality": quality,
     }
 
 

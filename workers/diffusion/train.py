@@ -28,7 +28,7 @@ from torch.nn.parallel import DistributedDataParallel
 from workers.diffusion import checkpoints
 from workers.diffusion.data_parallel import ProcessGroup, Ranks
 from workers.diffusion.data import load_images
-from workers.diffusion.runtime import autocast, prepare_torch
+from workers.diffusion.runtime import autocast, peak_memory, prepare_torch, reset_peak_memory
 from workers.errors import JobFailed, SpecError
 from workers.kinds.diffusion_train import TrainSpec
 from workers.kinds.progress import Pacer, Report, ShouldStop, never_stop, no_report
@@ -72,7 +72,10 @@ def train(
     Returns ``stopped``, ``steps_done`` (total), ``total_steps``, ``resumed_from_step``, ``steps_this_run``,
     ``images_seen`` (images this run processed, over every rank: the energy measured for this run covers these),
     ``final_loss`` (loss of the last step over the global batch, or None before any), ``checkpoint`` (path, or
-    None) and ``world_size``; every rank returns the same.
+    None), ``world_size``, ``images_per_epoch`` (the dataset's images: an epoch is that many images seen),
+    ``parameters`` (the UNet's) and
+    ``peak_memory_bytes`` (this rank's) with its ``peak_memory_method`` (``workers.diffusion.runtime.peak_memory``);
+    the other fields are the same on every rank.
     """
     ranks = Ranks.from_env()
     if spec.batch_size % ranks.world_size:
@@ -82,6 +85,7 @@ def train(
             f"spec.batch_size: must be {accepted}, got {spec.batch_size}", field="spec.batch_size", accepted=accepted
         )
     device = prepare_torch(ranks.local_rank)
+    reset_peak_memory(device)
     with ProcessGroup(ranks, device) as group:
         return _train(spec, Path(workdir), report if ranks.is_main else no_report, should_stop, group)
 
@@ -185,6 +189,9 @@ def _train(
         "final_loss": loss,
         "checkpoint": None if checkpoint is None else str(checkpoint),
         "world_size": ranks.world_size,
+        "images_per_epoch": len(images),
+        "parameters": sum(p.numel() for p in unet.parameters()),
+        **peak_memory(device),
     }
 
 

@@ -42,11 +42,15 @@ class KindRegistry:
 
 
 def builtin_kinds() -> KindRegistry:
-    """A new registry holding the kinds that ship with wattsched: the diffusion jobs, the synthetic load and the
-    user's own commands."""
+    """A new registry holding the kinds that ship with wattsched: the diffusion jobs, the synthetic load, the
+    user's own commands, and the small GAN and VAE the energy study compares diffusion with."""
     from workers.kinds.command import Command
     from workers.kinds.diffusion_sample import DiffusionSample
     from workers.kinds.diffusion_train import DiffusionTrain
+    from workers.kinds.gan_train import GanTrain
+    from workers.kinds.generative_sample import GenerativeSample
     from workers.kinds.synthetic import Synthetic
+    from workers.kinds.vae_train import VaeTrain
 
-    return KindRegistry([DiffusionTrain(), DiffusionSample(), Synthetic(), Command()])
+    return KindRegistry([DiffusionTrain(), DiffusionSample(), Synthetic(), Command(), GanTrain(), VaeTrain(),
+                         GenerativeSample()])
