@@ -66,11 +66,13 @@ while True:
     time.sleep(0.1)
 """
 
-# Steps until its stop signal (SIGUSR1 here), then rank 0 checkpoints its step; a run with WATTSCHED_RESUMING=1
-# starts from the checkpoint and ends by itself once the test writes ``finish``. Every rank notes each run's start.
+# Steps until its stop signal (SIGUSR1 here), then rank 0 checkpoints its step (with --hold-checkpoint, once the
+# test writes ``release``: a slow checkpoint); a run with WATTSCHED_RESUMING=1 starts from the checkpoint and ends
+# by itself once the test writes ``finish``. Every rank notes each run's start.
 RESUMABLE = WHERE + """
-import signal, time
+import signal, sys, time
 checkpoint, finish = os.path.join(job_dir, "checkpoint.json"), os.path.join(job_dir, "finish")
+release = os.path.join(job_dir, "release") if "--hold-checkpoint" in sys.argv else None
 stop = []
 signal.signal(signal.SIGUSR1, lambda *_: stop.append(True))
 resuming = os.environ["WATTSCHED_RESUMING"] == "1"
@@ -84,6 +86,8 @@ while not stop and not (resuming and os.path.exists(finish)):
         progress.write(json.dumps({"step": step}) + "\\n")
         progress.flush()
 if rank == 0:
+    while stop and release and not os.path.exists(release):
+        time.sleep(0.05)
     with open(checkpoint + ".tmp", "w") as f:
         json.dump({"step": step, "run": os.environ["WATTSCHED_RUN"]}, f)
     os.replace(checkpoint + ".tmp", checkpoint)
@@ -310,8 +314,8 @@ def test_a_gang_that_loses_a_node_stops_whole_and_resumes_from_its_checkpoint_on
     # Last in the module: it takes a node away for good (and brings another in its place).
     daemon, where, cluster, nodes = cluster_daemon
     assert ray.get_runtime_context().get_node_id() == cluster.head_node.node_id  # the driver's node stays
-    job = client.submit("command", command(scripts / "resumable.py"), gpus=2, gpus_per_node=1, interruptible=True,
-                        stop_signal="SIGUSR1", grace_s=60)
+    job = client.submit("command", command(scripts / "resumable.py", "--hold-checkpoint"), gpus=2, gpus_per_node=1,
+                        interruptible=True, stop_signal="SIGUSR1", grace_s=JOB_TIMEOUT_S)
     workdir = Path(job.raw["workdir"])
     wait_until_running(client, job)
     rank0, rank1 = [noted(workdir / f"run1-{r}.json") for r in (0, 1)]
@@ -329,16 +333,24 @@ def test_a_gang_that_loses_a_node_stops_whole_and_resumes_from_its_checkpoint_on
             os.kill(rank1["pid"], signal.SIGKILL)
         except ProcessLookupError:
             pass
-    # rank 0 was stopped on its node by the job's signal, and checkpointed
-    checkpoint = poll(lambda: (workdir / "checkpoint.json").exists()
-                      and json.loads((workdir / "checkpoint.json").read_text()), what="rank 0's checkpoint")
-    assert checkpoint["run"] == "1" and checkpoint["step"] > 0
 
-    # another DE node joins: the job starts again there and on the survivor, resuming from the checkpoint
+    # Another DE node joins while rank 0 still takes its time to checkpoint: the survivor's GPU stays held until
+    # its rank has ended, so a scheduling round with both DE nodes known starts nothing (no start refused by a
+    # busy worker, no run failed for it).
     nodes["DE3"] = cluster.add_node(num_cpus=0, num_gpus=1, labels={ZONE_LABEL: "DE"})
-    new_raylet = raylet_pid(nodes["DE3"])
+    new_node, new_raylet = nodes["DE3"].node_id, raylet_pid(nodes["DE3"])
+    inventory = poll(lambda: (gpus := daemon.controller.call("inventory"))
+                     and any(g["node_id"] == new_node for g in gpus) and gpus, what="the new node's worker")
+    assert [g["busy_job"] for g in inventory if g["node_id"] == where[survivor][0]] == [job.id]
+    daemon.tick()
+    assert [r.status for r in daemon.store.get(job.id).runs] == ["lost"]
+    assert client.get(job.id).state == "pending"
+
+    (workdir / "release").write_text("")  # rank 0 checkpoints and ends; then the job runs again
     resumed = poll(lambda: {run: seen for run, seen in runs_noted(workdir).items() if run > 1},
                    what="both ranks of a second run")
+    checkpoint = json.loads((workdir / "checkpoint.json").read_text())
+    assert checkpoint["run"] == "1" and checkpoint["step"] > 0
     (run, seen), = resumed.items()
     assert [(n["resuming"], n["start_step"]) for n in seen] == [("1", checkpoint["step"])] * 2
     assert sorted(n["raylet_pid"] for n in seen) == sorted([where[survivor][1], new_raylet])
@@ -346,13 +358,12 @@ def test_a_gang_that_loses_a_node_stops_whole_and_resumes_from_its_checkpoint_on
 
     job = ended(client, job)
     assert job.state == "succeeded", job.raw
-    assert job.runs[0].exit_status == "lost" and job.runs[-1].exit_status == "succeeded"
-    assert job.runs[-1].attempt == run
+    assert [r.exit_status for r in job.runs] == ["lost", "succeeded"] and job.runs[-1].attempt == run == 2
     requeued = [e.reason for e in daemon.store.get(job.id).events if e.to_state == "pending"][1:]
     assert len(requeued) == 1 and "a node of the gang was lost" in requeued[0] and "queued again" in requeued[0]
     assert job.runs[0].raw["energy"] is not None  # the lost run's energy up to its nodes' last samples
     final = json.loads((workdir / "checkpoint.json").read_text())
-    assert final["run"] == str(run) and final["step"] > checkpoint["step"]
+    assert final["run"] == "2" and final["step"] > checkpoint["step"]
 
 def test_a_failed_nodes_log_lines_stay_above_the_cause_which_names_rank_and_node():
     # The job's reason is its error's last line: with the rank's stderr above its cause, that line must still

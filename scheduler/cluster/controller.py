@@ -18,6 +18,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -150,6 +151,9 @@ class Controller:
         self._workers: dict[str, _Worker] = {}
         self._jobs: dict[str, _Job] = {}
         self._early_stops: dict[str, tuple[str, float]] = {}  # job id -> (outcome, monotonic time asked)
+        # The nodes of a gang that lost a node, still stopping: lead worker -> (job id, run id, the node's workers),
+        # held until the node's own Finished says its processes have ended.
+        self._draining: dict[str, tuple[str, str, list[str]]] = {}
 
     def configure(self, options: dict | None = None) -> dict:
         """Apply a restarted daemon's options (the same keys as at creation; those not given take their defaults).
@@ -222,14 +226,17 @@ class Controller:
             if worker is None:
                 return
             log.warning("dropping worker %s: %s", worker_id, reason)
+            drained = self._draining.pop(worker_id, None)
+            if drained is not None:  # a node still stopping after its gang's loss, now lost too
+                self._free(drained[0], drained[2])
             job = self._jobs.get(worker.busy_job) if worker.busy_job else None
             if job is not None and worker_id in job.leads:
-                self._release(job)
+                stopping = self._stopping_nodes(job, worker_id)
+                self._release(job, keep=[w for node in stopping for w in node.worker_ids])
                 self._events.append(self._lost_event(job, f"{reason} (worker {worker_id})"))
-                for lead in job.leads:  # a gang stops whole: the other nodes' launchers are told to stop
-                    other = self._workers.get(lead)
-                    if other is not None:
-                        other.handle.cancel.remote(job.job_id, "cancelled")
+                for node in stopping:  # a gang stops whole: the other nodes' launchers are told to stop
+                    self._draining[node.lead] = (job.job_id, job.run_id, list(node.worker_ids))
+                    self._workers[node.lead].handle.cancel.remote(job.job_id, "cancelled")
         try:
             ray.kill(worker.handle, no_restart=True)
         except Exception:  # noqa: BLE001 - it is usually dead already
@@ -502,13 +509,27 @@ class Controller:
                 for j in self._jobs.values()
             ]
 
-    def _release(self, job: _Job) -> None:
-        """Forget a job and free its workers. Call with the lock held."""
+    def _release(self, job: _Job, keep: Collection[str] = ()) -> None:
+        """Forget a job and free its workers, except those in ``keep`` (still stopping its processes). Call with
+        the lock held."""
         self._jobs.pop(job.job_id, None)
-        for worker_id in job.worker_ids:
+        self._free(job.job_id, [w for w in job.worker_ids if w not in keep])
+
+    def _free(self, job_id: str, worker_ids: list[str]) -> None:
+        """Free the workers that are still held for ``job_id``. Call with the lock held."""
+        for worker_id in worker_ids:
             worker = self._workers.get(worker_id)
-            if worker is not None and worker.busy_job == job.job_id:
+            if worker is not None and worker.busy_job == job_id:
                 worker.busy_job = None
+
+    def _stopping_nodes(self, job: _Job, lost_worker: str) -> list[GangNode]:
+        """The nodes of a gang, other than the lost worker's, whose processes may still run: their workers stay
+        held until each node reports its end, so that no job starts on a GPU a stopping rank still uses (nor a
+        start is refused by a worker still busy). None for a job on one node. Call with the lock held."""
+        if job.gang is None:
+            return []
+        return [n for n in job.gang.nodes
+                if n.lead != lost_worker and n.finished is None and n.lead in self._workers]
 
     def _lost_event(self, job: _Job, reason: str) -> Finished:
         """A finished event for a job whose worker vanished, with the energy of the last sample seen."""
@@ -539,6 +560,8 @@ class Controller:
     def report(self, event: WorkerEvent) -> int:
         """Accept an event from a worker; returns its sequence number. A ``Finished`` event frees the workers."""
         with self._lock:
+            if isinstance(event, Finished):
+                self._end_draining(event)
             job = self._jobs.get(event.job_id)
             if job is not None and job.run_id != event.run_id:
                 job = None  # an event of an earlier run (one declared lost, say): logged, but it changes nothing
@@ -557,6 +580,13 @@ class Controller:
                 elif isinstance(event, Finished):
                     self._release(job)
             return self._events.append(event)
+
+    def _end_draining(self, event: Finished) -> None:
+        """A node of a lost gang has stopped: free its workers. Call with the lock."""
+        drained = self._draining.get(event.worker_id)
+        if drained is not None and drained[:2] == (event.job_id, event.run_id):
+            del self._draining[event.worker_id]
+            self._free(event.job_id, drained[2])
 
     def _through_gang(self, job: _Job, event: WorkerEvent) -> WorkerEvent | None:
         """A gang node's event turned into the job's (None: nothing to log yet). Call with the lock.
