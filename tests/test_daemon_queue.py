@@ -90,8 +90,9 @@ def submit(daemon, **kwargs):
 
 def test_a_round_offers_the_new_job_only_and_parked_jobs_are_written_once(daemon, monkeypatch):
     written = []
-    monkeypatch.setattr(queue_module, "record_waits", lambda sessions, clock, waits, write=queue_module.record_waits:
-                        written.append([w.job_id for w in waits]) or write(sessions, clock, waits))
+    monkeypatch.setattr(queue_module, "record_waits", lambda sessions, clock, waits, states,
+                        write=queue_module.record_waits:
+                        written.append([w.job_id for w in waits]) or write(sessions, clock, waits, states))
     later = [submit(daemon, not_before=NOW + timedelta(days=1)) for _ in range(50)]
     daemon.schedule()  # the first round of a term reads the whole queue
     assert daemon.policy.rounds == [[]]  # all parked: the policy is asked about none of them
@@ -251,3 +252,29 @@ def test_new_forecasts_and_the_full_round_offer_every_job_that_may_start_but_not
     daemon._round()
     assert daemon.policy.rounds[-1] == [waiting.id] and len(daemon.policy.rounds) == 3
     assert parked.id not in {j for r in daemon.policy.rounds for j in r}
+
+
+def test_waits_are_written_at_once_and_a_job_that_moved_meanwhile_is_left_alone(upgraded_db_url, tmp_path):
+    from scheduler.store.engine import make_engine, make_session_factory
+    from scheduler.store.jobs import JobStore
+    from scheduler.store.queue import WaitRecord, record_waits, waiting_jobs
+
+    engine = make_engine(upgraded_db_url)
+    store = JobStore(make_session_factory(engine), FakeClock(NOW), tmp_path / "jobs")
+    try:
+        kept, deferred, cancelled = (store.submit(store.validate("synthetic", {"steps": 10})) for _ in range(3))
+        states = {j.id: j.state for j in waiting_jobs(store.sessions)}
+        store.request_cancel(cancelled.id)  # after the queue read it
+        record_waits(store.sessions, store.clock, [
+            WaitRecord(kept.id, "waiting for room", deferred=False, code="Unschedulable", plugin="fifo"),
+            WaitRecord(deferred.id, "carbon: later", deferred=True, code="Wait", plugin="carbon"),
+            WaitRecord(cancelled.id, "waiting for room", deferred=False, code="Unschedulable", plugin="fifo"),
+        ], states)
+        kept, deferred, cancelled = (store.get(j.id) for j in (kept, deferred, cancelled))
+        assert (kept.state, kept.reason, kept.wait_code, kept.wait_plugin) == (
+            "pending", "waiting for room", "Unschedulable", "fifo")
+        assert (deferred.state, deferred.reason, deferred.wait_plugin) == ("deferred", "carbon: later", "carbon")
+        assert [e.to_state for e in deferred.events] == ["pending", "deferred"]  # the change is recorded
+        assert (cancelled.state, cancelled.reason) == ("cancelled", "cancelled by the user")
+    finally:
+        engine.dispose()

@@ -34,7 +34,7 @@ from scheduler.clock import Clock, to_unix_s
 from scheduler.cluster.inventory import GpuInfo
 from scheduler.store.job_state import JobState
 from scheduler.store.jobs import JobStore
-from scheduler.store.queue import QueuedJob, WaitRecord, record_waits, waiting_ids, waiting_jobs
+from scheduler.store.queue import QueuedJob, WaitRecord, record_waits, state_after, waiting_ids, waiting_jobs
 
 #: Seconds between full rounds: every waiting job read again from the database, and every one that may start
 #: offered to the policy (the safety net; see the module docstring).
@@ -344,21 +344,15 @@ class WaitingQueue:
             changed[wait.job_id] = wait  # the last word of the round on a job counts
         if not changed:
             return
-        record_waits(self.store.sessions, self.clock, list(changed.values()))
+        record_waits(self.store.sessions, self.clock, list(changed.values()),
+                     {job_id: self._jobs[job_id].state for job_id in changed})
         for job_id, wait in changed.items():
             job = self._jobs[job_id]
-            self._jobs[job_id] = replace(job, state=_state_after(job.state, wait.deferred), reason=wait.reason,
+            self._jobs[job_id] = replace(job, state=state_after(job.state, wait.deferred), reason=wait.reason,
                                          wait_code=wait.code, wait_plugin=wait.plugin or None)
-
-
-def _state_after(state: str, deferred: bool) -> str:
-    """The state a waiting job is in once a wait is recorded (``JobStore.set_waiting``)."""
-    if state == JobState.SUSPENDED.value:
-        return state
-    return (JobState.DEFERRED if deferred else JobState.PENDING).value
 
 
 def _records(job: QueuedJob, wait: WaitRecord) -> bool:
     """Whether the job already records this wait."""
     return (job.state, job.reason, job.wait_code, job.wait_plugin) == (
-        _state_after(job.state, wait.deferred), wait.reason, wait.code, wait.plugin or None)
+        state_after(job.state, wait.deferred), wait.reason, wait.code, wait.plugin or None)

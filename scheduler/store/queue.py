@@ -8,12 +8,12 @@ waits that changed.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler.clock import Clock
@@ -99,22 +99,42 @@ def waiting_jobs(sessions: sessionmaker[Session], ids: Iterable[str] | None = No
     return jobs
 
 
-def record_waits(sessions: sessionmaker[Session], clock: Clock, waits: Sequence[WaitRecord]) -> None:
-    """Record why each job waits, in one transaction; a job that no longer waits is left alone (as
-    ``JobStore.set_waiting`` does, one job at a time)."""
+def state_after(state: str, deferred: bool) -> str:
+    """The state a waiting job in ``state`` is in once a wait is recorded (as ``JobStore.set_waiting`` has it): a
+    suspended job keeps its checkpoint state until it runs again."""
+    if state == JobState.SUSPENDED.value:
+        return state
+    return (JobState.DEFERRED if deferred else JobState.PENDING).value
+
+
+def record_waits(sessions: sessionmaker[Session], clock: Clock, waits: Sequence[WaitRecord],
+                 states: Mapping[str, str]) -> None:
+    """Record why each job waits, in one transaction, as ``JobStore.set_waiting`` does one job at a time; a job that
+    no longer waits is left alone.
+
+    states: each job's state as the caller last read it. The waits that leave a job in that state (most: a new
+    reason) are written by one statement run for all of them, which passes over a job whose state has moved
+    since; those that change it go through the state machine, which records the change.
+    """
     if not waits:
         return
+    same = [w for w in waits if states.get(w.job_id) == state_after(states.get(w.job_id, ""), w.deferred)]
+    moving = [w for w in waits if states.get(w.job_id) != state_after(states.get(w.job_id, ""), w.deferred)]
     now = clock()
     with sessions.begin() as session:
-        for chunk in _chunks({w.job_id for w in waits}):
+        if same:
+            table = Job.__table__
+            session.execute(
+                table.update().where(table.c.id == bindparam("b_id"), table.c.state == bindparam("b_state"))
+                .values(reason=bindparam("b_reason"), wait_code=bindparam("b_code"), wait_plugin=bindparam("b_plugin")),
+                [{"b_id": w.job_id, "b_state": states[w.job_id], "b_reason": w.reason, "b_code": w.code,
+                  "b_plugin": w.plugin or None} for w in same])
+        for chunk in _chunks({w.job_id for w in moving}):
             session.scalars(select(Job).where(Job.id.in_(chunk))).all()  # loaded into the session, by id
-        for wait in waits:
+        for wait in moving:
             job = session.get(Job, wait.job_id)
             if job is None or not JobState(job.state).waiting:
                 continue
-            target = JobState.DEFERRED if wait.deferred else JobState.PENDING
-            if JobState(job.state) == JobState.SUSPENDED:
-                target = JobState.SUSPENDED  # it keeps its checkpoint state until it runs again
-            transition(session, job, target, wait.reason, now)
+            transition(session, job, JobState(state_after(job.state, wait.deferred)), wait.reason, now)
             if (job.wait_code, job.wait_plugin) != (wait.code, wait.plugin or None):
                 job.wait_code, job.wait_plugin = wait.code, wait.plugin or None
