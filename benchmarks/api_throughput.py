@@ -3,7 +3,7 @@
 ::
 
     .venv/bin/python benchmarks/api_throughput.py [--backend both|sqlite|postgres] [--db URL] [--threads 8]
-        [--seconds 20] [--busy] [--profile FILE]
+        [--seconds 20] [--busy] [--profile FILE [--profile-clock cpu|wall]]
 
 The daemon runs in its own process with its REST API only (``Daemon.start_api_only``: no Ray, no scheduling,
 so every submission stays queued; this measures the API, authentication, validation, idempotency check and
@@ -13,9 +13,14 @@ latency is one ``Client.submit`` call as the user sees it. PostgreSQL: a fresh s
 SQLite: a database file in a fresh temporary directory.
 
 ``--busy``: a separate process spins on one core for the whole measurement (started here, ended by its PID),
-as another program on the same machine would. ``--profile FILE``: the daemon process runs under cProfile and
-writes its statistics to FILE (one per backend: the backend's name is added before the suffix). The daemon
-also counts the SQL statements and commits its engine sent, and the figures report them per submission.
+as another program on the same machine would. ``--profile FILE``: every thread of the daemon process runs
+under cProfile, counting CPU time (or wall time), and the merged statistics go to FILE (one per backend: the
+backend's name is added before the suffix; read them with ``python -m pstats``).
+
+Besides the rate and latencies, it reports per submission between the end of the warm-up and the end: the
+SQL statements and commits the daemon's engine sent (a batch of submissions shares them), and the CPU time of
+the daemon's process and of the client process; on a shared machine these say more than the rate, which
+depends on what else runs.
 
 Not a test: it prints figures, it asserts nothing but that every job exists once.
 """
@@ -44,7 +49,7 @@ SPEC = {"steps": 10, "image_size": 8, "batch_size": 8}
 SPIN = "while True:\n    pass\n"  # the --busy process: one core, nothing else
 
 
-def serve(db_url: str, data_dir: str, profile: str) -> None:
+def serve(db_url: str, data_dir: str, profile: str, clock: str) -> None:
     """The daemon process: API only, until stdin closes; then one JSON line with the statements it sent."""
     import cProfile
     from dataclasses import replace
@@ -59,7 +64,7 @@ def serve(db_url: str, data_dir: str, profile: str) -> None:
     profilers: list[cProfile.Profile] = []
 
     def profile_this_thread(*_args) -> None:
-        profiler = cProfile.Profile()
+        profiler = cProfile.Profile(time.thread_time) if clock == "cpu" else cProfile.Profile()
         profilers.append(profiler)
         profiler.enable()
 
@@ -83,9 +88,10 @@ def serve(db_url: str, data_dir: str, profile: str) -> None:
     sys.stdin.readline()  # "start": counting from the end of the warm-up
     with lock:
         counts.update(statements=0, commits=0)
+    cpu_s = time.process_time()
     sys.stdin.readline()  # "stop"
     with lock:
-        print(json.dumps(counts), flush=True)
+        print(json.dumps({**counts, "cpu_s": time.process_time() - cpu_s}), flush=True)
     sys.stdin.read()
     daemon.stop()
     if profilers:
@@ -125,7 +131,8 @@ def measure(backend: str, args) -> None:
     if args.profile:
         stem, suffix = os.path.splitext(args.profile)
         profile = f"{stem}-{backend}{suffix or '.prof'}"
-    server = subprocess.Popen([sys.executable, __file__, "--serve", url, data_dir, profile], stdin=subprocess.PIPE,
+    server = subprocess.Popen([sys.executable, __file__, "--serve", url, data_dir, profile, args.profile_clock],
+                              stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True, cwd=ROOT)
     spinner = None
     try:
@@ -161,8 +168,10 @@ def measure(backend: str, args) -> None:
         server.stdin.flush()
         with lock:
             at_start = len(latencies)
+        client_cpu_s = time.process_time()
         for t in threads:
             t.join()
+        client_cpu_s = time.process_time() - client_cpu_s
         server.stdin.write("stop\n")
         server.stdin.flush()
         sql = json.loads(server.stdout.readline())
@@ -189,6 +198,8 @@ def measure(backend: str, args) -> None:
                   f"p99 {percentile(counted, 99) * 1000:.1f} ms, mean {statistics.mean(counted) * 1000:.1f} ms")
         print(f"[{backend}] SQL per submission: {sql['statements'] / between:.2f} statements, "
               f"{sql['commits'] / between:.2f} commits")
+        print(f"[{backend}] CPU per submission: daemon {sql['cpu_s'] / between * 1000:.2f} ms, clients "
+              f"{client_cpu_s / between * 1000:.2f} ms")
         print(f"[{backend}] jobs in the database: {total} (submitted {len(latencies)}), errors: {len(errors)}"
               + (f" e.g. {errors[0]}" if errors else ""))
         assert total == len(latencies), "a submission was lost or duplicated"
@@ -213,7 +224,9 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds not counted at the start")
     parser.add_argument("--busy", action="store_true", help="keep one core busy in another process meanwhile")
     parser.add_argument("--profile", default="", help="cProfile the daemon into this file (per backend)")
-    parser.add_argument("--serve", nargs=3, metavar=("DB", "DIR", "PROFILE"), help=argparse.SUPPRESS)
+    parser.add_argument("--profile-clock", choices=("cpu", "wall"), default="cpu",
+                        help="what the profile counts: each thread's CPU time (default) or wall time")
+    parser.add_argument("--serve", nargs=4, metavar=("DB", "DIR", "PROFILE", "CLOCK"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         serve(*args.serve)

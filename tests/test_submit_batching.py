@@ -273,3 +273,30 @@ def test_a_submission_the_database_refuses_fails_alone_in_its_batch(held_store, 
     assert isinstance(outcomes[1], IntegrityError)
     assert outcomes[0][1] is True and outcomes[2][1] is True and lead[1] is True
     assert counts(engine) == (3, 3)
+
+
+# --- the node memory check: asked once for many submissions, at once again when a node is recorded ------------
+
+
+def test_the_largest_nodes_memory_is_asked_once_for_many_submissions_and_again_once_a_node_is_recorded(store,
+                                                                                                       engine):
+    from sqlalchemy import event
+
+    from scheduler.errors import InvalidRequest
+    from scheduler.store.inventory import record_inventory
+
+    asked = []
+    event.listen(engine, "before_cursor_execute",
+                 lambda _c, _cur, statement, *_: asked.append(1) if "FROM nodes" in statement else None)
+    for _ in range(5):
+        store.validate("synthetic", {"memory_mib": 4096})
+    assert len(asked) == 1  # no node has said: remembered as such, not asked five times
+    record_inventory(store.sessions, [{"worker_id": "w0", "node_id": "a", "zone": "DE", "memory_bytes": 2 << 30}],
+                     T0)
+    with pytest.raises(InvalidRequest) as refused:  # the node counts at once
+        store.validate("synthetic", {"memory_mib": 4096})
+    assert refused.value.field == "spec" and "(2.0 GiB)" in str(refused.value)
+    before = len(asked)
+    for _ in range(5):
+        store.validate("synthetic", {"memory_mib": 100})
+    assert len(asked) - before <= 1

@@ -13,17 +13,18 @@ import math
 import os
 import re
 import shutil
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from sqlalchemy import Select, delete, func, select
+from sqlalchemy import Select, delete, event, func, select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from scheduler.clock import Clock, from_unix_s
-from scheduler.store.models import Job, JobEvent, PowerSample, Run, RunEnergy
+from scheduler.store.models import Job, JobEvent, Node, PowerSample, Run, RunEnergy
 from scheduler.store.finished_runs import RECENT_RUNS, FinishedRun
 from scheduler.store.group_commit import GroupCommit
 from scheduler.store.new_jobs import NewJob, insert_new_jobs
@@ -59,6 +60,9 @@ HELD_REASON = "held by the user"
 #: job again to resume from its checkpoint, before the next failure fails it: a gang stops whole when one rank
 #: fails, and its checkpoint is the place to go on from; a script that fails every time still ends.
 REQUEUES_AFTER_FAILURE = 2
+#: How long the largest node's memory, asked for each submission's memory check, is taken as known (s).
+NODE_MEMORY_TTL_S = 5.0
+NODES_CHANGED = "wattsched.nodes_changed"  # a session's flag: it wrote a node, and memory figures may have changed
 
 
 def cap_in_force(power_cap_mode: str | None) -> bool:
@@ -175,6 +179,10 @@ class JobStore:
         self.kinds = kinds if kinds is not None else builtin_kinds()
         #: Submissions arriving together are inserted in one transaction (scheduler.store.new_jobs).
         self.submit_batches: GroupCommit[NewJob, bool] = GroupCommit(self._insert_batch)
+        self._node_memory: tuple[float, int | None] | None = None  # (when asked, monotonic s; bytes)
+        self._node_generation = 0  # one more at each commit that recorded a node
+        event.listen(sessions, "after_flush", _note_node_changes)
+        event.listen(sessions, "after_commit", self._forget_node_memory)
 
     # --- submission and queries -------------------------------------------------------------------------
 
@@ -252,9 +260,31 @@ class JobStore:
             raise InvalidRequest(f"idempotency_key: must be 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters",
                                  "idempotency_key")
         launch_options = check_launch(gpus, gpus_per_node, launch, stop_signal, grace_s, memory_limit_gib)
-        check_resources(job_kind, normalised, gpus, launch_options, lambda: largest_node_memory_bytes(self.sessions))
+        try:
+            check_resources(job_kind, normalised, gpus, launch_options, lambda: self._largest_node_bytes(fresh=False))
+        except InvalidRequest:  # refused on the database's figures, never on a remembered one
+            check_resources(job_kind, normalised, gpus, launch_options, lambda: self._largest_node_bytes(fresh=True))
         return Submission(kind, normalised, gpus, deadline, zone_list, interruptible, not_before, time_limit_s,
                           priority, hold, dependencies, idempotency_key, launch_options)
+
+    def _largest_node_bytes(self, fresh: bool) -> int | None:
+        """The largest live node's memory (None: no node has said), for the memory check of a submission: asked
+        of the database at most every NODE_MEMORY_TTL_S unless ``fresh`` (a query for each submission was a
+        third of the submit path's time) or a node was recorded through this store's sessions since."""
+        now_s = time.monotonic()
+        remembered, generation = self._node_memory, self._node_generation
+        if not fresh and remembered is not None and now_s - remembered[0] < NODE_MEMORY_TTL_S:
+            return remembered[1]
+        found = largest_node_memory_bytes(self.sessions)
+        if generation == self._node_generation:  # no node recorded while asking: the answer is current
+            self._node_memory = (now_s, found)
+        return found
+
+    def _forget_node_memory(self, session: Session) -> None:
+        """After a commit that recorded a node (a worker's report of its memory), ask again next time."""
+        if session.info.pop(NODES_CHANGED, False):
+            self._node_generation += 1
+            self._node_memory = None
 
     def _check_dependencies(self, depends_on: Any, owner: int | None) -> tuple[str, ...]:
         """Job ids this job waits for: each must exist and be visible to the submitter."""
@@ -784,6 +814,11 @@ class JobStore:
                 query.order_by(Job.started_at, Job.id).options(selectinload(Job.runs).selectinload(Run.energy),
                                                                 selectinload(Job.user))
             ).all())
+
+
+def _note_node_changes(session: Session, _flush_context) -> None:
+    if any(isinstance(o, Node) for o in (*session.new, *session.dirty, *session.deleted)):
+        session.info[NODES_CHANGED] = True
 
 
 def _owned_job(session: Session, job_id: str, owner: int | None) -> Job:

@@ -11,11 +11,12 @@ in a ``WITH``, so there it is two statements in one transaction (in the daemon's
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from sqlalchemy import Engine, case, insert, literal, null, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Dialect, Engine, insert
+from sqlalchemy.dialects import sqlite
 
 from scheduler.errors import DatabaseUnavailable
 from scheduler.store.job_state import JobState
@@ -70,24 +71,50 @@ def _alone(engine: Engine, one: NewJob) -> bool | BaseException:
 
 def _insert(engine: Engine, batch: Sequence[NewJob]) -> set[str]:
     """The ids of the jobs inserted (those whose key was free)."""
-    rows = [one.values for one in batch]
     if engine.dialect.name == "postgresql":
-        new = (postgresql.insert(JOBS).values(rows)
-               .on_conflict_do_nothing(index_elements=[JOBS.c.user_id, JOBS.c.idempotency_key])
-               .returning(JOBS.c.id, JOBS.c.submitted_at, JOBS.c.held).cte("new"))
-        statement = insert(EVENTS).from_select(
-            ["job_id", "at", "from_state", "to_state", "reason"],
-            select(new.c.id, new.c.submitted_at, null(), literal(JobState.PENDING.value),
-                   case((new.c.held, literal(SUBMITTED_HELD)), else_=literal(SUBMITTED))),
-        ).returning(EVENTS.c.job_id)
-        # One statement is its own transaction: no BEGIN and COMMIT round trips around it.
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-            return set(connection.scalars(statement))
-    jobs = (sqlite.insert(JOBS).values(rows)
-            .on_conflict_do_nothing(index_elements=[JOBS.c.user_id, JOBS.c.idempotency_key])
-            .returning(JOBS.c.id))
+        return _insert_postgres(engine, batch)
     with engine.begin() as connection:
-        inserted = set(connection.scalars(jobs))
+        inserted = set(connection.scalars(_SQLITE_JOBS, [one.values for one in batch]))
         if inserted:
-            connection.execute(insert(EVENTS), [one.event for one in batch if one.values["id"] in inserted])
+            connection.execute(_EVENTS, [one.event for one in batch if one.values["id"] in inserted])
     return inserted
+
+
+# SQLite: built once (the rows are executemany parameters, sent as one multi-row INSERT), so that SQLAlchemy
+# compiles each once and not each batch.
+_SQLITE_JOBS = (sqlite.insert(JOBS).on_conflict_do_nothing(index_elements=[JOBS.c.user_id, JOBS.c.idempotency_key])
+                .returning(JOBS.c.id))
+_EVENTS = insert(EVENTS)
+
+
+def _insert_postgres(engine: Engine, batch: Sequence[NewJob]) -> set[str]:
+    """One statement whatever the batch's size: each column's values as one array, turned back into rows by
+    ``unnest``; its text is the same every time, so the server prepares it once and SQLAlchemy compiles nothing."""
+    columns = tuple(batch[0].values)
+    sql, processors = _postgres_statement(engine.dialect, columns)
+    parameters = {}
+    for i, column in enumerate(columns):
+        process = processors[i]
+        values = [one.values[column] for one in batch]
+        parameters[f"c{i}"] = [None if v is None else process(v) for v in values] if process else values
+    # One statement is its own transaction: no BEGIN and COMMIT round trips around it.
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        return {row[0] for row in connection.exec_driver_sql(sql, parameters)}
+
+
+@functools.lru_cache(maxsize=8)
+def _postgres_statement(dialect: Dialect, columns: tuple[str, ...]) -> tuple[str, tuple]:
+    """The insert of jobs (``columns``: the table's columns given) and of their first events, and each column's
+    bind processor (SQLAlchemy's own: JSON, UTC times)."""
+    arrays, processors = [], []
+    for i, name in enumerate(columns):
+        column_type = JOBS.c[name].type
+        arrays.append(f"CAST(%(c{i})s AS {column_type.compile(dialect=dialect)}[])")
+        processors.append(column_type.dialect_impl(dialect).bind_processor(dialect))
+    names = ", ".join(columns)
+    sql = (f"WITH new AS (INSERT INTO {JOBS.name} ({names}) SELECT * FROM unnest({', '.join(arrays)}) "
+           "ON CONFLICT (user_id, idempotency_key) DO NOTHING RETURNING id, submitted_at, held) "
+           f"INSERT INTO {EVENTS.name} (job_id, at, from_state, to_state, reason) "
+           f"SELECT id, submitted_at, NULL, '{JobState.PENDING.value}', "
+           f"CASE WHEN held THEN '{SUBMITTED_HELD}' ELSE '{SUBMITTED}' END FROM new RETURNING job_id")
+    return sql, tuple(processors)
