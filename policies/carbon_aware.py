@@ -23,7 +23,7 @@ def carbon_aware_profile(history_model: bool = True, min_saving_fraction: float 
     forecast than the measured present to be waited for.
     """
     return assemble(
-        "carbon-aware", pre_filters=("CarbonPlanner", "DeadlineHolds"), queue_sort="UrgencyFirst",
+        "carbon-aware", pre_filters=("CarbonPlanner", "DeadlineHolds", "QueuePressure"), queue_sort="UrgencyFirst",
         filters=("NodeCapacity", "PowerBudget", "DeadlineHolds"),
         # the listed zone order only breaks ties between equally clean zones
         scorers=(("CarbonOverRun", 1.0), ("ZoneOrder", 1e-6)),

@@ -7,9 +7,10 @@ cluster. Times are seconds on the caller's clock (``now_s``); a policy never rea
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import TYPE_CHECKING, Collection, Mapping, Sequence
 
 if TYPE_CHECKING:
+    from policies.backlog import Demand
     from policies.forecast import CarbonForecast
 
 
@@ -166,6 +167,9 @@ class Snapshot:
     may hand a lazy sequence, built only if a policy looks.
     holds: the room kept by waiting jobs that are not in ``waiting`` (a caller that offers every waiting job in
     every snapshot, as the daemon does, leaves it empty: the policy makes its holds afresh).
+    backlog: the demand of the waiting jobs that are not in ``waiting`` (``policies.backlog``), so that a policy
+    weighs the whole queue: a ``Backlog`` kept by the caller, or any collection of ``Demand``. A caller that offers
+    every waiting job leaves it empty: the policy derives the demand from ``waiting``.
     """
 
     now_s: float
@@ -178,6 +182,7 @@ class Snapshot:
     power_draw_w: float = 0.0
     running: Sequence[RunningJob] = ()
     holds: tuple[Hold, ...] = ()
+    backlog: Collection[Demand] = ()
 
     def zones(self) -> tuple[str, ...]:
         """Every zone that has a GPU, in the order GPUs (then pools) are listed."""

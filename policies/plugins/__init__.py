@@ -9,6 +9,7 @@ from policies.plugins.capacity import ArrivalOrder, FullPower, NodeCapacity, Pow
 from policies.plugins.carbon import CarbonCap, CarbonOverRun, CarbonPlanner, CarbonWindow, UrgencyFirst
 from policies.plugins.holds import DeadlineHolds
 from policies.plugins.preemption import Preempt
+from policies.plugins.pressure import QueuePressure
 from policies.registry import Registry
 
 
@@ -16,7 +17,8 @@ def plugin_registry() -> Registry:
     """A registry of every built-in plugin class by its ``name``."""
     registry = Registry(kind="plugin")
     for plugin in (ArrivalOrder, FullPower, NodeCapacity, PowerBudget, ZoneOrder,
-                   CarbonPlanner, UrgencyFirst, CarbonOverRun, CarbonWindow, CarbonCap, Preempt, DeadlineHolds):
+                   CarbonPlanner, UrgencyFirst, CarbonOverRun, CarbonWindow, CarbonCap, Preempt, DeadlineHolds,
+                   QueuePressure):
         registry.register(plugin.name, plugin)
     return registry
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from collections.abc import Sequence
 
+from policies.backlog import Backlog, Demand
 from policies.decisions import Decision, Start, Suspend, Wait
 from policies.registry import Policy
 from policies.snapshot import CapStep, Hold, JobRequest, PowerProfile, RunningJob, Snapshot, ZonePool
@@ -87,6 +88,7 @@ class Simulation:
         self._blocked: dict[int, tuple[str, ...]] = {}
         self._running: dict[int, None] = {}  # running now
         self._holds: dict[int, Hold] = {}  # the room waiting jobs keep, from their last Wait
+        self.backlog = Backlog()  # the demand of the waiting jobs a round does not offer
 
     def _push(self, t: float, kind: int, index: int) -> None:
         self._seq += 1
@@ -146,13 +148,15 @@ class Simulation:
                       ZonePool(z.name, z.gpus, self.free[z.name], self._node_ids[z.name],
                                tuple(self.node_free[z.name].values()))
                       for z in self.cluster.zones)
+        for i in offered:
+            self.backlog.discard(self.runs[i].job.job_id)  # offered: the policy derives its demand
         holds = ()
         if self._holds:
             offered_now = set(offered)
             holds = tuple(h for i, h in self._holds.items() if i not in offered_now)
         snapshot = Snapshot(now_s=now, waiting=tuple(self.runs[i].request() for i in offered), gpus=(), pools=pools,
                             forecast=self.forecast, power_budget_w=self.cluster.budget_w, power_draw_w=self.draw_w,
-                            running=RunningView(self, now), holds=holds)
+                            running=RunningView(self, now), holds=holds, backlog=self.backlog)
         self.core.run(snapshot, self)
 
     # --- the executor the scheduling core drives (scheduler.core.Executor) ---------------------------------
@@ -187,6 +191,7 @@ class Simulation:
         index = self._by_id[decision.job_id]
         if not self._stop(self.runs[index], self._now_s):
             self._blocked[index] = ()  # waiting again: offered when room is freed
+            self._wait_for(index, self._now_s)
 
     def wait(self, decision: Wait) -> None:
         index = self._by_id[decision.job_id]
@@ -200,6 +205,9 @@ class Simulation:
             self._push(decision.retry_at_s, _RETRY, index)
         if not decision.deferred or decision.retry_at_s is None or decision.retry_at_s <= now:
             self._blocked[index] = decision.room_in  # offered again when room is freed there
+            self._wait_for(index, now)
+        else:
+            self._wait_for(index, decision.retry_at_s)
 
     def refuse(self, decision: Decision, violation: PolicyViolation) -> None:
         raise violation  # a simulation of a policy that breaks the rules means nothing
@@ -207,6 +215,14 @@ class Simulation:
     def unanswered(self, job_ids: Sequence[str]) -> None:
         for job_id in job_ids:
             self._blocked[self._by_id[job_id]] = ()
+            self._wait_for(self._by_id[job_id], self._now_s)
+
+    def _wait_for(self, index: int, ready_s: float) -> None:
+        """Keep a waiting job's demand in the backlog, ready from ``ready_s`` (jobs without a deadline have none)."""
+        run = self.runs[index]
+        job = run.job
+        if job.deadline_s is not None:
+            self.backlog.put(Demand(job.job_id, job.zones, job.gpus, run.remaining_s, job.deadline_s, ready_s))
 
 
 class RunningView(Sequence):

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from policies.carbon_search import NOW_EPS_S
 from policies.framework import CycleState, job_draw_w, steps_of
-from policies.plugins.carbon.planner import plan_of
+from policies.plugins.carbon.planner import JobPlan, plan_of
 from policies.plugins.holds import allowed_steps
+from policies.plugins.pressure import pressure_of
 from policies.snapshot import FULL_POWER, CapStep, JobRequest
 
 # An interruptible job is suspended only if it keeps at least this much slack to resume in.
@@ -50,16 +51,32 @@ class CarbonCap:
                     # too little slack to bet on finding room again, or a big job (it holds room) that would have to
                     # find a drained node again: run to the end
                     until_s = None
+                elif not self._may_pause(state, job, plan, until_s, zone):
+                    until_s = None  # the queue's demand would not fit before its deadlines: no pause
         else:
             step = plan.now_cost_g[zone][1]
         allowed = allowed_steps(state, job, zone)
-        if plan.must_start or job_draw_w(job, step) > budget or allowed is not None and step not in allowed:
-            step = self._fallback(job, now, plan.deadline_s, budget, plan.must_start, allowed) or step
+        pressure = pressure_of(state)
+        pressed = pressure is not None and pressure.tight and step.speed < 1.0  # a slow cap holds room longer
+        if plan.must_start or pressed or job_draw_w(job, step) > budget or allowed is not None and step not in allowed:
+            step = self._fallback(job, now, plan.deadline_s, budget, plan.must_start or pressed, allowed) or step
             until_s = None if plan.must_start else until_s
         why = "deadline: slack exhausted, " if plan.must_start else "carbon: "
         cap = "" if step.cap_fraction >= 1.0 else f" at a {step.cap_fraction:.0%} power cap"
         return step, until_s, (f"{why}started in zone {zone}{cap} "
                                f"({plan.now_intensity.get(zone, float('nan')):.0f} g/kWh now)")
+
+    @staticmethod
+    def _may_pause(state: CycleState, job: JobRequest, plan: JobPlan, until_s: float, zone: str) -> bool:
+        """Whether the queue's demand still fits if ``job`` runs until ``until_s`` and waits for its next planned
+        piece (``policies.plugins.pressure``); a pause that fits is booked for the rest of the cycle."""
+        pressure = pressure_of(state)
+        if pressure is None:
+            return True
+        slots = plan.slots
+        later = [float(k) for k, a in zip(slots.knots_s[:-1], slots.allotted_s) if a > 0 and k > until_s]
+        resume_s = min(later, default=plan.deadline_s)
+        return pressure.defer(job, resume_s, run_until_s=until_s, zone=zone)
 
     @staticmethod
     def _fallback(job: JobRequest, now: float, deadline: float, budget: float, must_start: bool,

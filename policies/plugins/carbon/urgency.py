@@ -6,16 +6,24 @@ from typing import Sequence
 
 from policies.framework import CycleState
 from policies.plugins.carbon.planner import plan_of
+from policies.plugins.pressure import pressure_of
 from policies.snapshot import JobRequest
 
 
 class UrgencyFirst:
     """QueueSort: slack exhausted first (earliest deadline first: deadlines are promises; priority breaks ties),
-    then higher priority (users' ``--priority``; traces have none), then most carbon lost per GPU-hour waited."""
+    then higher priority (users' ``--priority``; traces have none), then most carbon lost per GPU-hour waited.
+
+    When the queue is pressed (``policies.plugins.pressure``: its demand already exceeds the room before some
+    deadline), every job goes in order of its latest start, as earliest-deadline-first would take them."""
 
     name = "UrgencyFirst"
 
     def sort(self, state: CycleState, jobs: Sequence[JobRequest]) -> list[JobRequest]:
+        pressure = pressure_of(state)
+        if pressure is not None and pressure.tight:
+            return sorted(jobs, key=lambda j: (_latest_start(j), -j.priority, j.submitted_s, j.job_id))
+
         def key(job: JobRequest):
             plan = plan_of(state, job)
             if plan is None:
@@ -25,3 +33,9 @@ class UrgencyFirst:
             return (1, -job.priority, -plan.gain_per_gpu_h, job.submitted_s, job.job_id)
 
         return sorted(jobs, key=key)
+
+
+def _latest_start(job: JobRequest) -> float:
+    if job.deadline_s is None:
+        return job.submitted_s  # no flexibility: it was due at submission
+    return job.deadline_s - (job.expected_duration_s or 0.0)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from policies.carbon_search import NOW_EPS_S
 from policies.framework import CycleState
 from policies.plugins.carbon.planner import JobPlan, plan_of
+from policies.plugins.pressure import pressure_of
 from policies.snapshot import JobRequest
 from policies.status import SUCCESS, Code, Status
 
@@ -41,38 +42,49 @@ class CarbonWindow:
         if hold is not None and now >= hold.start_s - NOW_EPS_S:
             return SUCCESS  # its hold has begun: it starts while the room is there (see policies.plugins.holds)
         if plan.slots is not None:
-            return self._permit_slots(state, plan, zone)
+            return self._permit_slots(state, job, plan, zone)
         now_g = plan.now_cost_g[zone][0]
         if plan.best_start_s <= now + NOW_EPS_S or now_g - plan.best_cost_g <= self.min_saving_fraction * now_g:
             if plan.best_start_s <= now + NOW_EPS_S and plan.best_zone != zone \
                     and now_g > plan.now_cost_g[plan.best_zone][0] * (1 + self.min_saving_fraction) + 1e-12:
                 # the cleanest zone is full now: wait for room there rather than run dirtier elsewhere
-                return self._wait_for_room(plan, now)
+                return self._wait_for_room(state, job, plan, now)
+            return SUCCESS
+        if not _may_defer(state, job, plan.best_start_s):
             return SUCCESS
         return Status(Code.WAIT, self.name,
                       f"carbon: waiting {_span(plan.best_start_s - now)} to start in zone {plan.best_zone} "
                       f"(forecast {plan.best_cost_g / 1000:.3f} kg vs {now_g / 1000:.3f} kg now)",
                       retry_at_s=_look_again_at(state, plan.best_start_s))
 
-    def _wait_for_room(self, plan: JobPlan, now: float) -> Status:
+    def _wait_for_room(self, state: CycleState, job: JobRequest, plan: JobPlan, now: float) -> Status:
         """Wait for room in the plan's zone until the margin before the latest start (then start elsewhere)."""
         give_up_s = plan.latest_start_s - self.room_margin_s
-        if now >= give_up_s - NOW_EPS_S:
+        if now >= give_up_s - NOW_EPS_S or not _may_defer(state, job, give_up_s):
             return SUCCESS
         return Status(Code.UNSCHEDULABLE, self.name, f"waiting for room in zone {plan.best_zone}", retry_at_s=give_up_s,
                       room_in=(plan.best_zone,))
 
-    def _permit_slots(self, state: CycleState, plan: JobPlan, zone: str) -> Status:
+    def _permit_slots(self, state: CycleState, job: JobRequest, plan: JobPlan, zone: str) -> Status:
         now = state.now_s
         if plan.best_start_s <= now + NOW_EPS_S:
             if plan.best_zone == zone or plan.now_intensity[zone] <= plan.slots.marginal():
                 return SUCCESS
-            return self._wait_for_room(plan, now)
+            return self._wait_for_room(state, job, plan, now)
+        if not _may_defer(state, job, plan.best_start_s):
+            return SUCCESS
         return Status(Code.WAIT, self.name,
                       f"carbon: waiting {_span(plan.best_start_s - now)} for a cleaner window in zone {plan.best_zone} "
                       f"({plan.slots.values[plan.slots.allotted_s > 0].min():.0f} g/kWh vs "
                       f"{plan.now_intensity[plan.best_zone]:.0f} now)",
                       retry_at_s=_look_again_at(state, plan.best_start_s))
+
+
+def _may_defer(state: CycleState, job: JobRequest, ready_s: float) -> bool:
+    """Whether the whole queue's demand still fits before its deadlines if ``job`` waits until ``ready_s``
+    (``policies.plugins.pressure``); a deferral that does fit is booked for the rest of the cycle."""
+    pressure = pressure_of(state)
+    return pressure is None or pressure.defer(job, ready_s)
 
 
 def _look_again_at(state: CycleState, start_s: float) -> float:

@@ -1,0 +1,182 @@
+"""Queue pressure: a deferral is allowed only while the whole queue still meets its deadlines in arrival of need.
+
+Carbon-aware plugins defer work one job at a time (a cleaner start later, room in a cleaner zone, the next clean
+piece of an interruptible job). On a busy cluster many such deferrals land in the same clean window, more work
+than the cluster can start there before the latest starts that follow, and jobs that arrival order keeps on time
+are late. So every deferral is weighed against the whole queue (``policies.backlog``): the offered jobs and the
+snapshot's backlog, each with its GPUs, remaining work, deadline and the moment it may start.
+
+The test replays the queue as list scheduling would run it: from now on, at each moment a job becomes ready or a
+running one ends, the ready jobs in order of their latest start (earliest-deadline-first) take the room of their
+zones, each in the allowed zone with most free GPUs, the running jobs giving theirs back at their expected ends.
+A job that starts there later than ``margin_s`` before its latest start is at risk. A deferral is refused (the
+job starts now) when it puts more jobs at risk than the replay without it. Future arrivals are not known; the
+margin stands for them. When all the waiting jobs would fit in the free GPUs at once nothing can be at risk and
+the replay is skipped, which is the common case on a cluster with room to spare.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from numba import njit
+
+from policies.framework import CycleState
+from policies.snapshot import JobRequest
+
+PRESSURE = "QueuePressure"
+# At most this many grid points each way: the test costs intervals x jobs.
+MAX_POINTS = 48
+
+
+class QueuePressure:
+    """PreFilter: the queue's replay for the cycle (``pressure_of``), against which deferrals are weighed.
+
+    margin_s: a job counts as at risk when the replay starts it later than this before its latest start.
+    """
+
+    name = PRESSURE
+
+    def __init__(self, margin_s: float = 1800.0):
+        if not margin_s >= 0:
+            raise ValueError(f"margin_s must be >= 0, got {margin_s}")
+        self.margin_s = margin_s
+
+    def pre_filter(self, state: CycleState, jobs: Sequence[JobRequest]) -> None:
+        state.notes[PRESSURE] = Pressure.of(state, jobs, self.margin_s)
+
+
+def pressure_of(state: CycleState) -> Pressure | None:
+    """The cycle's pressure (None: the profile has no ``QueuePressure``, or nothing in the queue can be at risk)."""
+    return state.notes.get(PRESSURE)
+
+
+class Pressure:
+    """The queue as the replay sees it (arrays, one entry per waiting job), with the deferrals booked so far this
+    cycle, and how many jobs the replay puts at risk (``at_risk``)."""
+
+    def __init__(self, now_s: float, zones: tuple[str, ...], free: np.ndarray, ends: tuple[np.ndarray, ...],
+                 index: dict[str, int], queue: tuple[np.ndarray, ...], margin_s: float):
+        self.now_s, self.zones, self.free, self.ends = now_s, zones, free, ends
+        self.index, self.queue, self.margin_s = index, queue, margin_s
+        self.at_risk = replay(now_s, free, *ends, *queue)
+        #: the replay has jobs at risk already: the queue goes in order of latest start
+        self.tight = self.at_risk > 0
+
+    @classmethod
+    def of(cls, state: CycleState, jobs: Sequence[JobRequest], margin_s: float) -> Pressure | None:
+        snapshot, cluster, now = state.snapshot, state.cluster, state.now_s
+        all_zones = snapshot.zones()
+        backlog = snapshot.backlog
+        offered = [j for j in jobs if j.deadline_s is not None and j.expected_duration_s]
+        free = {z: cluster.free_gpus(z) for z in all_zones}
+        if _fits_at_once(backlog, offered, free, all_zones):
+            return None
+        bit = {z: 1 << i for i, z in enumerate(all_zones)}
+        every = (1 << len(all_zones)) - 1
+        rows = [(d.job_id, max(d.ready_s, now), d.deadline_s - d.work_s, d.gpus, d.work_s, d.zones) for d in backlog]
+        rows += [(j.job_id, now, j.deadline_s - j.expected_duration_s, j.gpus, j.expected_duration_s, j.zones)
+                 for j in offered]
+        index = {row[0]: k for k, row in enumerate(rows)}
+        queue = (np.array([r[1] for r in rows]), np.array([r[2] - margin_s for r in rows]),
+                 np.array([r[3] for r in rows], dtype=np.int64), np.array([r[4] for r in rows]),
+                 np.array([sum(bit.get(z, 0) for z in r[5]) if r[5] else every for r in rows], dtype=np.int64))
+        running = [r for r in snapshot.running if r.job_id not in state.stopped and r.zone in bit]
+        ends = (np.array([np.inf if r.end_s is None else r.end_s for r in running]),
+                np.array([all_zones.index(r.zone) for r in running], dtype=np.int64),
+                np.array([r.gpus for r in running], dtype=np.int64))
+        return cls(now, all_zones, np.array([free[z] for z in all_zones], dtype=np.int64), ends, index, queue,
+                   margin_s)
+
+    def defer(self, job: JobRequest, ready_s: float, run_until_s: float | None = None,
+              zone: str | None = None) -> bool:
+        """Book ``job`` waiting until ``ready_s`` (after running in ``zone`` from now to ``run_until_s``, if given)
+        instead of starting now, unless that puts more jobs at risk; False (nothing booked): it should start now."""
+        k = self.index.get(job.job_id)
+        if k is None:
+            return True  # no deadline: nothing of it to weigh
+        ready, latest, gpus, work, mask = (a.copy() for a in self.queue)
+        free, ends = self.free, self.ends
+        if run_until_s is not None and zone in self.zones and run_until_s > self.now_s:
+            z = self.zones.index(zone)
+            done_s = min(run_until_s - self.now_s, work[k])
+            work[k] -= done_s
+            latest[k] += done_s  # the rest may start that much later
+            free = free.copy()
+            free[z] -= job.gpus
+            ends = (np.append(ends[0], run_until_s), np.append(ends[1], z), np.append(ends[2], job.gpus))
+        ready[k] = max(ready_s, self.now_s)
+        queue = (ready, latest, gpus, work, mask)
+        at_risk = replay(self.now_s, free, *ends, *queue)
+        if at_risk > self.at_risk:
+            return False
+        self.free, self.ends, self.queue, self.at_risk = free, ends, queue, at_risk
+        return True
+
+
+def _fits_at_once(backlog, offered: list[JobRequest], free: dict[str, int], all_zones: tuple[str, ...]) -> bool:
+    """Whether every waiting job fits in the free GPUs at once: per set of zones the jobs are confined to, their
+    GPUs against the free ones there (a job then never waits for room, whatever the others do)."""
+    wanted: dict[frozenset[str], int] = {}
+    by_zones = getattr(backlog, "gpus_by_zones", None)
+    pairs = list(by_zones.items()) if by_zones is not None else [(d.zones, d.gpus) for d in backlog]
+    for zones, gpus in pairs + [(j.zones, j.gpus) for j in offered]:
+        key = frozenset(zones or all_zones)
+        wanted[key] = wanted.get(key, 0) + gpus
+    if not wanted:
+        return True
+    return all(sum(g for s, g in wanted.items() if s <= key) <= sum(free.get(z, 0) for z in key) for key in wanted)
+
+
+@njit(cache=True, nogil=True)
+def replay(now_s: float, free0: np.ndarray, end_s: np.ndarray, end_zone: np.ndarray, end_gpus: np.ndarray,
+           ready_s: np.ndarray, latest_s: np.ndarray, gpus: np.ndarray, work_s: np.ndarray, mask: np.ndarray) -> int:
+    """How many jobs list scheduling would start after ``latest_s``: from ``now_s``, whenever a job becomes ready
+    (``ready_s``) or a running one ends (``end_s``, in ``end_zone``, giving back ``end_gpus``), the ready jobs in
+    order of ``latest_s`` each take ``gpus`` in the allowed zone (bit i of ``mask``: zone i) with most free GPUs,
+    for ``work_s``; ``free0``: each zone's free GPUs now. Jobs that never fit are left out."""
+    free = free0.copy()
+    n_run, n = len(end_s), len(ready_s)
+    n_zones = len(free)
+    ev_s = np.empty(n_run + n)
+    ev_zone = np.empty(n_run + n, dtype=np.int64)
+    ev_gpus = np.empty(n_run + n, dtype=np.int64)
+    ev_s[:n_run], ev_zone[:n_run], ev_gpus[:n_run] = end_s, end_zone, end_gpus
+    freed = np.zeros(n_run + n, dtype=np.bool_)
+    m = n_run
+    order = np.argsort(latest_s, kind="mergesort")
+    started = np.zeros(n, dtype=np.bool_)
+    left, at_risk, t = n, 0, now_s
+    while left > 0:
+        for e in range(m):
+            if not freed[e] and ev_s[e] <= t:
+                free[ev_zone[e]] += ev_gpus[e]
+                freed[e] = True
+        for k in range(n):
+            j = order[k]
+            if started[j] or ready_s[j] > t:
+                continue
+            best, most = -1, -1
+            for z in range(n_zones):
+                if (mask[j] >> z) & 1 and free[z] > most:
+                    best, most = z, free[z]
+            if best >= 0 and most >= gpus[j]:
+                free[best] -= gpus[j]
+                started[j] = True
+                left -= 1
+                ev_s[m], ev_zone[m], ev_gpus[m] = t + work_s[j], best, gpus[j]
+                m += 1
+                if t > latest_s[j] + 1e-6:
+                    at_risk += 1
+        nxt = np.inf
+        for e in range(m):
+            if not freed[e] and ev_s[e] < nxt:
+                nxt = ev_s[e]
+        for j in range(n):
+            if not started[j] and ready_s[j] > t and ready_s[j] < nxt:
+                nxt = ready_s[j]
+        if nxt == np.inf:
+            break  # what is left never fits
+        t = nxt
+    return at_risk
