@@ -407,7 +407,7 @@ class Daemon:
             self._tick_wanted.wait()
             self._tick_wanted.clear()
             if term.is_set():
-                return
+                break
             try:
                 self.tick()
             except ControllerUnavailable:
@@ -416,6 +416,7 @@ class Daemon:
                 self.db_outage.failed("scheduling", exc)  # logged once; the next interval's tick retries
             except Exception:  # a tick must never kill the loop; the next one retries
                 log.exception("scheduling tick failed")
+        self.queue.reload()  # the term is over: no notes are kept until the next one reads everything
 
     def _sync_workers_if_connected(self) -> None:
         try:

@@ -100,20 +100,23 @@ class WaitingQueue:
     def came(self, job_id: str) -> None:
         """The job may be waiting now (submitted, released, or its run ended): read it at the next round."""
         with self._lock:
-            self._came.add(job_id)
-            self._went.discard(job_id)
+            if not self._full:  # (a round that reads everything needs no notes: a standby keeps none)
+                self._came.add(job_id)
+                self._went.discard(job_id)
 
     def went(self, job_id: str) -> None:
         """The job no longer waits (cancelled, held)."""
         with self._lock:
-            self._went.add(job_id)
-            self._came.discard(job_id)
+            if not self._full:
+                self._went.add(job_id)
+                self._came.discard(job_id)
 
     def reload(self) -> None:
-        """Read the whole queue again at the next round and offer every job that may start (a term begins, the
-        controller came back, a round failed half-way)."""
+        """Read the whole queue again at the next round and offer every job that may start (a term begins or
+        ends, the controller came back, a round failed half-way)."""
         with self._lock:
             self._full = True
+            self._came, self._went = set(), set()
 
     def reoffer(self) -> None:
         """Offer every job that may start at the next round (the carbon forecasts changed)."""
