@@ -60,7 +60,7 @@ class Pressure:
                  index: dict[str, int], queue: tuple[np.ndarray, ...], margin_s: float):
         self.now_s, self.zones, self.free, self.ends = now_s, zones, free, ends
         self.index, self.queue, self.margin_s = index, queue, margin_s
-        self.at_risk = replay(now_s, free, *ends, *queue)
+        self.at_risk = replay(now_s, free, *ends, *queue, margin_s)
         #: the replay has jobs at risk already: the queue goes in order of latest start
         self.tight = self.at_risk > 0
 
@@ -108,7 +108,7 @@ class Pressure:
             ends = (np.append(ends[0], run_until_s), np.append(ends[1], z), np.append(ends[2], job.gpus))
         ready[k] = max(ready_s, self.now_s)
         queue = (ready, latest, gpus, work, mask)
-        at_risk = replay(self.now_s, free, *ends, *queue)
+        at_risk = replay(self.now_s, free, *ends, *queue, self.margin_s)
         if at_risk > self.at_risk:
             return False
         self.free, self.ends, self.queue, self.at_risk = free, ends, queue, at_risk
@@ -131,8 +131,10 @@ def _fits_at_once(backlog, offered: list[JobRequest], free: dict[str, int], all_
 
 @njit(cache=True, nogil=True)
 def replay(now_s: float, free0: np.ndarray, end_s: np.ndarray, end_zone: np.ndarray, end_gpus: np.ndarray,
-           ready_s: np.ndarray, latest_s: np.ndarray, gpus: np.ndarray, work_s: np.ndarray, mask: np.ndarray) -> int:
-    """How many jobs list scheduling would start after ``latest_s``: from ``now_s``, whenever a job becomes ready
+           ready_s: np.ndarray, latest_s: np.ndarray, gpus: np.ndarray, work_s: np.ndarray, mask: np.ndarray,
+           margin_s: float) -> int:
+    """How many jobs list scheduling would start after ``latest_s`` (their latest start less ``margin_s``), of those
+    not due already (a job due now starts now if it can, and no deferral changes that): from ``now_s``, whenever a job becomes ready
     (``ready_s``) or a running one ends (``end_s``, in ``end_zone``, giving back ``end_gpus``), the ready jobs in
     order of ``latest_s`` each take ``gpus`` in the allowed zone (bit i of ``mask``: zone i) with most free GPUs,
     for ``work_s``; ``free0``: each zone's free GPUs now. Jobs that never fit are left out."""
@@ -167,7 +169,7 @@ def replay(now_s: float, free0: np.ndarray, end_s: np.ndarray, end_zone: np.ndar
                 left -= 1
                 ev_s[m], ev_zone[m], ev_gpus[m] = t + work_s[j], best, gpus[j]
                 m += 1
-                if t > latest_s[j] + 1e-6:
+                if t > latest_s[j] + 1e-6 and latest_s[j] + margin_s > now_s:
                     at_risk += 1
         nxt = np.inf
         for e in range(m):
