@@ -7,6 +7,7 @@ scored every ``eval_every`` steps and at the end when the dataset is the digits 
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -68,7 +69,7 @@ def train(family: str, spec: GenerativeSpec, workdir: str | Path, report: Report
         noise = torch.randn((spec.batch_size, spec.latent_dim), generator=draws)
         loss = step_once(models, optimizers, images[index].to(device), noise.to(device), device, spec)
         step += 1
-        if not torch.isfinite(torch.tensor(loss)):
+        if not math.isfinite(loss):
             raise JobFailed(f"the loss became {loss} at step {step}; lower spec.learning_rate")
         if spec.dataset == DIGITS and (step == spec.steps or (spec.eval_every and step % spec.eval_every == 0)):
             began = time.perf_counter()

@@ -173,7 +173,8 @@ def _to_target(row: Mapping[str, Any], target: float) -> dict[str, Any]:
         return {"to_target_j": energy, "to_target_note": "at most (scored at the end only)"}
     baseline = row["baseline_j"] or 0.0
     share = reached[0] / steps if steps else 1.0
-    return {"to_target_j": baseline + (energy - baseline) * share,
+    # Never more than the whole job: a start-up job measured above it is noise, not work.
+    return {"to_target_j": min(energy, baseline + (energy - baseline) * share),
             "to_target_note": f"at step {reached[0]} of {steps} (pro rata)"}
 
 

@@ -173,6 +173,11 @@ def _plot(out: Path, training, sampling, families, scheduling) -> None:
                              (right, "net_j_per_image", "net energy per generated image (J, log)")):
         values = [r[key] for r in families]
         axis.bar(range(len(names)), [v if v is not None else 0.0 for v in values], color="#55a868")
+        for i, row in enumerate(families):
+            bound = key == "to_target_j" and row["to_target_note"].startswith("at most")
+            if values[i] is None or bound:
+                axis.text(i, values[i] or 0.0, NA if values[i] is None else "at most", ha="center", va="bottom",
+                          fontsize="small")
         axis.set_xticks(range(len(names)), names)
         axis.set_title(label, fontsize="small")
         if key == "net_j_per_image" and any(v for v in values):
