@@ -72,7 +72,7 @@ def main(args: argparse.Namespace) -> int:
         "daemon": where,
         "grid": f"{grid.name} ({len(grid.jobs)} jobs; {sum(r['reused'] for r in records)} reused from an earlier "
                 f"run)",
-        "wall time": f"{wall_s:.0f} s (submitting to the last job's end)",
+        "wall time": f"{wall_s:.0f} s (from the command's start, daemon start included, to the last job's end)",
     }
     (out / RECORDS_FILE).write_text(json.dumps({"context": context, "records": records}, indent=1, default=str),
                                     encoding="utf-8")
