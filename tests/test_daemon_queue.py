@@ -49,11 +49,12 @@ class Offered:
 
     def __init__(self, policy):
         self.policy, self.name = policy, policy.name
-        self.rounds, self.holds = [], []
+        self.rounds, self.holds, self.backlogs = [], [], []
 
     def decide(self, snapshot):
         self.rounds.append([j.job_id for j in snapshot.waiting])
         self.holds.append(snapshot.holds)
+        self.backlogs.append({d.job_id: d.ready_s for d in snapshot.backlog})
         return self.policy.decide(snapshot)
 
 
@@ -71,7 +72,8 @@ def daemon(tmp_path):
     daemon = Daemon(settings, clock=FakeClock(NOW))
     upgrade(daemon.engine)
     daemon.monotonic = Monotonic()
-    daemon.queue = WaitingQueue(daemon.store, daemon.clock, SYNC_S, full_round_s=300.0, monotonic=daemon.monotonic)
+    daemon.queue = WaitingQueue(daemon.store, daemon.clock, SYNC_S, full_round_s=300.0, monotonic=daemon.monotonic,
+                                work_s=daemon._work_s)
     daemon.controller = RecordingController()
     daemon.policy = Offered(create_policy("fifo"))
     daemon._set_inventory([gpu("w0"), gpu("w1")])
@@ -278,3 +280,30 @@ def test_waits_are_written_at_once_and_a_job_that_moved_meanwhile_is_left_alone(
         assert (cancelled.state, cancelled.reason) == ("cancelled", "cancelled by the user")
     finally:
         engine.dispose()
+
+
+def test_the_demand_of_the_jobs_not_offered_is_handed_to_the_policy_as_the_backlog(daemon):
+    class DeferEverything:
+        name = "defers"
+
+        def decide(self, snapshot):
+            return [Wait(j.job_id, Status(Code.WAIT, "defers", "later", retry_at_s=snapshot.now_s + 3600))
+                    for j in snapshot.waiting]
+
+    daemon.policy = Offered(DeferEverything())
+    deadline = NOW + timedelta(days=1)
+    deferred = submit(daemon, deadline=deadline)
+    no_deadline = submit(daemon)
+    later = submit(daemon, deadline=deadline, not_before=NOW + timedelta(hours=2))
+    submit(daemon, deadline=deadline, depends_on=[deferred.id])  # when it may start is not known: left out
+    daemon.schedule()
+    assert daemon.policy.backlogs[-1] == {later.id: (NOW + timedelta(hours=2)).timestamp()}
+    new = submit(daemon, deadline=deadline)
+    daemon._round()
+    assert daemon.policy.rounds[-1] == [new.id]
+    assert daemon.policy.backlogs[-1] == {deferred.id: (NOW + timedelta(hours=1)).timestamp(),
+                                          later.id: (NOW + timedelta(hours=2)).timestamp()}
+    assert no_deadline.id not in daemon.queue.backlog
+    daemon.cancel(deferred.id)
+    daemon._round()
+    assert deferred.id not in daemon.queue.backlog and new.id in daemon.queue.backlog

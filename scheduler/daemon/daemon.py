@@ -22,7 +22,7 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import cached_property
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from scheduler.api.server import ApiServer, check_listen_address, write_address_file
@@ -50,6 +50,7 @@ from scheduler.daemon.queue import WaitingQueue
 from scheduler.daemon.running import RunningJobs
 from scheduler.daemon.timers import Timers
 from policies.builtin import create_policy
+from policies.backlog import Demand
 from policies.snapshot import GpuSlot, Hold, JobRequest, PowerProfile, Snapshot
 from workers.file_modes import make_private_dir
 
@@ -106,7 +107,7 @@ class Daemon:
         self._scheduler = None
         self.timers = Timers(clock, self.trigger_tick, self._suspend, self._time_up)
         # the waiting jobs between rounds; the database is compared with it every tick interval
-        self.queue = WaitingQueue(self.store, clock, settings.tick_interval_s)
+        self.queue = WaitingQueue(self.store, clock, settings.tick_interval_s, work_s=self._work_s)
         self._server: ApiServer | None = None
         self._inventory: list[GpuInfo] = []
         self._attached_epoch: str | None = None  # the controller whose runs the database was last reconciled with
@@ -439,12 +440,13 @@ class Daemon:
         """The zones of the cluster's GPUs."""
         return {g.zone for g in self._inventory}
 
-    def snapshot(self, jobs: Sequence | None = None, holds: tuple[Hold, ...] = ()) -> Snapshot:
+    def snapshot(self, jobs: Sequence | None = None, holds: tuple[Hold, ...] = (),
+                 backlog: Collection[Demand] = ()) -> Snapshot:
         """What the policy sees now: waiting jobs with their expected length and draw (``jobs``: those offered
         this round, as ``scheduler.store.queue.QueuedJob`` or job rows; None: every waiting job, read now), the
-        room kept by the others (``holds``), GPUs, carbon forecast, and the running jobs (read only if the policy
-        looks, to weigh suspending one for a job that is due, or when a power budget is set, to count their draw
-        against it)."""
+        room kept by the others (``holds``) and their demand (``backlog``), GPUs, carbon forecast, and the running
+        jobs (read only if the policy looks, to weigh suspending one for a job that is due, or when a power budget
+        is set, to count their draw against it)."""
         now = self.clock()
         now_s = to_unix_s(now)
         jobs = self.store.waiting() if jobs is None else jobs
@@ -467,7 +469,12 @@ class Daemon:
                         intensity_g_per_kwh=self.grid_carbon.intensities(self._zones(), now_s),
                         forecast=self.grid_carbon.forecast(now_s), running=running, power_budget_w=budget_w,
                         # the draw is what the running jobs are estimated to draw, as waiting jobs are counted
-                        power_draw_w=sum(r.draw_w for r in running) if budget_w else 0.0, holds=holds)
+                        power_draw_w=sum(r.draw_w for r in running) if budget_w else 0.0, holds=holds,
+                        backlog=backlog)
+
+    def _work_s(self, job) -> float | None:
+        """The work a waiting job has left, in seconds at full speed, as estimates say (None: unknown)."""
+        return self.recent_runs.estimator().duration_s(job.kind, job.spec, job.progress)
 
     def tick(self) -> None:
         """One scheduling round on what changed since the last (``scheduler.daemon.queue``): snapshot of the jobs
@@ -494,7 +501,9 @@ class Daemon:
             if offer.jobs or offer.full:
                 executor = ControllerExecutor(self.store, self.controller, self._inventory, self.timers, self._notify,
                                               self.policy.name, self.queue)
-                SchedulingCore(self.policy).run(self.snapshot(offer.jobs, offer.holds), executor)
+                snapshot = self.snapshot(offer.jobs, offer.holds, self.queue.backlog)
+                self.queue.offered(snapshot.waiting)
+                SchedulingCore(self.policy).run(snapshot, executor)
             self.queue.end_round(self._inventory)
         except BaseException:
             self.queue.reload()  # half a round: what the queue holds may be off, so read it all next time

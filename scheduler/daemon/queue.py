@@ -7,6 +7,11 @@ its job waiting), jobs whose retry time came (``Wait.retry_at_s``), jobs waiting
 (``Status.room_in``), and jobs whose begin time came or whose dependencies were met. The others are not offered,
 and the room they keep (``Wait.hold``) is handed back to the policy in the snapshot's ``holds``.
 
+The policy still weighs the whole queue: the demand of the jobs with a deadline that a round does not offer (their
+GPUs, work left, deadline, and when they may start) is kept in a ``policies.backlog.Backlog``, handed to it as the
+snapshot's ``backlog``, as the simulator does. A job parked on dependencies is left out of it (when it may start
+is not known).
+
 Jobs kept back by their user's own constraints are *parked*: a job waiting for its begin time sits in a heap until
 then (the daemon arms one timer, for the earliest time of the queue), a job waiting for other jobs is looked at
 again when one of those leaves the queue or its run ends. Their reason is written once, not every round.
@@ -27,8 +32,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
+from policies.backlog import Backlog, Demand
 from policies.decisions import Wait
-from policies.snapshot import Hold
+from policies.snapshot import Hold, JobRequest
 from policies.status import Code
 from scheduler.clock import Clock, to_unix_s
 from scheduler.cluster.inventory import GpuInfo
@@ -65,12 +71,16 @@ class WaitingQueue:
     left and writes the waits that changed.
 
     sync_s: how often a round compares the waiting jobs' ids with the database's; full_round_s: how often a round
-    reads the whole queue again (see the module docstring).
+    reads the whole queue again (see the module docstring). work_s: the work a job not offered yet has left, in
+    seconds at full speed (None: unknown), for the backlog of a job parked until its begin time.
     """
 
     def __init__(self, store: JobStore, clock: Clock, sync_s: float, full_round_s: float = FULL_ROUND_S,
-                 monotonic: Callable[[], float] = time.monotonic):
-        self.store, self.clock = store, clock
+                 monotonic: Callable[[], float] = time.monotonic,
+                 work_s: Callable[[QueuedJob], float | None] = lambda job: None):
+        self.store, self.clock, self._work_s = store, clock, work_s
+        #: the demand of the waiting jobs with a deadline that the next round does not offer (``Snapshot.backlog``)
+        self.backlog = Backlog()
         self.sync_s, self.full_round_s = sync_s, full_round_s
         self._monotonic = monotonic
         self._lock = threading.Lock()
@@ -89,6 +99,7 @@ class WaitingQueue:
         self._retry: list[tuple[float, str]] = []  # heap of (retry time, job); stale entries are passed over
         self._holds: dict[str, Hold] = {}  # the room waiting jobs keep, from their last Wait
         self._offer: dict[str, None] = {}  # offered at the next round (ordered)
+        self._requests: dict[str, JobRequest] = {}  # the jobs offered this round, as the policy sees them
         self._decided: list[str] = []  # jobs the policy decided on this round
         self._waits: list[WaitRecord] = []  # waits to write at the end of the round
         self._free: set[str] | None = None  # GPUs free after the last round (None: none yet)
@@ -148,13 +159,18 @@ class WaitingQueue:
         self._flush_waits()
         offered = [self._jobs[j] for j in self._offer if j in self._jobs]
         self._offer = {}
-        for job in offered:  # what they wait for is decided again now
+        for job in offered:  # what they wait for is decided again now; their demand is the policy's to derive
             self._blocked.pop(job.id, None)
             self._retry_at.pop(job.id, None)
+            self.backlog.discard(job.id)
         offered.sort(key=lambda j: (j.submitted_at, j.id))
         ids = {j.id for j in offered}
         holds = tuple(h for job_id, h in self._holds.items() if job_id not in ids)
         return Offer(tuple(offered), holds, full)
+
+    def offered(self, requests: Sequence[JobRequest]) -> None:
+        """The offered jobs as the round's snapshot has them (their demand, should they be left waiting)."""
+        self._requests = {r.job_id: r for r in requests}
 
     def started(self, job_id: str) -> None:
         """The job runs: it has left the queue."""
@@ -176,6 +192,9 @@ class WaitingQueue:
             heapq.heappush(self._retry, (decision.retry_at_s, job_id))
         if not decision.deferred or decision.retry_at_s is None or decision.retry_at_s <= now_s:
             self._blocked[job_id] = decision.room_in
+            self._keep_demand(job_id, now_s)
+        else:
+            self._keep_demand(job_id, decision.retry_at_s)
         self._waits.append(record)
 
     def blocked(self, job_id: str, zones: tuple[str, ...] = (), record: WaitRecord | None = None) -> None:
@@ -183,6 +202,7 @@ class WaitingQueue:
         GPUs, a refused decision, a job the policy did not answer."""
         self._decided.append(job_id)
         self._blocked[job_id] = zones
+        self._keep_demand(job_id, to_unix_s(self.clock()))
         if record is not None:
             self._waits.append(record)
 
@@ -191,6 +211,7 @@ class WaitingQueue:
         busy), to know next round where room was freed."""
         self._flush_waits()
         self._free = {g.worker_id for g in inventory if g.busy_job is None}
+        self._requests = {}
         for job_id in self._decided:  # their state may have changed: the reasons of the jobs waiting for them say it
             self._recheck |= self._dependents.get(job_id, set())
         self._decided = []
@@ -235,6 +256,7 @@ class WaitingQueue:
         self._holds.clear()
         self._offer = {}
         self._armed_s = None
+        self.backlog = Backlog()
         self._admit(waiting_jobs(self.store.sessions), now)
 
     def _apply(self, came: set[str], went: set[str], now: datetime) -> None:
@@ -286,6 +308,9 @@ class WaitingQueue:
                 heapq.heappush(self._begin, (at_s, job.id))
                 self._park(job, f"waiting for its begin time {job.not_before_at:%Y-%m-%d %H:%M} UTC",
                            Code.UNSCHEDULABLE)
+                if job.deadline_at is not None and (work_s := self._work_s(job)) is not None:
+                    self.backlog.put(Demand(job.id, tuple(job.zones or ()), job.gpus, work_s,
+                                            to_unix_s(job.deadline_at), at_s))
             elif job.depends_on:
                 with_deps.append(job)
             else:
@@ -313,9 +338,18 @@ class WaitingQueue:
                 code = Code.UNRESOLVABLE
             self._park(job, reason, code)
 
+    def _keep_demand(self, job_id: str, ready_s: float) -> None:
+        """Keep the demand of an offered job left waiting, ready from ``ready_s`` (jobs without a deadline, or
+        whose work is unknown, have none)."""
+        request = self._requests.get(job_id)
+        if request is not None and request.deadline_s is not None and request.expected_duration_s is not None:
+            self.backlog.put(Demand(job_id, request.zones, request.gpus, request.expected_duration_s,
+                                    request.deadline_s, ready_s))
+
     def _park(self, job: QueuedJob, reason: str, code: Code) -> None:
         self._offer.pop(job.id, None)
         self._holds.pop(job.id, None)
+        self.backlog.discard(job.id)
         self._waits.append(WaitRecord(job.id, reason, deferred=False, code=code.value))
 
     def _unpark_deps(self, job_id: str) -> None:
@@ -328,6 +362,7 @@ class WaitingQueue:
 
     def _forget(self, job_id: str) -> None:
         self._jobs.pop(job_id, None)
+        self.backlog.discard(job_id)
         self._parked_until.pop(job_id, None)
         self._unpark_deps(job_id)
         self._blocked.pop(job_id, None)
