@@ -92,3 +92,36 @@ def test_the_default_grid_names_each_job_once_and_refers_only_to_earlier_jobs():
         for job in grid.jobs:
             assert job.name not in seen and all(name in seen for name in job.after), job.name
             seen.add(job.name)
+
+
+def test_fid_lite_tells_real_digits_from_noise():
+    import numpy as np
+
+    from workers.generative.quality import QUALITY_IMAGES, digit_quality, reference_quality
+
+    real = reference_quality()
+    noise = digit_quality(np.random.default_rng(0).integers(0, 256, (QUALITY_IMAGES, 16, 16, 1), dtype=np.uint8))
+    assert real["num_images"] == noise["num_images"] == QUALITY_IMAGES
+    assert real["mean_confidence"] > 0.9 and real["class_coverage"] == 1.0
+    assert noise["fid_lite"] > 5 * real["fid_lite"]
+    assert "not the standard FID" in real["method"]
+
+
+def test_the_generative_kinds_name_the_field_they_refuse():
+    from workers.errors import SpecError
+    from workers.kinds import builtin_kinds
+    from workers.kinds.base import ReferencedJob
+
+    kinds = builtin_kinds()
+    with pytest.raises(SpecError) as caught:
+        kinds.get("gan-train").validate({"latent_dim": 0})
+    assert caught.value.field == "spec.latent_dim"
+    assert kinds.get("vae-train").validate({})["learning_rate"] == 1e-3
+    sampler = kinds.get("generative-sample")
+    spec = sampler.validate({"checkpoint": "job:abc"})
+    diffusion = ReferencedJob("abc", "diffusion-train", {}, "/jobs/abc")
+    with pytest.raises(SpecError, match="a diffusion-train job, not one of gan-train, vae-train") as caught:
+        sampler.resolve(spec, lambda job_id: diffusion)
+    assert caught.value.field == "spec.checkpoint"
+    gan = ReferencedJob("abc", "gan-train", {}, "/jobs/abc")
+    assert sampler.resolve(spec, lambda job_id: gan)["checkpoint"] == "/jobs/abc"

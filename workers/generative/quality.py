@@ -94,3 +94,13 @@ def digit_quality(images: np.ndarray) -> dict[str, Any]:
         "class_coverage": len(classes) / _CLASSES,
         "fid_lite": frechet_distance(hidden.mean(axis=0), cov, real_mean, real_cov),
     }
+
+
+def reference_quality(seed: int = 0) -> dict[str, Any]:
+    """The scores of QUALITY_IMAGES real digits drawn at random: what a perfect generator would get at this number
+    of images (FID-lite's floor is not zero, since a sample's statistics differ from the whole set's)."""
+    from sklearn.datasets import load_digits
+
+    images = load_digits().images  # N x 8 x 8, values 0..16
+    chosen = np.random.default_rng(seed).choice(len(images), QUALITY_IMAGES, replace=False)
+    return digit_quality(np.round(images[chosen] * (255.0 / 16.0)).astype(np.uint8)[..., None])

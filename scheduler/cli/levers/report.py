@@ -70,7 +70,8 @@ def write_report(out: Path, records: Sequence[Mapping[str, Any]], context: Mappi
               "libraries included; on a GPU torch's peak allocated memory). J/epoch: net J/step x dataset images / "
               "batch.", "", "![training levers](training.png)", ""]
 
-    parts += ["## Sampling levers (diffusion)", "", f"Energy method: {_methods(sampling)}. {FID_NOTE}", "",
+    parts += ["## Sampling levers (diffusion)", "", f"Energy method: {_methods(sampling)}. {FID_NOTE}"
+              f"{_reference_line()}", "",
               _table(("job", "lever", "images", "energy J", "J/image", "net J/image", "FID-lite", "confidence",
                       "classes covered", "scored images", "time s"),
                      [(r["name"], r["lever"], _n(r["images"]), _n(r["energy_j"]), _n(r["j_per_image"]),
@@ -85,6 +86,18 @@ def write_report(out: Path, records: Sequence[Mapping[str, Any]], context: Mappi
     path = out / "report.md"
     path.write_text("\n".join(parts) + "\n", encoding="utf-8")
     return path
+
+
+def _reference_line() -> str:
+    """What real digits score, for scale; empty where the worker's packages (scikit-learn) are not installed."""
+    try:
+        from workers.generative.quality import reference_quality
+
+        real = reference_quality()
+    except ImportError:
+        return ""
+    return (f" For scale, {real['num_images']} real digits drawn at random score FID-lite {_n(real['fid_lite'])}, "
+            f"confidence {_n(real['mean_confidence'])}, classes covered {_share(real['class_coverage'])}.")
 
 
 def _families_section(families: Sequence[Mapping[str, Any]], target: float) -> list[str]:
