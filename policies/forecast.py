@@ -26,6 +26,10 @@ class CarbonForecast(Protocol):
     def intensity(self, zone: str, t_s: float) -> float:
         """The actual intensity at ``t_s <= now_s``."""
 
+    def history_start_s(self, zone: str) -> float:
+        """When ``zone``'s actual history begins (``history`` holds its first value before); ``-inf`` when it
+        reaches back as far as anyone asks. A model of the history must not learn from the held value."""
+
     def history(self, zone: str, start_s: float, end_s: float) -> tuple[np.ndarray, np.ndarray]:
         """Actual values over ``[start_s, min(end_s, now_s)]`` as ``(times_s, g_per_kwh)``; ``times_s[0] == start_s``
         and each value holds until the next time."""
@@ -73,11 +77,14 @@ class IntensityCurve:
 
 class ForecastBase:
     """What every ``CarbonForecast`` offers beyond its signal, for implementations to inherit: ``curve`` built from
-    ``forecast``, and ``curves`` from ``curve``. One that can hand out one curve for many decisions (the
+    ``forecast``, ``curves`` from ``curve``, and a history with no known beginning. One that can hand out one curve for many decisions (the
     simulator's) overrides ``curve``; one that forecasts zones together (``HistoryForecast``) overrides ``curves``.
     """
 
     now_s: float
+
+    def history_start_s(self, zone: str) -> float:
+        return -np.inf
 
     def curve(self, zone: str, end_s: float) -> IntensityCurve:
         times, values = self.forecast(zone, self.now_s, end_s)

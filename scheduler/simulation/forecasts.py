@@ -29,6 +29,7 @@ class ZoneSignal:
     """A zone's actual intensity on the simulation clock, padded so the curve covers any time asked."""
 
     def __init__(self, times_s: np.ndarray, values: np.ndarray, pad_s: float = 1e9):
+        self.first_s = float(times_s[0])  # where the trace begins: before it, its first value is held
         self.times_s = np.concatenate(([min(times_s[0], 0.0) - pad_s], times_s[1:])) if len(times_s) > 1 \
             else np.array([-pad_s])
         self.values = values
@@ -60,6 +61,9 @@ class TraceForecast(ForecastBase):
 
     def history(self, zone: str, start_s: float, end_s: float) -> tuple[np.ndarray, np.ndarray]:
         return self._signals[zone].window(start_s, min(end_s, self.now_s))
+
+    def history_start_s(self, zone: str) -> float:
+        return self._signals[zone].first_s
 
     def forecast(self, zone: str, start_s: float, end_s: float) -> tuple[np.ndarray, np.ndarray]:
         if start_s < self.now_s:

@@ -1,0 +1,142 @@
+"""The history model's cold start (policies.history_forecast): a calibrated convex blend of forecasts that need
+only a day of history, fitted on the errors seen so far, never reading the future nor before the history."""
+
+import numpy as np
+import pytest
+
+from policies.history_forecast import (BAND_EDGES_S, COLD_START_S, DAY_S, HISTORY_S, MIN_BLEND_EXAMPLES, WEEK_S,
+                                       HistoryForecast, _features, _features_looked_up, _onto_simplex,
+                                       _simplex_least_squares, fit_blend)
+
+STEP_S = 1800.0
+
+
+def daily_trace(days: float, seed: int = 0, start_s: float = 0.0):
+    """A strong daily shape on a level that drifts from day to day, with noise: what persistence gets wrong is the
+    noise of the one day it copies."""
+    t = np.arange(start_s, start_s + days * DAY_S, STEP_S)
+    rng = np.random.default_rng(seed)
+    level = 300 + np.repeat(np.cumsum(rng.normal(0, 15, int(np.ceil(days)) + 1)), int(DAY_S / STEP_S))[:len(t)]
+    return t, np.maximum(level + 120 * np.sin(2 * np.pi * t / DAY_S) + rng.normal(0, 30, len(t)), 1.0)
+
+
+class Source:
+    """A history-only forecast over a trace that refuses to show anything after ``now_s``."""
+
+    history_only = True
+
+    def __init__(self, t, values, start_s):
+        self.t, self.values, self.start_s, self.now_s = t, values, start_s, 0.0
+
+    def history_start_s(self, zone):
+        return self.start_s
+
+    def history(self, zone, start_s, end_s):
+        assert end_s <= self.now_s + 1e-6, "read the future"
+        i = max(int(np.searchsorted(self.t, start_s, "right")) - 1, 0)
+        j = max(int(np.searchsorted(self.t, end_s, "right")), i + 1)
+        return np.concatenate(([start_s], self.t[i + 1:j])), self.values[i:j]
+
+    def intensity(self, zone, t_s):
+        assert t_s <= self.now_s + 1e-6, "read the future"
+        return float(self.values[max(int(np.searchsorted(self.t, t_s, "right")) - 1, 0)])
+
+
+def curve_at(source, model, now_s, end_s):
+    source.now_s = model.now_s = now_s
+    return model.curve("Z", end_s)
+
+
+def test_the_blend_beats_persistence_after_a_few_days():
+    t, values = daily_trace(12)
+    source = Source(t, values, 0.0)
+    model = HistoryForecast(source)
+    blend, persistence = [], []
+    for now in np.arange(4 * DAY_S, 10 * DAY_S, DAY_S / 4):
+        curve = curve_at(source, model, now, now + DAY_S)
+        future = t[(t > now) & (t < now + DAY_S)]
+        truth = values[np.searchsorted(t, future)]
+        blend.append(np.abs(curve.value_at(future + 1) - truth).mean())
+        persistence.append(np.abs(values[np.searchsorted(t, future - DAY_S)] - truth).mean())
+    assert np.mean(blend) < 0.85 * np.mean(persistence)
+
+
+def test_a_forecast_is_the_same_whatever_the_future_holds():
+    t, values = daily_trace(10)
+    now = 5 * DAY_S + 3 * 3600.0
+    other = values.copy()
+    other[t > now] = 5.0  # a future nothing like the past
+    curves = []
+    for v in (values, other):
+        source = Source(t, v, 0.0)
+        model = HistoryForecast(source)
+        for earlier in np.arange(DAY_S, now, DAY_S / 2):  # a model that has run since the start, memo and all
+            curve_at(source, model, earlier, earlier + DAY_S)
+        curves.append(curve_at(source, model, now, now + 2 * DAY_S))
+    assert np.array_equal(curves[0].values, curves[1].values)
+
+
+def test_nothing_before_the_history_start_is_read():
+    """Before its start a source holds its first value (the simulator's traces) or anything else: the same
+    forecast either way."""
+    t, values = daily_trace(8, start_s=-3 * DAY_S)
+    held = values.copy()
+    held[t < 0] = values[t >= 0][0]
+    curves = []
+    for v in (values, held):
+        source = Source(t, v, 0.0)
+        curves.append(curve_at(source, HistoryForecast(source), 3 * DAY_S, 4 * DAY_S).values)
+    assert np.array_equal(curves[0], curves[1])
+    # without the start the model reads the days before it: the test can tell
+    source = Source(t, values, 0.0)
+    source.history_start_s = lambda zone: -np.inf
+    assert not np.array_equal(curve_at(source, HistoryForecast(source), 3 * DAY_S, 4 * DAY_S).values, curves[0])
+
+
+def test_a_long_history_leaves_the_blend_and_its_start_out():
+    """Once the history is longer than the ridge model looks back, knowing its start changes nothing."""
+    t, values = daily_trace(HISTORY_S / DAY_S + 4)
+    now = HISTORY_S + 2 * DAY_S
+    assert now > COLD_START_S
+    known, unknown = Source(t, values, 0.0), Source(t, values, 0.0)
+    unknown.history_start_s = lambda zone: -np.inf
+    a = curve_at(known, HistoryForecast(known), now, now + DAY_S).values
+    b = curve_at(unknown, HistoryForecast(unknown), now, now + DAY_S).values
+    assert np.array_equal(a, b)
+
+
+def test_blend_weights_are_convex_per_band_and_persistence_without_examples():
+    t, values = daily_trace(6)
+    weights = fit_blend(t, values, 5 * DAY_S, 0.0)
+    assert weights.shape == (len(BAND_EDGES_S) + 1, 4)
+    assert (weights >= 0).all() and np.allclose(weights.sum(axis=1), 1.0)
+    assert not np.allclose(weights[:3], [1.0, 0.0, 0.0, 0.0])  # learned where there were examples
+    # a day of history: no example has a known target yet
+    assert np.array_equal(fit_blend(t, values, DAY_S, 0.0), np.tile([1.0, 0.0, 0.0, 0.0], (len(weights), 1)))
+    assert MIN_BLEND_EXAMPLES > 0
+
+
+def test_simplex_least_squares_recovers_a_convex_blend():
+    rng = np.random.default_rng(3)
+    x = rng.uniform(100, 400, (500, 4))
+    y = x @ np.array([0.3, 0.0, 0.7, 0.0])
+    w = _simplex_least_squares(x.T @ x / len(y), x.T @ y / len(y))
+    assert w == pytest.approx([0.3, 0.0, 0.7, 0.0], abs=0.02)
+    assert _onto_simplex(np.array([2.0, 0.0, -1.0])).tolist() == [1.0, 0.0, 0.0]
+    assert _onto_simplex(np.array([0.5, 0.5])).tolist() == [0.5, 0.5]
+
+
+def test_features_from_a_start_match_on_and_off_the_grid():
+    rng = np.random.default_rng(0)
+    times = np.sort(rng.choice(np.arange(0, 20 * DAY_S, 900.0), 1500, replace=False))
+    values = rng.uniform(0, 500, 1500)
+    start = float(times[0])
+    issued = np.floor(rng.uniform(start + 2 * 3600.0, start + 10 * DAY_S, 300) / 1800) * 1800
+    target = issued + 1800 * rng.integers(1, 200, 300) - 900
+    ahead = target - issued
+    slow = _features_looked_up(times, values, issued, target, np.maximum(np.ceil(ahead / DAY_S), 1.0),
+                               np.maximum(np.ceil(ahead / WEEK_S), 1.0), start)
+    assert np.allclose(_features(times, values, issued, target, start), slow, rtol=1e-12, atol=1e-9)
+    # a week back before the start: the profile stands in for the last week
+    early = (target - np.maximum(np.ceil(ahead / WEEK_S), 1.0) * WEEK_S) < start
+    assert early.any() and np.array_equal(slow[early, 3], slow[early, 2])
