@@ -125,3 +125,14 @@ def test_the_generative_kinds_name_the_field_they_refuse():
     assert caught.value.field == "spec.checkpoint"
     gan = ReferencedJob("abc", "gan-train", {}, "/jobs/abc")
     assert sampler.resolve(spec, lambda job_id: gan)["checkpoint"] == "/jobs/abc"
+
+
+def test_images_of_any_size_are_scored_at_the_classifier_s_8x8():
+    import numpy as np
+
+    from workers.generative.quality import to_digit_features
+
+    flat = np.full((2, 12, 12, 1), 51, dtype=np.uint8)  # 51 / 255 = 0.2 everywhere, whatever the filter
+    assert to_digit_features(flat) == pytest.approx(np.full((2, 64), 0.2))
+    ramp = np.repeat(np.arange(16, dtype=np.uint8)[None, None, :, None] * 16, 16, axis=1)  # columns 0, 16, ...
+    assert to_digit_features(ramp)[0, :8] == pytest.approx((np.arange(8) * 32 + 8) / 255)

@@ -1,7 +1,7 @@
 """How good generated digits are, judged by a small classifier trained on scikit-learn's digits (no download).
 
 A multi-layer perceptron (64 hidden ReLU units, fixed seed) is trained on the 8x8 digits. For a batch of generated
-images (uint8 N x H x W x 1, H = W a multiple of 8, resized to 8x8 by averaging; at most the first
+images (uint8 N x H x W x C, the first channel, averaged down to 8x8; at most the first
 ``QUALITY_IMAGES``, so that scores of jobs of different sizes compare) it gives:
 
 - ``mean_confidence``: the mean of the classifier's top class probability (a digit-like image scores high);
@@ -54,15 +54,19 @@ def _hidden(model, features: np.ndarray) -> np.ndarray:
 
 
 def to_digit_features(images: np.ndarray) -> np.ndarray:
-    """uint8 N x H x W x 1 (or N x H x W) -> N x 64 floats in [0, 1], the classifier's input."""
+    """uint8 N x H x W x C (the first channel is read) or N x H x W -> N x 64 floats in [0, 1], the classifier's
+    input: averaged down to 8x8 (exactly when the sides are multiples of 8, else by a box filter)."""
     array = np.asarray(images, dtype=np.float64)
     if array.ndim == 4:
         array = array[..., 0]
     count, height, width = array.shape
-    if height != width or height % _SIDE:
-        raise ValueError(f"images: must be square with a side that is a multiple of {_SIDE}, got {height}x{width}")
-    factor = height // _SIDE
-    small = array.reshape(count, _SIDE, factor, _SIDE, factor).mean(axis=(2, 4))
+    if height % _SIDE == 0 and width % _SIDE == 0:
+        small = array.reshape(count, _SIDE, height // _SIDE, _SIDE, width // _SIDE).mean(axis=(2, 4))
+    else:
+        from PIL import Image
+
+        small = np.stack([np.asarray(Image.fromarray(image.astype(np.float32))
+                                     .resize((_SIDE, _SIDE), Image.Resampling.BOX)) for image in array])
     return small.reshape(count, _SIDE * _SIDE) / 255.0
 
 
