@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from scheduler.api.app import create_app
-from scheduler.store.auth import LOCAL_TOKEN_NAME, hash_token
+from scheduler.store.auth import hash_token, local_token_name
 from scheduler.cli.commands import main
 from scheduler.config import Settings
 from scheduler.daemon.daemon import Daemon
@@ -138,15 +138,15 @@ def test_a_local_daemon_writes_its_own_token_readable_by_the_user_only(daemon):
         client = Client(url=daemon.url, token=written["token"])
         assert client.whoami()["role"] == "admin"
         [token] = daemon.auth.list_tokens()
-        assert token["name"] == LOCAL_TOKEN_NAME
+        assert token["name"] == local_token_name(daemon.settings.data_dir)
         assert not daemon.auth.configured()  # the local token alone is not "authentication configured"
     finally:
         daemon.stop()
 
 
 def test_a_restarted_local_daemon_revokes_its_previous_token(daemon):
-    first = daemon.auth.local_token().secret
-    second = daemon.auth.local_token().secret
+    first = daemon.auth.local_token(daemon.settings.data_dir).secret
+    second = daemon.auth.local_token(daemon.settings.data_dir).secret
     assert daemon.auth.authenticate(first) is None and daemon.auth.authenticate(second).is_admin
 
 

@@ -292,7 +292,7 @@ class Daemon:
     def _start_api(self) -> None:
         self._check_listen_address()
         # As Jupyter does: the local OS user gets a token of their own, written where only they can read it.
-        self.token = self.token or self.auth.local_token().secret
+        self.token = self.token or self.auth.local_token(self.settings.data_dir).secret
         self._server = ApiServer(self, self.settings.host, self.settings.port)
         self.url = self._server.start(self._stopping)
         write_address_file(self.settings.data_dir, self.url, self.token)

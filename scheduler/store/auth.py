@@ -6,7 +6,10 @@ Admin operations run against the database directly (``wattsched token create``, 
 so a fresh install can make its first admin token; admins can also use ``/v1/tokens``.
 
 The embedded default (``wattsched demo``, a local daemon) creates a user for the local OS user and a token for
-it, written to ``daemon.json`` (mode 0600) for the client on the same machine, as Jupyter does.
+it, written to ``daemon.json`` (mode 0600) for the client on the same machine, as Jupyter does. Each daemon's
+local token is named after its installation (host and data directory), so a daemon restarted revokes its own
+earlier token and never another daemon's on the same database (a standby's start leaves the leader's
+``daemon.json`` working).
 """
 
 from __future__ import annotations
@@ -14,10 +17,12 @@ from __future__ import annotations
 import getpass
 import hashlib
 import secrets
+import socket
 import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
@@ -29,7 +34,9 @@ from scheduler.errors import InvalidRequest
 
 ROLES = ("admin", "user")
 LOCAL_TOKEN_NAME = "local daemon.json"
-"""Name of the token a local daemon makes for its OS user; it does not count as configured authentication."""
+"""How the name of a token a local daemon makes for its OS user begins (``local_token_name``); such tokens do not
+count as configured authentication, and other tokens may not take a name beginning so. A token named exactly this
+was made before daemons named theirs after their installation."""
 TOKEN_PREFIX = "ws_"
 BOOTSTRAP_USER = "admin"
 BOOTSTRAP_TOKEN_NAME = "bootstrap (WATTSCHED_ADMIN_TOKEN)"
@@ -84,6 +91,24 @@ def local_user_name() -> str:
         return "local"
 
 
+def local_token_name(data_dir: str | Path, host: str | None = None) -> str:
+    """The name of the local token of the daemon with this data directory on ``host`` (default: this machine's
+    name): ``local daemon.json on HOST:DIR``, or with a hash of host and directory where that would not fit in a
+    token's name."""
+    host = host if host is not None else socket.gethostname()
+    where = f"{host}:{Path(data_dir).expanduser().resolve()}"
+    name = f"{LOCAL_TOKEN_NAME} on {where}"
+    if len(name) <= MAX_NAME and name.isprintable():
+        return name
+    digest = hashlib.sha256(where.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return f"{LOCAL_TOKEN_NAME} #{digest}"
+
+
+def _is_local(name: Any):
+    """SQL condition: the token is a local daemon's own (its name begins with ``LOCAL_TOKEN_NAME``)."""
+    return name.startswith(LOCAL_TOKEN_NAME, autoescape=True)
+
+
 def _check_name(value: Any, field: str) -> str:
     if not isinstance(value, str) or not 0 < len(value) <= MAX_NAME or not value.isprintable():
         raise InvalidRequest(f"{field}: must be a printable name of 1 to {MAX_NAME} characters", field)
@@ -105,6 +130,13 @@ class TokenStore:
     def create_token(self, user: str, role: str | None = None, name: str = "") -> NewToken:
         """A new token for ``user`` (created with ``role``, default ``user``, if new; ``role`` given for an
         existing user changes it)."""
+        if name and isinstance(name, str) and name.startswith(LOCAL_TOKEN_NAME):
+            # it would not count as configured authentication, and a local daemon's restart could revoke it
+            raise InvalidRequest(f"name: {LOCAL_TOKEN_NAME!r} at the start of a name is kept for local daemons' "
+                                 "own tokens; choose another name", "name")
+        return self._create_token(user, role, name)
+
+    def _create_token(self, user: str, role: str | None, name: str) -> NewToken:
         user = _check_name(user, "user")
         if role is not None and role not in ROLES:
             raise InvalidRequest(f"role: must be one of {', '.join(ROLES)}, got {role!r}", "role")
@@ -159,7 +191,7 @@ class TokenStore:
         """Whether authentication is configured: an active token exists besides the local daemon's own."""
         with self.sessions() as session:
             return bool(session.scalar(select(func.count()).select_from(ApiToken).where(
-                ApiToken.revoked_at.is_(None), ApiToken.name != LOCAL_TOKEN_NAME)))
+                ApiToken.revoked_at.is_(None), ~_is_local(ApiToken.name))))
 
     def bootstrap_admin(self, secret: str, user: str = BOOTSTRAP_USER) -> NewToken | None:
         """Make ``secret`` an admin token of ``user`` when no admin token exists yet (besides a local daemon's
@@ -177,7 +209,7 @@ class TokenStore:
         now = self.clock()
         with self.sessions.begin() as session:
             admins = session.scalar(select(func.count()).select_from(ApiToken).join(User).where(
-                User.role == "admin", ApiToken.revoked_at.is_(None), ApiToken.name != LOCAL_TOKEN_NAME))
+                User.role == "admin", ApiToken.revoked_at.is_(None), ~_is_local(ApiToken.name)))
             known = session.scalar(select(func.count()).select_from(ApiToken).where(
                 ApiToken.token_hash == hash_token(secret)))
             if admins or known:
@@ -189,19 +221,22 @@ class TokenStore:
             session.flush()
             return NewToken(token.id, row.name, row.role, token.name, secret)
 
-    def local_token(self, user: str | None = None) -> NewToken:
-        """A fresh admin token for the local OS user (the owner of this daemon); earlier ones are revoked."""
+    def local_token(self, data_dir: str | Path, user: str | None = None, host: str | None = None) -> NewToken:
+        """A fresh admin token for the local OS user (the owner of the daemon with this data directory on
+        ``host``, default this machine); the earlier ones of that daemon are revoked, and those named before
+        daemons named theirs, but not other daemons' on the same database."""
         user = user or local_user_name()
+        name = local_token_name(data_dir, host)
         now = self.clock()
         with self.sessions.begin() as session:
             row = session.scalar(select(User).where(User.name == user))
             if row is not None:
                 for token in row.tokens:
-                    if token.name == LOCAL_TOKEN_NAME and token.revoked_at is None:
+                    if token.name in (name, LOCAL_TOKEN_NAME) and token.revoked_at is None:
                         token.revoked_at = now
         with self._lock:
             self._cache.clear()
-        return self.create_token(user, "admin", LOCAL_TOKEN_NAME)
+        return self._create_token(user, "admin", name)
 
     # --- verification ---
 
