@@ -50,7 +50,9 @@ SPIN = "while True:\n    pass\n"  # the --busy process: one core, nothing else
 
 
 def serve(db_url: str, data_dir: str, profile: str, clock: str) -> None:
-    """The daemon process: API only, until stdin closes; then one JSON line with the statements it sent."""
+    """The daemon process: API only, until stdin closes. It prints its address, then, between the lines "start"
+    and "stop" on its stdin, counts the SQL statements and commits its engine sends (not the check of a pooled
+    connection, made below SQLAlchemy's events) and its CPU time, and prints them as one JSON line."""
     import cProfile
     from dataclasses import replace
 
