@@ -4,9 +4,9 @@ only a day of history, fitted on the errors seen so far, never reading the futur
 import numpy as np
 import pytest
 
-from policies.history_forecast import (BAND_EDGES_S, COLD_START_S, DAY_S, HISTORY_S, MIN_BLEND_EXAMPLES, WEEK_S,
-                                       HistoryForecast, _features, _features_looked_up, _onto_simplex,
-                                       _simplex_least_squares, fit_blend)
+from policies.history_forecast import (BAND_EDGES_S, BLEND_PERSISTENCE, COLD_START_S, DAY_S, HISTORY_S,
+                                       N_BLENDED, WEEK_S, HistoryForecast, _features,
+                                       _features_looked_up, _onto_simplex, _simplex_least_squares, fit_blend)
 
 STEP_S = 1800.0
 
@@ -108,12 +108,11 @@ def test_a_long_history_leaves_the_blend_and_its_start_out():
 def test_blend_weights_are_convex_per_band_and_persistence_without_examples():
     t, values = daily_trace(6)
     weights = fit_blend(t, values, 5 * DAY_S, 0.0)
-    assert weights.shape == (len(BAND_EDGES_S) + 1, 4)
+    assert weights.shape == (len(BAND_EDGES_S) + 1, N_BLENDED)
     assert (weights >= 0).all() and np.allclose(weights.sum(axis=1), 1.0)
-    assert not np.allclose(weights[:3], [1.0, 0.0, 0.0, 0.0])  # learned where there were examples
+    assert not np.allclose(weights[:3], BLEND_PERSISTENCE)  # learned where there were examples
     # a day of history: no example has a known target yet
-    assert np.array_equal(fit_blend(t, values, DAY_S, 0.0), np.tile([1.0, 0.0, 0.0, 0.0], (len(weights), 1)))
-    assert MIN_BLEND_EXAMPLES > 0
+    assert np.array_equal(fit_blend(t, values, DAY_S, 0.0), np.tile(BLEND_PERSISTENCE, (len(weights), 1)))
 
 
 def test_simplex_least_squares_recovers_a_convex_blend():
@@ -122,6 +121,8 @@ def test_simplex_least_squares_recovers_a_convex_blend():
     y = x @ np.array([0.3, 0.0, 0.7, 0.0])
     w = _simplex_least_squares(x.T @ x / len(y), x.T @ y / len(y))
     assert w == pytest.approx([0.3, 0.0, 0.7, 0.0], abs=0.02)
+    w = _simplex_least_squares(x.T @ x / len(y), x.T @ (2 * y) / len(y))  # twice the truth: the best convex blend
+    assert w.sum() == pytest.approx(1.0) and (w >= 0).all()
     assert _onto_simplex(np.array([2.0, 0.0, -1.0])).tolist() == [1.0, 0.0, 0.0]
     assert _onto_simplex(np.array([0.5, 0.5])).tolist() == [0.5, 0.5]
 
