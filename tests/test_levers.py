@@ -10,7 +10,7 @@ from daemon_fixtures import daemon  # noqa: F401  (the module's running daemon)
 
 from scheduler.cli.commands import main
 from scheduler.cli.levers import figures
-from scheduler.cli.levers.grid import default_grid, tiny_grid
+from scheduler.cli.levers.grid import GRIDS, tiny_grid
 
 
 @pytest.mark.slow
@@ -86,12 +86,16 @@ def test_energy_to_the_quality_target_is_pro_rata_where_scored_and_a_bound_where
     assert {r["family"]: r["to_target_j"] for r in rows}["gan"] == pytest.approx(100 + 200 * 0.5)
 
 
-def test_the_default_grid_names_each_job_once_and_refers_only_to_earlier_jobs():
-    for grid in (default_grid(), tiny_grid()):
+def test_every_grid_names_each_job_once_refers_only_to_earlier_jobs_and_submits_valid_specs():
+    from workers.kinds import builtin_kinds
+
+    kinds = builtin_kinds()
+    for grid in (factory() for factory in GRIDS.values()):
         seen: set[str] = set()
         for job in grid.jobs:
             assert job.name not in seen and all(name in seen for name in job.after), job.name
             seen.add(job.name)
+            kinds.get(job.kind).validate(job.spec)  # a grid the daemon would refuse fails here
 
 
 def test_fid_lite_tells_real_digits_from_noise():

@@ -43,16 +43,19 @@ class Grid:
         return next(j for j in self.jobs if j.name == name)
 
 
-def _diffusion(steps: int, images: int, ddpm_images: int, timesteps: int) -> list[GridJob]:
-    train = {"dataset": "digits", "image_size": 8, "channels": [16, 32], "steps": steps, "batch_size": 32,
-             "learning_rate": 2e-3, "num_train_timesteps": timesteps, "checkpoint_every": 100_000}
+def _diffusion(steps: int, images: int, ddpm_images: int, timesteps: int, image_size: int = 8,
+               channels: tuple[int, ...] = (16, 32), batch: int = 32) -> list[GridJob]:
+    train = {"dataset": "digits", "image_size": image_size, "channels": list(channels), "steps": steps,
+             "batch_size": batch, "learning_rate": 2e-3, "num_train_timesteps": timesteps,
+             "checkpoint_every": 100_000}
     jobs = [
-        GridJob("diffusion fp32", TRAINING, "diffusion-train", train, "fp32, batch 32"),
+        GridJob("diffusion fp32", TRAINING, "diffusion-train", train, f"fp32, batch {batch}"),
         GridJob("diffusion bf16", TRAINING, "diffusion-train", {**train, "mixed_precision": "bf16"},
                 "bf16 autocast"),
         GridJob("diffusion checkpointing", TRAINING, "diffusion-train", {**train, "gradient_checkpointing": True},
                 "gradient checkpointing"),
-        GridJob("diffusion batch 64", TRAINING, "diffusion-train", {**train, "batch_size": 64}, "batch 64"),
+        GridJob(f"diffusion batch {2 * batch}", TRAINING, "diffusion-train", {**train, "batch_size": 2 * batch},
+                f"batch {2 * batch}"),
         GridJob("diffusion train start-up", BASELINE, "diffusion-train", {**train, "steps": 1},
                 "1 step (start-up)"),
     ]
@@ -75,8 +78,9 @@ def _diffusion(steps: int, images: int, ddpm_images: int, timesteps: int) -> lis
     return jobs
 
 
-def _families(gan_steps: int, vae_steps: int, eval_every: int, images: int, eval_images: int) -> list[GridJob]:
-    common = {"dataset": "digits", "image_size": 8, "eval_images": eval_images}
+def _families(gan_steps: int, vae_steps: int, eval_every: int, images: int, eval_images: int, image_size: int = 8,
+              hidden: int = 256) -> list[GridJob]:
+    common = {"dataset": "digits", "image_size": image_size, "hidden": hidden, "eval_images": eval_images}
     jobs = [
         GridJob("gan", FAMILIES, "gan-train", {**common, "steps": gan_steps, "eval_every": eval_every}, "GAN",
                 family="gan"),
@@ -105,6 +109,17 @@ def default_grid() -> Grid:
                                              eval_images=64)))
 
 
+def gpu_grid() -> Grid:
+    """A grid for one GPU per job: the digits upscaled to 32x32, a UNet of channels 64/128/256 and MLPs of
+    hidden 1536 (10 M and about 8 M parameters), larger batches and more images, so that the work outweighs the
+    start-up. Not run on the CPU-only development machine: size it to your GPUs before relying on it.
+    """
+    return Grid("gpu", tuple(_diffusion(steps=1000, images=64, ddpm_images=64, timesteps=1000, image_size=32,
+                                        channels=(64, 128, 256), batch=128)
+                             + _families(gan_steps=4000, vae_steps=2000, eval_every=500, images=100_000,
+                                         eval_images=64, image_size=32, hidden=1536)))
+
+
 def tiny_grid() -> Grid:
     """Four jobs of a few steps (for tests): a diffusion training and its DDIM 25 sampler, a VAE and its sampler.
 
@@ -124,4 +139,4 @@ def tiny_grid() -> Grid:
     ))
 
 
-GRIDS = {"default": default_grid, "tiny": tiny_grid}
+GRIDS = {"default": default_grid, "gpu": gpu_grid, "tiny": tiny_grid}

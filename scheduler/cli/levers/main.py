@@ -34,7 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder for report.md, the charts, records.json and the embedded daemon's data "
                              "(default ./wattsched-levers)")
     parser.add_argument("--grid", choices=sorted(GRIDS), default="default",
-                        help="default: about ten minutes of jobs on a 2-core CPU; tiny: seconds per job (tests)")
+                        help="default: about ten minutes of jobs on a 2-core CPU, 8x8 digits; gpu: larger models "
+                             "for a GPU per job; tiny: seconds per job (tests)")
     parser.add_argument("--data", type=Path, metavar="DIR",
                         help="reference data (carbon/lets-wait-awhile-2020, jobs/gaia, power/zeus-power-limit-"
                              "sweeps) for the simulated scheduling levers; skipped without it")
