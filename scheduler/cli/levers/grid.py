@@ -116,7 +116,7 @@ def gpu_grid() -> Grid:
     """
     return Grid("gpu", tuple(_diffusion(steps=1000, images=64, ddpm_images=64, timesteps=1000, image_size=32,
                                         channels=(64, 128, 256), batch=128)
-                             + _families(gan_steps=4000, vae_steps=2000, eval_every=500, images=100_000,
+                             + _families(gan_steps=4000, vae_steps=2000, eval_every=500, images=50_000,
                                          eval_images=64, image_size=32, hidden=1536)))
 
 
