@@ -544,7 +544,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = command("levers", _run_main_of("scheduler.cli.levers.main"),
                   "measure what energy levers are worth (precision, checkpointing, batch, sampler steps, diffusion "
-                  "vs GAN vs VAE) on a daemon and write a report")
+                  "vs GAN vs VAE) on a daemon (--url; without it, one embedded in this process) and write a report")
     importlib.import_module("scheduler.cli.levers.main").add_arguments(sub)
 
     sub = command("simulate", _simulate, "replay a job trace against carbon traces with a policy (no GPUs needed)",
