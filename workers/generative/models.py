@@ -47,7 +47,6 @@ class Vae(nn.Module):
 
     def __init__(self, latent_dim: int, hidden: int, shape: tuple[int, int, int]):
         super().__init__()
-        self.latent_dim = latent_dim
         pixels = shape[0] * shape[1] * shape[2]
         self.encoder = _mlp([pixels, hidden, hidden, 2 * latent_dim])
         self.decoder = Generator(latent_dim, hidden, shape)

@@ -34,13 +34,10 @@ class GridJob:
 
 @dataclass(frozen=True)
 class Grid:
-    """A named grid of jobs and the sizes the report quotes."""
+    """A named grid of jobs, in submission order (a job's dependencies before it)."""
 
     name: str
     jobs: tuple[GridJob, ...]
-
-    def job(self, name: str) -> GridJob:
-        return next(j for j in self.jobs if j.name == name)
 
 
 def _diffusion(steps: int, images: int, ddpm_images: int, timesteps: int, image_size: int = 8,
