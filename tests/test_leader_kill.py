@@ -31,8 +31,10 @@ BIN = Path(sys.executable).parent
 START_TIMEOUT_S = 180
 #: Short, so the standby does not wait long for the dead leader's lease; renewals often enough for a loaded machine.
 LEASE = {"WATTSCHED_LEADER_LEASE_S": "4", "WATTSCHED_LEADER_RENEW_S": "0.5"}
-#: Both daemons' clients use this admin token (the first daemon makes it): each daemon's start makes the local
-#: user a fresh local token and revokes the earlier one, so the first daemon's daemon.json goes stale.
+#: Both daemons' clients use this admin token (the first daemon bootstraps it into the shared database; the second
+#: finds it there). Each daemon's own local token would do as well: local tokens are named per data directory and
+#: host (scheduler.store.auth.local_token_name), so the second daemon's start no longer revokes the first's. One
+#: operator-chosen token keeps the clients independent of which daemon wrote which daemon.json, as on a cluster.
 SECRET = "leader-kill-test-admin-secret-0123"
 
 
