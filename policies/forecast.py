@@ -77,7 +77,8 @@ class IntensityCurve:
 
 class ForecastBase:
     """What every ``CarbonForecast`` offers beyond its signal, for implementations to inherit: ``curve`` built from
-    ``forecast``, ``curves`` from ``curve``, and a history with no known beginning. One that can hand out one curve for many decisions (the
+    ``forecast``, ``curves`` from ``curve``, and a history with no known beginning (the daemon's signal; the
+    simulator's traces say where theirs begin). One that can hand out one curve for many decisions (the
     simulator's) overrides ``curve``; one that forecasts zones together (``HistoryForecast``) overrides ``curves``.
     """
 

@@ -23,9 +23,9 @@ blend* of five forecasts that need only a day of history, each a forecast in its
 
 Per horizon band the weights are non-negative and sum to one (a convex blend, so it never extrapolates beyond
 its forecasts), fitted once a day by least squares on the errors each forecast made over the history seen so far
-(issued every 30 minutes from a day after the history's start, targets up to three days ahead, only targets
-already known); a band with fewer than ``MIN_BLEND_EXAMPLES`` known targets is plain persistence. Features never
-read before the history's start (``_features``).
+(issued every hour over the last two weeks, from a day after the history's start, targets up to three days
+ahead, only targets already known); a band with fewer than ``MIN_BLEND_EXAMPLES`` known targets is plain
+persistence. Features never read before the history's start (``_features``).
 
 Pure numpy, deterministic; the memo of fits and forecasts only avoids recomputing a pure function of the
 history.
@@ -57,9 +57,10 @@ MIN_HISTORY_S = DAY_S  # of actual history before an example's issue time, for t
 # worse on average (January in DE better).
 COLD_START_S = 6 * WEEK_S
 MIN_BLEND_EXAMPLES = 20
+BLEND_ISSUE_EVERY_S = 2 * GRID_S
+BLEND_FIT_DAYS = 14  # issue times over the last two weeks at most: the fit's cost stays bounded
 N_BLENDED = 5  # yesterday, profile, last week, profile at the present level, present level
 BLEND_PERSISTENCE = np.array([1.0, 0.0, 0.0, 0.0, 0.0])
-SIMPLEX_STEPS = 500
 # Forecasts reach at least this far, so one computed curve serves every job planned in the same grid step.
 MIN_HORIZON_S = 4 * DAY_S
 # Six weeks and a light pull towards persistence did better than three weeks and ten times the pull on the 2020
@@ -191,11 +192,11 @@ def fit_weights(times_s: np.ndarray, values: np.ndarray, fit_at_s: float, start_
 def fit_blend(times_s: np.ndarray, values: np.ndarray, fit_at_s: float, start_s: float) -> np.ndarray:
     """The cold start's convex weights per horizon band (rows) over the ``N_BLENDED`` forecasts of ``_blended``,
     fitted on the history known at ``fit_at_s`` (it begins at ``start_s``); persistence where it is short."""
-    first_issue_s = np.ceil((start_s + MIN_HISTORY_S) / GRID_S) * GRID_S
+    first_issue_s = np.ceil(max(start_s + MIN_HISTORY_S, fit_at_s - BLEND_FIT_DAYS * DAY_S) / GRID_S) * GRID_S
     weights = np.tile(BLEND_PERSISTENCE, (len(BAND_EDGES_S) + 1, 1))
     if first_issue_s >= fit_at_s:
         return weights
-    issues = np.arange(first_issue_s, fit_at_s, GRID_S)
+    issues = np.arange(first_issue_s, fit_at_s, BLEND_ISSUE_EVERY_S)
     mids = GRID_S * np.arange(1, int(FIT_HORIZON_S / GRID_S) + 1) - GRID_S / 2
     issue_of = np.repeat(issues, len(mids))
     target_of = issue_of + np.tile(mids, len(issues))
@@ -221,21 +222,27 @@ def _blended(x: np.ndarray, level: np.ndarray) -> np.ndarray:
 
 
 def _simplex_least_squares(gram: np.ndarray, xty: np.ndarray) -> np.ndarray:
-    """argmin over w >= 0, sum(w) = 1 of w' gram w - 2 w' xty (least squares of a convex blend), by projected
-    gradient steps from equal weights; a fixed number of steps, so the same inputs give the same weights."""
-    step = 1.0 / max(float(np.linalg.eigvalsh(gram)[-1]), 1e-12)
-    w = np.full(len(xty), 1.0 / len(xty))
-    for _ in range(SIMPLEX_STEPS):
-        w = _onto_simplex(w - step * (gram @ w - xty))
-    return w
-
-
-def _onto_simplex(v: np.ndarray) -> np.ndarray:
-    """The nearest point of {w >= 0, sum(w) = 1} to ``v`` (Euclidean projection)."""
-    u = np.sort(v)[::-1]
-    cumulative = np.cumsum(u) - 1.0
-    k = np.nonzero(u * np.arange(1, len(v) + 1) > cumulative)[0][-1]
-    return np.maximum(v - cumulative[k] / (k + 1.0), 0.0)
+    """argmin over w >= 0, sum(w) = 1 of w' gram w - 2 w' xty (least squares of a convex blend), exactly: the
+    optimum is the solution on the affine hull of its own support, so it is the best of those solutions, over
+    every support, that has no negative weight (2^n - 1 supports; n is ``N_BLENDED``, small). A trace-relative
+    ridge of 1e-9 keeps collinear forecasts (a profile of one day is yesterday) solvable."""
+    n = len(xty)
+    gram = gram + 1e-9 * np.trace(gram) / n * np.eye(n)
+    best, best_value = np.full(n, 1.0 / n), np.inf
+    for mask in range(1, 2 ** n):
+        support = [i for i in range(n) if mask >> i & 1]
+        k = len(support)
+        kkt = np.ones((k + 1, k + 1))
+        kkt[:k, :k], kkt[k, k] = gram[np.ix_(support, support)], 0.0
+        w_s = np.linalg.solve(kkt, np.append(xty[support], 1.0))[:k]
+        if (w_s < 0).any():
+            continue
+        w = np.zeros(n)
+        w[support] = w_s
+        value = w @ gram @ w - 2 * w @ xty
+        if value < best_value:
+            best, best_value = w, value
+    return best
 
 
 def _lookup(times_s: np.ndarray, values: np.ndarray, at_s: np.ndarray) -> np.ndarray:
