@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from workers.diffusion import sample, train
-from workers.diffusion.checkpoints import latest_checkpoint, read_meta
+from workers.diffusion.checkpoints import latest_checkpoint, load_training_state, read_meta
 from workers.diffusion.data import load_images
 from workers.errors import SpecError
 from workers.kinds.diffusion_sample import DiffusionSample
@@ -129,6 +130,43 @@ def test_a_half_written_checkpoint_is_ignored_and_cleaned_up(tmp_path):
 def test_bf16_and_gradient_checkpointing_train(tmp_path):
     result = train(tiny_train(steps=2, mixed_precision="bf16", gradient_checkpointing=True), tmp_path)
     assert result["steps_done"] == 2 and math.isfinite(result["final_loss"])
+
+
+@trains_a_model
+def test_fp16_trains_with_a_loss_scaler_whose_state_a_resumed_job_goes_on_with(tmp_path):
+    # torch's CPU autocast supports float16 and GradScaler("cpu") scales, so fp16 runs here as on a CUDA GPU.
+    spec = tiny_train(steps=6, checkpoint_every=100, mixed_precision="fp16")
+    uninterrupted = train(spec, tmp_path / "whole")
+    assert math.isfinite(uninterrupted["final_loss"])
+    whole = load_training_state(tmp_path / "whole" / "checkpoints" / "final")["scaler"]
+    assert whole["scale"] > 0 and whole["_growth_tracker"] > 0  # an active scaler's state, saved
+
+    stopped = train(spec, tmp_path / "split", should_stop=stop_after(3))
+    assert load_training_state(Path(stopped["checkpoint"]))["scaler"]["_growth_tracker"] > 0
+    resumed = train(spec, tmp_path / "split")
+
+    assert (resumed["resumed_from_step"], resumed["steps_done"]) == (3, 6)
+    # The scaler went on from its checkpointed state: a fresh one would have counted only the resumed steps.
+    assert load_training_state(tmp_path / "split" / "checkpoints" / "final")["scaler"] == whole
+    assert resumed["final_loss"] == pytest.approx(uninterrupted["final_loss"], rel=1e-5)
+
+
+@trains_a_model
+def test_a_job_resumed_in_fp16_from_a_full_precision_checkpoint_starts_a_fresh_scaler(tmp_path):
+    train(tiny_train(steps=2), tmp_path)
+    assert load_training_state(tmp_path / "checkpoints" / "final")["scaler"] == {}  # no scale without fp16
+    result = train(tiny_train(steps=4, mixed_precision="fp16"), tmp_path)
+    assert result["resumed_from_step"] == 2 and math.isfinite(result["final_loss"])
+    assert load_training_state(tmp_path / "checkpoints" / "final")["scaler"]["_growth_tracker"] == 2
+
+
+def test_fp16_is_for_training_only_and_halves_the_activations_like_bf16():
+    kind = DiffusionTrain()
+    full, bf16, fp16 = (kind.validate({"batch_size": 256, "mixed_precision": m}) for m in ("no", "bf16", "fp16"))
+    assert kind.memory_bytes(fp16) == kind.memory_bytes(bf16) < kind.memory_bytes(full)
+    with pytest.raises(SpecError) as caught:
+        DiffusionSample().validate({"checkpoint": "runs/job-1", "mixed_precision": "fp16"})
+    assert caught.value.field == "spec.mixed_precision"
 
 
 def test_digits_are_upscaled_into_minus_one_to_one():

@@ -100,7 +100,7 @@ def test_good_specs_normalise_with_defaults(kind, given, normalised):
         (TRAIN, {"learning_rate": float("nan")}, "spec.learning_rate", "greater than 0"),
         (TRAIN, {"learning_rate": "1e-3"}, "spec.learning_rate", "greater than 0"),
         (TRAIN, {"num_train_timesteps": 1}, "spec.num_train_timesteps", "an integer from 2 to 10000"),
-        (TRAIN, {"mixed_precision": "fp16"}, "spec.mixed_precision", "one of 'no', 'bf16'"),
+        (TRAIN, {"mixed_precision": "fp8"}, "spec.mixed_precision", "one of 'no', 'bf16', 'fp16'"),
         (TRAIN, {"gradient_checkpointing": "yes"}, "spec.gradient_checkpointing", "true or false"),
         (TRAIN, {"checkpoint_every": 0}, "spec.checkpoint_every", "an integer from 1 to 1000000"),
         (TRAIN, {"seed": -1}, "spec.seed", "an integer from 0 to 4294967295"),

@@ -9,7 +9,8 @@ and every checkpoint holds::
 
     unet/                 the model (UNet2DModel.save_pretrained: config.json + safetensors)
     scheduler/            the DDPM noise schedule (scheduler_config.json)
-    training_state.pt     optimizer state and the RNG state of batches and noise (loads with weights_only=True)
+    training_state.pt     optimizer state, the RNG state of batches and noise, and the fp16 gradient scaler's
+                          state (empty without fp16); loads with weights_only=True
     meta.json             {"step": optimizer steps done, "loss": loss of the last step}
     spec.json             the normalised TrainSpec that wrote it
 
@@ -67,7 +68,8 @@ def load_unet(checkpoint: Path) -> UNet2DModel:
 
 
 def load_training_state(checkpoint: Path) -> dict[str, Any]:
-    """The optimizer state (``"optimizer"``) and batch/noise RNG state (``"rng"``) saved in a checkpoint."""
+    """The optimizer state (``"optimizer"``), batch/noise RNG state (``"rng"``) and gradient scaler state
+    (``"scaler"``: empty without fp16, absent from checkpoints written before fp16 existed) saved in a checkpoint."""
     return torch.load(checkpoint / STATE_FILE, map_location="cpu", weights_only=True)
 
 

@@ -45,10 +45,21 @@ def prepare_torch(local_rank: int = 0) -> torch.device:
     return device
 
 
-def autocast(device: torch.device, mixed_precision: str) -> contextlib.AbstractContextManager:
-    """The forward-pass precision context: bf16 autocast when asked for (CPU and CUDA), else full precision."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=mixed_precision == "bf16")
+#: The autocast dtype of each mixed_precision a spec may name ("no": none, full precision).
+_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
+
+def autocast(device: torch.device, mixed_precision: str) -> contextlib.AbstractContextManager:
+    """The forward-pass precision context: bf16 or fp16 autocast when asked for (CPU and CUDA), else full
+    precision. fp16 training also needs ``grad_scaler``."""
+    dtype = _AUTOCAST_DTYPES.get(mixed_precision)
+    return torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
+
+
+def grad_scaler(device: torch.device, mixed_precision: str) -> torch.amp.GradScaler:
+    """The loss scaler of a training job: active under fp16 (whose gradients would otherwise underflow), a
+    pass-through otherwise (then ``scale`` returns the loss and ``step`` just steps the optimizer)."""
+    return torch.amp.GradScaler(device.type, enabled=mixed_precision == "fp16")
 
 
 def reset_peak_memory(device: torch.device) -> None:

@@ -9,6 +9,11 @@ data-parallel: spec.batch_size is the global batch. Every rank draws the whole g
 generator and trains on its own contiguous slice of it, under DistributedDataParallel, which averages the
 gradients; so N ranks take the steps one process would at the same batch_size, up to float rounding. Rank 0
 alone writes checkpoints and reports progress; every rank resumes from the checkpoint rank 0 chose.
+
+Under ``mixed_precision: fp16`` a gradient scaler multiplies the loss before the backward pass and divides the
+gradients before the optimizer step, which it skips when they overflowed (the scale then halves). Under DDP the
+gradients it checks are already averaged over the ranks, so every rank takes the same decision. Its state (the
+scale and its growth tracker) is checkpointed, so a resumed job goes on with the scale it had reached.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from torch.nn.parallel import DistributedDataParallel
 from workers.diffusion import checkpoints
 from workers.diffusion.data_parallel import ProcessGroup, Ranks
 from workers.diffusion.data import load_images
-from workers.diffusion.runtime import autocast, peak_memory, prepare_torch, reset_peak_memory
+from workers.diffusion.runtime import autocast, grad_scaler, peak_memory, prepare_torch, reset_peak_memory
 from workers.errors import JobFailed, SpecError
 from workers.kinds.diffusion_train import TrainSpec
 from workers.kinds.progress import Pacer, Report, ShouldStop, never_stop, no_report
@@ -133,10 +138,14 @@ def _train(
         unet, device_ids=[device.index] if device.type == "cuda" else None
     )
     optimizer = torch.optim.AdamW(unet.parameters(), lr=spec.learning_rate)
+    scaler = grad_scaler(device, spec.mixed_precision)
     if checkpoint is not None:
         state = checkpoints.load_training_state(checkpoint)
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["rng"])
+        # A checkpoint written without fp16 has no scale to go on with (an empty state): the scaler starts afresh.
+        if scaler.is_enabled() and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
         # load_state_dict restores the old learning rate; the spec's is the one asked for now.
         for param_group in optimizer.param_groups:
             param_group["lr"] = spec.learning_rate
@@ -150,7 +159,8 @@ def _train(
                 name,
                 model=unet,
                 noise_scheduler=noise_scheduler,
-                training_state={"optimizer": optimizer.state_dict(), "rng": generator.get_state()},
+                training_state={"optimizer": optimizer.state_dict(), "rng": generator.get_state(),
+                                "scaler": scaler.state_dict()},
                 meta={"step": step, "loss": loss},
                 spec=spec,
             )
@@ -162,7 +172,7 @@ def _train(
     # for the others' gradients.
     _, stop = group.mean_and_any(0.0, should_stop())
     while step < spec.steps and not stop:
-        local_loss = _train_step(model, noise_scheduler, optimizer, images, generator, spec, device, ranks)
+        local_loss = _train_step(model, noise_scheduler, optimizer, scaler, images, generator, spec, device, ranks)
         loss, stop = group.mean_and_any(local_loss, should_stop())
         step += 1
         if not math.isfinite(loss):
@@ -199,6 +209,7 @@ def _train_step(
     model: torch.nn.Module,
     noise_scheduler: DDPMScheduler,
     optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
     images: torch.Tensor,
     generator: torch.Generator,
     spec: TrainSpec,
@@ -206,7 +217,7 @@ def _train_step(
     ranks: Ranks,
 ) -> float:
     """One optimizer step of the DDPM objective (MSE between true and predicted noise) on this rank's slice of
-    the global batch; returns this rank's loss."""
+    the global batch, through the gradient scaler (a pass-through unless fp16); returns this rank's loss."""
     # Drawn on the CPU generator, whatever the device, so the checkpointed RNG state is all there is to restore.
     # Every rank draws the whole global batch, so the generators stay in step, and keeps its own slice.
     index = torch.randint(len(images), (spec.batch_size,), generator=generator)
@@ -221,8 +232,9 @@ def _train_step(
     # The mean over this rank's slice; DDP's average of equal slices' gradients is the global batch's gradient.
     loss = F.mse_loss(predicted.float(), noise)
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
     return loss.item()
 
 

@@ -38,7 +38,12 @@ _CHANNELS = Rule(
                                                                         for c in v),
     tuple,
 )
+#: Precisions of a forward pass (sampling, and the GAN's and VAE's training): full, or bf16 autocast.
 MIXED_PRECISION = choice("no", "bf16")
+#: Diffusion training also offers fp16 autocast, with a gradient scaler: fp16's narrow range needs one in training.
+TRAIN_MIXED_PRECISION = choice("no", "bf16", "fp16")
+#: The mixed precisions that halve the activations kept for the backward pass.
+HALF_PRECISIONS = ("bf16", "fp16")
 
 
 @dataclass(frozen=True)
@@ -55,7 +60,10 @@ class TrainSpec:
         split evenly between them, so a multiple of ``gpus``.
     learning_rate: AdamW learning rate.
     num_train_timesteps: length of the DDPM noise schedule.
-    mixed_precision: ``"no"`` or ``"bf16"`` (bf16 autocast for the forward pass).
+    mixed_precision: ``"no"``, ``"bf16"`` (bf16 autocast for the forward pass) or ``"fp16"`` (fp16 autocast, and
+        a gradient scaler that scales the loss up so that small fp16 gradients do not flush to zero, skipping a
+        step whose gradients overflow; its state is checkpointed). fp16 is meant for CUDA GPUs; it also runs on
+        the CPU, where torch's autocast supports float16, but there it usually saves nothing.
     gradient_checkpointing: trade compute for memory in the UNet.
     checkpoint_every: write a checkpoint every this many steps (and always at the end or on stop).
     seed: seeds weights, batch order and noise; a resumed job continues the same random stream.
@@ -71,7 +79,7 @@ class TrainSpec:
     batch_size: int = spec_field(32, integer(1, 4096))
     learning_rate: float = spec_field(1e-3, positive_number(1.0))
     num_train_timesteps: int = spec_field(1000, integer(2, 10_000))
-    mixed_precision: str = spec_field("no", MIXED_PRECISION)
+    mixed_precision: str = spec_field("no", TRAIN_MIXED_PRECISION)
     gradient_checkpointing: bool = spec_field(False, BOOLEAN)
     checkpoint_every: int = spec_field(50, integer(1, 1_000_000))
     seed: int = spec_field(0, SEED)
@@ -129,13 +137,13 @@ class DiffusionTrain(JobKind):
 
     def memory_bytes(self, spec: Mapping[str, Any], gpus: int = 1) -> int | None:
         """Each rank's estimate: the model's weights, gradients and AdamW state (float32), the activations of its
-        share of the batch (halved under bf16 autocast), the dataset as the float32 tensor it is loaded into (when
-        its size is known: the digits, or ``max_images``), and the interpreter with torch."""
+        share of the batch (halved under bf16 or fp16 autocast), the dataset as the float32 tensor it is loaded
+        into (when its size is known: the digits, or ``max_images``), and the interpreter with torch."""
         image_channels = 1 if spec["dataset"] == DIGITS else ASSUMED_IMAGE_CHANNELS
         channels, layers = spec["channels"], spec["layers_per_block"]
         parameters = unet_parameters(channels, layers, image_channels)
         per_image = unet_activation_bytes(channels, layers, spec["image_size"], spec["gradient_checkpointing"])
-        if spec["mixed_precision"] == "bf16":
+        if spec["mixed_precision"] in HALF_PRECISIONS:
             per_image //= 2
         batch = -(-spec["batch_size"] // gpus)
         images = DIGITS_IMAGES if spec["dataset"] == DIGITS else None
