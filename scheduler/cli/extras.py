@@ -34,6 +34,9 @@ COMMAND_EXTRAS: dict[str, tuple[str, ...]] = {
     "token": ("daemon",),  # on the database directly; `token --api` goes through the client
     "simulate": ("simulate",),
     "history": ("plot",),  # only --plot needs it
+    # Without --url the jobs run on an embedded daemon with its workers here (as demo's); the report's charts
+    # need matplotlib either way. --data's simulator needs numpy and numba, which the daemon extra brings.
+    "levers": ("daemon", "worker", "plot"),
 }
 
 
@@ -49,7 +52,8 @@ def missing_extra(command: str, error: ModuleNotFoundError) -> MissingExtra | No
     if not extras:
         return None
     plural = "s" if len(extras) > 1 else ""
-    return MissingExtra(f"wattsched {command} needs the {' and '.join(extras)} extra{plural}: "
+    named = " and ".join(filter(None, (", ".join(extras[:-1]), extras[-1])))
+    return MissingExtra(f"wattsched {command} needs the {named} extra{plural}: "
                         f"pip install 'wattsched[{','.join(extras)}]' ({package} is not installed)")
 
 
