@@ -115,13 +115,36 @@ class Simulation:
                     offered.append(index)
                     self._blocked.pop(index, None)
             if freed and self._blocked:
-                woken = [i for i, zones in self._blocked.items() if not zones or not freed.isdisjoint(zones)]
+                woken = self._woken(freed, now)
                 offered.extend(woken)
                 for index in woken:
                     del self._blocked[index]
             if offered:
                 self._decide(now, list(dict.fromkeys(offered)))
         return self.runs
+
+    def _woken(self, freed: set[str], now: float) -> list[int]:
+        """The jobs waiting for room in ``freed`` zones to offer again: in the order they began to wait, as many as
+        the free GPUs have room for, each counted against the zone with most room (without a power budget; with
+        one every such job, as a stop also frees power), and every job that is due (it may make room by
+        suspending others). The others would only be told again that they wait for room."""
+        room = dict(self.free) if self.cluster.budget_w is None else None
+        woken = []
+        for index, zones in self._blocked.items():
+            if zones and freed.isdisjoint(zones):
+                continue
+            if room is None:
+                woken.append(index)
+                continue
+            run = self.runs[index]
+            job = run.job
+            where = max(zones or job.zones or room, key=room.__getitem__)
+            if room[where] >= job.gpus:
+                room[where] -= job.gpus
+                woken.append(index)
+            elif now >= job.effective_deadline_s - run.remaining_s - 1e-6:
+                woken.append(index)
+        return woken
 
     def _stop(self, run: JobRun, now: float) -> bool:
         """End the running segment at ``now``; True when the job is complete."""
