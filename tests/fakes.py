@@ -16,6 +16,23 @@ class FakeClock:
         self.now += timedelta(**delta)
 
 
+class RecordingController:
+    """Stands in for the daemon's controller link: records what the daemon calls and sends."""
+
+    def __init__(self):
+        self.calls = []
+
+    def call(self, method, *args):
+        self.calls.append((method, *args))
+
+    def send(self, method, *args):
+        self.calls.append((method, *args))
+
+    def started(self):
+        """The ids of the jobs the daemon asked to start, in order."""
+        return [args[0] for method, *args in self.calls if method == "start_job"]
+
+
 class RecordingExecutor:
     """A scheduling-core executor (``scheduler.core.Executor``) that keeps what it was asked to do, as tuples in
     ``done``: ("start", job id, *details(decision, job, step)), ("suspend", id), ("wait", id), ("refused", id,

@@ -7,8 +7,7 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pytest
 
-from fakes import FakeClock, FixedPolicy as Answers, RecordingExecutor
-from test_daemon_policy import RecordingController
+from fakes import FakeClock, FixedPolicy as Answers, RecordingController, RecordingExecutor
 from policies.decisions import Start, Suspend, Wait
 from policies.builtin import create_policy
 from policies.snapshot import CapStep, GpuSlot, JobRequest, PowerProfile, RunningJob, Snapshot, ZonePool

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from fakes import FakeClock
+from fakes import FakeClock, RecordingController
 from policies.decisions import Suspend
 from policies.snapshot import FULL_POWER, CapStep, RunningJob
 from scheduler.carbon.signal import IntensityReading, SignalForecast, ZoneStatus
@@ -166,18 +166,6 @@ def test_a_power_profile_for_a_kind_lets_the_policy_cap_its_jobs(tmp_path):
     finally:
         daemon.engine.dispose()
 
-
-class RecordingController:
-    """Stands in for the controller link: records what the daemon calls and sends."""
-
-    def __init__(self):
-        self.calls = []
-
-    def call(self, method, *args):
-        self.calls.append((method, *args))
-
-    def send(self, method, *args):
-        self.calls.append((method, *args))
 
 
 def gpu(worker_id, busy_job=None):

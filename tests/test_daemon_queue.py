@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from fakes import FakeClock
+from fakes import FakeClock, RecordingController
 from policies.builtin import create_policy
 from policies.decisions import Wait
 from policies.snapshot import Hold
@@ -26,22 +26,6 @@ from workers.events import ExitStatus, Finished
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
 SYNC_S = 5.0
-
-
-class RecordingController:
-    """Stands in for the controller link: records what the daemon calls and sends."""
-
-    def __init__(self):
-        self.calls = []
-
-    def call(self, method, *args):
-        self.calls.append((method, *args))
-
-    def send(self, method, *args):
-        self.calls.append((method, *args))
-
-    def started(self):
-        return [args[0] for method, *args in self.calls if method == "start_job"]
 
 
 class Offered:

@@ -7,14 +7,13 @@ from datetime import datetime, timezone
 
 import pytest
 
-from fakes import FakeClock, FixedPolicy as Answers, RecordingExecutor as Recorder
+from fakes import FakeClock, FixedPolicy as Answers, RecordingController, RecordingExecutor as Recorder
 from policies.decisions import Start, Suspend
 from policies.snapshot import GpuSlot, JobRequest, RunningJob, Snapshot, ZonePool
 from scheduler.config import Settings
 from scheduler.core import SchedulingCore
 from scheduler.daemon.daemon import Daemon
 from scheduler.store.engine import upgrade
-from test_daemon_policy import RecordingController
 
 GANG = JobRequest("g", 8, 0.0, zones=("A",), gpus_per_node=4)
 OPEN = JobRequest("g", 6, 0.0, zones=("A",))  # its shape left open
