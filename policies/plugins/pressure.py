@@ -96,8 +96,6 @@ class Pressure:
         k = self.index.get(job.job_id)
         if k is None:
             return True  # no deadline: nothing of it to weigh
-        if self.tight:
-            return False  # jobs are at risk already: none waits on purpose
         ready, latest, gpus, work, mask = (a.copy() for a in self.queue)
         free, ends = self.free, self.ends
         if run_until_s is not None and zone in self.zones and run_until_s > self.now_s:

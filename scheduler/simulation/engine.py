@@ -124,13 +124,16 @@ class Simulation:
         return self.runs
 
     def _woken(self, freed: set[str], now: float) -> list[int]:
-        """The jobs waiting for room in ``freed`` zones to offer again: in the order they began to wait, as many as
-        the free GPUs have room for, each counted against the zone with most room (without a power budget; with
-        one every such job, as a stop also frees power), and every job that is due (it may make room by
-        suspending others). The others would only be told again that they wait for room."""
-        room = dict(self.free) if self.cluster.budget_w is None else None
+        """The jobs waiting for room in ``freed`` zones to offer again: in arrival order, each whose zones have a
+        zone with room for it, as long as the free GPUs of its zones, less those of the jobs woken before it, have
+        room for it (without a power budget; with one every such job, as a stop also frees power); and every job
+        that is due (it may make room by suspending others). The others would only be told again that they wait
+        for room."""
+        free = self.free
+        room = dict(free) if self.cluster.budget_w is None else None
         woken = []
-        for index, zones in self._blocked.items():
+        for index in sorted(self._blocked, key=lambda i: (self.runs[i].job.submit_s, i)):
+            zones = self._blocked[index]
             if zones and freed.isdisjoint(zones):
                 continue
             if room is None:
@@ -138,9 +141,13 @@ class Simulation:
                 continue
             run = self.runs[index]
             job = run.job
-            where = max(zones or job.zones or room, key=room.__getitem__)
-            if room[where] >= job.gpus:
-                room[where] -= job.gpus
+            where = zones or job.zones or tuple(room)
+            if max(free[z] for z in where) >= job.gpus and sum(room[z] for z in where) >= job.gpus:
+                left = job.gpus
+                for z in sorted(where, key=room.__getitem__, reverse=True):  # the woken take room, most first
+                    taken = min(room[z], left)
+                    room[z] -= taken
+                    left -= taken
                 woken.append(index)
             elif now >= job.effective_deadline_s - run.remaining_s - 1e-6:
                 woken.append(index)
