@@ -1,0 +1,53 @@
+"""Queue pressure: carbon-aware defers work only while the whole queue still meets its deadlines."""
+
+from policies.backlog import Backlog, Demand
+from policies.builtin import create_policy
+from policies.decisions import Start, Wait
+from policies.snapshot import Snapshot, ZonePool
+from tests.test_policies_carbon import DIRTY_THEN_CLEAN, H, TableForecast, job
+
+
+def decide(jobs, backlog=(), free=4):
+    snapshot = Snapshot(now_s=0.0, waiting=tuple(jobs), gpus=(), pools=(ZonePool("DE", 4, free),),
+                        forecast=TableForecast(0.0, DIRTY_THEN_CLEAN), backlog=backlog)
+    return create_policy("carbon-aware").decide(snapshot)
+
+
+def test_a_job_alone_still_waits_for_the_clean_window():
+    (d,) = decide([job("a", duration_h=2, deadline_h=5)])
+    assert isinstance(d, Wait) and d.deferred and d.retry_at_s == 2 * H
+
+
+def test_deferrals_stop_where_the_clean_window_would_overflow_past_latest_starts():
+    # eight 1-GPU jobs of 2 h due at 5 h (latest start 3 h) on 4 GPUs; DE is clean from 2 h to 4 h. All eight
+    # in the window would leave four to start at 4 h, late; four now and four at 2 h meet every deadline.
+    jobs = [job(f"j{i}", duration_h=2, deadline_h=5) for i in range(8)]
+    decisions = decide(jobs)
+    starts = [d for d in decisions if isinstance(d, Start)]
+    waits = [d for d in decisions if isinstance(d, Wait)]
+    assert len(starts) == 4 and len(waits) == 4
+    assert all(w.deferred and w.retry_at_s == 2 * H for w in waits)
+
+
+def test_the_backlog_counts_jobs_that_are_not_offered():
+    # the same queue, four of it deferred to 2 h in earlier rounds and handed back as the backlog: the four
+    # offered now start now, where alone (no backlog) they would all wait for the window
+    backlog = Backlog()
+    for i in range(4):
+        backlog.put(Demand(f"b{i}", ("DE",), 1, 2 * H, 5 * H, 2 * H))
+    offered = [job(f"j{i}", duration_h=2, deadline_h=5) for i in range(4)]
+    assert all(isinstance(d, Start) for d in decide(offered, backlog))
+    assert all(isinstance(d, Wait) and d.deferred for d in decide(offered))
+    # any collection of demands does, as the daemon may pass
+    assert all(isinstance(d, Start) for d in decide(offered, tuple(backlog)))
+
+
+def test_a_backlog_keeps_its_totals_as_jobs_come_and_go():
+    backlog = Backlog()
+    backlog.put(Demand("a", ("DE",), 2, 10.0, 100.0, 0.0))
+    backlog.put(Demand("b", (), 3, 10.0, 100.0, 0.0))
+    backlog.put(Demand("a", ("DE",), 1, 5.0, 100.0, 0.0))  # again: replaced
+    assert (backlog.gpus, backlog.gpus_by_zones, len(backlog)) == (4, {("DE",): 1, (): 3}, 2)
+    backlog.discard("a")
+    backlog.discard("unknown")
+    assert (backlog.gpus, backlog.gpus_by_zones, "a" in backlog, "b" in backlog) == (3, {(): 3}, False, True)
