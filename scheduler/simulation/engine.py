@@ -124,32 +124,34 @@ class Simulation:
         return self.runs
 
     def _woken(self, freed: set[str], now: float) -> list[int]:
-        """The jobs waiting for room in ``freed`` zones to offer again: in arrival order, each whose zones have a
-        zone with room for it, as long as the free GPUs of its zones, less those of the jobs woken before it, have
-        room for it (without a power budget; with one every such job, as a stop also frees power); and every job
-        that is due (it may make room by suspending others). The others would only be told again that they wait
-        for room."""
-        free = self.free
-        room = dict(free) if self.cluster.budget_w is None else None
-        woken = []
-        for index in sorted(self._blocked, key=lambda i: (self.runs[i].job.submit_s, i)):
-            zones = self._blocked[index]
+        """The jobs waiting for room in ``freed`` zones to offer again: every job that waits for room in all the
+        zones it may use (the policy chooses among them). Of those that wait by choice for room in some of their
+        zones only (a cleaner one) while others may have room: all of them while the queue is pressed (its
+        waiting jobs want more GPUs than are free: the policy may then revoke a wait by choice, see
+        ``policies.plugins.pressure``); else, without a power budget, as many as the free GPUs there have room for,
+        in order of latest start, and every one that is due; the others would only be told again that they wait
+        for that room."""
+        runs, free = self.runs, self.free
+        if self.backlog.gpus > sum(free.values()) or self.cluster.budget_w is not None:
+            return [i for i, zones in self._blocked.items() if not zones or not freed.isdisjoint(zones)]
+        woken, by_choice = [], []
+        for index, zones in self._blocked.items():
             if zones and freed.isdisjoint(zones):
                 continue
-            if room is None:
+            job = runs[index].job
+            if zones and len(zones) < len(job.zones or free):
+                by_choice.append(index)
+            else:
                 woken.append(index)
-                continue
-            run = self.runs[index]
-            job = run.job
-            where = zones or job.zones or tuple(room)
-            if max(free[z] for z in where) >= job.gpus and sum(room[z] for z in where) >= job.gpus:
-                left = job.gpus
-                for z in sorted(where, key=room.__getitem__, reverse=True):  # the woken take room, most first
-                    taken = min(room[z], left)
-                    room[z] -= taken
-                    left -= taken
+        room = dict(free)
+        for index in sorted(by_choice, key=lambda i: (runs[i].job.effective_deadline_s - runs[i].remaining_s, i)):
+            run = runs[index]
+            zones = self._blocked[index]
+            zone = max(zones, key=room.__getitem__)
+            if room[zone] >= run.job.gpus:
+                room[zone] -= run.job.gpus
                 woken.append(index)
-            elif now >= job.effective_deadline_s - run.remaining_s - 1e-6:
+            elif now >= run.job.effective_deadline_s - run.remaining_s - 1e-6:
                 woken.append(index)
         return woken
 
