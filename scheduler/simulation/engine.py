@@ -126,13 +126,13 @@ class Simulation:
     def _woken(self, freed: set[str], now: float) -> list[int]:
         """The jobs waiting for room in ``freed`` zones to offer again: every job that waits for room in all the
         zones it may use (the policy chooses among them). Of those that wait by choice for room in some of their
-        zones only (a cleaner one) while others may have room: all of them while the queue is pressed (its
-        waiting jobs want more GPUs than are free: the policy may then revoke a wait by choice, see
+        zones only (a cleaner one) while others may have room: all of them while the queue is pressed (the jobs
+        waiting for room want more GPUs than are free: the policy may then revoke a wait by choice, see
         ``policies.plugins.pressure``); else, without a power budget, as many as the free GPUs there have room for,
         in order of latest start, and every one that is due; the others would only be told again that they wait
         for that room."""
         runs, free = self.runs, self.free
-        if self.backlog.gpus > sum(free.values()) or self.cluster.budget_w is not None:
+        if self.cluster.budget_w is not None or sum(runs[i].job.gpus for i in self._blocked) > sum(free.values()):
             return [i for i, zones in self._blocked.items() if not zones or not freed.isdisjoint(zones)]
         woken, by_choice = [], []
         for index, zones in self._blocked.items():
