@@ -93,11 +93,12 @@ def test_nothing_before_the_history_start_is_read():
     assert not np.array_equal(curve_at(source, HistoryForecast(source), 3 * DAY_S, 4 * DAY_S).values, curves[0])
 
 
-def test_a_long_history_leaves_the_blend_and_its_start_out():
-    """Once the history is longer than the ridge model looks back, knowing its start changes nothing."""
-    t, values = daily_trace(HISTORY_S / DAY_S + 4)
-    now = HISTORY_S + 2 * DAY_S
-    assert now > COLD_START_S
+def test_after_the_cold_start_the_ridge_model_ignores_the_start():
+    """From ``COLD_START_S`` of history on, the ridge model forecasts as it did before sources said where their
+    history begins (it reads the held first value too, even while its look-back still reaches before it)."""
+    t, values = daily_trace(COLD_START_S / DAY_S + 4, start_s=-DAY_S)
+    now = COLD_START_S + DAY_S
+    assert now - HISTORY_S < 0.0
     known, unknown = Source(t, values, 0.0), Source(t, values, 0.0)
     unknown.history_start_s = lambda zone: -np.inf
     a = curve_at(known, HistoryForecast(known), now, now + DAY_S).values
