@@ -134,50 +134,64 @@ def replay(now_s: float, free0: np.ndarray, end_s: np.ndarray, end_zone: np.ndar
            ready_s: np.ndarray, latest_s: np.ndarray, gpus: np.ndarray, work_s: np.ndarray, mask: np.ndarray,
            margin_s: float) -> int:
     """How many jobs list scheduling would start after ``latest_s`` (their latest start less ``margin_s``), of those
-    not due already (a job due now starts now if it can, and no deferral changes that): from ``now_s``, whenever a job becomes ready
-    (``ready_s``) or a running one ends (``end_s``, in ``end_zone``, giving back ``end_gpus``), the ready jobs in
-    order of ``latest_s`` each take ``gpus`` in the allowed zone (bit i of ``mask``: zone i) with most free GPUs,
-    for ``work_s``; ``free0``: each zone's free GPUs now. Jobs that never fit are left out."""
+    not due already (a job due now starts now if it can, and no deferral changes that): from ``now_s``, whenever a
+    job becomes ready (``ready_s``) or a running one ends (``end_s``, in ``end_zone``, giving back ``end_gpus``),
+    the ready jobs in order of ``latest_s`` each take ``gpus`` in the allowed zone (bit i of ``mask``: zone i)
+    with most free GPUs, for ``work_s``; ``free0``: each zone's free GPUs now. Jobs that never fit are left out.
+
+    The running jobs' ends and the ready times are walked in order; the jobs started in the replay keep their ends
+    in a list scanned at each step, and the start loop runs only while some ready job waits for room."""
     free = free0.copy()
     n_run, n = len(end_s), len(ready_s)
     n_zones = len(free)
-    ev_s = np.empty(n_run + n)
-    ev_zone = np.empty(n_run + n, dtype=np.int64)
-    ev_gpus = np.empty(n_run + n, dtype=np.int64)
-    ev_s[:n_run], ev_zone[:n_run], ev_gpus[:n_run] = end_s, end_zone, end_gpus
-    freed = np.zeros(n_run + n, dtype=np.bool_)
-    m = n_run
+    by_end = np.argsort(end_s)
+    by_ready = np.argsort(ready_s, kind="mergesort")
     order = np.argsort(latest_s, kind="mergesort")
+    st_s = np.empty(n)
+    st_zone = np.empty(n, dtype=np.int64)
+    st_gpus = np.empty(n, dtype=np.int64)
+    st_freed = np.zeros(n, dtype=np.bool_)
+    m = 0
     started = np.zeros(n, dtype=np.bool_)
-    left, at_risk, t = n, 0, now_s
+    released = np.zeros(n, dtype=np.bool_)
+    p_run, p_ready, waiting, left, at_risk, t = 0, 0, 0, n, 0, now_s
     while left > 0:
+        while p_run < n_run and end_s[by_end[p_run]] <= t:
+            e = by_end[p_run]
+            free[end_zone[e]] += end_gpus[e]
+            p_run += 1
         for e in range(m):
-            if not freed[e] and ev_s[e] <= t:
-                free[ev_zone[e]] += ev_gpus[e]
-                freed[e] = True
-        for k in range(n):
-            j = order[k]
-            if started[j] or ready_s[j] > t:
-                continue
-            best, most = -1, -1
-            for z in range(n_zones):
-                if (mask[j] >> z) & 1 and free[z] > most:
-                    best, most = z, free[z]
-            if best >= 0 and most >= gpus[j]:
-                free[best] -= gpus[j]
-                started[j] = True
-                left -= 1
-                ev_s[m], ev_zone[m], ev_gpus[m] = t + work_s[j], best, gpus[j]
-                m += 1
-                if t > latest_s[j] + 1e-6 and latest_s[j] + margin_s > now_s:
-                    at_risk += 1
-        nxt = np.inf
+            if not st_freed[e] and st_s[e] <= t:
+                free[st_zone[e]] += st_gpus[e]
+                st_freed[e] = True
+        while p_ready < n and ready_s[by_ready[p_ready]] <= t:
+            released[by_ready[p_ready]] = True
+            waiting += 1
+            p_ready += 1
+        if waiting > 0:
+            for k in range(n):
+                j = order[k]
+                if started[j] or not released[j]:
+                    continue
+                best, most = -1, -1
+                for z in range(n_zones):
+                    if (mask[j] >> z) & 1 and free[z] > most:
+                        best, most = z, free[z]
+                if best >= 0 and most >= gpus[j]:
+                    free[best] -= gpus[j]
+                    started[j] = True
+                    left -= 1
+                    waiting -= 1
+                    st_s[m], st_zone[m], st_gpus[m] = t + work_s[j], best, gpus[j]
+                    m += 1
+                    if t > latest_s[j] + 1e-6 and latest_s[j] + margin_s > now_s:
+                        at_risk += 1
+        nxt = end_s[by_end[p_run]] if p_run < n_run else np.inf
+        if p_ready < n and ready_s[by_ready[p_ready]] < nxt:
+            nxt = ready_s[by_ready[p_ready]]
         for e in range(m):
-            if not freed[e] and ev_s[e] < nxt:
-                nxt = ev_s[e]
-        for j in range(n):
-            if not started[j] and ready_s[j] > t and ready_s[j] < nxt:
-                nxt = ready_s[j]
+            if not st_freed[e] and st_s[e] < nxt:
+                nxt = st_s[e]
         if nxt == np.inf:
             break  # what is left never fits
         t = nxt
