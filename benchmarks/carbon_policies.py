@@ -23,7 +23,9 @@ Scenarios:
   submission + length + 24 h, not interruptible, no caps, 100,000 GPUs per zone. The 3-zone variant puts
   home zones DE, FR, GB in turn and allows any zone.
 - ``--perf``: the full pai-100k year (about 100,000 jobs) on five zones (Electricity Maps DE, FR, GB, ES, NO-NO1,
-  Oct 2021 - Sep 2022; the last weeks hold the last value, as the contract says) with 200 GPUs each.
+  Oct 2021 - Sep 2022; the last weeks hold the last value, as the contract says) with 200 GPUs each; then
+  ``perf-other-5-zone-year``: the same jobs and year on five other zones (SE, very clean, IT-NO, IE,
+  US-CAL-CISO, JP-KN; ``--other-zones`` picks others) with 200 GPUs each, half the jobs interruptible.
 
 Each run is checked by ``scheduler.simulation.checker``. "Best possible" is computed here, independently of
 the policies' code: each job alone at its cheapest feasible placement (zone, start or pieces of time, cap).
@@ -60,6 +62,8 @@ POWER_W = 300.0
 # tight-3-zone-2020: 8 GPUs per zone (the largest job fits one zone) and power for 16 of the 24 at full power
 TIGHT_GPUS = 8
 TIGHT_BUDGET_W = 16 * POWER_W
+# perf-other-5-zone-year: a very clean zone (SE) among four others, none of them in --perf's mix
+OTHER_ZONES = ("SE", "IT-NO", "IE", "US-CAL-CISO", "JP-KN")
 RUNS = (("fifo", "fifo", "perfect", {}), ("carbon-aware perfect", "carbon-aware", "perfect", {}),
         ("carbon-aware persistence", "carbon-aware", "persistence", {}),
         ("naive same-time-yesterday", "carbon-aware", "persistence", {"history_model": False}))
@@ -246,6 +250,8 @@ def main(argv=None) -> int:
                         help="jobs sampled per 2020 scenario (Alibaba: at most this many pods)")
     parser.add_argument("--perf", action="store_true", help="also run the 100k-job, five-zone year")
     parser.add_argument("--only", help="run only scenarios whose name contains this")
+    parser.add_argument("--other-zones", default=",".join(OTHER_ZONES),
+                        help="the five Electricity Maps zones of perf-other-5-zone-year, comma-separated")
     args = parser.parse_args(argv)
     lww, gaia, zeus = (args.data / "carbon/lets-wait-awhile-2020", args.data / "jobs/gaia",
                        args.data / "power/zeus-power-limit-sweeps")
@@ -295,7 +301,14 @@ def main(argv=None) -> int:
         jobs = gaia_jobs(gaia / "pai-100k.csv", None, tuple(z.name for z in zones), True, 0.3, "v100")
         perf_runs = (("fifo", "fifo", "perfect", {}), ("carbon-aware perfect", "carbon-aware", "perfect", {}),
                      ("carbon-aware persistence", "carbon-aware", "persistence", {}))
-        rows += run_scenario("perf-5-zone-year", cluster, jobs, profiles, runs=perf_runs, check=True)
+        if wanted("perf-5-zone-year"):
+            rows += run_scenario("perf-5-zone-year", cluster, jobs, profiles, runs=perf_runs, check=True)
+        if wanted("perf-other-5-zone-year"):
+            names = tuple(args.other_zones.split(","))
+            zones = tuple(zone(em / f"{z}.csv", z, 200, START_2021_10) for z in names)
+            jobs = gaia_jobs(gaia / "pai-100k.csv", None, names, True, 0.5, "v100")
+            rows += run_scenario("perf-other-5-zone-year", Cluster(START_2021_10, zones), jobs, profiles,
+                                 runs=perf_runs, check=True)
     return 1 if any("crashed" in r for r in rows) else 0
 
 
