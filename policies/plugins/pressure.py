@@ -17,6 +17,7 @@ the replay is skipped, which is the common case on a cluster with room to spare.
 
 from __future__ import annotations
 
+import heapq
 from typing import Sequence
 
 import numpy as np
@@ -139,19 +140,16 @@ def replay(now_s: float, free0: np.ndarray, end_s: np.ndarray, end_zone: np.ndar
     the ready jobs in order of ``latest_s`` each take ``gpus`` in the allowed zone (bit i of ``mask``: zone i)
     with most free GPUs, for ``work_s``; ``free0``: each zone's free GPUs now. Jobs that never fit are left out.
 
-    The running jobs' ends and the ready times are walked in order; the jobs started in the replay keep their ends
-    in a list scanned at each step, and the start loop runs only while some ready job waits for room."""
+    The running jobs' ends and the ready times are walked in order, the ends of the jobs started in the replay
+    kept in a heap, and the start loop runs only while some ready job waits for room."""
     free = free0.copy()
     n_run, n = len(end_s), len(ready_s)
     n_zones = len(free)
     by_end = np.argsort(end_s)
     by_ready = np.argsort(ready_s, kind="mergesort")
     order = np.argsort(latest_s, kind="mergesort")
-    st_s = np.empty(n)
     st_zone = np.empty(n, dtype=np.int64)
-    st_gpus = np.empty(n, dtype=np.int64)
-    st_freed = np.zeros(n, dtype=np.bool_)
-    m = 0
+    ends = [(np.inf, -1)]  # a heap of (end, job) of the jobs started in the replay (the sentinel never pops)
     started = np.zeros(n, dtype=np.bool_)
     released = np.zeros(n, dtype=np.bool_)
     p_run, p_ready, waiting, left, at_risk, t = 0, 0, 0, n, 0, now_s
@@ -160,10 +158,9 @@ def replay(now_s: float, free0: np.ndarray, end_s: np.ndarray, end_zone: np.ndar
             e = by_end[p_run]
             free[end_zone[e]] += end_gpus[e]
             p_run += 1
-        for e in range(m):
-            if not st_freed[e] and st_s[e] <= t:
-                free[st_zone[e]] += st_gpus[e]
-                st_freed[e] = True
+        while ends[0][0] <= t:
+            j = heapq.heappop(ends)[1]
+            free[st_zone[j]] += gpus[j]
         while p_ready < n and ready_s[by_ready[p_ready]] <= t:
             released[by_ready[p_ready]] = True
             waiting += 1
@@ -182,16 +179,15 @@ def replay(now_s: float, free0: np.ndarray, end_s: np.ndarray, end_zone: np.ndar
                     started[j] = True
                     left -= 1
                     waiting -= 1
-                    st_s[m], st_zone[m], st_gpus[m] = t + work_s[j], best, gpus[j]
-                    m += 1
+                    st_zone[j] = best
+                    heapq.heappush(ends, (t + work_s[j], j))
                     if t > latest_s[j] + 1e-6 and latest_s[j] + margin_s > now_s:
                         at_risk += 1
         nxt = end_s[by_end[p_run]] if p_run < n_run else np.inf
         if p_ready < n and ready_s[by_ready[p_ready]] < nxt:
             nxt = ready_s[by_ready[p_ready]]
-        for e in range(m):
-            if not st_freed[e] and st_s[e] < nxt:
-                nxt = st_s[e]
+        if ends[0][0] < nxt:
+            nxt = ends[0][0]
         if nxt == np.inf:
             break  # what is left never fits
         t = nxt
