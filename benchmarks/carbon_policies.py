@@ -52,7 +52,7 @@ from policies.units import J_PER_KWH  # noqa: E402
 from scheduler.carbon.trace_file import load_carbon_trace  # noqa: E402
 from scheduler.simulation.checker import check_result  # noqa: E402
 from scheduler.simulation.driver import simulate  # noqa: E402
-from scheduler.simulation.inputs import Cluster, Job, Zone  # noqa: E402
+from scheduler.simulation.inputs import Cluster, Job, Zone, sweep_profile  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
 START_2020 = 1577836800.0  # 2020-01-01T00:00:00Z
@@ -119,29 +119,6 @@ def caps_only(jobs: list[Job], profile: PowerProfile) -> list[Job]:
     slowest = min(step.speed for step in profile.steps)
     return [dataclasses.replace(j, profile=profile.name, deadline_s=j.submit_s + j.duration_s / slowest)
             for j in jobs]
-
-
-def zeus_profile(path: Path, name: str) -> PowerProfile:
-    """Per power limit, the median over workloads of speed and power relative to the highest limit."""
-    rows = np.genfromtxt(path, delimiter=",", names=True, dtype=None, encoding="utf-8")
-    keys = sorted({(r["dataset"], r["network"], r["batch_size"], r["optimizer"]) for r in rows})
-    top = rows["power_limit"].max()
-    ratios: dict[float, list[tuple[float, float]]] = {}
-    for key in keys:
-        mine = rows[(rows["dataset"] == key[0]) & (rows["network"] == key[1]) & (rows["batch_size"] == key[2])
-                    & (rows["optimizer"] == key[3])]
-        full = mine[mine["power_limit"] == top]
-        if len(full) == 0:
-            continue
-        for r in mine:
-            ratios.setdefault(float(r["power_limit"]), []).append(
-                (full["time_per_epoch"][0] / r["time_per_epoch"], r["average_power"] / full["average_power"][0]))
-    steps = [CapStep(1.0, 1.0, 1.0)]
-    for limit, pairs in sorted(ratios.items()):
-        if limit < top:
-            speed, power = np.median(np.array(pairs), axis=0)
-            steps.append(CapStep(round(limit / top, 4), float(min(speed, 1.0)), float(min(power, 1.0))))
-    return PowerProfile(name, tuple(steps))
 
 
 def best_possible_kg(jobs: list[Job], cluster: Cluster, profiles: dict[str, PowerProfile]) -> float:
@@ -276,16 +253,16 @@ def main(argv=None) -> int:
             jobs = gaia_jobs(gaia / "pai-100k.csv", args.jobs, (name,), False, 0.0, "")
             rows += run_scenario(f"{name}-2020", zones_2020((name,)), jobs, {})
     if wanted("3-zone-2020"):
-        profiles = {"v100": zeus_profile(zeus / "v100.csv", "v100")}
+        profiles = {"v100": sweep_profile(zeus / "v100.csv", "v100")}
         jobs = gaia_jobs(gaia / "pai-100k.csv", args.jobs, tuple(files), True, 0.5, "v100")
         rows += run_scenario("3-zone-2020", zones_2020(files), jobs, profiles)
     if wanted("tight-3-zone-2020"):
-        profiles = {"v100": zeus_profile(zeus / "v100.csv", "v100")}
+        profiles = {"v100": sweep_profile(zeus / "v100.csv", "v100")}
         jobs = gaia_jobs(gaia / "pai-100k.csv", args.jobs, tuple(files), True, 0.5, "v100")
         rows += run_scenario("tight-3-zone-2020", zones_2020(files, TIGHT_GPUS, TIGHT_BUDGET_W), jobs, profiles)
     for gpu in ("a40", "p100", "rtx6000", "v100"):
         if wanted(f"caps-{gpu}-DE-2020"):
-            profile = zeus_profile(zeus / f"{gpu}.csv", gpu)
+            profile = sweep_profile(zeus / f"{gpu}.csv", gpu)
             jobs = caps_only(gaia_jobs(gaia / "pai-100k.csv", args.jobs, ("DE",), False, 0.0, ""), profile)
             full_power = {gpu: PowerProfile(gpu, (CapStep(1.0, 1.0, 1.0),))}
             rows += run_scenario(f"caps-{gpu}-DE-2020", zones_2020(("DE",)), jobs, {gpu: profile},
@@ -297,7 +274,7 @@ def main(argv=None) -> int:
         em = args.data / "carbon/electricitymaps-47-zones-2021-2022"
         zones = tuple(zone(em / f"{z}.csv", z, 200, START_2021_10) for z in ("DE", "FR", "GB", "ES", "NO-NO1"))
         cluster = Cluster(START_2021_10, zones)
-        profiles = {"v100": zeus_profile(zeus / "v100.csv", "v100")}
+        profiles = {"v100": sweep_profile(zeus / "v100.csv", "v100")}
         jobs = gaia_jobs(gaia / "pai-100k.csv", None, tuple(z.name for z in zones), True, 0.3, "v100")
         perf_runs = (("fifo", "fifo", "perfect", {}), ("carbon-aware perfect", "carbon-aware", "perfect", {}),
                      ("carbon-aware persistence", "carbon-aware", "persistence", {}))

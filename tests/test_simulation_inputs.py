@@ -3,7 +3,8 @@
 import pytest
 
 from scheduler.errors import InputError
-from scheduler.simulation.inputs import load_cluster, load_jobs, load_profiles
+from policies.snapshot import CapStep
+from scheduler.simulation.inputs import load_cluster, load_jobs, load_profiles, sweep_profile
 
 HEADER = "job_id,submit_s,duration_s,gpus,power_w,deadline_s,interruptible,zones,profile,kind\n"
 
@@ -75,3 +76,19 @@ def test_profiles_need_the_full_power_row(tmp_path):
     (tmp_path / "p.csv").write_text("profile,cap_fraction,speed,power_fraction\np,0.5,0.8,0.6\n")
     with pytest.raises(InputError, match="no row 1,1,1"):
         load_profiles(tmp_path / "p.csv")
+
+
+def test_a_power_limit_sweep_becomes_a_profile_of_median_speed_and_power_relative_to_the_highest_limit(tmp_path):
+    sweep = tmp_path / "sweep.csv"
+    sweep.write_text("dataset,network,batch_size,optimizer,power_limit,time_per_epoch,average_power\n"
+                     "a,n,32,adam,300,100,300\n"
+                     "a,n,32,adam,150,125,180\n"
+                     "b,n,32,adam,300,10,200\n"
+                     "b,n,32,adam,150,20,100\n")
+    profile = sweep_profile(sweep, "gpu")
+    assert profile.name == "gpu"
+    assert profile.steps[0] == CapStep(1.0, 1.0, 1.0)
+    (half,) = profile.steps[1:]
+    assert half.cap_fraction == 0.5
+    assert half.speed == pytest.approx((0.8 + 0.5) / 2)  # the median of two is their mean
+    assert half.power_fraction == pytest.approx((0.6 + 0.5) / 2)

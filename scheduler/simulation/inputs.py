@@ -187,6 +187,30 @@ def load_profiles(path: Path | str | None) -> dict[str, PowerProfile]:
     return profiles
 
 
+def sweep_profile(path: Path | str, name: str) -> PowerProfile:
+    """A power profile from a measured power-limit sweep (one row per workload and limit, with the columns
+    dataset, network, batch_size, optimizer, power_limit, time_per_epoch, average_power, as Zeus publishes them):
+    per limit, the median over workloads of speed and power relative to the highest limit."""
+    rows = np.genfromtxt(path, delimiter=",", names=True, dtype=None, encoding="utf-8")
+    top = rows["power_limit"].max()
+    ratios: dict[float, list[tuple[float, float]]] = {}
+    for key in sorted({(r["dataset"], r["network"], r["batch_size"], r["optimizer"]) for r in rows}):
+        mine = rows[(rows["dataset"] == key[0]) & (rows["network"] == key[1]) & (rows["batch_size"] == key[2])
+                    & (rows["optimizer"] == key[3])]
+        full = mine[mine["power_limit"] == top]
+        if len(full) == 0:
+            continue
+        for r in mine:
+            ratios.setdefault(float(r["power_limit"]), []).append(
+                (full["time_per_epoch"][0] / r["time_per_epoch"], r["average_power"] / full["average_power"][0]))
+    steps = [CapStep(1.0, 1.0, 1.0)]
+    for limit, pairs in sorted(ratios.items()):
+        if limit < top:
+            speed, power = np.median(np.array(pairs), axis=0)
+            steps.append(CapStep(round(limit / top, 4), float(min(speed, 1.0)), float(min(power, 1.0))))
+    return PowerProfile(name, tuple(steps))
+
+
 def load_jobs(path: Path | str, cluster: Cluster, profiles: dict[str, PowerProfile]) -> list[Job]:
     """JOBS.csv, checked against the cluster (zones, GPUs and nodes, power budget) and the profiles."""
     path = Path(path)

@@ -41,32 +41,6 @@ def missing(data: Path) -> list[str]:
     return [str(path) for path in needed if not (data / path).is_file()]
 
 
-def _profile(path: Path):
-    """Per power limit, the median over the sweep's workloads of speed and power relative to the highest limit."""
-    import numpy as np
-
-    from policies.snapshot import CapStep, PowerProfile
-
-    rows = np.genfromtxt(path, delimiter=",", names=True, dtype=None, encoding="utf-8")
-    top = rows["power_limit"].max()
-    ratios: dict[float, list[tuple[float, float]]] = {}
-    for key in sorted({(r["dataset"], r["network"], r["batch_size"], r["optimizer"]) for r in rows}):
-        mine = rows[(rows["dataset"] == key[0]) & (rows["network"] == key[1]) & (rows["batch_size"] == key[2])
-                    & (rows["optimizer"] == key[3])]
-        full = mine[mine["power_limit"] == top]
-        if len(full) == 0:
-            continue
-        for r in mine:
-            ratios.setdefault(float(r["power_limit"]), []).append(
-                (full["time_per_epoch"][0] / r["time_per_epoch"], r["average_power"] / full["average_power"][0]))
-    steps = [CapStep(1.0, 1.0, 1.0)]
-    for limit, pairs in sorted(ratios.items()):
-        if limit < top:
-            speed, power = np.median(np.array(pairs), axis=0)
-            steps.append(CapStep(round(limit / top, 4), float(min(speed, 1.0)), float(min(power, 1.0))))
-    return PowerProfile("v100", tuple(steps))
-
-
 def _workload(data: Path, jobs: int, seed: int):
     """The cluster and the base jobs (home zone, no slack, full power)."""
     import numpy as np
@@ -111,9 +85,10 @@ def _variant(jobs, lever: str, profile) -> list:
 def scheduling_rows(data: Path, jobs: int = 300, seed: int = 0) -> list[dict[str, Any]]:
     """One row per lever: emissions under fifo and under the carbon-aware policy (kg), energy (kWh), saving."""
     from scheduler.simulation.driver import simulate
+    from scheduler.simulation.inputs import sweep_profile
 
     cluster, base = _workload(data, jobs, seed)
-    profile = _profile(data / ZEUS_FILE)
+    profile = sweep_profile(data / ZEUS_FILE, "v100")
     profiles = {profile.name: profile}
     rows = []
     for lever in LEVERS:
