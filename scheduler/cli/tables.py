@@ -221,7 +221,11 @@ def _energy_lines(energy: JobEnergy) -> list[tuple[str, str]]:
 def _node_energy_lines(result: Any) -> list[tuple[str, str]]:
     """A gang's per-node breakdown (its run's ``result.nodes``, scheduler/cluster/gang.py): each node's ranks, GPUs,
     energy and how it ended; none for a job on one node."""
-    nodes = result.get("nodes") if isinstance(result, dict) else None
+    return _node_lines(result.get("nodes") if isinstance(result, dict) else None)
+
+
+def _node_lines(nodes: Any) -> list[tuple[str, str]]:
+    """Each node of a gang's run (a run's ``nodes``, or its job's ``result.nodes``); none for a run on one node."""
     if not isinstance(nodes, list) or not nodes:
         return []
     lines = []
@@ -270,7 +274,9 @@ def render_job(job: Job, now: datetime | None = None) -> str:
     if job.progress:
         pairs.append(("progress", json.dumps(job.progress)))
     pairs.extend(_energy_lines(job.energy) if job.energy else [("energy", f"{NONE} (not measured yet)")])
-    pairs.extend(_node_energy_lines(job.result))
+    runs_nodes = [(run, lines) for run in job.runs if (lines := _node_lines(run.raw.get("nodes")))]
+    if not runs_nodes:  # runs stored before each kept its own: a succeeded gang's breakdown is in its result
+        pairs.extend(_node_energy_lines(job.result))
     if job.error:
         pairs.append(("error", job.error))
     if job.result is not None:
@@ -285,6 +291,10 @@ def render_job(job: Job, now: datetime | None = None) -> str:
                  _first_line(r.raw.get("message")) or NONE] for r in job.runs]
         text += "\n\nruns\n" + render_table(
             ("attempt", "node", "zone", "gpus", "cap W", "started", "ended", "exit", "why"), rows, numeric=(0, 4))
+    for run, lines in runs_nodes:  # a gang's breakdown per run, however the run ended
+        width = max(len(k) for k, _ in lines)
+        text += (f"\n\nnodes of attempt {run.attempt if run.attempt is not None else NONE} "
+                 f"({run.exit_status or NONE})\n" + "\n".join(f"{k.ljust(width)}  {v}" for k, v in lines))
     return text
 
 

@@ -741,6 +741,7 @@ class JobStore:
             if energy is not None:
                 energy.run_id = run_id
                 session.add(energy)
+            run.nodes = _gang_nodes(result)
             if status == RunStatus.SUCCEEDED:
                 job.result = result
                 transition(session, job, JobState.SUCCEEDED, "finished", ended)
@@ -827,6 +828,13 @@ def _owned_job(session: Session, job_id: str, owner: int | None) -> Job:
     if job is None or (owner is not None and job.user_id != owner):
         raise JobNotFound(job_id)
     return job
+
+
+def _gang_nodes(result: dict | None) -> list[Any] | None:
+    """A gang's per-node breakdown from its run's result (the key scheduler.cluster.gang.NODES_KEY, which this
+    layer cannot import), None for a run on one node."""
+    nodes = result.get("nodes") if isinstance(result, dict) else None
+    return nodes if isinstance(nodes, list) and nodes else None
 
 
 def _first_line(message: str | None) -> str:

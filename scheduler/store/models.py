@@ -201,6 +201,9 @@ class Run(Base):
     status: Mapped[str] = mapped_column(String(20))  # scheduler.store.job_state.RunStatus
     exit_code: Mapped[int | None]
     message: Mapped[str | None] = mapped_column(Text)
+    # A gang's per-node breakdown as its controller reported it at the run's end, however it ended
+    # (scheduler.cluster.gang.NODES_KEY); None for a run on one node, or one stored before it was kept.
+    nodes: Mapped[list[Any] | None]
     job: Mapped[Job] = relationship(back_populates="runs")
     energy: Mapped[RunEnergy | None] = relationship(back_populates="run", uselist=False)
     samples: Mapped[list[PowerSample]] = relationship(back_populates="run", order_by="PowerSample.at")

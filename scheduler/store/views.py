@@ -33,6 +33,8 @@ def run_view(run: Run) -> dict[str, Any]:
         "power_cap_mode": run.power_cap_mode, "power_cap_limit_w": run.power_cap_limit_w,
         "started_at": iso(run.started_at), "ended_at": iso(run.ended_at), "exit_status": run.status,
         "exit_code": run.exit_code, "message": run.message, "energy": energy_view([run]),
+        # a gang's per-node breakdown at the run's end, whatever the end (None: one node, or stored before)
+        "nodes": run.nodes,
     }
 
 
