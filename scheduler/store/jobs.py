@@ -60,6 +60,9 @@ HELD_REASON = "held by the user"
 #: job again to resume from its checkpoint, before the next failure fails it: a gang stops whole when one rank
 #: fails, and its checkpoint is the place to go on from; a script that fails every time still ends.
 REQUEUES_AFTER_FAILURE = 2
+#: How the message of a run that was never launched begins (abort_run: a worker refused it, the controller was
+#: away): its job did not fail, so such a run does not count toward REQUEUES_AFTER_FAILURE.
+NOT_LAUNCHED = "not launched: "
 #: How long the largest node's memory, asked for each submission's memory check, is taken as known (s).
 NODE_MEMORY_TTL_S = 5.0
 NODES_CHANGED = "wattsched.nodes_changed"  # a session's flag: it wrote a node, and memory figures may have changed
@@ -686,11 +689,12 @@ class JobStore:
             return run
 
     def abort_run(self, run_id: int, message: str) -> None:
-        """A run that could not be launched: close it and queue the job again."""
+        """A run that could not be launched: close it (failed, its message beginning NOT_LAUNCHED: no failure of
+        its job) and queue the job again."""
         now = self.clock()
         with self.sessions.begin() as session:
             run = session.get(Run, run_id)
-            run.status, run.ended_at, run.message = RunStatus.FAILED.value, now, message
+            run.status, run.ended_at, run.message = RunStatus.FAILED.value, now, f"{NOT_LAUNCHED}{message}"
             transition(session, run.job, JobState.PENDING, f"could not start: {message}; queued again", now)
 
     def add_progress(self, run_id: int, progress: dict | None, samples: Sequence[Sequence[float]]) -> None:
@@ -756,7 +760,9 @@ class JobStore:
                 transition(session, job, JobState.PENDING, f"{_first_line(message)}; queued again", now)
             else:
                 job.error = message
-                failures = sum(1 for r in job.runs if r.status == RunStatus.FAILED.value)  # this one included
+                # this one included; a start that was never launched is no failure of the job
+                failures = sum(1 for r in job.runs if r.status == RunStatus.FAILED.value
+                               and (r is run or not (r.message or "").startswith(NOT_LAUNCHED)))
                 if job.interruptible and failures <= REQUEUES_AFTER_FAILURE:
                     transition(session, job, JobState.PENDING,
                                f"{_first_line(message)}; queued again to resume from its checkpoint (failure "
