@@ -4,7 +4,7 @@ from policies.backlog import Backlog, Demand
 from policies.builtin import create_policy
 from policies.decisions import Start, Wait
 from policies.snapshot import Snapshot, ZonePool
-from tests.test_policies_carbon import DIRTY_THEN_CLEAN, H, TableForecast, job
+from tests.test_policies_carbon import DIRTY_THEN_CLEAN, H, SLOW, TableForecast, job
 
 
 def decide(jobs, backlog=(), free=4):
@@ -51,3 +51,25 @@ def test_a_backlog_keeps_its_totals_as_jobs_come_and_go():
     backlog.discard("a")
     backlog.discard("unknown")
     assert (backlog.gpus, backlog.gpus_by_zones, "a" in backlog, "b" in backlog) == (3, {(): 3}, False, True)
+
+
+def test_a_pressed_queue_starts_at_full_speed_only_without_a_power_budget():
+    # two 4-GPU jobs in the backlog, due one after the other, fill DE until 4 h: the second starts past its latest
+    # start (the queue is pressed). A job offered now would take the planned half-power cap (less energy, flat
+    # carbon); pressed, it starts at full speed to give its GPU back sooner, but under a power budget full speed
+    # takes power that the due jobs may need, which the replay (GPUs only) does not see: the plan's cap stays.
+    flat = TableForecast(0.0, {"DE": [300] * 8})
+    backlog = Backlog()
+    backlog.put(Demand("b1", ("DE",), 4, 2 * H, 2.5 * H, 0.0))
+    backlog.put(Demand("b2", ("DE",), 4, 2 * H, 3 * H, 0.0))
+    offered = (job("a", profile=SLOW, duration_h=1, deadline_h=8),)
+
+    def cap(budget_w):
+        snapshot = Snapshot(now_s=0.0, waiting=offered, gpus=(), pools=(ZonePool("DE", 4, 4),), forecast=flat,
+                            backlog=backlog, power_budget_w=budget_w)
+        (d,) = create_policy("carbon-aware").decide(snapshot)
+        assert isinstance(d, Start), d
+        return d.cap_fraction
+
+    assert cap(None) == 1.0
+    assert cap(10_000.0) == 0.5

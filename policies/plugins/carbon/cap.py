@@ -57,7 +57,10 @@ class CarbonCap:
             step = plan.now_cost_g[zone][1]
         allowed = allowed_steps(state, job, zone)
         pressure = pressure_of(state)
-        pressed = pressure is not None and pressure.tight and step.speed < 1.0  # a slow cap holds room longer
+        # a slow cap holds room longer; but under a power budget a fast one holds more power, which the queue's
+        # replay (GPUs only) does not count, and there the due jobs may wait for power instead (on the congested
+        # 3-zone year under a budget, full speed for pressed jobs missed a deadline that the plan's cap kept)
+        pressed = pressure is not None and pressure.tight and step.speed < 1.0 and state.snapshot.power_budget_w is None
         if plan.must_start or pressed or job_draw_w(job, step) > budget or allowed is not None and step not in allowed:
             step = self._fallback(job, now, plan.deadline_s, budget, plan.must_start or pressed, allowed) or step
             until_s = None if plan.must_start else until_s
