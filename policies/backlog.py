@@ -4,8 +4,9 @@ A carbon-aware policy defers work to clean hours one job at a time. Each deferra
 but together they may pile more work into a clean window than the cluster can run before the deadlines that
 follow it, and then jobs that arrival order would have kept on time are late. To see that, a policy needs the
 demand of every waiting job, not only of the jobs a round offers it: a caller that offers every waiting job
-(the daemon, today) passes nothing more; a caller that offers only the jobs whose situation changed (the
-simulator) passes the others' demand as a ``Backlog`` (``Snapshot.backlog``), kept from round to round.
+(a full round) passes nothing more; a caller that offers only the jobs whose situation changed (the simulator,
+and the daemon's waiting queue between full rounds) passes the others' demand as a ``Backlog``
+(``Snapshot.backlog``), kept from round to round.
 """
 
 from __future__ import annotations

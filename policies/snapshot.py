@@ -165,8 +165,8 @@ class Snapshot:
     power_budget_w: the cluster-wide limit on the summed GPU draw, or None; power_draw_w: the draw now.
     running: the jobs running now, for policies that may suspend one (empty: none may be suspended); a caller
     may hand a lazy sequence, built only if a policy looks.
-    holds: the room kept by waiting jobs that are not in ``waiting`` (a caller that offers every waiting job in
-    every snapshot, as the daemon does, leaves it empty: the policy makes its holds afresh).
+    holds: the room kept by waiting jobs that are not in ``waiting`` (a round that offers every waiting job, as
+    the daemon's full rounds do, leaves it empty: the policy makes its holds afresh).
     backlog: the demand of the waiting jobs that are not in ``waiting`` (``policies.backlog``), so that a policy
     weighs the whole queue: a ``Backlog`` kept by the caller, or any collection of ``Demand``. A caller that offers
     every waiting job leaves it empty: the policy derives the demand from ``waiting``.
