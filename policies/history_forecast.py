@@ -182,16 +182,12 @@ def fit_weights(times_s: np.ndarray, values: np.ndarray, fit_at_s: float) -> np.
     issue_of, target_of = issue_of[usable], target_of[usable]
     x = _features(times_s, values, issue_of, target_of)
     y = _lookup(times_s, values, target_of)
-    bands = np.searchsorted(BAND_EDGES_S, target_of - issue_of)
-    for band in range(len(weights)):
-        rows = bands == band
-        if rows.sum() < MIN_EXAMPLES:
-            continue
-        xb, yb = x[rows], y[rows]
+    def ridge_fit(xb: np.ndarray, yb: np.ndarray) -> np.ndarray:
         gram = xb.T @ xb
         ridge = RIDGE * np.trace(gram) / N_FEATURES
-        weights[band] = np.linalg.solve(gram + ridge * np.eye(N_FEATURES), xb.T @ yb + ridge * PERSISTENCE)
-    return weights
+        return np.linalg.solve(gram + ridge * np.eye(N_FEATURES), xb.T @ yb + ridge * PERSISTENCE)
+
+    return _fit_per_band(weights, x, y, target_of - issue_of, MIN_EXAMPLES, ridge_fit)
 
 
 def fit_blend(times_s: np.ndarray, values: np.ndarray, fit_at_s: float, start_s: float) -> np.ndarray:
@@ -209,13 +205,19 @@ def fit_blend(times_s: np.ndarray, values: np.ndarray, fit_at_s: float, start_s:
     issue_of, target_of = issue_of[known], target_of[known]
     x = _blended(_features(times_s, values, issue_of, target_of, start_s), _lookup(times_s, values, issue_of))
     y = _lookup(times_s, values, target_of)
-    bands = np.searchsorted(BAND_EDGES_S, target_of - issue_of)
+    return _fit_per_band(weights, x, y, target_of - issue_of, MIN_BLEND_EXAMPLES,
+                         lambda xb, yb: _simplex_least_squares(xb.T @ xb / len(yb), xb.T @ yb / len(yb)))
+
+
+def _fit_per_band(weights: np.ndarray, x: np.ndarray, y: np.ndarray, horizons_s: np.ndarray, min_examples: int,
+                  fit) -> np.ndarray:
+    """``weights`` with each horizon band's row (``BAND_EDGES_S``) refitted by ``fit(x, y)`` on that band's
+    examples, where it has at least ``min_examples``; the others keep their default row."""
+    bands = np.searchsorted(BAND_EDGES_S, horizons_s)
     for band in range(len(weights)):
         rows = bands == band
-        if rows.sum() < MIN_BLEND_EXAMPLES:
-            continue
-        xb, yb = x[rows], y[rows]
-        weights[band] = _simplex_least_squares(xb.T @ xb / len(yb), xb.T @ yb / len(yb))
+        if rows.sum() >= min_examples:
+            weights[band] = fit(x[rows], y[rows])
     return weights
 
 
