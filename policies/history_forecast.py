@@ -21,6 +21,19 @@ blend* of five forecasts that need only a day of history, each a forecast in its
 - ``last_week`` (the profile until a week is known); the profile moved to the present level
   (``week_mean + anomaly``); the present level itself.
 
+A source may also give a *shape prior* for a zone (``shape_prior(zone)``: a ``ShapePrior``, the relative
+intensity over a week by hour, learned elsewhere, e.g. from other zones' histories): the shape a grid's day and
+week usually have, before the zone's own weekly profile is known. With one, two forecasts join the blend:
+
+- the prior's shape at the present level (``level x prior(target) / prior(now)``);
+- persistence reshaped by the prior (``yesterday x prior(target) / prior(the time yesterday's value is from)``:
+  a Saturday forecast from a Friday is lowered as weekends usually are).
+
+The blend weighs them by their errors on the zone's own days, as the others, so a prior that does not fit the
+zone loses its weight. On the first four weeks from 6 January 2020 (benchmarks/cold_start.py, its prior the
+mean week of five or six other European zones in 2021-22) the blend reached 44 % of the best possible reduction
+in DE and 43 % in FR with the prior, 39 % and 38 % without.
+
 Per horizon band the weights are non-negative and sum to one (a convex blend, so it never extrapolates beyond
 its forecasts), fitted once a day by least squares on the errors each forecast made over the history seen so far
 (issued every hour over the last two weeks, from a day after the history's start, targets up to three days
@@ -37,6 +50,8 @@ history.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -67,6 +82,7 @@ MIN_BLEND_EXAMPLES = 20
 BLEND_ISSUE_EVERY_S = 2 * GRID_S
 BLEND_FIT_DAYS = 14  # issue times over the last two weeks at most: the fit's cost stays bounded
 N_BLENDED = 5  # yesterday, profile, last week, profile at the present level, present level
+N_BLENDED_WITH_PRIOR = 7  # and the prior's shape at the present level, yesterday reshaped by the prior
 BLEND_PERSISTENCE = np.array([1.0, 0.0, 0.0, 0.0, 0.0])
 # Forecasts reach at least this far, so one computed curve serves every job planned in the same grid step.
 MIN_HORIZON_S = 4 * DAY_S
@@ -76,6 +92,26 @@ MIN_HORIZON_S = 4 * DAY_S
 RIDGE = 1e-3
 N_FEATURES = 6  # constant, yesterday, week_mean, last_week, anomaly, trend
 PERSISTENCE = np.array([0.0, 1.0, 0.0, 0.0, 0.0, 0.0])
+
+
+@dataclass(frozen=True)
+class ShapePrior:
+    """The usual shape of a grid's intensity over a period (a week by hour, say), relative to its mean: what a
+    cold start may assume before a zone's own profile is known. ``relative[k]`` holds from ``origin_s + k x
+    step_s`` on the forecast's clock, repeating every ``len(relative) x step_s``."""
+
+    origin_s: float
+    step_s: float
+    relative: np.ndarray
+
+    def __post_init__(self):
+        if not (self.step_s > 0 and len(self.relative) and np.all(np.asarray(self.relative) > 0)):
+            raise ValueError("a shape prior needs a positive step and positive relative values")
+
+    def at(self, t_s: np.ndarray) -> np.ndarray:
+        """The relative intensity in force at each of ``t_s``."""
+        k = np.floor((np.asarray(t_s, dtype=np.float64) - self.origin_s) / self.step_s).astype(np.int64)
+        return np.asarray(self.relative, dtype=np.float64)[k % len(self.relative)]
 
 
 class HistoryForecast(ForecastBase):
@@ -138,8 +174,10 @@ class HistoryForecast(ForecastBase):
             for r, zone in enumerate(zones):
                 if cold[r]:
                     level = _lookup(*histories[r], np.array([issued_s]))
-                    weights = self._fit_blend(zone, issued_s, day, starts[r])
-                    predicted[r] = np.maximum(np.einsum("ij,ij->i", _blended(x[r], level), weights[bands]), 0.0)
+                    prior = self._prior(zone)
+                    weights = self._fit_blend(zone, issued_s, day, starts[r], prior)
+                    blended = _blended(x[r], level, _prior_ratios(prior, issued_s, mids, starts[r]))
+                    predicted[r] = np.maximum(np.einsum("ij,ij->i", blended, weights[bands]), 0.0)
                 else:
                     predicted[r] = np.maximum(np.einsum("ij,ij->i", x[r], self._fit(zone, issued_s, day)[bands]), 0.0)
         predicted[:, 0] = [self.source.intensity(zone, self.now_s) for zone in zones]  # the piece we are in: known
@@ -154,11 +192,17 @@ class HistoryForecast(ForecastBase):
         start = getattr(self.source, "history_start_s", None)
         return -np.inf if start is None else float(start(zone))
 
-    def _fit_blend(self, zone: str, issued_s: float, day: int, start_s: float) -> np.ndarray:
+    def _prior(self, zone: str) -> ShapePrior | None:
+        """``zone``'s shape prior, as the source gives it (a source that gives none: None)."""
+        prior = getattr(self.source, "shape_prior", None)
+        return None if prior is None else prior(zone)
+
+    def _fit_blend(self, zone: str, issued_s: float, day: int, start_s: float,
+                   prior: ShapePrior | None) -> np.ndarray:
         key = (zone, day, "blend")
         if key not in self._weights:
             times_s, values = self.source.history(zone, issued_s - COLD_START_S - FEATURES_BACK_S, issued_s)
-            self._weights[key] = fit_blend(times_s, values, day * DAY_S, start_s)
+            self._weights[key] = fit_blend(times_s, values, day * DAY_S, start_s, prior)
         return self._weights[key]
 
     def _fit(self, zone: str, issued_s: float, day: int) -> np.ndarray:
@@ -190,11 +234,14 @@ def fit_weights(times_s: np.ndarray, values: np.ndarray, fit_at_s: float) -> np.
     return _fit_per_band(weights, x, y, target_of - issue_of, MIN_EXAMPLES, ridge_fit)
 
 
-def fit_blend(times_s: np.ndarray, values: np.ndarray, fit_at_s: float, start_s: float) -> np.ndarray:
-    """The cold start's convex weights per horizon band (rows) over the ``N_BLENDED`` forecasts of ``_blended``,
-    fitted on the history known at ``fit_at_s`` (it begins at ``start_s``); persistence where it is short."""
+def fit_blend(times_s: np.ndarray, values: np.ndarray, fit_at_s: float, start_s: float,
+              prior: ShapePrior | None = None) -> np.ndarray:
+    """The cold start's convex weights per horizon band (rows) over the forecasts of ``_blended`` (``N_BLENDED``,
+    or ``N_BLENDED_WITH_PRIOR`` with a ``prior``), fitted on the history known at ``fit_at_s`` (it begins at
+    ``start_s``); persistence where it is short."""
     first_issue_s = np.ceil(max(start_s + MIN_HISTORY_S, fit_at_s - BLEND_FIT_DAYS * DAY_S) / GRID_S) * GRID_S
-    weights = np.tile(BLEND_PERSISTENCE, (len(BAND_EDGES_S) + 1, 1))
+    n = N_BLENDED if prior is None else N_BLENDED_WITH_PRIOR
+    weights = np.tile(np.pad(BLEND_PERSISTENCE, (0, n - N_BLENDED)), (len(BAND_EDGES_S) + 1, 1))
     if first_issue_s >= fit_at_s:
         return weights
     issues = np.arange(first_issue_s, fit_at_s, BLEND_ISSUE_EVERY_S)
@@ -203,7 +250,8 @@ def fit_blend(times_s: np.ndarray, values: np.ndarray, fit_at_s: float, start_s:
     target_of = issue_of + np.tile(mids, len(issues))
     known = target_of <= fit_at_s
     issue_of, target_of = issue_of[known], target_of[known]
-    x = _blended(_features(times_s, values, issue_of, target_of, start_s), _lookup(times_s, values, issue_of))
+    x = _blended(_features(times_s, values, issue_of, target_of, start_s), _lookup(times_s, values, issue_of),
+                 _prior_ratios(prior, issue_of, target_of, start_s))
     y = _lookup(times_s, values, target_of)
     return _fit_per_band(weights, x, y, target_of - issue_of, MIN_BLEND_EXAMPLES,
                          lambda xb, yb: _simplex_least_squares(xb.T @ xb / len(yb), xb.T @ yb / len(yb)))
@@ -221,11 +269,30 @@ def _fit_per_band(weights: np.ndarray, x: np.ndarray, y: np.ndarray, horizons_s:
     return weights
 
 
-def _blended(x: np.ndarray, level: np.ndarray) -> np.ndarray:
+def _blended(x: np.ndarray, level: np.ndarray, prior_ratios: tuple[np.ndarray, np.ndarray] | None = None
+             ) -> np.ndarray:
     """The cold start's forecasts from ``_features`` rows and the level at each row's issue time: yesterday, the
-    profile of the days known, last week, that profile at the present level, the present level."""
-    return np.stack([x[..., 1], x[..., 2], x[..., 3], x[..., 2] + x[..., 4], np.broadcast_to(level, x.shape[:-1])],
-                    axis=-1)
+    profile of the days known, last week, that profile at the present level, the present level; with a shape
+    prior's ratios (``_prior_ratios``) also the prior's shape at the present level and yesterday reshaped."""
+    level = np.broadcast_to(level, x.shape[:-1])
+    forecasts = [x[..., 1], x[..., 2], x[..., 3], x[..., 2] + x[..., 4], level]
+    if prior_ratios is not None:
+        from_now, from_yesterday = prior_ratios
+        forecasts += [level * from_now, x[..., 1] * from_yesterday]
+    return np.stack(forecasts, axis=-1)
+
+
+def _prior_ratios(prior: ShapePrior | None, issued_s, target_s: np.ndarray, start_s: float
+                  ) -> tuple[np.ndarray, np.ndarray] | None:
+    """The prior's relative intensity at each target over that at its issue time, and over that where the
+    ``yesterday`` feature's value is from (the same time a day or more back; the issue time where that is
+    before the history's ``start_s``, as ``yesterday`` then is the present level). None without a prior."""
+    if prior is None:
+        return None
+    issued = np.broadcast_to(np.asarray(issued_s, dtype=np.float64), target_s.shape)
+    yesterday_s = target_s - np.maximum(np.ceil((target_s - issued) / DAY_S), 1.0) * DAY_S
+    at_target = prior.at(target_s)
+    return at_target / prior.at(issued), at_target / prior.at(np.where(yesterday_s >= start_s, yesterday_s, issued))
 
 
 def _simplex_least_squares(gram: np.ndarray, xty: np.ndarray) -> np.ndarray:

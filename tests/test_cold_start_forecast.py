@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from policies.history_forecast import (BAND_EDGES_S, BLEND_PERSISTENCE, COLD_START_S, DAY_S, HISTORY_S,
-                                       N_BLENDED, WEEK_S, HistoryForecast, _features,
-                                       _features_looked_up, _simplex_least_squares, fit_blend)
+                                       N_BLENDED, N_BLENDED_WITH_PRIOR, WEEK_S, HistoryForecast, ShapePrior,
+                                       _features, _features_looked_up, _simplex_least_squares, fit_blend)
 
 STEP_S = 1800.0
 
@@ -148,3 +148,58 @@ def test_features_from_a_start_match_on_and_off_the_grid():
     # a week back before the start: the profile stands in for the last week
     early = (target - np.maximum(np.ceil(ahead / WEEK_S), 1.0) * WEEK_S) < start
     assert early.any() and np.array_equal(slow[early, 3], slow[early, 2])
+
+
+def weekly_trace(days: float, seed: int = 0):
+    """A daily shape whose weekends (days 5 and 6 of each week) run at 60 % of the weekdays, with noise."""
+    t, values = daily_trace(days, seed)
+    return t, np.where(t // DAY_S % 7 >= 5, 0.6, 1.0) * values
+
+
+class PriorSource(Source):
+    def __init__(self, t, values, start_s, prior):
+        super().__init__(t, values, start_s)
+        self.prior = prior
+
+    def shape_prior(self, zone):
+        return self.prior
+
+
+def test_a_shape_prior_repeats_from_its_origin():
+    prior = ShapePrior(origin_s=-3600.0, step_s=3600.0, relative=np.array([1.0, 2.0, 3.0]))
+    assert prior.at(np.array([-3600.0, -1.0, 0.0, 3600.0, 7200.0, -7200.0])).tolist() == [1, 1, 2, 3, 1, 3]
+    with pytest.raises(ValueError):
+        ShapePrior(0.0, 3600.0, np.array([1.0, 0.0]))
+
+
+def test_a_shape_prior_of_the_week_helps_before_a_week_is_known():
+    """In the first week persistence forecasts Saturday from Friday; a prior that knows the day's shape (which
+    earns it weight on the weekdays) and that weekends run lower (by more than they do here: only its shape
+    matters, and roughly) makes the blend's forecasts over the first weekend closer."""
+    t, values = weekly_trace(8)
+    week = np.arange(0.0, WEEK_S, STEP_S)
+    relative = (1 + 0.4 * np.sin(2 * np.pi * week / DAY_S)) * np.where(week // DAY_S >= 5, 0.5, 1.1)
+    errors = []
+    for prior in (None, ShapePrior(0.0, STEP_S, relative)):
+        source = PriorSource(t, values, 0.0, prior)
+        model = HistoryForecast(source)
+        error = []
+        for now in np.arange(3 * DAY_S, 5 * DAY_S, DAY_S / 4):  # Thursday and Friday, two days ahead
+            curve = curve_at(source, model, now, now + 2 * DAY_S)
+            future = t[(t > now) & (t < now + 2 * DAY_S)]
+            truth = values[np.searchsorted(t, future)]
+            error.append(np.abs(curve.value_at(future + 1) - truth).mean())
+        errors.append(np.mean(error))
+    assert errors[1] < 0.8 * errors[0]
+
+
+def test_blend_weights_with_a_prior_are_convex_and_persistence_without_examples():
+    t, values = weekly_trace(6)
+    prior = ShapePrior(0.0, DAY_S, np.array([1.0, 1.0, 1.0, 1.0, 1.0, 0.6, 0.6]))
+    weights = fit_blend(t, values, 5 * DAY_S, 0.0, prior)
+    assert weights.shape == (len(BAND_EDGES_S) + 1, N_BLENDED_WITH_PRIOR)
+    assert (weights >= 0).all() and np.allclose(weights.sum(axis=1), 1.0)
+    assert weights[:3, N_BLENDED:].sum() > 0  # the prior's forecasts are used where they help
+    persistence = np.zeros(N_BLENDED_WITH_PRIOR)
+    persistence[0] = 1.0
+    assert np.array_equal(fit_blend(t, values, DAY_S, 0.0, prior), np.tile(persistence, (len(weights), 1)))
