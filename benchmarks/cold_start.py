@@ -12,23 +12,112 @@ that ``carbon_policies.py --jobs N`` samples over the year.
 The runs, the checker, "best possible" and "share of best" are ``carbon_policies.py``'s (see its docstring):
 fifo, carbon-aware on the perfect forecast, on the persistence forecast (carbon-aware's own history model, whose
 cold start is what this measures) and ``naive`` (planning on "same time yesterday" as given).
+
+One more run, ``carbon-aware persistence + shape prior``, is the persistence run with a *shape prior* given to the
+history model (``policies.history_forecast.ShapePrior``): the usual relative intensity by hour of the week (UTC,
+from Monday 00:00), learned from OTHER zones' histories, none of them the cold zone nor from 2020. What is given:
+the mean over zones of each zone's mean relative intensity (each hour over its week's mean, weeks with at least
+150 of their 168 hours) by hour of the week, over the Electricity Maps hourly traces of October 2021 to September
+2022 (``carbon/electricitymaps-47-zones-2021-2022``) of the European zones with about a year of data there (DE,
+FR, GB, IE, IS, IT-NO, SE), less the cold zone. Nothing of the cold zone's own data is in it; the blend weighs
+it by the errors it made on the zone's own days so far, as the other forecasts it blends. ``--no-prior`` skips
+this run.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import dataclasses
 import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from carbon_policies import DEFAULT_DATA, HEADER, START_2020, gaia_jobs, run_scenario
+import numpy as np
+from carbon_policies import DEFAULT_DATA, HEADER, START_2020, _format, best_possible_kg, gaia_jobs, run_scenario
 
+from policies.builtin import create_policy
+from policies.history_forecast import ShapePrior
 from scheduler.carbon.trace_file import load_carbon_trace
+from scheduler.simulation.checker import check_result
+from scheduler.simulation.engine import Simulation
+from scheduler.simulation.forecasts import PersistenceForecast, ZoneSignal
 from scheduler.simulation.inputs import Cluster, Job, Zone
+from scheduler.simulation.result import build_result
 
 DAY_S = 86400.0
+HOUR_S = 3600.0
+WEEK_H = 168
+MONDAY_UNIX_S = 4 * DAY_S  # 5 January 1970, a Monday, 00:00 UTC
 FILES = {"DE": "ger_ci.csv", "FR": "fr_ci.csv"}
+# the European zones with about a year (October 2021 to September 2022) of hourly data in that set
+PRIOR_ZONES = ("DE", "FR", "GB", "IE", "IS", "IT-NO", "SE")
+MIN_WEEK_HOURS = 150
+
+
+def relative_week(path: Path) -> np.ndarray:
+    """A zone's mean relative intensity (each hour over its week's mean) by hour of the week (UTC, Monday 00:00
+    first), over the weeks of an Electricity Maps hourly trace with at least ``MIN_WEEK_HOURS`` hours."""
+    unix_s, values = [], []
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            if row["carbon_intensity_avg"]:
+                at = datetime.fromisoformat(row["zone_datetime"].replace("Z", "+00:00"))
+                unix_s.append(at.timestamp())
+                values.append(float(row["carbon_intensity_avg"]))
+    since_monday_s = np.array(unix_s) - MONDAY_UNIX_S
+    hour, week = (since_monday_s // HOUR_S % WEEK_H).astype(int), since_monday_s // (7 * DAY_S)
+    total, count = np.zeros(WEEK_H), np.zeros(WEEK_H)
+    for w in np.unique(week):
+        rows = week == w
+        if rows.sum() >= MIN_WEEK_HOURS:
+            v = np.array(values)[rows]
+            np.add.at(total, hour[rows], v / v.mean())
+            np.add.at(count, hour[rows], 1.0)
+    return total / count
+
+
+def other_zones_prior(em_dir: Path, cold_zone: str, clock_start_unix_s: float) -> ShapePrior:
+    """The mean relative week of ``PRIOR_ZONES`` other than ``cold_zone``, on a clock starting at
+    ``clock_start_unix_s``."""
+    relative = np.mean([relative_week(em_dir / f"{z}.csv") for z in PRIOR_ZONES if z != cold_zone], axis=0)
+    return ShapePrior(MONDAY_UNIX_S - clock_start_unix_s, HOUR_S, relative)
+
+
+class PriorPersistence(PersistenceForecast):
+    """The persistence forecast whose source also gives each zone a shape prior."""
+
+    def __init__(self, signals: dict[str, ZoneSignal], priors: dict[str, ShapePrior]):
+        super().__init__(signals)
+        self._priors = priors
+
+    def shape_prior(self, zone: str) -> ShapePrior | None:
+        return self._priors.get(zone)
+
+
+def run_with_prior(name: str, cluster: Cluster, jobs: list[Job], priors: dict[str, ShapePrior],
+                   fifo_kg: float) -> dict:
+    """Carbon-aware on ``PriorPersistence``, as a ``run_scenario`` row (checked; share of the best possible)."""
+    began = time.perf_counter()
+    signals = {z.name: ZoneSignal(z.times_s, z.g_per_kwh) for z in cluster.zones}
+    sim = Simulation(cluster, jobs, {}, create_policy("carbon-aware"), PriorPersistence(signals, priors))
+    result = build_result(sim.run(), cluster, "carbon-aware", "persistence", 0, 0.0, sim.decision_rounds)
+    wall = time.perf_counter() - began
+    by_id = {j.job_id: j for j in jobs}
+    s, problems = result["summary"], check_result(result, cluster, jobs, {})
+    best = best_possible_kg(jobs, cluster, {})
+    row = {"scenario": name, "run": "carbon-aware persistence + shape prior", "jobs": s["jobs"],
+           "emissions_kg": s["emissions_kg"], "energy_kwh": s["energy_kwh"], "completed": s["completed"],
+           "misses_feasible": sum(1 for e in result["jobs"] if by_id[e["job_id"]].feasible
+                                  and e["completed_s"] is not None
+                                  and e["completed_s"] > by_id[e["job_id"]].effective_deadline_s + 1e-6),
+           "wall_s": wall, "checker": "ok" if not problems else f"{len(problems)} problems: {problems[0]}",
+           "reduction": 1 - s["emissions_kg"] / fifo_kg}
+    if fifo_kg > best:
+        row["share_of_best"] = (fifo_kg - s["emissions_kg"]) / (fifo_kg - best)
+    print(_format(row), flush=True)
+    return row
 
 
 def cold_zone(path: Path, name: str, window_start_unix_s: float) -> Zone:
@@ -53,8 +142,10 @@ def main(argv=None) -> int:
     parser.add_argument("--jobs", type=int, default=None,
                         help="sample this many jobs over 2020 first, as carbon_policies.py does (default: all)")
     parser.add_argument("--only", help="run only zones whose name contains this")
+    parser.add_argument("--no-prior", action="store_true", help="skip the run with a shape prior")
     args = parser.parse_args(argv)
     lww, gaia = args.data / "carbon/lets-wait-awhile-2020", args.data / "jobs/gaia"
+    em = args.data / "carbon/electricitymaps-47-zones-2021-2022"
     if not (lww.is_dir() and gaia.is_dir()):
         print(f"skipped: the reference data is not at {args.data} (pass --data)")
         return 0
@@ -66,7 +157,12 @@ def main(argv=None) -> int:
             continue
         zone = cold_zone(lww / file, name, start)
         jobs = window_jobs(gaia_jobs(gaia / "pai-100k.csv", args.jobs, (name,), False, 0.0, ""), start, args.days)
-        rows += run_scenario(f"cold-{name}", Cluster(start, (zone,)), jobs, {})
+        cluster = Cluster(start, (zone,))
+        rows += run_scenario(f"cold-{name}", cluster, jobs, {})
+        if not args.no_prior and em.is_dir():
+            fifo_kg = next(r["emissions_kg"] for r in rows if r.get("run") == "fifo" and r["scenario"] == f"cold-{name}")
+            rows.append(run_with_prior(f"cold-{name}", cluster, jobs, {name: other_zones_prior(em, name, start)},
+                                       fifo_kg))
     return 1 if any("crashed" in r for r in rows) else 0
 
 
