@@ -6,7 +6,8 @@ import pytest
 
 from policies.history_forecast import (BAND_EDGES_S, BLEND_PERSISTENCE, COLD_START_S, DAY_S, HISTORY_S,
                                        N_BLENDED, N_BLENDED_WITH_PRIOR, WEEK_S, HistoryForecast, ShapePrior,
-                                       _features, _features_looked_up, _simplex_least_squares, fit_blend)
+                                       _blended, _features, _features_looked_up, _prior_ratios,
+                                       _simplex_least_squares, fit_blend)
 
 STEP_S = 1800.0
 
@@ -203,3 +204,24 @@ def test_blend_weights_with_a_prior_are_convex_and_persistence_without_examples(
     persistence = np.zeros(N_BLENDED_WITH_PRIOR)
     persistence[0] = 1.0
     assert np.array_equal(fit_blend(t, values, DAY_S, 0.0, prior), np.tile(persistence, (len(weights), 1)))
+
+
+def test_a_flat_prior_reshapes_nothing_and_a_shaped_one_uses_only_known_days():
+    """The reshaped forecasts are the present level, yesterday and the profile times the prior's ratios: 1 for a
+    flat prior; for a shaped one, the profile's ratio is over the known days only (two days of history here)."""
+    t, values = weekly_trace(3)
+    issued = np.full(96, 2 * DAY_S + 3600.0)
+    target = issued + 1800.0 * np.arange(1, 97) - 900.0
+    x = _features(t, values, issued, target, 0.0)
+    level = np.full(96, values[np.searchsorted(t, issued[0])])
+    flat = _blended(x, level, _prior_ratios(ShapePrior(0.0, DAY_S, np.ones(7)), issued, target, 0.0))
+    assert np.array_equal(flat[:, N_BLENDED:], flat[:, [4, 0, 1]])
+    by_day = np.array([1.0, 2.0, 4.0, 8.0, 1.0, 1.0, 1.0])  # days 0, 1, 2, 3 of the trace
+    shaped = _blended(x, level, _prior_ratios(ShapePrior(0.0, DAY_S, by_day), issued, target, 0.0))
+    reshaped_profile = shaped[:, N_BLENDED + 2] / x[:, 2]
+    # day 3 up to a day ahead: yesterday is day 2, the profile days 2, 1 and 0 (the days before 0 are unknown)
+    day_ahead = (target >= 3 * DAY_S) & (target - issued < DAY_S)
+    assert day_ahead.any() and np.allclose(reshaped_profile[day_ahead], 8.0 / np.mean([4.0, 2.0, 1.0]))
+    # day 3 more than a day ahead: yesterday is day 1, the profile days 1 and 0
+    beyond = (target >= 3 * DAY_S) & (target < 4 * DAY_S) & (target - issued > DAY_S)
+    assert beyond.any() and np.allclose(reshaped_profile[beyond], 8.0 / np.mean([2.0, 1.0]))
