@@ -158,9 +158,10 @@ def main(argv=None) -> int:
         zone = cold_zone(lww / file, name, start)
         jobs = window_jobs(gaia_jobs(gaia / "pai-100k.csv", args.jobs, (name,), False, 0.0, ""), start, args.days)
         cluster = Cluster(start, (zone,))
-        rows += run_scenario(f"cold-{name}", cluster, jobs, {})
-        if not args.no_prior and em.is_dir():
-            fifo_kg = next(r["emissions_kg"] for r in rows if r.get("run") == "fifo" and r["scenario"] == f"cold-{name}")
+        scenario = run_scenario(f"cold-{name}", cluster, jobs, {})
+        rows += scenario
+        fifo_kg = next((r["emissions_kg"] for r in scenario if r["run"] == "fifo" and "emissions_kg" in r), None)
+        if not args.no_prior and em.is_dir() and fifo_kg:
             rows.append(run_with_prior(f"cold-{name}", cluster, jobs, {name: other_zones_prior(em, name, start)},
                                        fifo_kg))
     return 1 if any("crashed" in r for r in rows) else 0
