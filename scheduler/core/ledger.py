@@ -27,8 +27,12 @@ class Ledger:
         self.draw_w = snapshot.power_draw_w
         self.free_in_pool = {p.zone: p.free_gpus for p in snapshot.pools}
         # pools with nodes: node -> its free GPUs, and its zone
-        self.free_on_node = {n: free for p in snapshot.pools for n, free in zip(p.node_ids, p.free_by_node)}
-        self._zone_of_node = {n: p.zone for p in snapshot.pools for n in p.node_ids}
+        self.free_on_node: dict[str, int] = {}
+        self._zone_of_node: dict[str, str] = {}
+        for p in snapshot.pools:
+            if p.node_ids:
+                self.free_on_node.update(zip(p.node_ids, p.free_by_node))
+                self._zone_of_node.update(dict.fromkeys(p.node_ids, p.zone))
         self._zones_with_nodes = set(self._zone_of_node.values())
         self._slots = None  # GPU id -> slot, built on the first start on listed GPUs
         self._taken: set[str] = set()  # GPUs started on this round

@@ -55,14 +55,24 @@ class JobRun:
     completed_s: float | None = None
     running_since_s: float = 0.0  # start of the current stretch (a resumed segment may begin earlier)
     stop_s: float = 0.0  # when the current stretch ends (completion or planned suspension)
+    # the last request built: a job is offered again and again while it waits, and only its remaining work and
+    # first start change it
+    _request: JobRequest | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.deadline_s = self.job.effective_deadline_s  # read on every wake-up: the job's property computes it
 
     def request(self) -> JobRequest:
+        started_s = self.segments[0].start_s if self.segments else None
+        last = self._request
+        if last is not None and last.expected_duration_s == self.remaining_s and last.started_s == started_s:
+            return last
         job = self.job
-        return JobRequest(job_id=job.job_id, gpus=job.gpus, submitted_s=job.submit_s, zones=job.zones,
-                          deadline_s=job.effective_deadline_s, interruptible=job.interruptible, kind=job.kind,
-                          expected_duration_s=self.remaining_s, power_w=job.power_w, power_profile=self.profile,
-                          started_s=self.segments[0].start_s if self.segments else None,
-                          gpus_per_node=job.gpus_per_node)
+        self._request = JobRequest(job_id=job.job_id, gpus=job.gpus, submitted_s=job.submit_s, zones=job.zones,
+                                   deadline_s=self.deadline_s, interruptible=job.interruptible, kind=job.kind,
+                                   expected_duration_s=self.remaining_s, power_w=job.power_w,
+                                   power_profile=self.profile, started_s=started_s, gpus_per_node=job.gpus_per_node)
+        return self._request
 
 
 class Simulation:
@@ -86,6 +96,8 @@ class Simulation:
         self._seq = 0
         # waiting for room, in the order they started waiting: job index -> the zones it waits on (empty: any)
         self._blocked: dict[int, tuple[str, ...]] = {}
+        self._blocked_gpus = 0  # the GPUs of the jobs in _blocked (kept by _block and _unblock)
+        self._pools: dict[tuple[str, int], ZonePool] = {}  # the pools without nodes, by zone and free GPUs
         self._running: dict[int, None] = {}  # running now
         self._holds: dict[int, Hold] = {}  # the room waiting jobs keep, from their last Wait
         self.backlog = Backlog()  # the demand of the waiting jobs a round does not offer
@@ -113,12 +125,12 @@ class Simulation:
                         offered.append(index)
                 else:
                     offered.append(index)
-                    self._blocked.pop(index, None)
+                    self._unblock(index)
             if freed and self._blocked:
                 woken = self._woken(freed, now)
                 offered.extend(woken)
                 for index in woken:
-                    del self._blocked[index]
+                    self._unblock(index)
             if offered:
                 self._decide(now, list(dict.fromkeys(offered)))
         return self.runs
@@ -132,28 +144,39 @@ class Simulation:
         in order of latest start, and every one that is due; the others would only be told again that they wait
         for that room."""
         runs, free = self.runs, self.free
-        if self.cluster.budget_w is not None or sum(runs[i].job.gpus for i in self._blocked) > sum(free.values()):
+        if self.cluster.budget_w is not None or self._blocked_gpus > sum(free.values()):
             return [i for i, zones in self._blocked.items() if not zones or not freed.isdisjoint(zones)]
         woken, by_choice = [], []
+        n_zones = len(free)
         for index, zones in self._blocked.items():
-            if zones and freed.isdisjoint(zones):
+            if not zones:
+                woken.append(index)
+            elif freed.isdisjoint(zones):
                 continue
-            job = runs[index].job
-            if zones and len(zones) < len(job.zones or free):
-                by_choice.append(index)
+            elif len(zones) < (len(runs[index].job.zones) or n_zones):
+                by_choice.append((runs[index].deadline_s - runs[index].remaining_s, index))
             else:
                 woken.append(index)
         room = dict(free)
-        for index in sorted(by_choice, key=lambda i: (runs[i].job.effective_deadline_s - runs[i].remaining_s, i)):
-            run = runs[index]
-            zones = self._blocked[index]
-            zone = max(zones, key=room.__getitem__)
-            if room[zone] >= run.job.gpus:
-                room[zone] -= run.job.gpus
+        for latest_s, index in sorted(by_choice):
+            gpus = runs[index].job.gpus
+            zone = max(self._blocked[index], key=room.__getitem__)
+            if room[zone] >= gpus:
+                room[zone] -= gpus
                 woken.append(index)
-            elif now >= run.job.effective_deadline_s - run.remaining_s - 1e-6:
+            elif now >= latest_s - 1e-6:
                 woken.append(index)
         return woken
+
+    def _block(self, index: int, zones: tuple[str, ...]) -> None:
+        """Keep a job waiting for room in ``zones`` (empty: any), in the order it first started waiting."""
+        if index not in self._blocked:
+            self._blocked_gpus += self.runs[index].job.gpus
+        self._blocked[index] = zones
+
+    def _unblock(self, index: int) -> None:
+        if self._blocked.pop(index, None) is not None:
+            self._blocked_gpus -= self.runs[index].job.gpus
 
     def _stop(self, run: JobRun, now: float) -> bool:
         """End the running segment at ``now``; True when the job is complete."""
@@ -176,7 +199,7 @@ class Simulation:
         self.decision_rounds += 1
         self.forecast.now_s = now
         self._now_s = now
-        pools = tuple(ZonePool(z.name, z.gpus, self.free[z.name]) if z.name not in self._node_ids else
+        pools = tuple(self._pool(z.name, z.gpus) if z.name not in self._node_ids else
                       ZonePool(z.name, z.gpus, self.free[z.name], self._node_ids[z.name],
                                tuple(self.node_free[z.name].values()))
                       for z in self.cluster.zones)
@@ -190,6 +213,14 @@ class Simulation:
                             forecast=self.forecast, power_budget_w=self.cluster.budget_w, power_draw_w=self.draw_w,
                             running=RunningView(self, now), holds=holds, backlog=self.backlog)
         self.core.run(snapshot, self)
+
+    def _pool(self, zone: str, gpus: int) -> ZonePool:
+        """A pool without nodes as it is now (the same few states recur all year: kept, not rebuilt)."""
+        key = (zone, self.free[zone])
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = self._pools[key] = ZonePool(zone, gpus, key[1])
+        return pool
 
     # --- the executor the scheduling core drives (scheduler.core.Executor) ---------------------------------
 
@@ -222,7 +253,7 @@ class Simulation:
     def suspend(self, decision: Suspend, job: RunningJob) -> None:
         index = self._by_id[decision.job_id]
         if not self._stop(self.runs[index], self._now_s):
-            self._blocked[index] = ()  # waiting again: offered when room is freed
+            self._block(index, ())  # waiting again: offered when room is freed
             self._wait_for(index, self._now_s)
 
     def wait(self, decision: Wait) -> None:
@@ -236,7 +267,7 @@ class Simulation:
         if decision.retry_at_s is not None and decision.retry_at_s > now:
             self._push(decision.retry_at_s, _RETRY, index)
         if not decision.deferred or decision.retry_at_s is None or decision.retry_at_s <= now:
-            self._blocked[index] = decision.room_in  # offered again when room is freed there
+            self._block(index, decision.room_in)  # offered again when room is freed there
             self._wait_for(index, now)
         else:
             self._wait_for(index, decision.retry_at_s)
@@ -246,7 +277,7 @@ class Simulation:
 
     def unanswered(self, job_ids: Sequence[str]) -> None:
         for job_id in job_ids:
-            self._blocked[self._by_id[job_id]] = ()
+            self._block(self._by_id[job_id], ())
             self._wait_for(self._by_id[job_id], self._now_s)
 
     def _wait_for(self, index: int, ready_s: float) -> None:
