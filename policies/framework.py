@@ -38,33 +38,66 @@ class ClusterView:
 
     Jobs are placed as gangs (``policies.gang``): K GPUs on each of N / K nodes of one zone. A pool without nodes
     counts as one node named after its zone and takes any job its free count has room for.
+
+    layouts: a memo the caller keeps from cycle to cycle (``ProfilePolicy``): a cluster of pools only (the
+    simulator's) has the same nodes and sizes in every snapshot, so what follows from them alone (node sizes,
+    which zones could ever take a job) is worked out once, not per cycle.
     """
 
-    def __init__(self, snapshot: Snapshot):
+    def __init__(self, snapshot: Snapshot, layouts: dict | None = None):
         # free[zone][node] -> free GPU ids (listed GPUs) or a count (pools)
         self.free: dict[str, dict[str, list[str] | int]] = {}
-        self.node_sizes: dict[str, dict[str, int]] = {}  # zone -> node -> its GPUs, busy or not
-        self.pooled: set[str] = set()  # zones that are pools without nodes
         self.node_of: dict[str, str] = {}  # listed GPU id -> its node
+        layout = key = None
+        if layouts is not None and not snapshot.gpus:
+            key = tuple((p.zone, p.gpus, p.node_ids) for p in snapshot.pools)
+            layout = layouts.get(key)
+        if layout is None:
+            layout = _Layout()
+            if key is not None:
+                if len(layouts) > 16:
+                    layouts.clear()
+                layouts[key] = layout
+            sizes = layout.node_sizes
+            for gpu in snapshot.gpus:
+                zone_sizes = sizes.setdefault(gpu.zone, {})
+                zone_sizes[gpu.node_id] = zone_sizes.get(gpu.node_id, 0) + 1
+            for pool in snapshot.pools:
+                if pool.node_ids:
+                    sizes.setdefault(pool.zone, {}).update(dict.fromkeys(pool.node_ids, pool.gpus_per_node))
+                else:
+                    sizes.setdefault(pool.zone, {})[pool.zone] = pool.gpus
+                    layout.pooled.add(pool.zone)
+            layout.largest_node = {zone: max(s.values()) for zone, s in sizes.items()}
+            layout.size = {zone: sum(s.values()) for zone, s in sizes.items()}  # GPUs, busy or not
+        self.node_sizes: dict[str, dict[str, int]] = layout.node_sizes  # zone -> node -> its GPUs, busy or not
+        self.pooled: set[str] = layout.pooled  # zones that are pools without nodes
+        self.largest_node: dict[str, int] = layout.largest_node
+        self.size: dict[str, int] = layout.size
+        self._possible = layout.possible
+        free = self.free
         for gpu in snapshot.gpus:
-            ids = self.free.setdefault(gpu.zone, {}).setdefault(gpu.node_id, [])
+            ids = free.setdefault(gpu.zone, {}).setdefault(gpu.node_id, [])
             if not gpu.busy:
                 ids.append(gpu.gpu_id)
-            sizes = self.node_sizes.setdefault(gpu.zone, {})
-            sizes[gpu.node_id] = sizes.get(gpu.node_id, 0) + 1
             self.node_of[gpu.gpu_id] = gpu.node_id
         for pool in snapshot.pools:
             if pool.node_ids:
-                self.free.setdefault(pool.zone, {}).update(zip(pool.node_ids, pool.free_by_node))
-                self.node_sizes.setdefault(pool.zone, {}).update(dict.fromkeys(pool.node_ids, pool.gpus_per_node))
+                free.setdefault(pool.zone, {}).update(zip(pool.node_ids, pool.free_by_node))
             else:
-                self.free.setdefault(pool.zone, {})[pool.zone] = pool.free_gpus
-                self.node_sizes.setdefault(pool.zone, {})[pool.zone] = pool.gpus
-                self.pooled.add(pool.zone)
-        self.largest_node = {zone: max(sizes.values()) for zone, sizes in self.node_sizes.items()}
-        self.size = {zone: sum(sizes.values()) for zone, sizes in self.node_sizes.items()}  # GPUs, busy or not
-        # the most free GPUs on one node of each zone: asked for every job and zone, changed by take() and release()
-        self._most_free = {zone: max(map(_count, nodes.values()), default=0) for zone, nodes in self.free.items()}
+                free.setdefault(pool.zone, {})[pool.zone] = pool.free_gpus
+        # the most free GPUs on one node of each zone, and on all of them: asked for every job and zone, changed by
+        # take() and release()
+        self._most_free: dict[str, int] = {}
+        self._free_total: dict[str, int] = {}
+        for zone, nodes in free.items():
+            if len(nodes) == 1:  # a pool without nodes
+                for count in nodes.values():
+                    count = _count(count)
+                    self._most_free[zone] = self._free_total[zone] = count
+            else:
+                counts = list(map(_count, nodes.values()))
+                self._most_free[zone], self._free_total[zone] = max(counts, default=0), sum(counts)
 
     def fits(self, zone: str, gpus: int, gpus_per_node: int | None = None) -> bool:
         """Whether ``zone`` has room now for a job of ``gpus`` GPUs in its gang shape."""
@@ -93,8 +126,18 @@ class ClusterView:
             return False
         return gang.fit(self.node_sizes[zone].values(), gpus, gpus_per_node) is not None
 
+    def possible_zones(self, zones: tuple[str, ...], gpus: int, gpus_per_node: int | None = None) -> tuple[str, ...]:
+        """The zones of ``zones`` that could ever take the job (``possible``), in their order."""
+        key = (zones, gpus, gpus_per_node)
+        found = self._possible.get(key)
+        if found is None:
+            if len(self._possible) > 4096:
+                self._possible.clear()
+            found = self._possible[key] = tuple(z for z in zones if self.possible(z, gpus, gpus_per_node))
+        return found
+
     def free_gpus(self, zone: str) -> int:
-        return sum(_count(free) for free in self.free.get(zone, {}).values())
+        return self._free_total.get(zone, 0)
 
     def free_counts(self, zone: str) -> dict[str, int]:
         """Free GPUs per node of ``zone``."""
@@ -125,6 +168,7 @@ class ClusterView:
         if not placement:
             raise ValueError(f"zone {zone} has no room for {gpus} GPUs")  # callers check fits() first
         self._most_free[zone] = max(map(_count, nodes.values()))
+        self._free_total[zone] -= gpus
         return tuple(placement)
 
     def held_by(self, job: RunningJob) -> dict[str, int]:
@@ -151,10 +195,22 @@ class ClusterView:
             for node_id, gpus in self.held_by(job).items():
                 nodes[node_id] = nodes.get(node_id, 0) + gpus
         self._most_free[job.zone] = max(map(_count, nodes.values()))
+        self._free_total[job.zone] = sum(map(_count, nodes.values()))
 
 
 def _count(free: list[str] | int) -> int:
     return free if isinstance(free, int) else len(free)
+
+
+class _Layout:
+    """What a ``ClusterView`` derives from the cluster's nodes and sizes alone (see its ``layouts``)."""
+
+    def __init__(self) -> None:
+        self.node_sizes: dict[str, dict[str, int]] = {}
+        self.pooled: set[str] = set()
+        self.largest_node: dict[str, int] = {}
+        self.size: dict[str, int] = {}
+        self.possible: dict[tuple, tuple[str, ...]] = {}  # (zones, gpus, gpus_per_node) -> the possible zones
 
 
 class Started(NamedTuple):
@@ -185,10 +241,18 @@ class CycleState:
     holds: dict[str, Hold] = field(default_factory=dict)  # job id -> its hold
     started: list[Started] = field(default_factory=list)
     stopped: set[str] = field(default_factory=set)
+    _zones: tuple[str, ...] | None = field(default=None, repr=False)
 
     @property
     def now_s(self) -> float:
         return self.snapshot.now_s
+
+    @property
+    def zones(self) -> tuple[str, ...]:
+        """The snapshot's zones (``Snapshot.zones``), worked out once per cycle."""
+        if self._zones is None:
+            self._zones = self.snapshot.zones()
+        return self._zones
 
 
 def steps_of(job: JobRequest) -> tuple[CapStep, ...]:
@@ -297,21 +361,23 @@ class ProfilePolicy:
     def __init__(self, profile: Profile):
         self.profile = profile
         self.name = profile.name
+        self._layouts: dict = {}  # ClusterView's memo of the cluster's layout (pure: derived from snapshots)
 
     def decide(self, snapshot: Snapshot) -> list[Decision]:
-        state = CycleState(snapshot, ClusterView(snapshot),
+        state = CycleState(snapshot, ClusterView(snapshot, self._layouts),
                            None if snapshot.power_budget_w is None else snapshot.power_budget_w - snapshot.power_draw_w,
                            holds={h.job_id: h for h in snapshot.holds})
         jobs = list(snapshot.waiting)
         for plugin in self.profile.pre_filters:
             plugin.pre_filter(state, jobs)
-        all_zones = snapshot.zones()
+        all_zones = state.zones
         decisions: list[Decision] = []
         for job in self.profile.queue_sort.sort(state, jobs):
             decision = self._decide_one(state, job, job.zones or all_zones)
-            decisions.extend(state.suspended)  # before the start they make room for
-            state.stopped.update(s.job_id for s in state.suspended)
-            state.suspended.clear()
+            if state.suspended:
+                decisions.extend(state.suspended)  # before the start they make room for
+                state.stopped.update(s.job_id for s in state.suspended)
+                state.suspended.clear()
             hold = state.holds.pop(job.job_id, None)
             if isinstance(decision, Wait) and hold is not None:
                 state.holds[job.job_id] = hold
@@ -371,7 +437,7 @@ class ProfilePolicy:
         for plugin, weight in self.profile.scorers:
             for zone, score in plugin.score(state, job, zones).items():
                 total[zone] += weight * score
-        return max(zones, key=lambda z: total[z])  # max() keeps the first of equals: listed order breaks ties
+        return max(zones, key=total.__getitem__)  # max() keeps the first of equals: listed order breaks ties
 
 
 def _cap_w(snapshot: Snapshot, gpu_ids: tuple[str, ...], step: CapStep) -> float | None:

@@ -84,11 +84,22 @@ class ZoneOrder:
 
     name = "ZoneOrder"
 
+    def __init__(self) -> None:
+        # a memo of the scores by (listed zones, zones scored): a pure function of them, asked for every decision
+        self._scores: dict[tuple[tuple[str, ...], tuple[str, ...]], dict[str, float]] = {}
+
     def score(self, state: CycleState, job: JobRequest, zones: tuple[str, ...]) -> dict[str, float]:
-        listed = job.zones or state.snapshot.zones()
-        rank = {z: listed.index(z) if z in listed else len(listed) for z in zones}
-        worst = max(rank.values()) or 1
-        return {z: MAX_SCORE * (1 - r / worst) for z, r in rank.items()}
+        listed = job.zones or state.zones
+        key = (listed, zones)
+        found = self._scores.get(key)
+        if found is None:
+            rank = {z: listed.index(z) if z in listed else len(listed) for z in zones}
+            worst = max(rank.values()) or 1
+            found = {z: MAX_SCORE * (1 - r / worst) for z, r in rank.items()}
+            if len(self._scores) > 4096:
+                self._scores.clear()
+            self._scores[key] = found
+        return dict(found)  # the caller's to keep
 
 
 class FullPower:

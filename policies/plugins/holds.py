@@ -50,14 +50,14 @@ class DeadlineHolds:
         self.min_node_share = min_node_share
 
     def pre_filter(self, state: CycleState, jobs: Sequence[JobRequest]) -> None:
-        all_zones = state.snapshot.zones()
+        all_zones = state.zones
+        cluster = state.cluster
         for job in jobs:
             work_s = job.expected_duration_s
             if job.deadline_s is None or work_s is None:
                 continue
-            zones = tuple(z for z in job.zones or all_zones
-                          if state.cluster.possible(z, job.gpus, job.gpus_per_node))
-            largest = max((state.cluster.largest_node[z] for z in zones), default=0)
+            zones = cluster.possible_zones(job.zones or all_zones, job.gpus, job.gpus_per_node)
+            largest = max([cluster.largest_node[z] for z in zones], default=0)
             if zones and job.gpus > self.min_node_share * largest:
                 # from its latest start at its slowest cap: the time left to find room
                 steps = steps_of(job)

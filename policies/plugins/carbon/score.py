@@ -15,7 +15,8 @@ class CarbonOverRun:
     def score(self, state: CycleState, job: JobRequest, zones: tuple[str, ...]) -> dict[str, float]:
         plan = plan_of(state, job)
         if plan is not None:
-            raw = {z: plan.now_cost_g[z][0] for z in zones if z in plan.now_cost_g}
+            costs = plan.now_cost_g
+            raw = {z: costs[z][0] for z in zones if z in costs}
         else:
             known = state.snapshot.intensity_g_per_kwh
             raw = {z: known[z] for z in zones if z in known}
