@@ -52,13 +52,13 @@ def slot_plans(zc: ZoneCurves, rows: tuple[int, ...], start_s: float, end_s: np.
     only when they are cleaner by more; emissions are counted at its real value.
     """
     lowest, where = zc.cheapest(rows)
-    knots, values, zone_index, n_pieces, caps, costs, allotted, integrals, first, marginal = slot_plans_of(
-        zc.knots_s, lowest, where, start_s, end_s, need_s, g_per, present_margin)
+    knots, values, zone_index, allotted, per_job = slot_plans_of(zc.knots_s, lowest, where, start_s, end_s, need_s,
+                                                                 g_per, present_margin)
     out = []
-    for j, (m, cap, cost, integral, (start, until, zone), dearest) in enumerate(zip(
-            n_pieces.tolist(), caps.tolist(), costs.tolist(), integrals.tolist(), first.tolist(), marginal.tolist())):
+    for j, (m, cap, cost, integral, start, until, zone, dearest) in enumerate(per_job.tolist()):
+        m, zone = int(m), int(zone)
         plan_knots = knots[:m + 1].copy()
         plan_knots[m] = end_s[j]
-        out.append((cap, cost, SlotPlan(plan_knots, values[:m], zone_index[:m], allotted[j, :m], integral,
-                                        None if zone < 0 else (start, until, int(zone)), dearest)))
+        out.append((int(cap), cost, SlotPlan(plan_knots, values[:m], zone_index[:m], allotted[j, :m], integral,
+                                             None if zone < 0 else (start, until, zone), dearest)))
     return out

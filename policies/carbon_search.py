@@ -40,6 +40,20 @@ def integral_to(k: np.ndarray, cumulative: np.ndarray, values: np.ndarray, row: 
 
 
 @njit(cache=True, nogil=True)
+def _integral_walk(k: np.ndarray, cumulative: np.ndarray, values: np.ndarray, row: int, t: float,
+                   i: int) -> tuple[float, int]:
+    """``integral_to`` of ``t`` and the piece it read, found by walking on from piece ``i`` (at or before that
+    piece; -1: search for it): the same piece, hence the same value, for times asked in increasing order."""
+    t = min(max(t, k[0]), k[-1])
+    if i < 0:
+        i = _piece(k, t)
+    last = len(k) - 2
+    while i < last and k[i + 1] <= t:
+        i += 1
+    return cumulative[row, i] + (t - k[i]) * values[row, i], i
+
+
+@njit(cache=True, nogil=True)
 def best_start(k: np.ndarray, cumulative: np.ndarray, values: np.ndarray, row: int, earliest_s: float,
                latest_s: float, run_s: float) -> tuple[float, float]:
     """The start in ``[earliest_s, latest_s]`` minimising row ``row``'s integral over ``run_s`` seconds, and that
@@ -54,13 +68,17 @@ def best_start(k: np.ndarray, cumulative: np.ndarray, values: np.ndarray, row: i
         costs[e] = integral_to(k, cumulative, values, row, starts[e] + run_s) - \
             integral_to(k, cumulative, values, row, starts[e])
     m = 2
+    i = -1  # the other ends move forward with the knots: each is found from the last one's piece
     for p in range(a, b):  # at a knot the running integral is known: look up only the other end
         starts[m] = k[p]
-        costs[m] = integral_to(k, cumulative, values, row, k[p] + run_s) - cumulative[row, p]
+        end, i = _integral_walk(k, cumulative, values, row, k[p] + run_s, i)
+        costs[m] = end - cumulative[row, p]
         m += 1
+    i = -1
     for q in range(c, d):
         starts[m] = k[q] - run_s
-        costs[m] = cumulative[row, q] - integral_to(k, cumulative, values, row, starts[m])
+        begin, i = _integral_walk(k, cumulative, values, row, starts[m], i)
+        costs[m] = cumulative[row, q] - begin
         m += 1
     best = costs.min()
     pick = -1
@@ -71,16 +89,18 @@ def best_start(k: np.ndarray, cumulative: np.ndarray, values: np.ndarray, row: i
 
 
 @njit(cache=True, nogil=True)
-def run_costs(k: np.ndarray, cumulative: np.ndarray, values: np.ndarray, integral_error: float, allowed: np.ndarray,
-              now_s: float, probe_s: float, deadline_s: np.ndarray, work_s: np.ndarray, speed: np.ndarray,
-              g_per: np.ndarray, n_caps: np.ndarray):
+def run_cost_table(k: np.ndarray, cumulative: np.ndarray, values: np.ndarray, integral_error: float,
+                   allowed: np.ndarray, now_s: float, probe_s: float, deadline_s: np.ndarray, work_s: np.ndarray,
+                   speed: np.ndarray, g_per: np.ndarray, n_caps: np.ndarray):
     """Every job's options in every zone (rows of the curves), on the cheapest cap for each.
 
     allowed[j, z]: whether job j may run in zone z. speed[j, c], g_per[j, c]: its speed and its emissions per unit
     of intensity integral (g per g/kWh x s) at cap c, for its first n_caps[j] caps; a slower cap is used only if it
     still meets the deadline. Returns jobs x zones tables (inf where not allowed or nothing fits):
     start-now emissions and the cap giving them; emissions of starting at ``probe_s`` instead (inf when a job cannot
-    wait that long); the cheapest emissions within the deadline, its cap and its start.
+    wait that long); the cheapest emissions within the deadline, its cap and its start; stacked in one array of
+    6 x jobs x zones (the caps as floats), since a compiled function returns each array at a cost of its own that a
+    round planning one job notices (``run_costs`` gives them apart).
 
     A (zone, cap) is searched only where its cleanest moment could match the cheapest known start of the job (now or
     at the latest, in any zone and cap): an exact bound, so nothing that could win is skipped. Known costs are
@@ -88,12 +108,10 @@ def run_costs(k: np.ndarray, cumulative: np.ndarray, values: np.ndarray, integra
     allows, hence the margin; the pair that gave the bound is always searched.
     """
     n_jobs, n_zones = allowed.shape
-    now_g = np.full((n_jobs, n_zones), np.inf)
-    now_cap = np.zeros((n_jobs, n_zones), dtype=np.int64)
-    probe_g = np.full((n_jobs, n_zones), np.inf)
-    best_g = np.full((n_jobs, n_zones), np.inf)
-    best_cap = np.zeros((n_jobs, n_zones), dtype=np.int64)
-    best_s = np.full((n_jobs, n_zones), np.inf)
+    table = np.full((6, n_jobs, n_zones), np.inf)
+    table[1] = 0.0
+    table[4] = 0.0
+    now_g, now_cap, probe_g, best_g, best_cap, best_s = table[0], table[1], table[2], table[3], table[4], table[5]
     first = _piece(k, now_s)
     for j in range(n_jobs):
         caps = n_caps[j]
@@ -139,7 +157,18 @@ def run_costs(k: np.ndarray, cumulative: np.ndarray, values: np.ndarray, integra
                 cost = g_per[j, c] * integral
                 if cost < best_g[j, z]:
                     best_g[j, z], best_cap[j, z], best_s[j, z] = cost, c, start
-    return now_g, now_cap, probe_g, best_g, best_cap, best_s
+    return table
+
+
+@njit(cache=True, nogil=True)
+def run_costs(k: np.ndarray, cumulative: np.ndarray, values: np.ndarray, integral_error: float, allowed: np.ndarray,
+              now_s: float, probe_s: float, deadline_s: np.ndarray, work_s: np.ndarray, speed: np.ndarray,
+              g_per: np.ndarray, n_caps: np.ndarray):
+    """``run_cost_table``'s six tables apart: start-now emissions, its cap, emissions of starting at ``probe_s``,
+    the cheapest emissions, their cap and their start (jobs x zones; caps as integers)."""
+    t = run_cost_table(k, cumulative, values, integral_error, allowed, now_s, probe_s, deadline_s, work_s, speed,
+                       g_per, n_caps)
+    return t[0].copy(), t[1].astype(np.int64), t[2].copy(), t[3].copy(), t[4].astype(np.int64), t[5].copy()
 
 
 @njit(cache=True, nogil=True)
@@ -153,10 +182,12 @@ def slot_plans_of(k: np.ndarray, lowest: np.ndarray, where: np.ndarray, start_s:
     is, so later pieces are taken before it only when they are cleaner by more (emissions count its real value).
 
     The windows share their pieces: ``knots_s`` (the first at ``start_s``), ``values`` and ``zone_index``; job j's
-    are the first ``n_pieces[j]`` of them, its last ending at ``end_s[j]``. Per job: the cap that emits least (-1
-    when even full speed does not fit: then it runs flat out over its whole window), that emission, the seconds
-    allotted to each piece, their intensity integral, the first stretch in one zone (start, end, zone; zone -1
-    when nothing is allotted) and the dearest intensity allotted (0 when nothing is).
+    are the first ``n_pieces[j]`` of them, its last ending at ``end_s[j]``. Per job: the seconds allotted to each
+    piece (``allotted[j]``) and a row of ``per_job``: the number of its pieces, the cap that emits least (-1 when
+    even full speed does not fit: then it runs flat out over its whole window), that emission, the allotted pieces'
+    intensity integral, the first stretch in one zone (start, end, zone; zone -1 when nothing is allotted) and the
+    dearest intensity allotted (0 when nothing is). Counts and indices are floats there: a compiled function
+    returns each array at a cost of its own, which a round planning one job notices.
     """
     a = np.searchsorted(k, start_s, side="right")
     b = np.searchsorted(k, end_s)
@@ -175,20 +206,21 @@ def slot_plans_of(k: np.ndarray, lowest: np.ndarray, where: np.ndarray, start_s:
     cap, cost, allotted = _fill(knots_s, values, order, end_s, need_s, g_per)
     n_jobs = len(end_s)
     n_pieces = b - a + 1
-    integral = np.zeros(n_jobs)
-    first = np.zeros((n_jobs, 3))
-    marginal = np.zeros(n_jobs)
+    per_job = np.zeros((n_jobs, 8))  # pieces, cap, cost, integral, first (start, end, zone), marginal
     for j in range(n_jobs):
-        for i in range(n_pieces[j]):
-            integral[j] += allotted[j, i] * values[i]
+        m = n_pieces[j]
+        integral, marginal = 0.0, 0.0
+        for i in range(m):
+            integral += allotted[j, i] * values[i]
             if allotted[j, i] > 0.0:
-                marginal[j] = max(marginal[j], values[i])
-        end = knots_s[n_pieces[j]]
-        knots_s[n_pieces[j]] = end_s[j]  # the job's own last piece ends at its end
-        first[j, 0], first[j, 1], first[j, 2] = first_run(knots_s[:n_pieces[j] + 1], zone_index[:n_pieces[j]],
-                                                          allotted[j, :n_pieces[j]])
-        knots_s[n_pieces[j]] = end
-    return knots_s, values, zone_index, n_pieces, cap, cost, allotted, integral, first, marginal
+                marginal = max(marginal, values[i])
+        end = knots_s[m]
+        knots_s[m] = end_s[j]  # the job's own last piece ends at its end
+        first_s, until_s, zone = first_run(knots_s[:m + 1], zone_index[:m], allotted[j, :m])
+        knots_s[m] = end
+        per_job[j, 0], per_job[j, 1], per_job[j, 2], per_job[j, 3] = m, cap[j], cost[j], integral
+        per_job[j, 4], per_job[j, 5], per_job[j, 6], per_job[j, 7] = first_s, until_s, zone, marginal
+    return knots_s, values, zone_index, allotted, per_job
 
 
 @njit(cache=True, nogil=True)

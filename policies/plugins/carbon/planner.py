@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from policies.carbon_plan import SlotPlan, slot_plans
-from policies.carbon_search import NOW_EPS_S, run_costs
+from policies.carbon_search import NOW_EPS_S, run_cost_table
 from policies.forecast import CarbonForecast, IntensityCurve, ZoneCurves
 from policies.framework import CycleState, is_due, job_draw_w, steps_of
 from policies.history_forecast import HistoryForecast
@@ -74,6 +74,9 @@ class CarbonPlanner:
         # memos of pure functions of their keys (the objects are kept, so an id is never reused while cached)
         self._grids: dict[tuple[str, ...], tuple[tuple[IntensityCurve, ...], ZoneCurves]] = {}
         self._steps: dict[tuple[int, int, float], tuple] = {}
+        self._grid_zone_memo: dict[tuple, tuple[str, ...]] = {}
+        self._position_memo: dict[tuple[str, ...], dict[str, int]] = {}
+        self._allowed_memo: dict[tuple, np.ndarray] = {}
 
     def _forecast(self, state: CycleState) -> CarbonForecast | None:
         forecast = state.snapshot.forecast
@@ -92,12 +95,12 @@ class CarbonPlanner:
         margin = self.present_margin_g_per_kwh if forecast is self._learned else 0.0
         now = state.now_s
         cluster, budget_w = state.cluster, state.budget_left_w
-        all_zones = state.snapshot.zones()
+        all_zones = state.zones
         plannable: list[tuple[JobRequest, tuple[str, ...]]] = []
         for job in jobs:
             if not job.expected_duration_s or job.power_w is None:
                 continue
-            zones = tuple(z for z in (job.zones or all_zones) if cluster.possible(z, job.gpus, job.gpus_per_node))
+            zones = cluster.possible_zones(job.zones or all_zones, job.gpus, job.gpus_per_node)
             if not zones:
                 continue
             no_room = not any(cluster.fits(z, job.gpus, job.gpus_per_node) for z in zones)
@@ -109,31 +112,55 @@ class CarbonPlanner:
             return
         # far enough for every window: a late job's runs end after its deadline
         horizon_s = max(max(_deadline(j, now), now + j.expected_duration_s) for j, _ in plannable)
-        needed = set().union(*(zones for _, zones in plannable))
-        grid_zones = tuple(z for z in all_zones if z in needed) + tuple(sorted(needed.difference(all_zones)))
+        needed = set(plannable[0][1]).union(*(zones for _, zones in plannable[1:]))
+        grid_zones = self._grid_zones(all_zones, needed)
         zc = self._zone_curves(forecast, grid_zones, horizon_s)
-        position = {z: i for i, z in enumerate(grid_zones)}
+        position = self._positions(grid_zones)
+        now_values = zc.value_at(slice(None), now).tolist()  # each grid zone's intensity now
         runs = [(job, zones) for job, zones in plannable if not job.interruptible]
         for i in range(0, len(runs), RUN_BATCH):
             for job, plan in zip((j for j, _ in runs[i:i + RUN_BATCH]),
-                                 self._run_plans(runs[i:i + RUN_BATCH], now, zc, position, margin)):
+                                 self._run_plans(runs[i:i + RUN_BATCH], now, zc, position, margin, now_values)):
                 state.notes[PLANNER, job.job_id] = plan
+        if len(runs) == len(plannable):
+            return
         by_zones: dict[tuple[int, ...], list[JobRequest]] = {}
         for job, zones in plannable:
             if job.interruptible:
                 by_zones.setdefault(tuple(position[z] for z in zones), []).append(job)
         for rows, group in by_zones.items():
-            group.sort(key=lambda j: max(_deadline(j, now), now + j.expected_duration_s))  # alike windows together
+            if len(group) > 1:
+                group.sort(key=lambda j: max(_deadline(j, now), now + j.expected_duration_s))  # alike windows together
             zones = tuple(grid_zones[r] for r in rows)
             for i in range(0, len(group), SLOT_BATCH):
                 for job, plan in zip(group[i:i + SLOT_BATCH], self._slot_plans(group[i:i + SLOT_BATCH], now, zones,
-                                                                                zc, rows, margin)):
+                                                                                zc, rows, margin, now_values)):
                     state.notes[PLANNER, job.job_id] = plan
+
+    def _grid_zones(self, all_zones: tuple[str, ...], needed: set[str]) -> tuple[str, ...]:
+        """The zones the plans need, in the snapshot's order (then any others, sorted): the rows of the grid."""
+        key = (all_zones, frozenset(needed))
+        found = self._grid_zone_memo.get(key)
+        if found is None:
+            if len(self._grid_zone_memo) > 256:
+                self._grid_zone_memo.clear()
+            found = tuple(z for z in all_zones if z in needed) + tuple(sorted(needed.difference(all_zones)))
+            self._grid_zone_memo[key] = found
+        return found
+
+    def _positions(self, grid_zones: tuple[str, ...]) -> dict[str, int]:
+        """Each grid zone's row (a memo: callers only read it)."""
+        found = self._position_memo.get(grid_zones)
+        if found is None:
+            if len(self._position_memo) > 256:
+                self._position_memo.clear()
+            found = self._position_memo[grid_zones] = {z: i for i, z in enumerate(grid_zones)}
+        return found
 
     def _zone_curves(self, forecast: CarbonForecast, zones: tuple[str, ...], horizon_s: float) -> ZoneCurves:
         curves = tuple(forecast.curves(zones, max(horizon_s, forecast.now_s + 1.0)))
         cached = self._grids.get(zones)
-        if cached is not None and len(cached[0]) == len(curves) and all(a is b for a, b in zip(cached[0], curves)):
+        if cached is not None and cached[0] == curves:  # the same curves (they compare by identity)
             return cached[1]
         zc = ZoneCurves(curves)
         if len(self._grids) > 64:
@@ -154,41 +181,60 @@ class CarbonPlanner:
             self._steps[key] = found
         return found[1], found[2], found[3]
 
+    def _allowed(self, rows: tuple[int, ...], n_zones: int) -> np.ndarray:
+        """One job's row of ``run_costs``' ``allowed``: True in ``rows`` of ``n_zones`` (a memo: read only)."""
+        key = (rows, n_zones)
+        found = self._allowed_memo.get(key)
+        if found is None:
+            if len(self._allowed_memo) > 256:
+                self._allowed_memo.clear()
+            found = np.zeros((1, n_zones), dtype=bool)
+            found[0, list(rows)] = True
+            self._allowed_memo[key] = found
+        return found
+
     def _run_plans(self, batch: list[tuple[JobRequest, tuple[str, ...]]], now: float, zc: ZoneCurves,
-                   position: dict[str, int], present_margin: float = 0.0) -> list[JobPlan]:
+                   position: dict[str, int], present_margin: float = 0.0,
+                   now_values: list[float] | None = None) -> list[JobPlan]:
         """The plans of jobs that run in one piece: one compiled search over every job, zone and cap.
 
         present_margin (g/kWh): starting now wins unless a later start emits less by more than this over the run.
+        now_values: each row's intensity now (``zc.value_at(slice(None), now)``), when the caller has it.
         """
         tables = [self._cap_table(job) for job, _ in batch]
-        n_caps = max(len(t[0]) for t in tables)
         n_jobs = len(batch)
-        speeds = np.ones((n_jobs, n_caps))  # padding past a job's own caps is never read
-        g_per = np.zeros((n_jobs, n_caps))
-        allowed = np.zeros((n_jobs, len(zc.curves)), dtype=bool)
-        for j, ((_, zones), (_, sp, g)) in enumerate(zip(batch, tables)):
-            speeds[j, :len(sp)], g_per[j, :len(g)] = sp, g
-            allowed[j, [position[z] for z in zones]] = True
-        deadlines = np.array([_deadline(job, now) for job, _ in batch])
+        if n_jobs == 1:  # most rounds plan one job: its tables as they are, no padding to build
+            _, sp, g = tables[0]
+            speeds, g_per = sp.reshape(1, -1), g.reshape(1, -1)
+            allowed = self._allowed(tuple(position[z] for z in batch[0][1]), len(zc.curves))
+        else:
+            n_caps = max(len(t[0]) for t in tables)
+            speeds = np.ones((n_jobs, n_caps))  # padding past a job's own caps is never read
+            g_per = np.zeros((n_jobs, n_caps))
+            allowed = np.zeros((n_jobs, len(zc.curves)), dtype=bool)
+            for j, ((_, zones), (_, sp, g)) in enumerate(zip(batch, tables)):
+                speeds[j, :len(sp)], g_per[j, :len(g)] = sp, g
+                allowed[j, [position[z] for z in zones]] = True
+        deadline_list = [_deadline(job, now) for job, _ in batch]
+        deadlines = np.array(deadline_list)
         work_s = np.array([job.expected_duration_s for job, _ in batch])
         n_caps_of = np.array([len(t[0]) for t in tables])
-        now_g, now_cap, probe_g, best_g, best_cap, best_start = run_costs(
+        # caps come as floats (exact): indices into a job's steps once made ints
+        now_vals, now_i, probe_g, best_vals, best_i, best_start_at = run_cost_table(
             zc.knots_s, zc.cumulative, zc.values, zc.integral_error, allowed, now, now + WAIT_PROBE_S, deadlines,
-            work_s, speeds, g_per, n_caps_of)
-        now_vals, now_i, probe_g = now_g.tolist(), now_cap.tolist(), probe_g.tolist()
-        best_vals, best_i, best_start_at = best_g.tolist(), best_cap.tolist(), best_start.tolist()
-        intensity = zc.value_at(slice(None), now).tolist()
+            work_s, speeds, g_per, n_caps_of).tolist()
+        intensity = zc.value_at(slice(None), now).tolist() if now_values is None else now_values
         plans = []
         for j, (job, zones) in enumerate(batch):
-            steps, deadline = tables[j][0], float(deadlines[j])
+            steps, deadline = tables[j][0], deadline_list[j]
             work = job.expected_duration_s
-            plan = JobPlan(must_start=now >= deadline - work - NOW_EPS_S, deadline_s=deadline,
-                           latest_start_s=deadline - work, zones=zones, best_cost_g=float("inf"))
             rows = [position[z] for z in zones]
-            for z, r in zip(zones, rows):
-                plan.now_intensity[z] = intensity[r]
-                plan.now_cost_g[z] = (now_vals[j][r], steps[now_i[j][r]])
-            wait_cost = min(probe_g[j][r] for r in rows)
+            now_j, now_i_j = now_vals[j], now_i[j]
+            plan = JobPlan(must_start=now >= deadline - work - NOW_EPS_S, deadline_s=deadline,
+                           latest_start_s=deadline - work, zones=zones, best_cost_g=float("inf"),
+                           now_cost_g=dict(zip(zones, [(now_j[r], steps[int(now_i_j[r])]) for r in rows])),
+                           now_intensity=dict(zip(zones, [intensity[r] for r in rows])))
+            wait_cost = min([probe_g[j][r] for r in rows])
             # The cheapest zone; among equals (within 1e-12 g), the one whose cleanest moment is lowest, then
             # the listed order.
             costs = [best_vals[j][r] for r in rows]
@@ -200,49 +246,58 @@ class CarbonPlanner:
             if lowest < float("inf"):
                 r = rows[tied[0]]
                 plan.best_cost_g, plan.best_start_s = best_vals[j][r], best_start_at[j][r]
-                plan.best_zone, plan.best_step = zones[tied[0]], steps[best_i[j][r]]
+                plan.best_zone, plan.best_step = zones[tied[0]], steps[int(best_i[j][r])]
                 if present_margin and plan.best_start_s > now + NOW_EPS_S:
                     k = min(range(len(rows)), key=lambda k: now_vals[j][rows[k]])
                     r = rows[k]
-                    c = now_i[j][r]
+                    c = int(now_i[j][r])
                     kwh = float(g_per[j, c] * work_s[j] / speeds[j, c])  # g per (g/kWh x s), times s
                     if now_vals[j][r] - present_margin * kwh <= lowest:
                         plan.best_cost_g, plan.best_start_s = now_vals[j][r], now
                         plan.best_zone, plan.best_step = zones[k], steps[c]
             # carbon lost per GPU-hour by waiting an hour (inf: it cannot wait that long)
-            plan.gain_per_gpu_h = (wait_cost - min(now_vals[j][r] for r in rows)) / (job.gpus * WAIT_PROBE_S / 3600.0)
+            plan.gain_per_gpu_h = (wait_cost - min([now_j[r] for r in rows])) / (job.gpus * WAIT_PROBE_S / 3600.0)
             plans.append(plan)
         return plans
 
     def _slot_plans(self, jobs: list[JobRequest], now: float, zones: tuple[str, ...], zc: ZoneCurves,
-                    rows: tuple[int, ...], present_margin: float = 0.0) -> list[JobPlan]:
-        """The plans of interruptible jobs allowed in the same zones: the cheapest pieces of time, all at once."""
+                    rows: tuple[int, ...], present_margin: float = 0.0,
+                    now_values: list[float] | None = None) -> list[JobPlan]:
+        """The plans of interruptible jobs allowed in the same zones: the cheapest pieces of time, all at once.
+        now_values: each row's intensity now, when the caller has it."""
         tables = [self._cap_table(job) for job in jobs]
-        n_caps = max(len(t[0]) for t in tables)
-        need_s = np.full((len(jobs), n_caps), np.inf)  # a cap a job does not have needs forever
-        g_per = np.ones((len(jobs), n_caps))
-        for j, (job, (_, speeds, g)) in enumerate(zip(jobs, tables)):
-            need_s[j, :len(speeds)], g_per[j, :len(g)] = job.expected_duration_s / speeds, g
+        if len(jobs) == 1:  # most rounds plan one job: its tables as they are, no padding to build
+            _, speeds, g = tables[0]
+            need_s, g_per = (jobs[0].expected_duration_s / speeds).reshape(1, -1), g.reshape(1, -1)
+        else:
+            n_caps = max(len(t[0]) for t in tables)
+            need_s = np.full((len(jobs), n_caps), np.inf)  # a cap a job does not have needs forever
+            g_per = np.ones((len(jobs), n_caps))
+            for j, (job, (_, speeds, g)) in enumerate(zip(jobs, tables)):
+                need_s[j, :len(speeds)], g_per[j, :len(g)] = job.expected_duration_s / speeds, g
         deadlines = [_deadline(job, now) for job in jobs]
         ends = np.array([max(d, now + job.expected_duration_s) for job, d in zip(jobs, deadlines)])
         found = slot_plans(zc, rows, now, ends, need_s, g_per, present_margin)
-        intensity = zc.value_at(list(rows), now).tolist()
+        if now_values is None:
+            intensity = zc.value_at(list(rows), now).tolist()
+        else:
+            intensity = [now_values[r] for r in rows]
         plans = []
+        cleanest_now = min(intensity)
         for job, deadline, (steps, _, _), (cap, cost, slots) in zip(jobs, deadlines, tables, found):
             work_s = job.expected_duration_s
-            plan = JobPlan(must_start=now >= deadline - work_s - NOW_EPS_S, deadline_s=deadline,
-                           latest_start_s=deadline - work_s, zones=zones, best_cost_g=float("inf"), slots=slots)
             draw_w = job_draw_w(job)
-            for z, value in zip(zones, intensity):
-                plan.now_intensity[z] = value
-                plan.now_cost_g[z] = (draw_w * value, FULL_POWER)
+            plan = JobPlan(must_start=now >= deadline - work_s - NOW_EPS_S, deadline_s=deadline,
+                           latest_start_s=deadline - work_s, zones=zones, best_cost_g=float("inf"), slots=slots,
+                           now_cost_g=dict(zip(zones, [(draw_w * value, FULL_POWER) for value in intensity])),
+                           now_intensity=dict(zip(zones, intensity)))
             if cap >= 0:
                 plan.best_cost_g, plan.best_step = cost, steps[cap]
             first = slots.first_run()  # else: not even full speed fits, and the plan runs flat out
             plan.best_start_s = first[0] if first else now
             plan.best_zone = zones[first[2]] if first else zones[0]
             marginal = slots.marginal() if first else 0.0
-            plan.gain_per_gpu_h = (marginal - min(intensity)) * (job.power_w or 0.0) / 1000.0
+            plan.gain_per_gpu_h = (marginal - cleanest_now) * (job.power_w or 0.0) / 1000.0
             plans.append(plan)
         return plans
 
