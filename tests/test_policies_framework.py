@@ -53,6 +53,21 @@ def test_cluster_view_counts_listed_gpus_and_pools():
     assert view.free_gpus("FR") == 1
 
 
+def test_cluster_views_sharing_a_layout_count_each_snapshot_own_free_gpus():
+    layouts: dict = {}
+    busy = ClusterView(Snapshot(0.0, (), gpus=(), pools=(ZonePool("DE", 8, 1), ZonePool("FR", 4, 4, ("FR/0", "FR/1"),
+                                                                                         (2, 2)))), layouts)
+    assert busy.possible_zones(("DE", "FR"), 4) == ("DE", "FR") and busy.possible_zones(("DE", "FR"), 8) == ("DE",)
+    assert not busy.fits("DE", 2) and busy.free_gpus("DE") == 1 and busy.free_gpus("FR") == 4
+    idle = ClusterView(Snapshot(1.0, (), gpus=(), pools=(ZonePool("DE", 8, 8), ZonePool("FR", 4, 1, ("FR/0", "FR/1"),
+                                                                                         (1, 0)))), layouts)
+    assert len(layouts) == 1 and idle.node_sizes is busy.node_sizes  # the layout is worked out once
+    assert idle.fits("DE", 8) and idle.free_gpus("DE") == 8 and idle.free_gpus("FR") == 1
+    idle.take("DE", 3)
+    assert idle.free_gpus("DE") == 5 and busy.free_gpus("DE") == 1
+    assert idle.possible_zones(("FR", "DE"), 4) == ("FR", "DE") and idle.possible_zones(("FR", "DE"), 3) == ("DE",)
+
+
 def test_fifo_on_pools_and_the_power_budget():
     jobs = (JobRequest("a", 2, 0.0, power_w=300.0), JobRequest("b", 1, 1.0, power_w=300.0))
     snapshot = Snapshot(0.0, jobs, gpus=(), pools=(ZonePool("DE", 4, 4),), power_budget_w=800.0)
