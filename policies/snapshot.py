@@ -170,6 +170,8 @@ class Snapshot:
     backlog: the demand of the waiting jobs that are not in ``waiting`` (``policies.backlog``), so that a policy
     weighs the whole queue: a ``Backlog`` kept by the caller, or any collection of ``Demand``. A caller that offers
     every waiting job leaves it empty: the policy derives the demand from ``waiting``.
+    expected: the demand of the jobs expected to arrive later (``policies.arrivals``: each ``Demand``'s
+    ``ready_s`` its expected submission), weighed with the queue's; empty: no forecast of arrivals.
     """
 
     now_s: float
@@ -183,6 +185,7 @@ class Snapshot:
     running: Sequence[RunningJob] = ()
     holds: tuple[Hold, ...] = ()
     backlog: Collection[Demand] = ()
+    expected: Collection[Demand] = ()
 
     def zones(self) -> tuple[str, ...]:
         """Every zone that has a GPU, in the order GPUs (then pools) are listed."""

@@ -3,7 +3,7 @@
 from policies.backlog import Backlog, Demand
 from policies.builtin import create_policy
 from policies.decisions import Start, Wait
-from policies.snapshot import Snapshot, ZonePool
+from policies.snapshot import RunningJob, Snapshot, ZonePool
 from tests.test_policies_carbon import DIRTY_THEN_CLEAN, H, SLOW, TableForecast, job
 
 
@@ -73,3 +73,44 @@ def test_a_pressed_queue_starts_at_full_speed_only_without_a_power_budget():
 
     assert cap(None) == 1.0
     assert cap(10_000.0) == 0.5
+
+
+def test_expected_arrivals_count_against_a_deferral():
+    # a 2 h job due at 5 h alone waits for the clean window (2 h to 4 h). Four 1-GPU jobs expected at 2.5 h, each
+    # 1 h and due at 4 h (latest start 3 h), would then find one GPU taken until 4 h and one of them start late:
+    # the job starts now instead, and the expected jobs all find room.
+    offered = [job("a", duration_h=2, deadline_h=5)]
+    expected = tuple(Demand("", ("DE",), 1, 1 * H, 4 * H, 2.5 * H) for _ in range(4))
+
+    def decision(expected):
+        snapshot = Snapshot(now_s=0.0, waiting=tuple(offered), gpus=(), pools=(ZonePool("DE", 4, 4),),
+                            forecast=TableForecast(0.0, DIRTY_THEN_CLEAN), expected=expected)
+        (d,) = create_policy("carbon-aware").decide(snapshot)
+        return d
+
+    assert isinstance(decision(()), Wait)
+    assert isinstance(decision(expected), Start)
+    # three expected jobs leave room for it in the window: it waits for it again
+    assert isinstance(decision(expected[:3]), Wait)
+
+
+def test_a_deferral_that_leaves_the_job_itself_at_risk_is_refused():
+    # four jobs waiting for room elsewhere hold every GPU from now to 4 h in the replay, so the offered job starts
+    # past its latest start (3 h) whenever it is ready: deferring it does not put more jobs at risk, but it puts
+    # this one at risk where starting now, in the GPU free now, keeps its deadline
+    backlog = tuple(Demand(f"b{i}", ("DE",), 1, 4 * H, 5 * H, 0.0) for i in range(4))
+    (d,) = decide([job("a", duration_h=2, deadline_h=5)], backlog)
+    assert isinstance(d, Start), d
+
+
+def test_a_pressed_queue_serves_jobs_that_can_still_be_on_time_before_late_ones():
+    # one free GPU; three GPUs busy until 10 h. "late" is past its latest start already; "soon" (latest start
+    # 1 h) and "next" (latest 1.5 h, after "soon" in the replay: at risk) can still make theirs. Earliest latest
+    # start first would give the GPU to "late", which is late whatever happens, and make "soon" late too.
+    running = tuple(RunningJob(f"r{i}", "DE", "DE", 1, 300.0, False, 20 * H, 10 * H, end_s=10 * H) for i in range(3))
+    jobs = (job("late", duration_h=2, deadline_h=1), job("soon", duration_h=2, deadline_h=3),
+            job("next", duration_h=4, deadline_h=5.5))
+    snapshot = Snapshot(now_s=0.0, waiting=jobs, gpus=(), pools=(ZonePool("DE", 4, 1),),
+                        forecast=TableForecast(0.0, {"DE": [300] * 12}), running=running)
+    starts = [d.job_id for d in create_policy("carbon-aware").decide(snapshot) if isinstance(d, Start)]
+    assert starts == ["soon"]

@@ -4,15 +4,19 @@ Carbon-aware plugins defer work one job at a time (a cleaner start later, room i
 piece of an interruptible job). On a busy cluster many such deferrals land in the same clean window, more work
 than the cluster can start there before the latest starts that follow, and jobs that arrival order keeps on time
 are late. So every deferral is weighed against the whole queue (``policies.backlog``): the offered jobs and the
-snapshot's backlog, each with its GPUs, remaining work, deadline and the moment it may start.
+snapshot's backlog, each with its GPUs, remaining work, deadline and the moment it may start, and the jobs
+expected to arrive (``Snapshot.expected``, ``policies.arrivals``): work deferred ahead of a peak of arrivals is
+work the peak then has no room for.
 
 The test replays the queue as list scheduling would run it: from now on, at each moment a job becomes ready or a
-running one ends, the ready jobs in order of their latest start (earliest-deadline-first) take the room of their
-zones, each in the allowed zone with most free GPUs, the running jobs giving theirs back at their expected ends.
-A job that starts there later than ``margin_s`` before its latest start is at risk. A deferral is refused (the
-job starts now) when it puts more jobs at risk than the replay without it. Future arrivals are not known; the
-margin stands for them. When all the waiting jobs would fit in the free GPUs at once nothing can be at risk and
-the replay is skipped, which is the common case on a cluster with room to spare.
+running one ends, the ready jobs in order of their latest start (earliest-deadline-first; those already past it
+last, as a pressed queue sorts them) take the room of their zones, each in the allowed zone with most free GPUs,
+the running jobs giving theirs back at their expected ends. A job that starts there later than ``margin_s``
+before its latest start is at risk. A deferral is refused (the job starts now) when it puts more jobs at risk
+than the replay without it, or puts the deferred job itself at risk: a job at risk wherever it waits takes the
+room it has now. The margin stands for what the expected arrivals miss. When all the waiting and expected jobs
+would fit in the free GPUs at once nothing can be at risk and the replay is skipped, which is the common case on
+a cluster with room to spare.
 """
 
 from __future__ import annotations
@@ -54,16 +58,18 @@ def pressure_of(state: CycleState) -> Pressure | None:
 
 
 class Pressure:
-    """The queue as the replay sees it (arrays, one entry per waiting job), with the deferrals booked so far this
-    cycle, and how many jobs the replay puts at risk (``at_risk``)."""
+    """The queue as the replay sees it (arrays, one entry per job: the ``n_waiting`` waiting ones, then the
+    expected ones), with the deferrals booked so far this cycle, and how many jobs the replay puts at risk
+    (``at_risk``)."""
 
     def __init__(self, now_s: float, zones: tuple[str, ...], free: np.ndarray, ends: tuple[np.ndarray, ...],
-                 index: dict[str, int], queue: tuple[np.ndarray, ...], margin_s: float):
+                 index: dict[str, int], queue: tuple[np.ndarray, ...], margin_s: float, n_waiting: int):
         self.now_s, self.zones, self.free, self.ends = now_s, zones, free, ends
         self.index, self.queue, self.margin_s = index, queue, margin_s
-        self.at_risk = replay(now_s, free, *ends, *queue, margin_s)
-        #: the replay has jobs at risk already: the queue goes in order of latest start
-        self.tight = self.at_risk > 0
+        self.n_waiting = n_waiting
+        waiting_at_risk, self.at_risk, _ = replay(now_s, free, *ends, *queue, margin_s, n_waiting, -1)
+        #: the replay has waiting jobs at risk already: the queue goes in order of latest start
+        self.tight = waiting_at_risk > 0
 
     @classmethod
     def of(cls, state: CycleState, jobs: Sequence[JobRequest], margin_s: float) -> Pressure | None:
@@ -72,7 +78,8 @@ class Pressure:
         backlog = snapshot.backlog
         offered = [j for j in jobs if j.deadline_s is not None and j.expected_duration_s]
         free = {z: cluster.free_gpus(z) for z in all_zones}
-        if _fits_at_once(backlog, offered, free, all_zones):
+        expected = snapshot.expected
+        if _fits_at_once(backlog, offered, expected, free, all_zones):
             return None
         bit = {z: 1 << i for i, z in enumerate(all_zones)}
         every = (1 << len(all_zones)) - 1
@@ -80,6 +87,8 @@ class Pressure:
         rows += [(j.job_id, now, j.deadline_s - j.expected_duration_s, j.gpus, j.expected_duration_s, j.zones)
                  for j in offered]
         index = {row[0]: k for k, row in enumerate(rows)}
+        rows += [(d.job_id, max(d.ready_s, now), d.deadline_s - d.work_s, d.gpus, d.work_s, d.zones)
+                 for d in expected]
         queue = (np.array([r[1] for r in rows]), np.array([r[2] - margin_s for r in rows]),
                  np.array([r[3] for r in rows], dtype=np.int64), np.array([r[4] for r in rows]),
                  np.array([sum(bit.get(z, 0) for z in r[5]) if r[5] else every for r in rows], dtype=np.int64))
@@ -88,7 +97,7 @@ class Pressure:
                 np.array([all_zones.index(r.zone) for r in running], dtype=np.int64),
                 np.array([r.gpus for r in running], dtype=np.int64))
         return cls(now, all_zones, np.array([free[z] for z in all_zones], dtype=np.int64), ends, index, queue,
-                   margin_s)
+                   margin_s, len(index))
 
     def defer(self, job: JobRequest, ready_s: float, run_until_s: float | None = None,
               zone: str | None = None) -> bool:
@@ -109,20 +118,21 @@ class Pressure:
             ends = (np.append(ends[0], run_until_s), np.append(ends[1], z), np.append(ends[2], job.gpus))
         ready[k] = max(ready_s, self.now_s)
         queue = (ready, latest, gpus, work, mask)
-        at_risk = replay(self.now_s, free, *ends, *queue, self.margin_s)
-        if at_risk > self.at_risk:
+        _, at_risk, itself = replay(self.now_s, free, *ends, *queue, self.margin_s, self.n_waiting, k)
+        if at_risk > self.at_risk or itself:
             return False
         self.free, self.ends, self.queue, self.at_risk = free, ends, queue, at_risk
         return True
 
 
-def _fits_at_once(backlog, offered: list[JobRequest], free: dict[str, int], all_zones: tuple[str, ...]) -> bool:
-    """Whether every waiting job fits in the free GPUs at once: per set of zones the jobs are confined to, their
-    GPUs against the free ones there (a job then never waits for room, whatever the others do)."""
+def _fits_at_once(backlog, offered: list[JobRequest], expected, free: dict[str, int],
+                  all_zones: tuple[str, ...]) -> bool:
+    """Whether every waiting and expected job fits in the free GPUs at once: per set of zones the jobs are
+    confined to, their GPUs against the free ones there (a job then never waits for room, whatever the others do)."""
     wanted: dict[frozenset[str], int] = {}
     by_zones = getattr(backlog, "gpus_by_zones", None)
     pairs = list(by_zones.items()) if by_zones is not None else [(d.zones, d.gpus) for d in backlog]
-    for zones, gpus in pairs + [(j.zones, j.gpus) for j in offered]:
+    for zones, gpus in pairs + [(j.zones, j.gpus) for j in offered] + [(d.zones, d.gpus) for d in expected]:
         key = frozenset(zones or all_zones)
         wanted[key] = wanted.get(key, 0) + gpus
     if not wanted:
@@ -133,12 +143,14 @@ def _fits_at_once(backlog, offered: list[JobRequest], free: dict[str, int], all_
 @njit(cache=True, nogil=True)
 def replay(now_s: float, free0: np.ndarray, end_s: np.ndarray, end_zone: np.ndarray, end_gpus: np.ndarray,
            ready_s: np.ndarray, latest_s: np.ndarray, gpus: np.ndarray, work_s: np.ndarray, mask: np.ndarray,
-           margin_s: float) -> int:
+           margin_s: float, n_waiting: int, watch: int) -> tuple[int, int, bool]:
     """How many jobs list scheduling would start after ``latest_s`` (their latest start less ``margin_s``), of those
     not due already (a job due now starts now if it can, and no deferral changes that): from ``now_s``, whenever a
     job becomes ready (``ready_s``) or a running one ends (``end_s``, in ``end_zone``, giving back ``end_gpus``),
-    the ready jobs in order of ``latest_s`` each take ``gpus`` in the allowed zone (bit i of ``mask``: zone i)
-    with most free GPUs, for ``work_s``; ``free0``: each zone's free GPUs now. Jobs that never fit are left out.
+    the ready jobs in order of ``latest_s`` (those past their latest start last) each take ``gpus`` in the allowed
+    zone (bit i of ``mask``: zone i) with most free GPUs, for ``work_s``; ``free0``: each zone's free GPUs now.
+    Jobs that never fit are left out. Returns those of the first ``n_waiting`` jobs (the waiting ones) at risk,
+    all of them, and whether job ``watch`` is among them.
 
     The running jobs' ends and the ready times are walked in order, the ends of the jobs started in the replay
     kept in a heap, and the start loop runs only while some ready job waits for room."""
@@ -147,12 +159,17 @@ def replay(now_s: float, free0: np.ndarray, end_s: np.ndarray, end_zone: np.ndar
     n_zones = len(free)
     by_end = np.argsort(end_s)
     by_ready = np.argsort(ready_s, kind="mergesort")
-    order = np.argsort(latest_s, kind="mergesort")
+    # the jobs already late go after those that can still be on time, as a pressed queue sorts them
+    late = latest_s + margin_s < now_s - 1e-6
+    on_time, past = np.nonzero(~late)[0], np.nonzero(late)[0]
+    order = np.concatenate((on_time[np.argsort(latest_s[on_time], kind="mergesort")],
+                            past[np.argsort(latest_s[past], kind="mergesort")]))
     st_zone = np.empty(n, dtype=np.int64)
     ends = [(np.inf, -1)]  # a heap of (end, job) of the jobs started in the replay (the sentinel never pops)
     started = np.zeros(n, dtype=np.bool_)
     released = np.zeros(n, dtype=np.bool_)
     p_run, p_ready, waiting, left, at_risk, t = 0, 0, 0, n, 0, now_s
+    waiting_at_risk, watched = 0, False
     while left > 0:
         while p_run < n_run and end_s[by_end[p_run]] <= t:
             e = by_end[p_run]
@@ -183,6 +200,10 @@ def replay(now_s: float, free0: np.ndarray, end_s: np.ndarray, end_zone: np.ndar
                     heapq.heappush(ends, (t + work_s[j], j))
                     if t > latest_s[j] + 1e-6 and latest_s[j] + margin_s > now_s:
                         at_risk += 1
+                        if j < n_waiting:
+                            waiting_at_risk += 1
+                        if j == watch:
+                            watched = True
         nxt = end_s[by_end[p_run]] if p_run < n_run else np.inf
         if p_ready < n and ready_s[by_ready[p_ready]] < nxt:
             nxt = ready_s[by_ready[p_ready]]
@@ -191,4 +212,4 @@ def replay(now_s: float, free0: np.ndarray, end_s: np.ndarray, end_zone: np.ndar
         if nxt == np.inf:
             break  # what is left never fits
         t = nxt
-    return at_risk
+    return waiting_at_risk, at_risk, watched

@@ -42,6 +42,7 @@ from scheduler.store.lease import Lease
 from scheduler.store.timers import TimerStore
 from scheduler.carbon.emissions import RunEmissions
 from scheduler.core import SchedulingCore
+from scheduler.daemon.arrivals import ArrivalForecast
 from scheduler.daemon.db_outage import DatabaseOutage
 from scheduler.daemon.events import EventRecorder
 from scheduler.daemon.executor import ControllerExecutor
@@ -108,6 +109,7 @@ class Daemon:
         self.timers = Timers(clock, self.trigger_tick, self._suspend, self._time_up)
         # the waiting jobs between rounds; the database is compared with it every tick interval
         self.queue = WaitingQueue(self.store, clock, settings.tick_interval_s, work_s=self._work_s)
+        self.arrivals = ArrivalForecast(self.store.sessions, self._submitted_work_s)
         self._server: ApiServer | None = None
         self._inventory: list[GpuInfo] = []
         self._attached_epoch: str | None = None  # the controller whose runs the database was last reconciled with
@@ -444,7 +446,8 @@ class Daemon:
                  backlog: Collection[Demand] = ()) -> Snapshot:
         """What the policy sees now: waiting jobs with their expected length and draw (``jobs``: those offered
         this round, as ``scheduler.store.queue.QueuedJob`` or job rows; None: every waiting job, read now), the
-        room kept by the others (``holds``) and their demand (``backlog``), GPUs, carbon forecast, and the running
+        room kept by the others (``holds``) and their demand (``backlog``), the arrivals expected from the last
+        days' (``scheduler.daemon.arrivals``), GPUs, carbon forecast, and the running
         jobs (read only if the policy looks, to weigh suspending one for a job that is due, or when a power budget
         is set, to count their draw against it)."""
         now = self.clock()
@@ -470,11 +473,15 @@ class Daemon:
                         forecast=self.grid_carbon.forecast(now_s), running=running, power_budget_w=budget_w,
                         # the draw is what the running jobs are estimated to draw, as waiting jobs are counted
                         power_draw_w=sum(r.draw_w for r in running) if budget_w else 0.0, holds=holds,
-                        backlog=backlog)
+                        backlog=backlog, expected=self.arrivals.expected(now_s))
 
     def _work_s(self, job) -> float | None:
         """The work a waiting job has left, in seconds at full speed, as estimates say (None: unknown)."""
         return self.recent_runs.estimator().duration_s(job.kind, job.spec, job.progress)
+
+    def _submitted_work_s(self, job) -> float | None:
+        """A job's run time at full speed as submitted, as estimates say (None: unknown)."""
+        return self.recent_runs.estimator().duration_s(job.kind, job.spec, None)
 
     def tick(self) -> None:
         """One scheduling round on what changed since the last (``scheduler.daemon.queue``): snapshot of the jobs

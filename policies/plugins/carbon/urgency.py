@@ -10,19 +10,27 @@ from policies.plugins.pressure import pressure_of
 from policies.snapshot import JobRequest
 
 
+#: A job whose latest start is this far past is late already (float sums of event times aside).
+LATE_EPS_S = 1e-6
+
+
 class UrgencyFirst:
     """QueueSort: slack exhausted first (earliest deadline first: deadlines are promises; priority breaks ties),
     then higher priority (users' ``--priority``; traces have none), then most carbon lost per GPU-hour waited.
 
     When the queue is pressed (``policies.plugins.pressure``: its demand already exceeds the room before some
-    deadline), every job goes in order of its latest start, as earliest-deadline-first would take them."""
+    deadline), every job goes in order of its latest start, as earliest-deadline-first would take them, except
+    that the jobs already past their latest start go last: they are late whatever happens, and served first they
+    would make late the jobs that can still be on time too (earliest-deadline-first's domino effect in overload)."""
 
     name = "UrgencyFirst"
 
     def sort(self, state: CycleState, jobs: Sequence[JobRequest]) -> list[JobRequest]:
         pressure = pressure_of(state)
         if pressure is not None and pressure.tight:
-            return sorted(jobs, key=lambda j: (_latest_start(j), -j.priority, j.submitted_s, j.job_id))
+            now = state.now_s
+            return sorted(jobs, key=lambda j: (_latest_start(j) < now - LATE_EPS_S, _latest_start(j), -j.priority,
+                                               j.submitted_s, j.job_id))
 
         def key(job: JobRequest):
             plan = plan_of(state, job)
