@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from collections.abc import Sequence
 
+from policies.arrivals import ArrivalHistory
 from policies.backlog import Backlog, Demand
 from policies.decisions import Decision, Start, Suspend, Wait
 from policies.registry import Policy
@@ -101,6 +102,8 @@ class Simulation:
         self._running: dict[int, None] = {}  # running now
         self._holds: dict[int, Hold] = {}  # the room waiting jobs keep, from their last Wait
         self.backlog = Backlog()  # the demand of the waiting jobs a round does not offer
+        # the arrivals so far, from the first: what the policy expects of the next day (policies.arrivals)
+        self.arrivals = ArrivalHistory(min((j.submit_s for j in jobs), default=0.0))
 
     def _push(self, t: float, kind: int, index: int) -> None:
         self._seq += 1
@@ -124,6 +127,8 @@ class Simulation:
                     if not self._stop(run, now):
                         offered.append(index)
                 else:
+                    if kind == _ARRIVE:
+                        self._arrived(run.job)
                     offered.append(index)
                     self._unblock(index)
             if freed and self._blocked:
@@ -211,7 +216,8 @@ class Simulation:
             holds = tuple(h for i, h in self._holds.items() if i not in offered_now)
         snapshot = Snapshot(now_s=now, waiting=tuple(self.runs[i].request() for i in offered), gpus=(), pools=pools,
                             forecast=self.forecast, power_budget_w=self.cluster.budget_w, power_draw_w=self.draw_w,
-                            running=RunningView(self, now), holds=holds, backlog=self.backlog)
+                            running=RunningView(self, now), holds=holds, backlog=self.backlog,
+                            expected=self.arrivals.expected(now))
         self.core.run(snapshot, self)
 
     def _pool(self, zone: str, gpus: int) -> ZonePool:
@@ -279,6 +285,11 @@ class Simulation:
         for job_id in job_ids:
             self._block(self._by_id[job_id], ())
             self._wait_for(self._by_id[job_id], self._now_s)
+
+    def _arrived(self, job: Job) -> None:
+        """Record a job's submission for the forecast of arrivals (jobs without a deadline cannot be late)."""
+        if job.deadline_s is not None:
+            self.arrivals.record(Demand(job.job_id, job.zones, job.gpus, job.duration_s, job.deadline_s, job.submit_s))
 
     def _wait_for(self, index: int, ready_s: float) -> None:
         """Keep a waiting job's demand in the backlog, ready from ``ready_s`` (jobs without a deadline have none)."""
