@@ -99,6 +99,7 @@ class Simulation:
         self._blocked: dict[int, tuple[str, ...]] = {}
         self._blocked_gpus = 0  # the GPUs of the jobs in _blocked (kept by _block and _unblock)
         self._pools: dict[tuple[str, int], ZonePool] = {}  # the pools without nodes, by zone and free GPUs
+        self._last_pools: tuple[tuple[int, ...], tuple[ZonePool, ...]] = ((), ())  # free GPUs per zone -> pools
         self._running: dict[int, None] = {}  # running now
         self._holds: dict[int, Hold] = {}  # the room waiting jobs keep, from their last Wait
         self.backlog = Backlog()  # the demand of the waiting jobs a round does not offer
@@ -204,10 +205,14 @@ class Simulation:
         self.decision_rounds += 1
         self.forecast.now_s = now
         self._now_s = now
-        pools = tuple(self._pool(z.name, z.gpus) if z.name not in self._node_ids else
-                      ZonePool(z.name, z.gpus, self.free[z.name], self._node_ids[z.name],
-                               tuple(self.node_free[z.name].values()))
-                      for z in self.cluster.zones)
+        free = tuple(self.free.values())
+        if self._node_ids or free != self._last_pools[0]:  # else no job started or stopped since the last round
+            pools = tuple(self._pool(z.name, z.gpus) if z.name not in self._node_ids else
+                          ZonePool(z.name, z.gpus, self.free[z.name], self._node_ids[z.name],
+                                   tuple(self.node_free[z.name].values()))
+                          for z in self.cluster.zones)
+            self._last_pools = (free, pools)
+        pools = self._last_pools[1]
         for i in offered:
             self.backlog.discard(self.runs[i].job.job_id)  # offered: the policy derives its demand
         holds = ()

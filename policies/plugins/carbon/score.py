@@ -21,4 +21,6 @@ class CarbonOverRun:
             known = state.snapshot.intensity_g_per_kwh
             raw = {z: known[z] for z in zones if z in known}
         scores = normalize_lower_is_better(raw)
+        if len(scores) == len(zones):
+            return scores  # every zone has a cost
         return {z: scores.get(z, 0.0) for z in zones}
