@@ -61,6 +61,23 @@ def test_the_latest_issued_forecast_covering_a_time_wins(cache):
     assert [(r.at, r.intensity_g_per_kwh) for r in series] == [(T0 + 2 * H, 200), (T0 + 3 * H, 201)]
 
 
+def test_actual_series_reads_exactly_the_cached_actuals_of_a_window(cache):
+    hours = [0, 1, 2, 6, 7]  # 3-5: a gap in the actuals, where a forecast was cached
+    cache.store("DE", "em", [actual(T0 + h * H, 100 + h) for h in hours])
+    cache.store("DE", "em", [forecast(T0 + h * H, 900 + h, T0 + 2 * H) for h in range(3, 6)])
+    cache.store("DE", "em", [actual(T0 + H, 150, T0 + 8 * H)])  # revised later
+    cache.store("DE", "other", [actual(T0 + 4 * H, 5)])
+    cache.store("FR", "em", [actual(T0 + 4 * H, 6)])
+    series = cache.actual_series("DE", T0 + H, T0 + 6 * H, as_of=T0 + 7 * H, source="em")
+    assert series == [(T0 + H, 101), (T0 + 2 * H, 102), (T0 + 6 * H, 106)]  # nothing from the gap
+    assert cache.actual_series("DE", T0 + H, T0 + 6 * H, as_of=T0 + 8 * H, source="em")[0] == (T0 + H, 150)
+    assert cache.actual_series("DE", T0, T0 + 7 * H, as_of=T0 + 8 * H)[3] == (T0 + 4 * H, 5)  # any source
+    assert cache.actual_series("DE", T0 + 3 * H, T0 + 5 * H, as_of=T0 + 8 * H, source="em") == []
+    assert cache.first_actual_at("DE", as_of=T0 + 8 * H, source="em") == T0
+    assert cache.first_actual_at("DE", as_of=T0 - H, source="em") is None  # not yet known
+    assert cache.first_actual_at("XX", as_of=T0 + 8 * H) is None
+
+
 def test_hourly_profile_means_the_same_hour_over_recent_days(cache):
     days = [actual(T0 - d * 24 * H + h * H, 100 * d + h, T0 - d * 24 * H + h * H)
             for d in (1, 2, 3) for h in (0, 1)]

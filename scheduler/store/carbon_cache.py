@@ -79,6 +79,29 @@ class CarbonCache:
                  .order_by(CarbonIntensity.at.desc(), CarbonIntensity.issued_at.desc()).limit(1))
         return self._one(_by_source(query, source))
 
+    def actual_series(self, zone: str, start: datetime, end: datetime, as_of: datetime, source: str | None = None
+                      ) -> list[tuple[datetime, float]]:
+        """Every actual for a time in ``[start, end]``, as known at ``as_of`` (a revised one at its latest value),
+        ordered by time: one query for a whole history, where ``actual_at`` would cost one per point. Only actuals:
+        a gap in them stays a gap (no forecast is read in its place)."""
+        query = _by_source(select(CarbonIntensity.at, CarbonIntensity.intensity_g_per_kwh).where(
+            CarbonIntensity.zone == zone, CarbonIntensity.basis == ACTUAL, CarbonIntensity.at >= start,
+            CarbonIntensity.at <= end, CarbonIntensity.issued_at <= as_of), source)
+        latest_by_time: dict[datetime, float] = {}
+        with self._sessions() as session:
+            # Ordered by issue time within a time, so a revised actual overwrites the earlier value of its time.
+            for at, value in session.execute(query.order_by(CarbonIntensity.at, CarbonIntensity.issued_at)):
+                latest_by_time[at] = value
+        return list(latest_by_time.items())
+
+    def first_actual_at(self, zone: str, as_of: datetime, source: str | None = None) -> datetime | None:
+        """The time of ``zone``'s earliest actual known at ``as_of``: where its actual history begins."""
+        query = _by_source(select(CarbonIntensity.at).where(
+            CarbonIntensity.zone == zone, CarbonIntensity.basis == ACTUAL, CarbonIntensity.issued_at <= as_of),
+            source)
+        with self._sessions() as session:
+            return session.execute(query.order_by(CarbonIntensity.at).limit(1)).scalar_one_or_none()
+
     def forecast_at(self, zone: str, at: datetime, as_of: datetime, source: str | None = None,
                     max_step_s: float = MAX_STEP_S) -> CachedIntensity | None:
         """The value at ``at`` of the latest-issued forecast (issued by ``as_of``) that covers ``at``.
