@@ -8,6 +8,7 @@ from typing import Any, Iterable
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from scheduler.carbon.history import HistoryModel
 from scheduler.carbon.signal import CarbonSignal, SignalForecast, SyntheticSignal, cleanest_window
 from scheduler.clock import Clock, to_unix_s
 from scheduler.config import Settings
@@ -26,11 +27,19 @@ def configured_signal(settings: Settings, sessions: sessionmaker[Session], clock
 
 
 class GridCarbon:
-    """The daemon's carbon signal, read as of the daemon's clock."""
+    """The daemon's carbon signal, read as of the daemon's clock.
+
+    A signal that caches providers' actuals (``ProviderSignal``) comes with one ``HistoryModel``, kept for the
+    daemon's life: the forecast of a zone whose provider gives none is that model's, refitted at the model's own
+    cadence rather than every tick.
+    """
 
     def __init__(self, signal: CarbonSignal, clock: Clock):
+        from scheduler.carbon.providers import ProviderSignal
+
         self.signal = signal
         self.clock = clock
+        self.history_model = HistoryModel(signal) if isinstance(signal, ProviderSignal) else None
 
     @property
     def needs_refresh(self) -> bool:
@@ -59,8 +68,11 @@ class GridCarbon:
         return {z: self.signal.intensity_g_per_kwh(z, now_s) for z in zones}
 
     def forecast(self, now_s: float) -> SignalForecast:
-        """The forecast a policy sees at ``now_s``: actuals up to then, the signal's forecast after."""
-        return SignalForecast(self.signal, now_s)
+        """The forecast a policy sees at ``now_s``: actuals up to then, after it each zone's provider forecast,
+        or the history model's where the provider gives none (``SignalForecast``)."""
+        if self.history_model is not None:
+            self.history_model.advance(now_s)
+        return SignalForecast(self.signal, now_s, model=self.history_model)
 
     def health(self, zones: Iterable[str]) -> list[dict[str, Any]]:
         """Each zone's signal health (ok or degraded, why, age of its data in s), for the daemon's status."""

@@ -10,13 +10,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol, Sequence
+from typing import TYPE_CHECKING, Protocol, Sequence
 
 import numpy as np
+from sqlalchemy.exc import SQLAlchemyError
 
-from policies.forecast import ForecastBase
+from policies.forecast import ForecastBase, IntensityCurve
 from policies.units import J_PER_KWH
 from scheduler.clock import Clock, from_unix_s, utc_now
+
+if TYPE_CHECKING:
+    from scheduler.carbon.history import HistoryModel
 
 SYNTHETIC_SOURCE = "synthetic"
 #: How far a basis can be trusted, least first: a run's emissions carry the least trusted basis it used.
@@ -220,27 +224,73 @@ def cleanest_window(readings: Sequence[IntensityReading], duration_s: float) -> 
 class SignalForecast(ForecastBase):
     """A ``policies.forecast.CarbonForecast`` over the daemon's carbon signal, as known at ``now_s``.
 
-    Policies see actuals up to now and the signal's forecast after it, never the provider. One instance serves
-    one scheduling tick: each zone's forecast is read once (up to the longest horizon asked) and sliced after.
+    Policies see actuals up to now and a forecast after it, never the provider. One instance serves one
+    scheduling tick: each zone's forecast is read once (up to the longest horizon asked) and sliced after.
+
+    With a ``model`` (``scheduler.carbon.history.HistoryModel``, kept by ``GridCarbon`` from tick to tick), the
+    choice is per zone: a zone whose provider gives a forecast is forecast from it, as without a model; a zone
+    whose provider gives none, but whose actuals are cached, from the model of its history (its daily and
+    weekly profiles and recent level) instead of the signal's fill-in (the mean of the same hour over the last
+    week); and every cached zone's ``history`` is its cached actuals, read in two queries however long. Where
+    the cache is unreadable, a tick falls back to the signal's own forecast and readings.
     """
 
     history_only = False
 
-    def __init__(self, signal: CarbonSignal, now_s: float, history_step_s: float = 3600.0):
+    def __init__(self, signal: CarbonSignal, now_s: float, history_step_s: float = 3600.0,
+                 model: HistoryModel | None = None):
         self.signal = signal
         self.now_s = now_s
         self._history_step_s = history_step_s
+        self._model = model
         self._series: dict[str, tuple[float, np.ndarray, np.ndarray]] = {}  # zone -> (horizon_s, times, values)
+        self._learned: dict[str, bool] = {}  # zone -> forecast by the model (asked once per tick)
+
+    def learned(self, zone: str) -> bool:
+        """Whether ``zone``'s forecast comes from the history model (its provider gives none)."""
+        found = self._learned.get(zone)
+        if found is None:
+            found = self._learned[zone] = self._model is not None and self._model.covers(zone)
+        return found
 
     def intensity(self, zone: str, t_s: float) -> float:
         return self.signal.intensity_g_per_kwh(zone, min(t_s, self.now_s))
 
+    def history_start_s(self, zone: str) -> float:
+        start = self._cached_start_s(zone)
+        return -np.inf if start is None else start
+
     def history(self, zone: str, start_s: float, end_s: float) -> tuple[np.ndarray, np.ndarray]:
+        if self._cached_start_s(zone) is not None:
+            try:
+                return self._model.source.history(zone, start_s, end_s)
+            except SQLAlchemyError:
+                pass  # the cache is unreadable: sampled readings (the signal's fallbacks) instead
         end_s = min(end_s, self.now_s)
         times = np.arange(start_s, max(end_s, start_s + 1e-9), self._history_step_s)
         return times, np.array([self.signal.intensity_g_per_kwh(zone, float(t)) for t in times])
 
+    def curve(self, zone: str, end_s: float) -> IntensityCurve:
+        return self.curves((zone,), end_s)[0]
+
+    def curves(self, zones: tuple[str, ...], end_s: float) -> list[IntensityCurve]:
+        learned = tuple(z for z in zones if self.learned(z))
+        found = {}
+        if learned:
+            try:
+                found = dict(zip(learned, self._model.curves(learned, end_s)))
+            except SQLAlchemyError:
+                # the cache is unreadable: this tick, the signal's own forecast (its fallbacks); the model fits
+                # nothing on what it could not read
+                self._learned.update(dict.fromkeys(learned, False))
+        return [found[z] if z in found else ForecastBase.curve(self, z, end_s) for z in zones]
+
     def forecast(self, zone: str, start_s: float, end_s: float) -> tuple[np.ndarray, np.ndarray]:
+        if self.learned(zone):
+            try:
+                return self._model.forecast(zone, start_s, end_s)
+            except SQLAlchemyError:
+                self._learned[zone] = False  # as in ``curves``
         horizon_s = end_s - self.now_s
         cached = self._series.get(zone)
         if cached is None or cached[0] < horizon_s:
@@ -256,3 +306,14 @@ class SignalForecast(ForecastBase):
         times, values = times[first:max(last, first + 1)].copy(), values[first:max(last, first + 1)]
         times[0] = start_s  # the value in force at start_s holds from start_s
         return times, values
+
+    def _cached_start_s(self, zone: str) -> float | None:
+        """Where ``zone``'s cached actuals begin; None without a model, without actuals or when the cache is
+        unreadable."""
+        if self._model is None:
+            return None
+        try:
+            start = self._model.source.history_start_s(zone)
+        except SQLAlchemyError:
+            return None
+        return start if np.isfinite(start) else None

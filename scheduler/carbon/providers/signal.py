@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Callable
 
+import numpy as np
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -159,6 +160,46 @@ class ProviderSignal:
             readings.append(self.reading(zone, cursor.timestamp()))
             cursor += step
         return readings
+
+    def actuals(self, zone: str, start_s: float, end_s: float) -> tuple[np.ndarray, np.ndarray]:
+        """``zone``'s cached actuals over ``[start_s, end_s]`` as known now, in two queries however long the span:
+        ``(times_s, g_per_kwh)``, from the actual in force at ``start_s`` (placed at ``start_s``; before the
+        history begins, its first value), each value holding until the next. Only actuals, never a forecast or
+        profile value in a gap. Empty where nothing is cached. Unlike ``reading``, an unreadable cache raises
+        (``SQLAlchemyError``): a model fitted on an empty history in its place would keep that fit all day."""
+        feed = self.feeds.get(zone)
+        if feed is None:
+            return np.empty(0), np.empty(0)
+        as_of, source = self._clock(), feed.provider.source
+        start, end = from_unix_s(start_s), from_unix_s(max(end_s, start_s))
+        in_force = self.cache.actual_at(zone, start, as_of, source)
+        rows = self.cache.actual_series(zone, start, end, as_of, source)
+        if in_force is not None and (not rows or rows[0][0] > start):
+            rows.insert(0, (start, in_force.intensity_g_per_kwh))
+        if not rows:
+            return np.empty(0), np.empty(0)
+        times = np.array([at.timestamp() for at, _ in rows])
+        times[0] = start_s  # before the history begins, its first value holds
+        return times, np.array([value for _, value in rows])
+
+    def history_start_s(self, zone: str) -> float | None:
+        """When ``zone``'s cached actual history begins (Unix s); None when it has none. An unreadable cache
+        raises (``SQLAlchemyError``)."""
+        feed = self.feeds.get(zone)
+        if feed is None:
+            return None
+        first = self.cache.first_actual_at(zone, self._clock(), feed.provider.source)
+        return None if first is None else first.timestamp()
+
+    def has_forecast(self, zone: str) -> bool:
+        """Whether the cache holds a provider forecast for ``zone`` that reaches past now. An unreadable cache
+        raises (``SQLAlchemyError``)."""
+        feed = self.feeds.get(zone)
+        if feed is None:
+            return False
+        as_of = self._clock()
+        series = self.cache.forecast_series(zone, as_of, self.policy.horizon_s, feed.provider.source)
+        return any(row.at > as_of for row in series)
 
     def status(self, zone: str) -> ZoneStatus:
         """Whether ``zone``'s signal is ok or degraded, why, and how old its freshest data is."""
