@@ -19,9 +19,10 @@ def test_a_job_alone_still_waits_for_the_clean_window():
 
 
 def test_deferrals_stop_where_the_clean_window_would_overflow_past_latest_starts():
-    # eight 1-GPU jobs of 2 h due at 5 h (latest start 3 h) on 4 GPUs; DE is clean from 2 h to 4 h. All eight
-    # in the window would leave four to start at 4 h, late; four now and four at 2 h meet every deadline.
-    jobs = [job(f"j{i}", duration_h=2, deadline_h=5) for i in range(8)]
+    # eight 1-GPU jobs of 2 h due at 6.25 h (latest start 4.25 h) on 4 GPUs; DE is clean from 2 h to 4 h. All
+    # eight in the window would leave four to start at 4 h, within the margin of their latest start; four now and
+    # four at 2 h meet every deadline with room to spare.
+    jobs = [job(f"j{i}", duration_h=2, deadline_h=6.25) for i in range(8)]
     decisions = decide(jobs)
     starts = [d for d in decisions if isinstance(d, Start)]
     waits = [d for d in decisions if isinstance(d, Wait)]
@@ -76,10 +77,10 @@ def test_a_pressed_queue_starts_at_full_speed_only_without_a_power_budget():
 
 
 def test_expected_arrivals_count_against_a_deferral():
-    # a 2 h job due at 5 h alone waits for the clean window (2 h to 4 h). Four 1-GPU jobs expected at 2.5 h, each
+    # a 2 h job due at 6 h alone waits for the clean window (2 h to 4 h). Four 1-GPU jobs expected at 2.5 h, each
     # 1 h and due at 4 h (latest start 3 h), would then find one GPU taken until 4 h and one of them start late:
     # the job starts now instead, and the expected jobs all find room.
-    offered = [job("a", duration_h=2, deadline_h=5)]
+    offered = [job("a", duration_h=2, deadline_h=6)]
     expected = tuple(Demand("", ("DE",), 1, 1 * H, 4 * H, 2.5 * H) for _ in range(4))
 
     def decision(expected):
@@ -90,8 +91,17 @@ def test_expected_arrivals_count_against_a_deferral():
 
     assert isinstance(decision(()), Wait)
     assert isinstance(decision(expected), Start)
-    # three expected jobs leave room for it in the window: it waits for it again
-    assert isinstance(decision(expected[:3]), Wait)
+    # expected jobs due later leave it room in the window: it waits for it again
+    later = tuple(e._replace(deadline_s=8 * H) for e in expected)
+    assert isinstance(decision(later), Wait)
+
+
+def test_a_deferred_job_must_keep_its_own_margin():
+    # the same eight jobs due at 5 h (latest start 3 h): four at 2 h would still be on time, but with less than the
+    # 2 h a deferred job keeps before its latest start; all that find room start now and none is deferred
+    decisions = decide([job(f"j{i}", duration_h=2, deadline_h=5) for i in range(8)])
+    assert sum(isinstance(d, Start) for d in decisions) == 4
+    assert not any(isinstance(d, Wait) and d.deferred for d in decisions)
 
 
 def test_a_deferral_that_leaves_the_job_itself_at_risk_is_refused():

@@ -14,7 +14,8 @@ last, as a pressed queue sorts them) take the room of their zones, each in the a
 the running jobs giving theirs back at their expected ends. A job that starts there later than ``margin_s``
 before its latest start is at risk. A deferral is refused (the job starts now) when it puts more jobs at risk
 than the replay without it, or puts the deferred job itself at risk: a job at risk wherever it waits takes the
-room it has now. The margin stands for what the expected arrivals miss. When all the waiting and expected jobs
+room it has now; and a deferred job must still start there ``own_margin_s`` (2 h) before its latest start. The
+margins stand for what the expected arrivals miss. When all the waiting and expected jobs
 would fit in the free GPUs at once nothing can be at risk and the replay is skipped, which is the common case on
 a cluster with room to spare.
 """
@@ -39,17 +40,22 @@ class QueuePressure:
     """PreFilter: the queue's replay for the cycle (``pressure_of``), against which deferrals are weighed.
 
     margin_s: a job counts as at risk when the replay starts it later than this before its latest start.
+    own_margin_s: a deferred job itself must start in the replay at least this long before its latest start (the
+    slack a job keeps when it waits for room in a cleaner zone, ``CarbonWindow``'s ``room_margin_s``): the replay
+    sees the arrivals expected, not those that come, nor the order in which clean hours will be shared out.
     """
 
     name = PRESSURE
 
-    def __init__(self, margin_s: float = 1800.0):
+    def __init__(self, margin_s: float = 1800.0, own_margin_s: float = 7200.0):
         if not margin_s >= 0:
             raise ValueError(f"margin_s must be >= 0, got {margin_s}")
-        self.margin_s = margin_s
+        if not own_margin_s >= margin_s:
+            raise ValueError(f"own_margin_s must be >= margin_s ({margin_s}), got {own_margin_s}")
+        self.margin_s, self.own_margin_s = margin_s, own_margin_s
 
     def pre_filter(self, state: CycleState, jobs: Sequence[JobRequest]) -> None:
-        state.notes[PRESSURE] = Pressure.of(state, jobs, self.margin_s)
+        state.notes[PRESSURE] = Pressure.of(state, jobs, self.margin_s, self.own_margin_s)
 
 
 def pressure_of(state: CycleState) -> Pressure | None:
@@ -63,16 +69,18 @@ class Pressure:
     (``at_risk``)."""
 
     def __init__(self, now_s: float, zones: tuple[str, ...], free: np.ndarray, ends: tuple[np.ndarray, ...],
-                 index: dict[str, int], queue: tuple[np.ndarray, ...], margin_s: float, n_waiting: int):
+                 index: dict[str, int], queue: tuple[np.ndarray, ...], margin_s: float, own_margin_s: float,
+                 n_waiting: int):
         self.now_s, self.zones, self.free, self.ends = now_s, zones, free, ends
-        self.index, self.queue, self.margin_s = index, queue, margin_s
+        self.index, self.queue, self.margin_s, self.own_margin_s = index, queue, margin_s, own_margin_s
         self.n_waiting = n_waiting
-        waiting_at_risk, self.at_risk, _ = replay(now_s, free, *ends, *queue, margin_s, n_waiting, -1)
+        waiting_at_risk, self.at_risk, _ = replay(now_s, free, *ends, *queue, margin_s, n_waiting, -1, 0.0)
         #: the replay has waiting jobs at risk already: the queue goes in order of latest start
         self.tight = waiting_at_risk > 0
 
     @classmethod
-    def of(cls, state: CycleState, jobs: Sequence[JobRequest], margin_s: float) -> Pressure | None:
+    def of(cls, state: CycleState, jobs: Sequence[JobRequest], margin_s: float,
+           own_margin_s: float) -> Pressure | None:
         snapshot, cluster, now = state.snapshot, state.cluster, state.now_s
         all_zones = snapshot.zones()
         backlog = snapshot.backlog
@@ -97,7 +105,7 @@ class Pressure:
                 np.array([all_zones.index(r.zone) for r in running], dtype=np.int64),
                 np.array([r.gpus for r in running], dtype=np.int64))
         return cls(now, all_zones, np.array([free[z] for z in all_zones], dtype=np.int64), ends, index, queue,
-                   margin_s, len(index))
+                   margin_s, own_margin_s, len(index))
 
     def defer(self, job: JobRequest, ready_s: float, run_until_s: float | None = None,
               zone: str | None = None) -> bool:
@@ -118,7 +126,9 @@ class Pressure:
             ends = (np.append(ends[0], run_until_s), np.append(ends[1], z), np.append(ends[2], job.gpus))
         ready[k] = max(ready_s, self.now_s)
         queue = (ready, latest, gpus, work, mask)
-        _, at_risk, itself = replay(self.now_s, free, *ends, *queue, self.margin_s, self.n_waiting, k)
+        # latest[k] is its latest start less margin_s
+        watch_by_s = latest[k] + self.margin_s - self.own_margin_s
+        _, at_risk, itself = replay(self.now_s, free, *ends, *queue, self.margin_s, self.n_waiting, k, watch_by_s)
         if at_risk > self.at_risk or itself:
             return False
         self.free, self.ends, self.queue, self.at_risk = free, ends, queue, at_risk
@@ -143,14 +153,14 @@ def _fits_at_once(backlog, offered: list[JobRequest], expected, free: dict[str, 
 @njit(cache=True, nogil=True)
 def replay(now_s: float, free0: np.ndarray, end_s: np.ndarray, end_zone: np.ndarray, end_gpus: np.ndarray,
            ready_s: np.ndarray, latest_s: np.ndarray, gpus: np.ndarray, work_s: np.ndarray, mask: np.ndarray,
-           margin_s: float, n_waiting: int, watch: int) -> tuple[int, int, bool]:
+           margin_s: float, n_waiting: int, watch: int, watch_by_s: float) -> tuple[int, int, bool]:
     """How many jobs list scheduling would start after ``latest_s`` (their latest start less ``margin_s``), of those
     not due already (a job due now starts now if it can, and no deferral changes that): from ``now_s``, whenever a
     job becomes ready (``ready_s``) or a running one ends (``end_s``, in ``end_zone``, giving back ``end_gpus``),
     the ready jobs in order of ``latest_s`` (those past their latest start last) each take ``gpus`` in the allowed
     zone (bit i of ``mask``: zone i) with most free GPUs, for ``work_s``; ``free0``: each zone's free GPUs now.
     Jobs that never fit are left out. Returns those of the first ``n_waiting`` jobs (the waiting ones) at risk,
-    all of them, and whether job ``watch`` is among them.
+    all of them, and whether job ``watch`` starts after ``watch_by_s``.
 
     The running jobs' ends and the ready times are walked in order, the ends of the jobs started in the replay
     kept in a heap, and the start loop runs only while some ready job waits for room."""
@@ -202,8 +212,8 @@ def replay(now_s: float, free0: np.ndarray, end_s: np.ndarray, end_zone: np.ndar
                         at_risk += 1
                         if j < n_waiting:
                             waiting_at_risk += 1
-                        if j == watch:
-                            watched = True
+                    if j == watch and t > watch_by_s + 1e-6:
+                        watched = True
         nxt = end_s[by_end[p_run]] if p_run < n_run else np.inf
         if p_ready < n and ready_s[by_ready[p_ready]] < nxt:
             nxt = ready_s[by_ready[p_ready]]
