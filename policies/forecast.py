@@ -44,6 +44,11 @@ class CarbonForecast(Protocol):
     def curves(self, zones: tuple[str, ...], end_s: float) -> list[IntensityCurve]:
         """``curve`` for each of ``zones``."""
 
+    def learned(self, zone: str) -> bool:
+        """Whether ``zone``'s forecast is a model of its own history (the daemon's, for a zone whose provider gives
+        no forecast) rather than a provider's: like a ``history_only`` forecast once modelled, it improves as the
+        hour nears, so a policy looks again at a long deferral and wants a margin over the present."""
+
 
 class IntensityCurve:
     """A piecewise-constant intensity over ``[times_s[0], end_s]`` and its integral (g/kWh x s)."""
@@ -93,6 +98,9 @@ class ForecastBase:
 
     def curves(self, zones: tuple[str, ...], end_s: float) -> list[IntensityCurve]:
         return [self.curve(zone, end_s) for zone in zones]
+
+    def learned(self, zone: str) -> bool:
+        return False
 
 
 class ZoneCurves:

@@ -99,9 +99,10 @@ def test_a_full_clean_zone_is_waited_for_only_while_the_slack_keeps_a_margin():
 def test_a_wait_on_a_forecast_learned_from_history_is_looked_at_again_halfway():
     clean_at_6 = {"DE": [400] * 6 + [100] * 2 + [400] * 20}
 
-    def deferral(history_only):
+    def deferral(history_only, learned=()):
         forecast = TableForecast(0.0, clean_at_6)
         forecast.history_only = history_only
+        forecast.learned = lambda zone: zone in learned
         snapshot = Snapshot(now_s=0.0, waiting=(job(deadline_h=10),), gpus=(), pools=(ZonePool("DE", 4, 4),),
                             forecast=forecast)
         (decision,) = create_policy("carbon-aware", history_model=False).decide(snapshot)
@@ -110,6 +111,9 @@ def test_a_wait_on_a_forecast_learned_from_history_is_looked_at_again_halfway():
 
     assert deferral(False) == pytest.approx(6 * H)  # an exact forecast: the best start stands
     assert deferral(True) == pytest.approx(3 * H)  # one that may improve as the hour nears: halfway
+    # the daemon's forecast of a zone without a provider forecast is learned from its history, zone by zone
+    assert deferral(False, learned=("DE",)) == pytest.approx(3 * H)
+    assert deferral(False, learned=("FR",)) == pytest.approx(6 * H)
 
 
 @pytest.mark.parametrize("interruptible", [False, True])

@@ -55,7 +55,7 @@ class CarbonWindow:
         return Status(Code.WAIT, self.name,
                       f"carbon: waiting {_span(plan.best_start_s - now)} to start in zone {plan.best_zone} "
                       f"(forecast {plan.best_cost_g / 1000:.3f} kg vs {now_g / 1000:.3f} kg now)",
-                      retry_at_s=_look_again_at(state, plan.best_start_s))
+                      retry_at_s=_look_again_at(state, plan.best_start_s, plan.best_zone))
 
     def _wait_for_room(self, state: CycleState, job: JobRequest, plan: JobPlan, now: float) -> Status:
         """Wait for room in the plan's zone until the margin before the latest start (then start elsewhere)."""
@@ -77,7 +77,7 @@ class CarbonWindow:
                       f"carbon: waiting {_span(plan.best_start_s - now)} for a cleaner window in zone {plan.best_zone} "
                       f"({plan.slots.values[plan.slots.allotted_s > 0].min():.0f} g/kWh vs "
                       f"{plan.now_intensity[plan.best_zone]:.0f} now)",
-                      retry_at_s=_look_again_at(state, plan.best_start_s))
+                      retry_at_s=_look_again_at(state, plan.best_start_s, plan.best_zone))
 
 
 def _may_defer(state: CycleState, job: JobRequest, ready_s: float) -> bool:
@@ -87,11 +87,12 @@ def _may_defer(state: CycleState, job: JobRequest, ready_s: float) -> bool:
     return pressure is None or pressure.defer(job, ready_s)
 
 
-def _look_again_at(state: CycleState, start_s: float) -> float:
-    """When to reconsider a job deferred to ``start_s``: then, or, on a forecast learned from history, halfway
-    there (at least three hours on), since such a forecast improves as the hour nears and may move the best start."""
+def _look_again_at(state: CycleState, start_s: float, zone: str) -> float:
+    """When to reconsider a job deferred to ``start_s`` in ``zone``: then, or, on a forecast learned from history
+    (a ``history_only`` one, or the zone's ``learned`` one), halfway there (at least three hours on), since such a
+    forecast improves as the hour nears and may move the best start."""
     forecast, now = state.snapshot.forecast, state.now_s
-    if forecast is None or not forecast.history_only:
+    if forecast is None or not (forecast.history_only or forecast.learned(zone)):
         return start_s
     return min(start_s, now + max(RECHECK_MIN_S, (start_s - now) / 2))
 
