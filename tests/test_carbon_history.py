@@ -17,7 +17,7 @@ from scheduler.carbon.providers.base import ACTUAL, FORECAST, IntensityPoint
 from scheduler.carbon.providers.signal import ProviderSignal, SignalPolicy, ZoneFeed
 from scheduler.carbon.signal import SignalForecast
 from scheduler.store.carbon_cache import CarbonCache
-from scheduler.store.engine import make_engine, make_session_factory, upgrade
+from tests.test_carbon_cache import cache  # noqa: F401 (the fixture: a carbon cache on each backend)
 
 NOW = datetime(2026, 3, 6, 9, 10, tzinfo=timezone.utc)  # a Friday: tomorrow is a weekend day
 H = timedelta(hours=1)
@@ -37,12 +37,6 @@ def pattern(at: datetime) -> float:
     return float(daily - (120.0 if at.weekday() >= 5 else 0.0))
 
 
-@pytest.fixture
-def cache(upgraded_db_url):
-    engine = make_engine(upgraded_db_url)
-    upgrade(engine)
-    yield CarbonCache(make_session_factory(engine))
-    engine.dispose()
 
 
 @pytest.fixture
