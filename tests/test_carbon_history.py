@@ -16,7 +16,6 @@ from scheduler.carbon.grid import GridCarbon
 from scheduler.carbon.providers.base import ACTUAL, FORECAST, IntensityPoint
 from scheduler.carbon.providers.signal import ProviderSignal, SignalPolicy, ZoneFeed
 from scheduler.carbon.signal import SignalForecast
-from scheduler.store.carbon_cache import CarbonCache
 from tests.test_carbon_cache import cache  # noqa: F401 (the fixture: a carbon cache on each backend)
 
 NOW = datetime(2026, 3, 6, 9, 10, tzinfo=timezone.utc)  # a Friday: tomorrow is a weekend day
