@@ -31,7 +31,7 @@ class ArrivalHistory:
         self.since_s, self.lags_s, self.horizon_s = since_s, tuple(sorted(lags_s, reverse=True)), horizon_s
         self._times: list[float] = []
         self._demands: list[Demand] = []  # in order of submission (ready_s: the submission time)
-        self._cache: tuple[float, tuple[Demand, ...]] | None = None
+        self._cache: tuple[tuple, tuple[Demand, ...]] | None = None  # (lag, first time, count) -> expected
 
     def record(self, demand: Demand) -> None:
         """A job submitted at ``demand.ready_s`` with its GPUs, run time, deadline and zones (the caller leaves
@@ -49,14 +49,13 @@ class ArrivalHistory:
     def expected(self, now_s: float) -> tuple[Demand, ...]:
         """The jobs expected to be submitted within ``horizon_s`` after ``now_s``, each one lag after the
         submission it repeats (its ``ready_s`` then)."""
-        if self._cache is not None and self._cache[0] == now_s:
-            return self._cache[1]
         lag = next((lag for lag in self.lags_s if now_s - lag >= self.since_s), None)
-        found: tuple[Demand, ...] = ()
-        if lag is not None:
-            lo = bisect_right(self._times, now_s - lag)
-            hi = bisect_right(self._times, now_s - lag + self.horizon_s)
-            found = tuple(Demand(EXPECTED_ID, d.zones, d.gpus, d.work_s, d.deadline_s + lag, d.ready_s + lag)
-                          for d in self._demands[lo:hi])
-        self._cache = (now_s, found)
-        return found
+        if lag is None:
+            return ()
+        lo = bisect_right(self._times, now_s - lag)
+        hi = bisect_right(self._times, now_s - lag + self.horizon_s)
+        key = (lag, self._times[lo] if lo < hi else None, hi - lo)
+        if self._cache is None or self._cache[0] != key:  # (most rounds see the same jobs expected as the last)
+            self._cache = (key, tuple(Demand(EXPECTED_ID, d.zones, d.gpus, d.work_s, d.deadline_s + lag,
+                                             d.ready_s + lag) for d in self._demands[lo:hi]))
+        return self._cache[1]
