@@ -11,6 +11,7 @@ slack. The caller records each job as it is submitted; a policy reads the foreca
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
+from collections.abc import Iterator, Sequence
 
 from policies.backlog import Demand
 
@@ -31,7 +32,6 @@ class ArrivalHistory:
         self.since_s, self.lags_s, self.horizon_s = since_s, tuple(sorted(lags_s, reverse=True)), horizon_s
         self._times: list[float] = []
         self._demands: list[Demand] = []  # in order of submission (ready_s: the submission time)
-        self._cache: tuple[tuple, tuple[Demand, ...]] | None = None  # (lag, first time, count) -> expected
 
     def record(self, demand: Demand) -> None:
         """A job submitted at ``demand.ready_s`` with its GPUs, run time, deadline and zones (the caller leaves
@@ -40,22 +40,40 @@ class ArrivalHistory:
             raise ValueError("arrivals must be recorded in order of submission")
         self._times.append(demand.ready_s)
         self._demands.append(demand)
-        self._cache = None
         keep_from = demand.ready_s - self.lags_s[0] - self.horizon_s
         if self._times[0] < keep_from - self.horizon_s:  # drop the old ones now and then, not at every record
             cut = bisect_left(self._times, keep_from)
             del self._times[:cut], self._demands[:cut]
 
-    def expected(self, now_s: float) -> tuple[Demand, ...]:
+    def expected(self, now_s: float) -> Sequence[Demand]:
         """The jobs expected to be submitted within ``horizon_s`` after ``now_s``, each one lag after the
-        submission it repeats (its ``ready_s`` then)."""
+        submission it repeats (its ``ready_s`` then); built only as a policy reads them."""
         lag = next((lag for lag in self.lags_s if now_s - lag >= self.since_s), None)
         if lag is None:
             return ()
         lo = bisect_right(self._times, now_s - lag)
         hi = bisect_right(self._times, now_s - lag + self.horizon_s)
-        key = (lag, self._times[lo] if lo < hi else None, hi - lo)
-        if self._cache is None or self._cache[0] != key:  # (most rounds see the same jobs expected as the last)
-            self._cache = (key, tuple(Demand(EXPECTED_ID, d.zones, d.gpus, d.work_s, d.deadline_s + lag,
-                                             d.ready_s + lag) for d in self._demands[lo:hi]))
-        return self._cache[1]
+        return ExpectedArrivals(self._demands[lo:hi], lag)
+
+
+class ExpectedArrivals(Sequence[Demand]):
+    """The submissions that forecast the next arrivals, each read as the ``Demand`` expected one ``lag_s`` later.
+
+    Most rounds' policies never look (the queue is not pressed): the demands are made only when one does."""
+
+    def __init__(self, submitted: list[Demand], lag_s: float):
+        self._submitted, self.lag_s = submitted, lag_s
+
+    def __len__(self) -> int:
+        return len(self._submitted)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        d, lag = self._submitted[i], self.lag_s
+        return Demand(EXPECTED_ID, d.zones, d.gpus, d.work_s, d.deadline_s + lag, d.ready_s + lag)
+
+    def __iter__(self) -> Iterator[Demand]:
+        lag = self.lag_s
+        for d in self._submitted:
+            yield Demand(EXPECTED_ID, d.zones, d.gpus, d.work_s, d.deadline_s + lag, d.ready_s + lag)

@@ -72,7 +72,7 @@ def test_the_daemon_expects_yesterdays_jobs_with_a_deadline_from_its_store(daemo
     # the same hour yesterday are expected one day after their submission (the one without has nothing to be
     # late for)
     clock.now = start + timedelta(days=1, hours=3)
-    expected = daemon.arrivals.expected(to_unix_s(clock.now))
+    expected = tuple(daemon.arrivals.expected(to_unix_s(clock.now)))
     assert [(e.ready_s, e.gpus) for e in expected] == [
         (to_unix_s(start + timedelta(days=1, hours=5)), 2), (to_unix_s(start + timedelta(days=1, hours=8)), 1)]
     first = expected[0]

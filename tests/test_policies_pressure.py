@@ -77,15 +77,17 @@ def test_a_pressed_queue_starts_at_full_speed_only_without_a_power_budget():
 
 
 def test_expected_arrivals_count_against_a_deferral():
-    # a 2 h job due at 6 h alone waits for the clean window (2 h to 4 h). Four 1-GPU jobs expected at 2.5 h, each
-    # 1 h and due at 4 h (latest start 3 h), would then find one GPU taken until 4 h and one of them start late:
-    # the job starts now instead, and the expected jobs all find room.
+    # a 2 h job due at 6 h waits for the clean window (2 h to 4 h); four jobs deferred to 5 h wait too (more than
+    # the free GPUs: the queue is weighed). Four 1-GPU jobs expected at 2.5 h, each 1 h and due at 4 h (latest
+    # start 3 h), would then find one GPU taken until 4 h and one of them start late: the job starts now
+    # instead, and the expected jobs all find room.
     offered = [job("a", duration_h=2, deadline_h=6)]
+    backlog = tuple(Demand(f"b{i}", ("DE",), 1, 1 * H, 12 * H, 5 * H) for i in range(4))
     expected = tuple(Demand("", ("DE",), 1, 1 * H, 4 * H, 2.5 * H) for _ in range(4))
 
-    def decision(expected):
+    def decision(expected, backlog=backlog):
         snapshot = Snapshot(now_s=0.0, waiting=tuple(offered), gpus=(), pools=(ZonePool("DE", 4, 4),),
-                            forecast=TableForecast(0.0, DIRTY_THEN_CLEAN), expected=expected)
+                            forecast=TableForecast(0.0, DIRTY_THEN_CLEAN), backlog=backlog, expected=expected)
         (d,) = create_policy("carbon-aware").decide(snapshot)
         return d
 
@@ -94,6 +96,9 @@ def test_expected_arrivals_count_against_a_deferral():
     # expected jobs due later leave it room in the window: it waits for it again
     later = tuple(e._replace(deadline_s=8 * H) for e in expected)
     assert isinstance(decision(later), Wait)
+    # while the waiting jobs fit in the free GPUs at once the queue is not pressed, whatever is expected: a
+    # cluster with room to spare defers as it would without a forecast of arrivals
+    assert isinstance(decision(expected, backlog=()), Wait)
 
 
 def test_a_deferred_job_must_keep_its_own_margin():

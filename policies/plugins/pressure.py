@@ -15,9 +15,11 @@ the running jobs giving theirs back at their expected ends. A job that starts th
 before its latest start is at risk. A deferral is refused (the job starts now) when it puts more jobs at risk
 than the replay without it, or puts the deferred job itself at risk: a job at risk wherever it waits takes the
 room it has now; and a deferred job must still start there ``own_margin_s`` (2 h) before its latest start. The
-margins stand for what the expected arrivals miss. When all the waiting and expected jobs
-would fit in the free GPUs at once nothing can be at risk and the replay is skipped, which is the common case on
-a cluster with room to spare.
+margins stand for what the expected arrivals miss. When all the waiting jobs would fit in the free GPUs at once
+the queue is not pressed and the replay is skipped, whatever arrivals are expected (they press a queue that
+already waits for room; counted alone, they would hold back deferrals on a cluster with room to spare, where a
+day's arrivals often outnumber the free GPUs of the moment yet find room as they come). That is the common
+case.
 """
 
 from __future__ import annotations
@@ -86,9 +88,9 @@ class Pressure:
         backlog = snapshot.backlog
         offered = [j for j in jobs if j.deadline_s is not None and j.expected_duration_s]
         free = {z: cluster.free_gpus(z) for z in all_zones}
+        if _fits_at_once(backlog, offered, free, all_zones):
+            return None  # the waiting jobs never wait for room: the arrivals expected alone do not press the queue
         expected = snapshot.expected
-        if _fits_at_once(backlog, offered, expected, free, all_zones):
-            return None
         bit = {z: 1 << i for i, z in enumerate(all_zones)}
         every = (1 << len(all_zones)) - 1
         rows = [(d.job_id, max(d.ready_s, now), d.deadline_s - d.work_s, d.gpus, d.work_s, d.zones) for d in backlog]
@@ -135,14 +137,13 @@ class Pressure:
         return True
 
 
-def _fits_at_once(backlog, offered: list[JobRequest], expected, free: dict[str, int],
-                  all_zones: tuple[str, ...]) -> bool:
-    """Whether every waiting and expected job fits in the free GPUs at once: per set of zones the jobs are
-    confined to, their GPUs against the free ones there (a job then never waits for room, whatever the others do)."""
+def _fits_at_once(backlog, offered: list[JobRequest], free: dict[str, int], all_zones: tuple[str, ...]) -> bool:
+    """Whether every waiting job fits in the free GPUs at once: per set of zones the jobs are confined to, their
+    GPUs against the free ones there (a job then never waits for room, whatever the others do)."""
     wanted: dict[frozenset[str], int] = {}
     by_zones = getattr(backlog, "gpus_by_zones", None)
     pairs = list(by_zones.items()) if by_zones is not None else [(d.zones, d.gpus) for d in backlog]
-    for zones, gpus in pairs + [(j.zones, j.gpus) for j in offered] + [(d.zones, d.gpus) for d in expected]:
+    for zones, gpus in pairs + [(j.zones, j.gpus) for j in offered]:
         key = frozenset(zones or all_zones)
         wanted[key] = wanted.get(key, 0) + gpus
     if not wanted:
