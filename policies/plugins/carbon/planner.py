@@ -91,8 +91,10 @@ class CarbonPlanner:
         forecast = self._forecast(state)
         if forecast is None:
             return
-        # a learned forecast's future is a guess beside a measured present; a given one is taken at its word
-        margin = self.present_margin_g_per_kwh if forecast is self._learned else 0.0
+        # a learned forecast's future is a guess beside a measured present; a given one is taken at its word. The
+        # daemon's forecast is learned zone by zone (where a provider gives none): the margin holds if any is.
+        learned = forecast is self._learned or any(forecast.learned(z) for z in state.zones)
+        margin = self.present_margin_g_per_kwh if learned else 0.0
         now = state.now_s
         cluster, budget_w = state.cluster, state.budget_left_w
         all_zones = state.zones
