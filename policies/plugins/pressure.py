@@ -164,7 +164,8 @@ def replay(now_s: float, free0: np.ndarray, end_s: np.ndarray, end_zone: np.ndar
     all of them, and whether job ``watch`` starts after ``watch_by_s``.
 
     The running jobs' ends and the ready times are walked in order, the ends of the jobs started in the replay
-    kept in a heap, and the start loop runs only while some ready job waits for room."""
+    kept in a heap, and the start loop runs only while some ready job waits for room and some GPU is free, over
+    the ready jobs that wait (kept in order), not the whole queue."""
     free = free0.copy()
     n_run, n = len(end_s), len(ready_s)
     n_zones = len(free)
@@ -175,46 +176,55 @@ def replay(now_s: float, free0: np.ndarray, end_s: np.ndarray, end_zone: np.ndar
     on_time, past = np.nonzero(~late)[0], np.nonzero(late)[0]
     order = np.concatenate((on_time[np.argsort(latest_s[on_time], kind="mergesort")],
                             past[np.argsort(latest_s[past], kind="mergesort")]))
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n)
     st_zone = np.empty(n, dtype=np.int64)
     ends = [(np.inf, -1)]  # a heap of (end, job) of the jobs started in the replay (the sentinel never pops)
-    started = np.zeros(n, dtype=np.bool_)
-    released = np.zeros(n, dtype=np.bool_)
-    p_run, p_ready, waiting, left, at_risk, t = 0, 0, 0, n, 0, now_s
+    pending = [np.int64(0) for _ in range(0)]  # the ranks of the ready jobs that wait, in order
+    p_run, p_ready, left, at_risk, t = 0, 0, n, 0, now_s
+    free_total = free.sum()
     waiting_at_risk, watched = 0, False
     while left > 0:
         while p_run < n_run and end_s[by_end[p_run]] <= t:
             e = by_end[p_run]
             free[end_zone[e]] += end_gpus[e]
+            free_total += end_gpus[e]
             p_run += 1
         while ends[0][0] <= t:
             j = heapq.heappop(ends)[1]
             free[st_zone[j]] += gpus[j]
+            free_total += gpus[j]
         while p_ready < n and ready_s[by_ready[p_ready]] <= t:
-            released[by_ready[p_ready]] = True
-            waiting += 1
+            r = rank[by_ready[p_ready]]
+            at = len(pending)
+            while at > 0 and pending[at - 1] > r:  # (most come in about the order they are taken)
+                at -= 1
+            pending.insert(at, r)
             p_ready += 1
-        if waiting > 0:
-            for k in range(n):
-                j = order[k]
-                if started[j] or not released[j]:
-                    continue
+        if pending and free_total > 0:
+            kept = [np.int64(0) for _ in range(0)]
+            for r in pending:
+                j = order[r]
                 best, most = -1, -1
-                for z in range(n_zones):
-                    if (mask[j] >> z) & 1 and free[z] > most:
-                        best, most = z, free[z]
-                if best >= 0 and most >= gpus[j]:
-                    free[best] -= gpus[j]
-                    started[j] = True
-                    left -= 1
-                    waiting -= 1
-                    st_zone[j] = best
-                    heapq.heappush(ends, (t + work_s[j], j))
-                    if t > latest_s[j] + 1e-6 and latest_s[j] + margin_s > now_s:
-                        at_risk += 1
-                        if j < n_waiting:
-                            waiting_at_risk += 1
-                    if j == watch and t > watch_by_s + 1e-6:
-                        watched = True
+                if free_total > 0:
+                    for z in range(n_zones):
+                        if (mask[j] >> z) & 1 and free[z] > most:
+                            best, most = z, free[z]
+                if best < 0 or most < gpus[j]:
+                    kept.append(r)
+                    continue
+                free[best] -= gpus[j]
+                free_total -= gpus[j]
+                left -= 1
+                st_zone[j] = best
+                heapq.heappush(ends, (t + work_s[j], j))
+                if t > latest_s[j] + 1e-6 and latest_s[j] + margin_s > now_s:
+                    at_risk += 1
+                    if j < n_waiting:
+                        waiting_at_risk += 1
+                if j == watch and t > watch_by_s + 1e-6:
+                    watched = True
+            pending = kept
         nxt = end_s[by_end[p_run]] if p_run < n_run else np.inf
         if p_ready < n and ready_s[by_ready[p_ready]] < nxt:
             nxt = ready_s[by_ready[p_ready]]
