@@ -8,7 +8,7 @@ store holds: until a day of it has been seen nothing is expected, until a week a
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -36,7 +36,7 @@ class ArrivalForecast:
         self._read_until_s: float | None = None  # submissions before this are recorded
         self._read_at_s = float("-inf")
 
-    def expected(self, now_s: float) -> tuple[Demand, ...]:
+    def expected(self, now_s: float) -> Sequence[Demand]:
         """The jobs expected to be submitted over the next day (reading the new submissions first, when due)."""
         if now_s - self._read_at_s >= self.refresh_s:
             self._read(now_s)
