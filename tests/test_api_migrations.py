@@ -32,6 +32,29 @@ def insert_job_and_run(connection, state: str, power_cap_w: float | None = None)
         {"cap": power_cap_w, "now": NOW, "state": state})
 
 
+def check_new_runs_column(db_url, before: str, column: str, state: str) -> None:
+    """A migration after ``before`` that adds ``column`` to runs: a run written before it reads NULL there, the
+    schema at the head matches the models, and a downgrade drops the column and keeps the run."""
+    from alembic import command
+
+    engine = make_engine(db_url)
+    upgrade(engine, before)
+    with engine.begin() as connection:
+        insert_job_and_run(connection, state)
+    upgrade(engine)
+    assert column in columns(engine, "runs")
+    with engine.connect() as connection:
+        assert connection.execute(text(f"SELECT {column} FROM runs")).scalar() is None  # nothing kept before
+        diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    assert [d for d in diff if not _type_only(d)] == []
+    command.downgrade(alembic_config(engine), before)
+    assert column not in columns(engine, "runs")
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT status FROM runs")).scalar() == state
+    upgrade(engine)
+    engine.dispose()
+
+
 def test_0002_upgrades_a_0001_database_with_jobs_and_downgrades(db_url):
     from alembic import command
 

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from fakes import FakeClock
-from policies.arrivals import DAY_S, EXPECTED_ID, WEEK_S, ArrivalHistory
+from policies.arrivals import DAY_S, EXPECTED_ID, ArrivalHistory
 from policies.backlog import Demand
 from scheduler.clock import to_unix_s
 from scheduler.config import Settings

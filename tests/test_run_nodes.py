@@ -8,12 +8,11 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 from fakes import FakeClock
-from sqlalchemy import text
-from test_api_migrations import columns, insert_job_and_run
+from test_api_migrations import check_new_runs_column
 
 from scheduler.cli.tables import render_job
 from scheduler.client.models import Job
-from scheduler.store.engine import alembic_config, make_engine, make_session_factory, upgrade
+from scheduler.store.engine import make_engine, make_session_factory
 from scheduler.store.job_state import RunStatus
 from scheduler.store.jobs import JobStore
 from scheduler.store.views import job_view
@@ -93,19 +92,4 @@ def test_status_of_a_job_whose_runs_predate_their_nodes_prints_the_results(store
 
 
 def test_0010_adds_the_runs_nodes_and_downgrades(db_url):
-    from alembic import command
-
-    engine = make_engine(db_url)
-    upgrade(engine, "0009")
-    with engine.begin() as connection:
-        insert_job_and_run(connection, "failed")
-    upgrade(engine)
-    assert "nodes" in columns(engine, "runs")
-    with engine.connect() as connection:
-        assert connection.execute(text("SELECT nodes FROM runs")).scalar() is None  # no breakdown kept before
-    command.downgrade(alembic_config(engine), "0009")
-    assert "nodes" not in columns(engine, "runs")
-    with engine.connect() as connection:
-        assert connection.execute(text("SELECT status FROM runs")).scalar() == "failed"
-    upgrade(engine)
-    engine.dispose()
+    check_new_runs_column(db_url, "0009", "nodes", "failed")

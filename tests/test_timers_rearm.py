@@ -7,46 +7,23 @@ stops while its job runs, and a new daemon on the same database that stops the j
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import pytest
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
 from fakes import FakeClock
-from sqlalchemy import text
-from test_api_migrations import _type_only, columns, insert_job_and_run
+from test_api_migrations import check_new_runs_column
 
 from scheduler.clock import to_unix_s
 from scheduler.daemon.timers import Timers
-from scheduler.store.engine import alembic_config, make_engine, make_session_factory, upgrade
+from scheduler.store.engine import make_engine, make_session_factory
 from scheduler.store.jobs import JobStore
-from scheduler.store.models import Base
 from scheduler.store.timers import TimerStore
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
 
 
 def test_0008_adds_the_planned_suspension_to_runs_and_downgrades(db_url):
-    from alembic import command
-
-    engine = make_engine(db_url)
-    upgrade(engine, "0007")
-    with engine.begin() as connection:
-        insert_job_and_run(connection, "running")
-
-    upgrade(engine)
-    assert "planned_suspend_at" in columns(engine, "runs")
-    with engine.connect() as connection:
-        assert connection.execute(text("SELECT planned_suspend_at FROM runs")).scalar() is None  # no plan kept
-        diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
-    assert [d for d in diff if not _type_only(d)] == []
-
-    command.downgrade(alembic_config(engine), "0007")
-    assert "planned_suspend_at" not in columns(engine, "runs")
-    with engine.connect() as connection:
-        assert connection.execute(text("SELECT status FROM runs")).scalar() == "running"
-    upgrade(engine)
-    engine.dispose()
+    check_new_runs_column(db_url, "0007", "planned_suspend_at", "running")
 
 
 @pytest.fixture

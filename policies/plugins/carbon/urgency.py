@@ -4,14 +4,10 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from policies.framework import CycleState
+from policies.framework import DUE_EPS_S, CycleState
 from policies.plugins.carbon.planner import plan_of
 from policies.plugins.pressure import pressure_of
 from policies.snapshot import JobRequest
-
-
-#: A job whose latest start is this far past is late already (float sums of event times aside).
-LATE_EPS_S = 1e-6
 
 
 class UrgencyFirst:
@@ -21,7 +17,9 @@ class UrgencyFirst:
     When the queue is pressed (``policies.plugins.pressure``: its demand already exceeds the room before some
     deadline), every job goes in order of its latest start, as earliest-deadline-first would take them, except
     that the jobs already past their latest start go last: they are late whatever happens, and served first they
-    would make late the jobs that can still be on time too (earliest-deadline-first's domino effect in overload)."""
+    would make late the jobs that can still be on time too (earliest-deadline-first's domino effect in overload).
+    A job without a deadline was due at its submission: under pressure it too goes after those that can still
+    be on time."""
 
     name = "UrgencyFirst"
 
@@ -29,7 +27,7 @@ class UrgencyFirst:
         pressure = pressure_of(state)
         if pressure is not None and pressure.tight:
             now = state.now_s
-            return sorted(jobs, key=lambda j: (_latest_start(j) < now - LATE_EPS_S, _latest_start(j), -j.priority,
+            return sorted(jobs, key=lambda j: (_latest_start(j) < now - DUE_EPS_S, _latest_start(j), -j.priority,
                                                j.submitted_s, j.job_id))
 
         def key(job: JobRequest):
