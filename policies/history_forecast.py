@@ -436,3 +436,25 @@ def _features_looked_up(times_s, values, issued_s, target_s, days_back, weeks_ba
     trend_s = issued_s - 3 * 3600.0
     trend = np.where(trend_s >= start_s, level - _lookup(times_s, values, trend_s), 0.0)
     return np.column_stack([np.ones_like(target_s), yesterday, week_mean, last_week, level - profile_now, trend])
+
+
+def relative_week(times_s: np.ndarray, values: np.ndarray, monday_s: float, min_week_hours: int) -> np.ndarray:
+    """The mean relative intensity by hour of the week from ``monday_s`` (a Monday 00:00 on the samples' clock):
+    each hour's mean over its week's mean of hours, over the weeks with samples in at least ``min_week_hours`` of
+    their 168 hours and a positive mean; NaN at an hour none of them has (all NaN without one). The values of a
+    ``ShapePrior`` with ``step_s`` an hour."""
+    hours = np.floor((np.asarray(times_s, dtype=np.float64) - monday_s) / 3600.0).astype(np.int64)
+    relative = np.full(168, np.nan)
+    if not len(hours):
+        return relative
+    cell = hours - (hours.min() // 168) * 168  # week-major: row = week, column = hour of the week
+    n = int(cell.max() // 168 + 1) * 168
+    count = np.bincount(cell, minlength=n).reshape(-1, 168)
+    hourly = np.bincount(cell, np.asarray(values, dtype=np.float64), n).reshape(-1, 168) / np.maximum(count, 1)
+    filled = count > 0
+    mean = (hourly * filled).sum(axis=1) / np.maximum(filled.sum(axis=1), 1)
+    kept = (filled.sum(axis=1) >= min_week_hours) & (mean > 0)
+    ratio = np.where(filled[kept], hourly[kept] / mean[kept, None], 0.0)
+    seen = filled[kept].sum(axis=0)
+    np.divide(ratio.sum(axis=0), seen, out=relative, where=seen > 0)
+    return relative
