@@ -1,5 +1,6 @@
 """The daemon's forecast per zone: a provider's forecast where it gives one, else the history model over the
-cached actuals (``scheduler.carbon.history``), kept from tick to tick; on real SQLite and PostgreSQL."""
+cached actuals (``scheduler.carbon.history``), kept from tick to tick, and a new zone's shape prior from the
+others; on real SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -9,14 +10,17 @@ import numpy as np
 import pytest
 from fakes import FakeClock
 from sqlalchemy.exc import OperationalError
+from test_carbon_cache import cache  # noqa: F401 (the fixture: a carbon cache on each backend)
 
 import policies.history_forecast as history_forecast
 from policies.history_forecast import HistoryForecast
 from scheduler.carbon.grid import GridCarbon
+from scheduler.carbon.history import CachedHistory
 from scheduler.carbon.providers.base import ACTUAL, FORECAST, IntensityPoint
 from scheduler.carbon.providers.signal import ProviderSignal, SignalPolicy, ZoneFeed
 from scheduler.carbon.signal import SignalForecast
-from tests.test_carbon_cache import cache  # noqa: F401 (the fixture: a carbon cache on each backend)
+from scheduler.store.carbon_cache import CarbonCache
+from scheduler.store.engine import make_engine, make_session_factory
 
 NOW = datetime(2026, 3, 6, 9, 10, tzinfo=timezone.utc)  # a Friday: tomorrow is a weekend day
 H = timedelta(hours=1)
@@ -194,3 +198,125 @@ def test_an_unreadable_cache_falls_back_for_the_tick_and_fits_nothing(signal, cl
     forecast = grid.forecast(clock.now.timestamp())
     forecast.curves(("DE",), now_s + 86400)
     assert forecast.learned("DE") and fits == ["fit_weights"]  # readable again: the model, fitted on the history
+
+
+# The shape prior: a new zone borrows the relative week of the zones past their cold start.
+
+def relative_pattern_week() -> np.ndarray:
+    """``pattern``'s relative intensity by hour of the week from Monday 00:00 UTC (each hour over its week's mean)."""
+    monday = datetime(2026, 3, 2, tzinfo=timezone.utc)
+    week = np.array([pattern(monday + h * H) for h in range(168)])
+    return week / week.mean()
+
+
+def store_actuals(cache, zone: str, since: datetime, value) -> None:
+    hours = [since + k * H for k in range(int((NOW - since) / H) + 1)]
+    cache.store(zone, "em", [IntensityPoint(at, value(at), ACTUAL, at) for at in hours])
+
+
+def provider_signal(cache, clock, zones) -> ProviderSignal:
+    return ProviderSignal({zone: ZoneFeed(zone, Named("em"), zone) for zone in zones}, cache, clock, SignalPolicy())
+
+
+@pytest.fixture
+def new_zone_signal(cache, clock):
+    """DE: five weeks of hourly actuals; NL: the last week's (since last Friday 09:00) at half DE's values, so its
+    shape is DE's; neither has a provider forecast."""
+    store_actuals(cache, "DE", NOW.replace(minute=0) - WEEKS * 7 * 24 * H, pattern)
+    store_actuals(cache, "NL", NOW.replace(minute=0) - 7 * 24 * H, lambda at: 0.5 * pattern(at))
+    return provider_signal(cache, clock, ("DE", "NL"))
+
+
+def test_a_new_zone_gets_the_relative_week_of_a_zone_past_its_cold_start(new_zone_signal):
+    source = CachedHistory(new_zone_signal)
+    source.now_s = NOW.timestamp()
+    prior = source.shape_prior("NL")
+    assert prior is not None and prior.step_s == 3600.0
+    saturday_noon, friday_noon = datetime(2026, 3, 7, 12, tzinfo=timezone.utc), datetime(2026, 3, 6, 12,
+                                                                                          tzinfo=timezone.utc)
+    monday = datetime(2026, 3, 2, tzinfo=timezone.utc)
+    at = np.array([(monday + h * H + timedelta(minutes=30)).timestamp() for h in range(168)])
+    np.testing.assert_allclose(prior.at(at), relative_pattern_week(), rtol=1e-12)
+    assert prior.at(saturday_noon.timestamp()) < prior.at(friday_noon.timestamp()) - 0.3  # the weekend dip
+    assert source.shape_prior("DE") is None  # past its own cold start: its own history serves
+
+
+def test_no_prior_without_another_zone_past_its_cold_start(cache, clock):
+    store_actuals(cache, "DE", NOW.replace(minute=0) - 3 * 7 * 24 * H, pattern)  # three weeks: still cold
+    store_actuals(cache, "NL", NOW.replace(minute=0) - 2 * 24 * H, pattern)
+    source = CachedHistory(provider_signal(cache, clock, ("DE", "NL", "PL")))  # PL: nothing cached
+    source.now_s = NOW.timestamp()
+    assert source.shape_prior("NL") is None and source.shape_prior("DE") is None
+    assert source.shape_prior("PL") is None
+
+
+def test_an_unreadable_cache_gives_no_prior(clock, tmp_path):
+    missing = make_engine(f"sqlite:///{tmp_path / 'no-such-dir' / 'cache.db'}")  # cannot be opened
+    source = CachedHistory(provider_signal(CarbonCache(make_session_factory(missing)), clock, ("DE", "NL")))
+    source.now_s = NOW.timestamp()
+    assert source.shape_prior("NL") is None
+    missing.dispose()
+
+
+def test_the_prior_is_read_once_a_day_and_a_failed_read_leaves_the_day_without_one(new_zone_signal, monkeypatch):
+    reads: list[str] = []
+    actuals = new_zone_signal.actuals
+    failing = [True]
+
+    def counted(zone, start_s, end_s):
+        reads.append(zone)
+        if failing[0]:
+            raise OperationalError("SELECT", {}, Exception("database is locked"))
+        return actuals(zone, start_s, end_s)
+
+    monkeypatch.setattr(new_zone_signal, "actuals", counted)
+    source = CachedHistory(new_zone_signal)
+    source.now_s = NOW.timestamp()
+    assert source.shape_prior("NL") is None and reads == ["DE"]
+    failing[0] = False
+    source.now_s += 3 * 3600
+    # the day's model fitted its blend without a prior: it keeps none until the next day
+    assert source.shape_prior("NL") is None and reads == ["DE"]
+    source.now_s += 86400
+    assert source.shape_prior("NL") is not None and reads == ["DE", "DE"]
+    source.now_s += 1800
+    assert source.shape_prior("NL") is not None and reads == ["DE", "DE"]  # memoised for the day
+
+
+class WithPrior(Arrays):
+    """An in-memory source whose history begins at its first value and that gives a shape prior."""
+
+    def __init__(self, times_s, values, now_s, start_s, prior):
+        super().__init__(times_s, values, now_s)
+        self.start_s, self.prior = start_s, prior
+
+    def history_start_s(self, zone: str) -> float:
+        return self.start_s
+
+    def shape_prior(self, zone: str):
+        return self.prior
+
+
+def test_the_daemons_model_forecasts_a_new_zone_with_the_prior(new_zone_signal, clock):
+    now_s = NOW.timestamp()
+    forecast = GridCarbon(new_zone_signal, clock).forecast(now_s)
+    assert forecast.learned("NL")
+    end_s = now_s + 2 * 86400
+    curve = forecast.curves(("NL",), end_s)[0]
+
+    start_s = new_zone_signal.history_start_s("NL")
+    times, values = new_zone_signal.actuals("NL", now_s - 60 * 86400, now_s)
+    prior = CachedHistory(new_zone_signal)
+    prior.now_s = now_s
+    with_prior = HistoryForecast(WithPrior(times, values, now_s, start_s, prior.shape_prior("NL")))
+    without = HistoryForecast(WithPrior(times, values, now_s, start_s, None)).curve("NL", end_s)
+    expected = with_prior.curve("NL", end_s)
+    np.testing.assert_array_equal(curve.knots_s, expected.knots_s)
+    np.testing.assert_allclose(curve.values, expected.values, rtol=1e-12)
+
+    tomorrow = NOW.replace(hour=0, minute=0) + 24 * H  # a Saturday: NL has seen one weekend, DE five
+    at = np.array([(tomorrow + h * H + timedelta(minutes=30)).timestamp() for h in range(24)])
+    truth = np.array([0.5 * pattern(tomorrow + h * H) for h in range(24)])
+    learned, plain = curve.value_at(at), without.value_at(at)
+    assert learned.mean() < plain.mean() - 20  # the weekend dip (60 g/kWh at NL's scale), borrowed from DE
+    assert np.abs(learned - truth).mean() < 0.5 * np.abs(plain - truth).mean()
