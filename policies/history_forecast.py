@@ -35,7 +35,10 @@ The blend weighs them by their errors on the zone's own days, as the others, so 
 zone loses its weight. On the first four weeks from 6 January 2020 (benchmarks/cold_start.py, its prior the
 mean week of six other European zones in 2021-22) the blend reached 47 % of the best possible reduction in DE
 and 44 % in FR with the prior, 39 % and 38 % without; on the four weeks from 6 April 73 % and 60 % with,
-74 % and 58 % without; from 6 July 83 % and 52 % with, 81 % and 51 % without.
+74 % and 58 % without; from 6 July 83 % and 52 % with, 81 % and 51 % without. With the cold start's longer
+wait before a deferred job is looked at again (``policies.plugins.carbon.window.COLD_RECHECK_MIN_S``): January
+47 % and 46 % with, 39 % and 40 % without; April 73 % and 62 % with, 74 % and 60 % without; July 83 % and 54 %
+with, 81 % and 53 % without.
 
 Per horizon band the weights are non-negative and sum to one (a convex blend, so it never extrapolates beyond
 its forecasts), fitted once a day by least squares on the errors each forecast made over the history seen so far

@@ -4,6 +4,10 @@ only a day of history, fitted on the errors seen so far, never reading the futur
 import numpy as np
 import pytest
 
+from policies.builtin import create_policy
+from policies.decisions import Wait
+from policies.forecast import ForecastBase
+from policies.snapshot import JobRequest, Snapshot, ZonePool
 from policies.history_forecast import (BAND_EDGES_S, BLEND_PERSISTENCE, COLD_START_S, DAY_S, HISTORY_S,
                                        N_BLENDED, N_BLENDED_WITH_PRIOR, WEEK_S, HistoryForecast, ShapePrior,
                                        _blended, _features, _features_looked_up, _prior_ratios,
@@ -225,3 +229,46 @@ def test_a_flat_prior_reshapes_nothing_and_a_shaped_one_uses_only_known_days():
     # day 3 more than a day ahead: yesterday is day 1, the profile days 1 and 0
     beyond = (target >= 3 * DAY_S) & (target < 4 * DAY_S) & (target - issued > DAY_S)
     assert beyond.any() and np.allclose(reshaped_profile[beyond], 8.0 / np.mean([2.0, 1.0]))
+
+
+class HourlyForecast(ForecastBase):
+    """A history-only forecast from hourly values (what the policy sees, history and future alike) whose actual
+    history begins at ``start_s``."""
+
+    history_only = True
+
+    def __init__(self, hourly, start_s):
+        self.now_s, self.hourly, self.start_s = 0.0, np.asarray(hourly, dtype=float), start_s
+
+    def history_start_s(self, zone):
+        return self.start_s
+
+    def _values(self, start_s, end_s):
+        edges = np.arange(np.floor(start_s / 3600.0) * 3600.0, end_s, 3600.0)
+        return np.maximum(edges, start_s), self.hourly[np.minimum((edges // 3600.0).astype(int), len(self.hourly) - 1)]
+
+    def intensity(self, zone, t_s):
+        return float(self._values(t_s, t_s + 1)[1][0])
+
+    def history(self, zone, start_s, end_s):
+        return self._values(start_s, min(end_s, self.now_s))
+
+    def forecast(self, zone, start_s, end_s):
+        return self._values(start_s, end_s)
+
+
+@pytest.mark.parametrize("history_start_s,look_again_h", [
+    (0.0, 6.0),  # the zone's cold start: six hours on at least
+    (-COLD_START_S + 1.0, 6.0),  # its last second
+    (-COLD_START_S, 4.0),  # past it: halfway (three hours on at least)
+    (-np.inf, 4.0),  # a history with no known beginning
+])
+def test_a_wait_in_the_cold_start_is_looked_at_again_later(history_start_s, look_again_h):
+    clean_at_8 = [400] * 8 + [100] * 2 + [400] * 20
+    request = JobRequest(job_id="j", gpus=1, submitted_s=0.0, zones=("Z",), deadline_s=12 * 3600.0,
+                         interruptible=False, expected_duration_s=3600.0, power_w=300.0)
+    snapshot = Snapshot(now_s=0.0, waiting=(request,), gpus=(), pools=(ZonePool("Z", 4, 4),),
+                        forecast=HourlyForecast(clean_at_8, history_start_s))
+    (decision,) = create_policy("carbon-aware", history_model=False).decide(snapshot)
+    assert isinstance(decision, Wait) and decision.deferred and "waiting 8.0 h" in decision.reason
+    assert decision.retry_at_s == pytest.approx(look_again_h * 3600.0)
