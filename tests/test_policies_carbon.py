@@ -99,14 +99,14 @@ def test_a_full_clean_zone_is_waited_for_only_while_the_slack_keeps_a_margin():
 def test_a_wait_on_a_forecast_learned_from_history_is_looked_at_again_halfway():
     clean_at_6 = {"DE": [400] * 6 + [100] * 2 + [400] * 20}
 
-    def deferral(history_only, learned=()):
-        forecast = TableForecast(0.0, clean_at_6)
+    def deferral(history_only, learned=(), now_s=0.0):
+        forecast = TableForecast(now_s, clean_at_6)
         forecast.history_only = history_only
         forecast.learned = lambda zone: zone in learned
-        snapshot = Snapshot(now_s=0.0, waiting=(job(deadline_h=10),), gpus=(), pools=(ZonePool("DE", 4, 4),),
+        snapshot = Snapshot(now_s=now_s, waiting=(job(deadline_h=10),), gpus=(), pools=(ZonePool("DE", 4, 4),),
                             forecast=forecast)
         (decision,) = create_policy("carbon-aware", history_model=False).decide(snapshot)
-        assert isinstance(decision, Wait) and decision.deferred and "waiting 6.0 h" in decision.reason
+        assert isinstance(decision, Wait) and decision.deferred and "waiting" in decision.reason
         return decision.retry_at_s
 
     assert deferral(False) == pytest.approx(6 * H)  # an exact forecast: the best start stands
@@ -114,6 +114,10 @@ def test_a_wait_on_a_forecast_learned_from_history_is_looked_at_again_halfway():
     # the daemon's forecast of a zone without a provider forecast is learned from its history, zone by zone
     assert deferral(False, learned=("DE",)) == pytest.approx(3 * H)
     assert deferral(False, learned=("FR",)) == pytest.approx(6 * H)
+    # halfway is on the forecast's 30-minute issue grid (the next boundary), where the jobs deferred meanwhile
+    # are looked at again together: from 0:10, at least three hours on is 3:10, so 3:30
+    assert deferral(True, now_s=H / 6) == pytest.approx(3.5 * H)
+    assert deferral(False, now_s=H / 6) == pytest.approx(6 * H)  # the best start itself stays where it is
 
 
 def test_a_zone_whose_forecast_is_learned_wants_the_present_margin():

@@ -3,6 +3,8 @@ job, later pieces of time) emits less and its deadline still holds, or for room 
 
 from __future__ import annotations
 
+import math
+
 from policies.carbon_search import NOW_EPS_S
 from policies.framework import CycleState
 from policies.history_forecast import COLD_START_S
@@ -16,16 +18,17 @@ ROOM_MARGIN_S = 2 * 3600.0
 # The shortest wait before a job deferred on a history-only forecast is reconsidered.
 RECHECK_MIN_S = 3 * 3600.0
 # The same in a zone's cold start (less than ``COLD_START_S`` of its actual history, as the forecast says), where the
-# forecast is the history model's blend of simple forecasts: there each look may move the best start on that blend's
-# noise, and looking again less often did better, looking again more often worse. On the first four weeks of history
-# (benchmarks/cold_start.py, DE and FR, from 6 January, 6 April and 6 July 2020; history only / with the shape prior)
-# six hours instead of three moved the share of the best possible reduction from 39.4 / 46.6 % to 39.2 / 47.3 % (DE)
-# and 38.1 / 44.4 % to 39.8 / 46.4 % (FR) in January, 73.7 / 72.6 -> 74.1 / 72.6 % and 58.3 / 59.9 -> 60.4 / 62.0 % in
-# April, 81.0 / 82.6 -> 81.1 / 82.7 % and 51.2 / 52.4 -> 53.0 / 54.1 % in July; looking again every hour or half hour
-# did worse in all four January runs (DE 38.9 / 45.9 %, FR 35.8 / 42.2 % at an hour). The 2020 years
-# (carbon_policies.py, 5,000 jobs, history only) barely moved: DE-2020 2178.6 -> 2178.7 kg (67.3 %), FR-2020 54.2 ->
-# 54.3 %.
+# forecast is the history model's blend of simple forecasts and each look may move the best start on its noise.
+# On the first four weeks of history (benchmarks/cold_start.py, DE and FR from 6 January 2020; history only / with
+# the shape prior) six hours instead of three took the share of the best possible reduction from 39.4 / 46.6 % to
+# 39.2 / 47.3 % (DE) and 38.1 / 44.4 % to 39.8 / 46.4 % (FR), and did as well or better from 6 April and 6 July;
+# looking again every hour did worse in all four January runs. The 2020 years barely moved (DE-2020 67.3 %).
 COLD_RECHECK_MIN_S = 6 * 3600.0
+# A re-check falls on the next boundary of this grid: a history model's forecast is issued on it (30 minutes,
+# policies.history_forecast), so a look a few minutes earlier sees the same forecast, and the jobs deferred in
+# the meantime are looked at again together, in one decision round instead of one each (on the 100k-job year of
+# benchmarks/carbon_policies.py --perf under a history-only forecast: 290,000 rounds -> 160,000).
+RECHECK_GRID_S = 1800.0
 
 
 class CarbonWindow:
@@ -102,14 +105,16 @@ def _may_defer(state: CycleState, job: JobRequest, ready_s: float) -> bool:
 def _look_again_at(state: CycleState, start_s: float, zone: str) -> float:
     """When to reconsider a job deferred to ``start_s`` in ``zone``: then, or, on a forecast learned from history
     (a ``history_only`` one, or the zone's ``learned`` one), halfway there (at least three hours on, six in the
-    zone's cold start), since such a forecast improves as the hour nears and may move the best start."""
+    zone's cold start; at the next ``RECHECK_GRID_S`` boundary), since such a forecast improves as the hour nears
+    and may move the best start."""
     forecast, now = state.snapshot.forecast, state.now_s
     if forecast is None or not (forecast.history_only or forecast.learned(zone)):
         return start_s
     history_start = getattr(forecast, "history_start_s", None)  # a forecast that does not say has no cold start
     history_start_s = None if history_start is None else history_start(zone)
     cold = history_start_s is not None and now - history_start_s < COLD_START_S
-    return min(start_s, now + max(COLD_RECHECK_MIN_S if cold else RECHECK_MIN_S, (start_s - now) / 2))
+    at = now + max(COLD_RECHECK_MIN_S if cold else RECHECK_MIN_S, (start_s - now) / 2)
+    return min(start_s, math.ceil(at / RECHECK_GRID_S) * RECHECK_GRID_S)
 
 
 def _span(seconds: float) -> str:
