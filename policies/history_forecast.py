@@ -129,6 +129,7 @@ class HistoryForecast(ForecastBase):
         self.source = source
         self.now_s = source.now_s
         self._weights: dict[tuple, np.ndarray] = {}  # (zone, day[, "blend"]) -> weights per band
+        self._fit_sums: dict[str, dict] = {}  # zone -> fit_weights' memo (the source's history never changes)
         self._curves: dict[str, tuple[float, IntensityCurve]] = {}  # zone -> (issue time, curve)
 
     def intensity(self, zone: str, t_s: float) -> float:
@@ -215,29 +216,64 @@ class HistoryForecast(ForecastBase):
         key = (zone, day)
         if key not in self._weights:
             times_s, values = self.source.history(zone, issued_s - HISTORY_S, issued_s)
-            self._weights[key] = fit_weights(times_s, values, day * DAY_S)
+            self._weights[key] = fit_weights(times_s, values, day * DAY_S, self._fit_sums.setdefault(zone, {}))
         return self._weights[key]
 
 
-def fit_weights(times_s: np.ndarray, values: np.ndarray, fit_at_s: float) -> np.ndarray:
-    """Blend weights per horizon band (rows), fitted on history up to ``fit_at_s``; persistence where data is short."""
+def fit_weights(times_s: np.ndarray, values: np.ndarray, fit_at_s: float,
+                memo: dict[float, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None) -> np.ndarray:
+    """Blend weights per horizon band (rows), fitted on history up to ``fit_at_s``; persistence where data is short.
+
+    The fit is ridge least squares on the examples' sums (per band: the Gram matrix of the features, their
+    products with the targets, the count), which add up over issue times. ``memo`` (issue time -> its sums per
+    band) keeps the sums of the issue times whose targets are all known: a fit a day later shares all but four of
+    its issue times with this one, and over the same history their sums are the same. Give a memo only over a
+    history that does not change where it is known (a simulation's trace; the daemon refits on a new model each
+    day)."""
     issues = fit_at_s - FIT_ISSUE_EVERY_S * np.arange(1, int(FIT_DAYS * DAY_S / FIT_ISSUE_EVERY_S) + 1)
+    issues = issues[issues - 2 * WEEK_S >= times_s[0]]
+    n_bands = len(BAND_EDGES_S) + 1
+    gram, xty, count = np.zeros((n_bands, N_FEATURES, N_FEATURES)), np.zeros((n_bands, N_FEATURES)), np.zeros(n_bands)
+    new = issues if memo is None else issues[[issue not in memo for issue in issues.tolist()]]
+    if len(new):
+        sums = _issue_sums(times_s, values, new, fit_at_s)
+        gram, xty, count = gram + sums[0].sum(axis=0), xty + sums[1].sum(axis=0), count + sums[2].sum(axis=0)
+        if memo is not None:
+            for k in np.flatnonzero(new + FIT_HORIZON_S <= fit_at_s):  # all its targets known: its sums are final
+                memo[float(new[k])] = (sums[0][k], sums[1][k], sums[2][k])
+    if memo is not None:
+        kept = set(issues.tolist())
+        for issue in [i for i in memo if i not in kept]:
+            del memo[issue]  # older than the fit window (or than the history): never read again
+        for issue in kept.difference(new.tolist()):
+            g, t, c = memo[issue]
+            gram, xty, count = gram + g, xty + t, count + c
+    weights = np.tile(PERSISTENCE, (n_bands, 1))
+    for band in range(n_bands):
+        if count[band] >= MIN_EXAMPLES:
+            ridge = RIDGE * np.trace(gram[band]) / N_FEATURES
+            weights[band] = np.linalg.solve(gram[band] + ridge * np.eye(N_FEATURES), xty[band] + ridge * PERSISTENCE)
+    return weights
+
+
+def _issue_sums(times_s: np.ndarray, values: np.ndarray, issues: np.ndarray, fit_at_s: float
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per issue time and horizon band, over the examples with targets known at ``fit_at_s``: the Gram matrix of
+    their features (issues x bands x 6 x 6), its products with the targets (issues x bands x 6), their count."""
     offsets = GRID_S * np.arange(1, int(FIT_HORIZON_S / GRID_S) + 1)
     issue_of = np.repeat(issues, len(offsets))
     target_of = issue_of + np.tile(offsets, len(issues))
-    usable = (target_of <= fit_at_s) & (issue_of - 2 * WEEK_S >= times_s[0])
-    weights = np.tile(PERSISTENCE, (len(BAND_EDGES_S) + 1, 1))
-    if usable.sum() < MIN_EXAMPLES:
-        return weights
-    issue_of, target_of = issue_of[usable], target_of[usable]
-    x = _features(times_s, values, issue_of, target_of)
-    y = _lookup(times_s, values, target_of)
-    def ridge_fit(xb: np.ndarray, yb: np.ndarray) -> np.ndarray:
-        gram = xb.T @ xb
-        ridge = RIDGE * np.trace(gram) / N_FEATURES
-        return np.linalg.solve(gram + ridge * np.eye(N_FEATURES), xb.T @ yb + ridge * PERSISTENCE)
-
-    return _fit_per_band(weights, x, y, target_of - issue_of, MIN_EXAMPLES, ridge_fit)
+    shape = (len(issues), len(offsets))
+    x = _features(times_s, values, issue_of, target_of).reshape(*shape, N_FEATURES)
+    known = (target_of <= fit_at_s).reshape(shape)
+    y = np.where(known, _lookup(times_s, values, target_of).reshape(shape), 0.0)
+    xk = x * known[..., None]
+    edges = np.searchsorted(offsets, BAND_EDGES_S, "right")  # the offsets of band b: edges[b - 1] to edges[b]
+    bounds = np.concatenate(([0], edges, [len(offsets)]))
+    gram = np.stack([np.einsum("iok,iol->ikl", xk[:, a:b], x[:, a:b]) for a, b in zip(bounds[:-1], bounds[1:])], 1)
+    xty = np.stack([np.einsum("iok,io->ik", xk[:, a:b], y[:, a:b]) for a, b in zip(bounds[:-1], bounds[1:])], 1)
+    count = np.stack([known[:, a:b].sum(axis=1) for a, b in zip(bounds[:-1], bounds[1:])], 1).astype(np.float64)
+    return gram, xty, count
 
 
 def fit_blend(times_s: np.ndarray, values: np.ndarray, fit_at_s: float, start_s: float,

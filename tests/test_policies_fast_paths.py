@@ -7,7 +7,9 @@ from plain_plans import SlotGrid, best_starts
 from policies.carbon_plan import slot_plans
 from policies.carbon_search import best_start, integral_to, run_costs
 from policies.forecast import IntensityCurve, ZoneCurves
-from policies.history_forecast import _features, _features_looked_up, _features_zones, DAY_S, WEEK_S
+from policies.history_forecast import (BAND_EDGES_S, DAY_S, FIT_HORIZON_S, MIN_EXAMPLES, N_FEATURES, PERSISTENCE,
+                                      RIDGE, WEEK_S, _features, _features_looked_up, _features_zones, _lookup,
+                                      fit_weights)
 
 
 def random_curves(rng, n_zones=3, n_knots=200):
@@ -133,6 +135,42 @@ def test_features_of_several_zones_match_one_zone_at_a_time():
         target = issued + 1800 * np.arange(1, 200) - 900
         want = np.stack([_features(t, v, np.full(len(target), issued), target) for t, v in histories])
         assert np.array_equal(_features_zones(histories, issued, target), want)
+
+
+def plain_fit_weights(times, values, fit_at_s):
+    """The ridge fit per horizon band on every example at once (what ``fit_weights`` sums issue by issue)."""
+    issues = fit_at_s - 6 * 3600.0 * np.arange(1, 169)
+    offsets = 1800.0 * np.arange(1, int(FIT_HORIZON_S / 1800.0) + 1)
+    issue_of, target_of = np.repeat(issues, len(offsets)), np.repeat(issues, len(offsets)) + np.tile(offsets, 168)
+    usable = (target_of <= fit_at_s) & (issue_of - 2 * WEEK_S >= times[0])
+    issue_of, target_of = issue_of[usable], target_of[usable]
+    x, y = _features(times, values, issue_of, target_of), _lookup(times, values, target_of)
+    bands = np.searchsorted(BAND_EDGES_S, target_of - issue_of)
+    weights = np.tile(PERSISTENCE, (len(BAND_EDGES_S) + 1, 1))
+    for band in range(len(weights)):
+        xb, yb = x[bands == band], y[bands == band]
+        if len(yb) >= MIN_EXAMPLES:
+            gram = xb.T @ xb
+            ridge = RIDGE * np.trace(gram) / N_FEATURES
+            weights[band] = np.linalg.solve(gram + ridge * np.eye(N_FEATURES), xb.T @ yb + ridge * PERSISTENCE)
+    return weights
+
+
+def test_a_fit_from_the_sums_kept_of_earlier_days_matches_a_fit_from_scratch():
+    rng = np.random.default_rng(2)
+    times = np.arange(0, 120 * DAY_S, 3600.0)
+    daily = 300 + 100 * np.sin(2 * np.pi * times / DAY_S) + 40 * (times // DAY_S % 7 >= 5)
+    values = daily + rng.normal(0, 30, len(times))
+    memo = {}
+    for day in (57, 58, 59, 61, 90):  # from the history's start (too short for some issues), then day by day
+        fit_at = day * DAY_S
+        window = (times >= fit_at - 59 * DAY_S) & (times <= fit_at + 5 * 3600)  # the history a forecast reads
+        want = plain_fit_weights(times[window], values[window], fit_at)
+        np.testing.assert_allclose(fit_weights(times[window], values[window], fit_at, memo), want, rtol=1e-9)
+        np.testing.assert_allclose(fit_weights(times[window], values[window], fit_at), want, rtol=1e-9)
+        assert not np.allclose(want, PERSISTENCE)  # fitted, not the default
+        # kept: the issue times of the fit window whose targets are all known, and no older ones
+        assert all(fit_at - 42 * DAY_S <= issue <= fit_at - FIT_HORIZON_S for issue in memo) and len(memo) > 100
 
 
 def test_zone_curves_merge_flat_knots_without_changing_integrals():
