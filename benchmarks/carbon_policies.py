@@ -1,4 +1,4 @@
-"""fifo vs carbon-aware on real carbon, job and power traces from ../shared/data (skipped when it is absent).
+"""fifo vs carbon-aware on real carbon, job and power traces from the reference data (``--data``; skipped without).
 
     .venv/bin/python benchmarks/carbon_policies.py [--jobs 5000] [--perf] [--only NAME] [--data PATH]
 
@@ -25,7 +25,10 @@ Scenarios:
 - ``--perf``: the full pai-100k year (about 100,000 jobs) on five zones (Electricity Maps DE, FR, GB, ES, NO-NO1,
   Oct 2021 - Sep 2022; the last weeks hold the last value, as the contract says) with 200 GPUs each; then
   ``perf-other-5-zone-year``: the same jobs and year on five other zones (SE, very clean, IT-NO, IE,
-  US-CAL-CISO, JP-KN; ``--other-zones`` picks others) with 200 GPUs each, half the jobs interruptible.
+  US-CAL-CISO, JP-KN; ``--other-zones`` picks others) with 200 GPUs each, half the jobs interruptible; then
+  ``perf-2023-4-zone-year``: the same jobs over another year, 2023 from 1 January, on the four zones of the
+  Electricity Maps hourly exports of that year (BR, ES, NO, US-CAL-CISO: LCA values) with 250 GPUs each, half
+  the jobs interruptible (skipped when those files are absent).
 
 Each run is checked by ``scheduler.simulation.checker``. "Best possible" is computed here, independently of
 the policies' code: each job alone at its cheapest feasible placement (zone, start or pieces of time, cap).
@@ -64,6 +67,9 @@ TIGHT_GPUS = 8
 TIGHT_BUDGET_W = 16 * POWER_W
 # perf-other-5-zone-year: a very clean zone (SE) among four others, none of them in --perf's mix
 OTHER_ZONES = ("SE", "IT-NO", "IE", "US-CAL-CISO", "JP-KN")
+# perf-2023-4-zone-year: another year, from its first day
+START_2023 = 1672531200.0  # 2023-01-01T00:00:00Z
+ZONES_2023 = ("BR", "ES", "NO", "US-CAL-CISO")
 RUNS = (("fifo", "fifo", "perfect", {}), ("carbon-aware perfect", "carbon-aware", "perfect", {}),
         ("carbon-aware persistence", "carbon-aware", "persistence", {}),
         ("naive same-time-yesterday", "carbon-aware", "persistence", {"history_model": False}))
@@ -286,6 +292,16 @@ def main(argv=None) -> int:
             jobs = gaia_jobs(gaia / "pai-100k.csv", None, names, True, 0.5, "v100")
             rows += run_scenario("perf-other-5-zone-year", Cluster(START_2021_10, zones), jobs, profiles,
                                  runs=perf_runs, check=True)
+        hourly = args.data / "carbon/electricitymaps-hourly-2021-2023"
+        if wanted("perf-2023-4-zone-year"):
+            files = [hourly / f"{z}_2023_hourly.csv" for z in ZONES_2023]
+            if all(f.is_file() for f in files):
+                zones = tuple(zone(f, z, 250, START_2023) for f, z in zip(files, ZONES_2023))
+                jobs = gaia_jobs(gaia / "pai-100k.csv", None, ZONES_2023, True, 0.5, "v100")
+                rows += run_scenario("perf-2023-4-zone-year", Cluster(START_2023, zones), jobs, profiles,
+                                     runs=perf_runs, check=True)
+            else:
+                print(f"skipped: perf-2023-4-zone-year (no 2023 hourly exports at {hourly})")
     return 1 if any("crashed" in r for r in rows) else 0
 
 
