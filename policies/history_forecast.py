@@ -419,8 +419,6 @@ def _grid_features_compiled(grid, known, index, day):
                 if known[z, k]:
                     total += grid[z, k]
                     count += 1.0
-                else:
-                    total += 0.0
             week[z, i], week_days[z, i] = total, count
     out = np.empty((n_zones, n_targets, 6))
     for z in range(n_zones):
