@@ -27,7 +27,6 @@ this run.
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import sys
 import time
@@ -39,6 +38,7 @@ from carbon_policies import DEFAULT_DATA, HEADER, START_2020, _format, best_poss
 
 from policies.builtin import create_policy
 from policies.history_forecast import ShapePrior, relative_week
+from scheduler.carbon.history import MIN_WEEK_HOURS, MONDAY_UNIX_S  # the daemon's prior is built alike
 from scheduler.carbon.trace_file import load_carbon_trace
 from scheduler.simulation.checker import check_result
 from scheduler.simulation.engine import Simulation
@@ -48,30 +48,16 @@ from scheduler.simulation.result import build_result
 
 DAY_S = 86400.0
 HOUR_S = 3600.0
-MONDAY_UNIX_S = 4 * DAY_S  # 5 January 1970, a Monday, 00:00 UTC
 FILES = {"DE": "ger_ci.csv", "FR": "fr_ci.csv"}
 # the European zones with about a year (October 2021 to September 2022) of hourly data in that set
 PRIOR_ZONES = ("DE", "FR", "GB", "IE", "IS", "IT-NO", "SE")
-MIN_WEEK_HOURS = 150
-
-
-def trace_relative_week(path: Path) -> np.ndarray:
-    """A zone's mean relative intensity (each hour over its week's mean) by hour of the week (UTC, Monday 00:00
-    first), over the weeks of an Electricity Maps hourly trace with at least ``MIN_WEEK_HOURS`` hours."""
-    unix_s, values = [], []
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            if row["carbon_intensity_avg"]:
-                at = datetime.fromisoformat(row["zone_datetime"].replace("Z", "+00:00"))
-                unix_s.append(at.timestamp())
-                values.append(float(row["carbon_intensity_avg"]))
-    return relative_week(np.array(unix_s), np.array(values), MONDAY_UNIX_S, MIN_WEEK_HOURS)
 
 
 def other_zones_prior(em_dir: Path, cold_zone: str, clock_start_unix_s: float) -> ShapePrior:
     """The mean relative week of ``PRIOR_ZONES`` other than ``cold_zone``, on a clock starting at
     ``clock_start_unix_s``."""
-    relative = np.mean([trace_relative_week(em_dir / f"{z}.csv") for z in PRIOR_ZONES if z != cold_zone], axis=0)
+    relative = np.mean([relative_week(*load_carbon_trace(em_dir / f"{z}.csv"), MONDAY_UNIX_S, MIN_WEEK_HOURS)
+                        for z in PRIOR_ZONES if z != cold_zone], axis=0)
     return ShapePrior(MONDAY_UNIX_S - clock_start_unix_s, HOUR_S, relative)
 
 

@@ -130,7 +130,7 @@ class HistoryForecast(ForecastBase):
         self.source = source
         self.now_s = source.now_s
         self._weights: dict[tuple, np.ndarray] = {}  # (zone, day[, "blend"]) -> weights per band
-        self._fit_sums: dict[str, dict] = {}  # zone -> fit_weights' memo (the source's history never changes)
+        self._fit_sums: dict[str, dict] = {}  # zone -> fit_weights' memo, kept as long as this model (see there)
         self._curves: dict[str, tuple[float, IntensityCurve]] = {}  # zone -> (issue time, curve)
 
     def intensity(self, zone: str, t_s: float) -> float:

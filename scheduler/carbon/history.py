@@ -27,7 +27,7 @@ MONDAY_UNIX_S = 4 * DAY_S  # 5 January 1970, a Monday, 00:00 UTC: the prior's ho
 # The whole weeks of another zone's actuals its relative week is learned from (and the week under way): the
 # present season's shape, and a read that stays small however long the cache's history.
 PRIOR_WEEKS = 8
-MIN_WEEK_HOURS = 150  # of a week's 168 hours with actuals, for the week to count (as benchmarks/cold_start.py)
+MIN_WEEK_HOURS = 150  # of a week's 168 hours with actuals, for the week to count
 
 
 class HistorySignal(Protocol):

@@ -11,6 +11,7 @@ and the recent level, fitted on what it has seen).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
@@ -74,9 +75,6 @@ class CarbonPlanner:
         # memos of pure functions of their keys (the objects are kept, so an id is never reused while cached)
         self._grids: dict[tuple[str, ...], tuple[tuple[IntensityCurve, ...], ZoneCurves]] = {}
         self._steps: dict[tuple[int, int, float], tuple] = {}
-        self._grid_zone_memo: dict[tuple, tuple[str, ...]] = {}
-        self._position_memo: dict[tuple[str, ...], dict[str, int]] = {}
-        self._allowed_memo: dict[tuple, np.ndarray] = {}
 
     def _forecast(self, state: CycleState) -> CarbonForecast | None:
         forecast = state.snapshot.forecast
@@ -115,9 +113,9 @@ class CarbonPlanner:
         # far enough for every window: a late job's runs end after its deadline
         horizon_s = max(max(_deadline(j, now), now + j.expected_duration_s) for j, _ in plannable)
         needed = set(plannable[0][1]).union(*(zones for _, zones in plannable[1:]))
-        grid_zones = self._grid_zones(all_zones, needed)
+        grid_zones = _grid_zones(all_zones, frozenset(needed))
         zc = self._zone_curves(forecast, grid_zones, horizon_s)
-        position = self._positions(grid_zones)
+        position = _positions(grid_zones)
         now_values = zc.value_at(slice(None), now).tolist()  # each grid zone's intensity now
         runs = [(job, zones) for job, zones in plannable if not job.interruptible]
         for i in range(0, len(runs), RUN_BATCH):
@@ -138,26 +136,6 @@ class CarbonPlanner:
                 for job, plan in zip(group[i:i + SLOT_BATCH], self._slot_plans(group[i:i + SLOT_BATCH], now, zones,
                                                                                 zc, rows, margin, now_values)):
                     state.notes[PLANNER, job.job_id] = plan
-
-    def _grid_zones(self, all_zones: tuple[str, ...], needed: set[str]) -> tuple[str, ...]:
-        """The zones the plans need, in the snapshot's order (then any others, sorted): the rows of the grid."""
-        key = (all_zones, frozenset(needed))
-        found = self._grid_zone_memo.get(key)
-        if found is None:
-            if len(self._grid_zone_memo) > 256:
-                self._grid_zone_memo.clear()
-            found = tuple(z for z in all_zones if z in needed) + tuple(sorted(needed.difference(all_zones)))
-            self._grid_zone_memo[key] = found
-        return found
-
-    def _positions(self, grid_zones: tuple[str, ...]) -> dict[str, int]:
-        """Each grid zone's row (a memo: callers only read it)."""
-        found = self._position_memo.get(grid_zones)
-        if found is None:
-            if len(self._position_memo) > 256:
-                self._position_memo.clear()
-            found = self._position_memo[grid_zones] = {z: i for i, z in enumerate(grid_zones)}
-        return found
 
     def _zone_curves(self, forecast: CarbonForecast, zones: tuple[str, ...], horizon_s: float) -> ZoneCurves:
         curves = tuple(forecast.curves(zones, max(horizon_s, forecast.now_s + 1.0)))
@@ -183,18 +161,6 @@ class CarbonPlanner:
             self._steps[key] = found
         return found[1], found[2], found[3]
 
-    def _allowed(self, rows: tuple[int, ...], n_zones: int) -> np.ndarray:
-        """One job's row of ``run_costs``' ``allowed``: True in ``rows`` of ``n_zones`` (a memo: read only)."""
-        key = (rows, n_zones)
-        found = self._allowed_memo.get(key)
-        if found is None:
-            if len(self._allowed_memo) > 256:
-                self._allowed_memo.clear()
-            found = np.zeros((1, n_zones), dtype=bool)
-            found[0, list(rows)] = True
-            self._allowed_memo[key] = found
-        return found
-
     def _run_plans(self, batch: list[tuple[JobRequest, tuple[str, ...]]], now: float, zc: ZoneCurves,
                    position: dict[str, int], present_margin: float = 0.0,
                    now_values: list[float] | None = None) -> list[JobPlan]:
@@ -208,7 +174,7 @@ class CarbonPlanner:
         if n_jobs == 1:  # most rounds plan one job: its tables as they are, no padding to build
             _, sp, g = tables[0]
             speeds, g_per = sp.reshape(1, -1), g.reshape(1, -1)
-            allowed = self._allowed(tuple(position[z] for z in batch[0][1]), len(zc.curves))
+            allowed = _allowed(tuple(position[z] for z in batch[0][1]), len(zc.curves))
         else:
             n_caps = max(len(t[0]) for t in tables)
             speeds = np.ones((n_jobs, n_caps))  # padding past a job's own caps is never read
@@ -302,6 +268,28 @@ class CarbonPlanner:
             plan.gain_per_gpu_h = (marginal - cleanest_now) * (job.power_w or 0.0) / 1000.0
             plans.append(plan)
         return plans
+
+
+# Pure functions of their arguments, asked every round with the same few: memos (their results are only read).
+
+@lru_cache(maxsize=256)
+def _grid_zones(all_zones: tuple[str, ...], needed: frozenset[str]) -> tuple[str, ...]:
+    """The zones the plans need, in the snapshot's order (then any others, sorted): the rows of the grid."""
+    return tuple(z for z in all_zones if z in needed) + tuple(sorted(needed.difference(all_zones)))
+
+
+@lru_cache(maxsize=256)
+def _positions(grid_zones: tuple[str, ...]) -> dict[str, int]:
+    """Each grid zone's row."""
+    return {z: i for i, z in enumerate(grid_zones)}
+
+
+@lru_cache(maxsize=256)
+def _allowed(rows: tuple[int, ...], n_zones: int) -> np.ndarray:
+    """One job's row of ``run_cost_table``'s ``allowed``: True in ``rows`` of ``n_zones``."""
+    found = np.zeros((1, n_zones), dtype=bool)
+    found[0, list(rows)] = True
+    return found
 
 
 def _deadline(job: JobRequest, now: float) -> float:

@@ -110,9 +110,7 @@ def _look_again_at(state: CycleState, start_s: float, zone: str) -> float:
     forecast, now = state.snapshot.forecast, state.now_s
     if forecast is None or not (forecast.history_only or forecast.learned(zone)):
         return start_s
-    history_start = getattr(forecast, "history_start_s", None)  # a forecast that does not say has no cold start
-    history_start_s = None if history_start is None else history_start(zone)
-    cold = history_start_s is not None and now - history_start_s < COLD_START_S
+    cold = now - forecast.history_start_s(zone) < COLD_START_S  # -inf: no known beginning, so no cold start
     at = now + max(COLD_RECHECK_MIN_S if cold else RECHECK_MIN_S, (start_s - now) / 2)
     return min(start_s, math.ceil(at / RECHECK_GRID_S) * RECHECK_GRID_S)
 
