@@ -7,7 +7,7 @@ import math
 
 from policies.carbon_search import NOW_EPS_S
 from policies.framework import CycleState
-from policies.history_forecast import COLD_START_S
+from policies.history_forecast import COLD_START_S, GRID_S
 from policies.plugins.carbon.planner import JobPlan, plan_of
 from policies.plugins.pressure import pressure_of
 from policies.snapshot import JobRequest
@@ -24,11 +24,10 @@ RECHECK_MIN_S = 3 * 3600.0
 # 39.2 / 47.3 % (DE) and 38.1 / 44.4 % to 39.8 / 46.4 % (FR), and did as well or better from 6 April and 6 July;
 # looking again every hour did worse in all four January runs. The 2020 years barely moved (DE-2020 67.3 %).
 COLD_RECHECK_MIN_S = 6 * 3600.0
-# A re-check falls on the next boundary of this grid: a history model's forecast is issued on it (30 minutes,
-# policies.history_forecast), so a look a few minutes earlier sees the same forecast, and the jobs deferred in
-# the meantime are looked at again together, in one decision round instead of one each (on the 100k-job year of
-# benchmarks/carbon_policies.py --perf under a history-only forecast: 290,000 rounds -> 160,000).
-RECHECK_GRID_S = 1800.0
+# A re-check falls on the next boundary of the grid a history model's forecast is issued on (GRID_S, 30 minutes):
+# a look a few minutes earlier sees the same forecast, and the jobs deferred in the meantime are looked at again
+# together, in one decision round instead of one each (on the 100k-job year of benchmarks/carbon_policies.py
+# --perf under a history-only forecast: 290,000 rounds -> 160,000).
 
 
 class CarbonWindow:
@@ -105,14 +104,14 @@ def _may_defer(state: CycleState, job: JobRequest, ready_s: float) -> bool:
 def _look_again_at(state: CycleState, start_s: float, zone: str) -> float:
     """When to reconsider a job deferred to ``start_s`` in ``zone``: then, or, on a forecast learned from history
     (a ``history_only`` one, or the zone's ``learned`` one), halfway there (at least three hours on, six in the
-    zone's cold start; at the next ``RECHECK_GRID_S`` boundary), since such a forecast improves as the hour nears
+    zone's cold start; at the next boundary of the forecast's 30-minute grid), since such a forecast improves as the hour nears
     and may move the best start."""
     forecast, now = state.snapshot.forecast, state.now_s
     if forecast is None or not (forecast.history_only or forecast.learned(zone)):
         return start_s
     cold = now - forecast.history_start_s(zone) < COLD_START_S  # -inf: no known beginning, so no cold start
     at = now + max(COLD_RECHECK_MIN_S if cold else RECHECK_MIN_S, (start_s - now) / 2)
-    return min(start_s, math.ceil(at / RECHECK_GRID_S) * RECHECK_GRID_S)
+    return min(start_s, math.ceil(at / GRID_S) * GRID_S)
 
 
 def _span(seconds: float) -> str:
